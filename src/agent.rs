@@ -1,0 +1,297 @@
+//! The leading agent's work: take publish requests, turn each into a version (or refuse it),
+//! answer the publisher, and prune old versions. Every write is fenced: a multi-op that first
+//! checks our own election node, so an agent that lost its session can never write as leader.
+
+use crate::config::Config;
+use crate::election::Leadership;
+use crate::layout::{self, Layout, VersionId, REQUEST_PREFIX};
+use crate::request::{self, Outcome, RequestHeader, VersionMeta};
+use crate::session::{self, classify, ErrorKind, SessionHandle};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+/// Why leader work stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Our election node failed the fence check: we are not the leader any more.
+    #[error("fenced: our election node {0} is gone or changed; not writing as leader")]
+    Fenced(String),
+    /// ZooKeeper failed.
+    #[error("ZooKeeper: {0}")]
+    Zk(#[from] zk::Error),
+}
+
+impl From<zk::CheckWriteError> for AgentError {
+    fn from(e: zk::CheckWriteError) -> Self {
+        match e {
+            zk::CheckWriteError::CheckFailed { .. } => AgentError::Fenced(String::new()),
+            zk::CheckWriteError::RequestFailed { source } | zk::CheckWriteError::OperationFailed { source, .. } => {
+                AgentError::Zk(source)
+            }
+        }
+    }
+}
+
+/// The leader's fence: the election node every write checks.
+#[derive(Debug, Clone)]
+struct Fence {
+    /// Our election node.
+    node: String,
+    /// Its data version when leadership was confirmed.
+    version: i32,
+}
+
+impl Fence {
+    fn writer<'a>(&self, client: &'a zk::Client) -> Result<zk::CheckWriter<'a>, AgentError> {
+        Ok(client.new_check_writer(&self.node, Some(self.version))?)
+    }
+
+    async fn commit(&self, writer: zk::CheckWriter<'_>) -> Result<Vec<zk::MultiWriteResult>, AgentError> {
+        writer.commit().await.map_err(|e| match AgentError::from(e) {
+            AgentError::Fenced(_) => AgentError::Fenced(self.node.clone()),
+            other => other,
+        })
+    }
+}
+
+/// Runs the agent's leader work whenever `leadership` says we lead, until `shutdown`.
+pub async fn run(
+    config: Arc<Config>,
+    mut session: SessionHandle,
+    mut leadership: watch::Receiver<Leadership>,
+    shutdown: CancellationToken,
+) {
+    let layout = config.layout();
+    loop {
+        let lead = leadership.borrow_and_update().clone();
+        let Leadership::Leader { generation, node, node_version } = lead else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = leadership.changed() => continue,
+            }
+        };
+        let view = session.current();
+        let client = match view.client {
+            Some(c) if view.generation == generation && session.is_connected(generation) => c,
+            _ => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = leadership.changed() => {}
+                    _ = session.changed() => {}
+                }
+                continue;
+            }
+        };
+        let fence = Fence { node, version: node_version };
+        tracing::info!(fence = %fence.node, "leader: taking publish requests");
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            // Disconnected or demoted: stop at once, mid-request if need be.
+            _ = leadership.changed() => continue,
+            _ = session.changed() => continue,
+            r = serve(&config, &layout, &client, &fence) => r,
+        };
+        let err = match result {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        match &err {
+            AgentError::Fenced(_) => tracing::error!("{err}; stepping back until the election says otherwise"),
+            AgentError::Zk(e) if classify(e) != ErrorKind::Other => tracing::info!("leader work paused: {err}"),
+            AgentError::Zk(_) => tracing::warn!("leader work failed: {err}; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = leadership.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Serves requests as leader until something fails.
+async fn serve(config: &Config, layout: &Layout, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
+    session::ensure_path(client, &layout.requests()).await?;
+    session::ensure_path(client, &layout.outcomes()).await?;
+    loop {
+        let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
+        let mut touched = BTreeSet::new();
+        for (_, name) in layout::sorted_by_sequence(&children, REQUEST_PREFIX) {
+            if let Some(app) = handle_request(config, layout, client, fence, name).await? {
+                touched.insert(app);
+            }
+        }
+        for app in touched {
+            prune(config, client, fence, &app).await?;
+        }
+        let ev = watcher.changed().await;
+        if ev.event_type == zk::EventType::Session {
+            return Err(AgentError::Zk(session::state_error(ev.session_state)));
+        }
+    }
+}
+
+/// Where `app`'s versions live: its `[[app]]` path when this process knows one.
+pub fn versions_path(config: &Config, app: &str) -> String {
+    config
+        .apps
+        .iter()
+        .find(|a| a.name == app)
+        .and_then(|a| a.path.clone())
+        .unwrap_or_else(|| config.layout().versions(app))
+}
+
+/// Turns one request into an outcome. Returns the app when a version was created.
+async fn handle_request(
+    config: &Config,
+    layout: &Layout,
+    client: &zk::Client,
+    fence: &Fence,
+    name: &str,
+) -> Result<Option<String>, AgentError> {
+    let req_path = format!("{}/{}", layout.requests(), name);
+    let bytes = match client.get_data(&req_path).await {
+        Ok((b, _)) => b,
+        Err(zk::Error::NoNode) => return Ok(None), // withdrawn by its publisher
+        Err(e) => return Err(e.into()),
+    };
+    let (outcome, meta_for) = match request::decode(&bytes).and_then(|(h, d)| validate(&h, d).map(|_| (h, d))) {
+        Err(reason) => (Outcome::Rejected { reason }, None),
+        Ok((header, data)) => decide(config, client, fence, &header, data).await?,
+    };
+    let published = matches!(outcome, Outcome::Published { .. });
+    tracing::info!(request = %name, outcome = %outcome, "publish request handled");
+    finish(layout, client, fence, name, &outcome, meta_for).await?;
+    Ok(published.then(|| request::decode(&bytes).map(|(h, _)| h.app).unwrap_or_default()))
+}
+
+fn validate(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
+    crate::config::validate_app_name(&h.app)?;
+    request::check_size(data.len())?;
+    if data.len() != h.size {
+        return Err(format!("size mismatch: header says {} bytes, got {}", h.size, data.len()));
+    }
+    let sum = request::sha256_hex(data);
+    if sum != h.sha256 {
+        return Err(format!("sha256 mismatch: header says {}, bytes hash to {sum}", h.sha256));
+    }
+    Ok(())
+}
+
+/// Metadata to write beside a version: (app, version, meta).
+type MetaFor = Option<(String, String, VersionMeta)>;
+
+/// Creates the version unless it equals the newest one.
+async fn decide(
+    config: &Config,
+    client: &zk::Client,
+    fence: &Fence,
+    h: &RequestHeader,
+    data: &[u8],
+) -> Result<(Outcome, MetaFor), AgentError> {
+    let parent = versions_path(config, &h.app);
+    let meta_parent = config.layout().meta(&h.app);
+    let meta = VersionMeta {
+        author: h.author.clone(),
+        message: h.message.clone(),
+        sha256: h.sha256.clone(),
+        size: data.len(),
+        time: crate::state::now_secs(),
+        origin: h.origin.clone(),
+    };
+    let children = match client.list_children(&parent).await {
+        Ok(c) => c,
+        Err(zk::Error::NoNode) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(newest) = layout::newest_version(&children) {
+        match client.get_data(&format!("{parent}/{}", newest.name)).await {
+            Ok((bytes, _)) if request::sha256_hex(&bytes) == h.sha256 => {
+                // A leader that died between creating a version and answering leaves the request
+                // behind; this path answers it, and fills in the metadata if it is missing.
+                let has_meta = client.check_stat(&format!("{meta_parent}/{}", newest.name)).await?.is_some();
+                let meta_for = (!has_meta).then(|| (h.app.clone(), newest.name.clone(), meta));
+                return Ok((Outcome::Unchanged { version: newest.name }, meta_for));
+            }
+            Ok(_) | Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    session::ensure_path(client, &parent).await?;
+    session::ensure_path(client, &meta_parent).await?;
+    let mut w = fence.writer(client)?;
+    w.add_create(&format!("{parent}/{}", layout::VERSION_PREFIX), data, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()))?;
+    let results = fence.commit(w).await?;
+    let created = match results.into_iter().next() {
+        Some(zk::MultiWriteResult::Create { path, .. }) => path,
+        other => return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("multi create returned {other:?}")))),
+    };
+    let version = created.rsplit('/').next().unwrap_or_default().to_string();
+    Ok((Outcome::Published { version: version.clone() }, Some((h.app.clone(), version, meta))))
+}
+
+/// Writes metadata and the outcome and removes the request, in one fenced multi-op.
+async fn finish(
+    layout: &Layout,
+    client: &zk::Client,
+    fence: &Fence,
+    req: &str,
+    outcome: &Outcome,
+    meta_for: MetaFor,
+) -> Result<(), AgentError> {
+    let outcome_path = layout.outcome(req);
+    match client.delete(&outcome_path, None).await {
+        Ok(()) | Err(zk::Error::NoNode) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let mut w = fence.writer(client)?;
+    if let Some((app, version, meta)) = &meta_for {
+        w.add_create(&format!("{}/{version}", layout.meta(app)), &serde_json::to_vec(meta).expect("meta"), &persistent)?;
+    }
+    w.add_create(&outcome_path, &serde_json::to_vec(outcome).expect("outcome"), &persistent)?;
+    w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
+    match fence.commit(w).await {
+        Ok(_) => Ok(()),
+        // The publisher withdrew the request (timed out) at the last moment: nothing to answer.
+        Err(AgentError::Zk(zk::Error::NoNode)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes versions (and their metadata) beyond `keep_versions`, oldest first.
+async fn prune(config: &Config, client: &zk::Client, fence: &Fence, app: &str) -> Result<(), AgentError> {
+    let keep = config.agent.keep_versions as usize;
+    let parent = versions_path(config, app);
+    let all = layout::versions(&client.list_children(&parent).await?);
+    if all.len() <= keep {
+        return Ok(());
+    }
+    let meta_parent = config.layout().meta(app);
+    let metas: BTreeSet<String> = match client.list_children(&meta_parent).await {
+        Ok(m) => m.into_iter().collect(),
+        Err(zk::Error::NoNode) => BTreeSet::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let doomed: Vec<&VersionId> = all.iter().take(all.len() - keep).collect();
+    for batch in doomed.chunks(50) {
+        let mut w = fence.writer(client)?;
+        for v in batch {
+            w.add_delete(&format!("{parent}/{}", v.name), None)?;
+            if metas.contains(&v.name) {
+                w.add_delete(&format!("{meta_parent}/{}", v.name), None)?;
+            }
+        }
+        match fence.commit(w).await {
+            Ok(_) => {}
+            // Someone else (an operator) deleted one meanwhile; the next publish prunes again.
+            Err(AgentError::Zk(zk::Error::NoNode)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::info!(app, pruned = doomed.len(), kept = keep, "pruned old versions");
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `zkcoordd`: parse arguments, load the config, run the daemon. All logic is in the library.
+
+use clap::Parser;
+use std::path::PathBuf;
+use zkcoord::config::{Config, DEFAULT_CONFIG_PATH};
+use zkcoord::exit;
+
+/// ZooKeeper-based configuration distribution daemon.
+#[derive(Debug, Parser)]
+#[command(name = "zkcoordd", version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 if valid, 78 if not).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zkcoordd: {e}");
+            std::process::exit(exit::CONFIG);
+        }
+    };
+    if args.check_config {
+        println!(
+            "{}: ok (role {}, node {}, {} app(s), ZooKeeper {})",
+            args.config.display(),
+            config.role,
+            config.node_id,
+            config.apps.len(),
+            config.zookeeper.hosts
+        );
+        return;
+    }
+    zkcoord::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zkcoordd: cannot start the runtime: {e}");
+            std::process::exit(exit::SOFTWARE);
+        }
+    };
+    let code = runtime.block_on(zkcoord::daemon::run(config, args.config));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(code);
+}

@@ -1,0 +1,510 @@
+//! The TOML configuration: one file, a few environment overrides, and errors that say which
+//! file, which key and what was expected.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the daemon and `zkcoordctl` look when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/zkcoord.toml";
+
+/// Environment variables that override one key each. Only these are read, so an unrelated
+/// `ZKCOORD_*` variable (say, for a wrapper script) is never mistaken for configuration.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("ZKCOORD_ZK_HOSTS", "zookeeper.hosts"),
+    ("ZKCOORD_SESSION_TIMEOUT", "zookeeper.session_timeout"),
+    ("ZKCOORD_ROLE", "role"),
+    ("ZKCOORD_NODE_ID", "node_id"),
+    ("ZKCOORD_STATE_DIR", "state_dir"),
+];
+
+/// Which halves of the daemon run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Elects leaders, turns publish requests into versions.
+    Agent,
+    /// Applies versions to files on this host.
+    App,
+    /// Both in one process.
+    Both,
+}
+
+impl Role {
+    /// Whether the agent half runs.
+    pub fn runs_agent(self) -> bool {
+        matches!(self, Role::Agent | Role::Both)
+    }
+    /// Whether the app half runs.
+    pub fn runs_app(self) -> bool {
+        matches!(self, Role::App | Role::Both)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Agent => "agent",
+            Role::App => "app",
+            Role::Both => "both",
+        })
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which halves run here.
+    pub role: Role,
+    /// This host's name in registrations and status reports; defaults to the host name.
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    /// Where applied versions are remembered, so a restart with nothing new does nothing.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How to reach ZooKeeper and where our znodes live.
+    pub zookeeper: ZkConfig,
+    /// Agent settings; defaults apply when the section is absent.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// The applications this host applies (role app or both).
+    #[serde(default, rename = "app")]
+    pub apps: Vec<AppConfig>,
+}
+
+/// The `[zookeeper]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZkConfig {
+    /// Connect string, `host:port,...` with an optional chroot suffix.
+    pub hosts: String,
+    /// Session timeout asked of the server (it may negotiate it within its bounds).
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// How long the daemon waits for its first sync before telling systemd it is ready anyway.
+    #[serde(default = "default_start_timeout", with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// Root of our own state: publish requests, outcomes, metadata, status.
+    #[serde(default = "default_root")]
+    pub root: String,
+    /// Parent of each application's `conf-` versions.
+    #[serde(default = "default_applications")]
+    pub applications: String,
+}
+
+/// The `[agent]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Parent of the agents' EPHEMERAL_SEQUENTIAL election nodes.
+    #[serde(default = "default_election_path")]
+    pub election_path: String,
+    /// How many agents lead at once (the smallest sequence numbers).
+    #[serde(default = "default_leaders")]
+    pub leaders: u32,
+    /// Versions kept per application; older ones are pruned by the leader.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: u32,
+    /// Address of the legacy `add|<data>` listener; absent means off.
+    #[serde(default)]
+    pub trigger_listen: Option<String>,
+    /// Application that legacy trigger data becomes a version of.
+    #[serde(default)]
+    pub trigger_app: Option<String>,
+    /// Concurrent legacy trigger connections accepted before new ones are refused.
+    #[serde(default = "default_trigger_max_connections")]
+    pub trigger_max_connections: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            election_path: default_election_path(),
+            leaders: default_leaders(),
+            keep_versions: default_keep_versions(),
+            trigger_listen: None,
+            trigger_app: None,
+            trigger_max_connections: default_trigger_max_connections(),
+        }
+    }
+}
+
+/// A check or reload command: an argv run without a shell, or a string run by `/bin/sh -c`
+/// when the operator asks for shell syntax.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum HookCommand {
+    /// `["nginx", "-s", "reload"]`: no shell, no quoting surprises.
+    Argv(Vec<String>),
+    /// `"nginx -t -c {src} && echo ok"`: run by `/bin/sh -c`.
+    Shell(String),
+}
+
+impl HookCommand {
+    /// The argv to execute, with `{src}` replaced by `src` where given.
+    pub fn argv(&self, src: Option<&Path>) -> Vec<String> {
+        let subst = |s: &str| match src {
+            Some(p) => s.replace("{src}", &p.to_string_lossy()),
+            None => s.to_string(),
+        };
+        match self {
+            HookCommand::Argv(v) => v.iter().map(|s| subst(s)).collect(),
+            HookCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), subst(s)],
+        }
+    }
+}
+
+impl fmt::Display for HookCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookCommand::Argv(v) => write!(f, "{}", v.join(" ")),
+            HookCommand::Shell(s) => write!(f, "sh -c {s:?}"),
+        }
+    }
+}
+
+/// One `[[app]]` entry: a version stream applied to one file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The application's name; versions live at `<applications>/<name>` unless `path` says.
+    pub name: String,
+    /// The znode holding this application's `conf-` versions.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The file this host keeps at the newest version.
+    pub dest: PathBuf,
+    /// File mode of `dest`, as an octal string like "0644".
+    #[serde(default = "default_mode", deserialize_with = "deserialize_mode")]
+    pub mode: u32,
+    /// Owner of `dest` (user name or uid); unchanged when absent.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of `dest` (group name or gid); unchanged when absent.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Validates the new file before it is installed; `{src}` is the new file's path.
+    #[serde(default)]
+    pub check: Option<HookCommand>,
+    /// Tells the service to pick up the new file.
+    #[serde(default)]
+    pub reload: Option<HookCommand>,
+    /// How long a check or reload may run before its whole process group is killed.
+    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
+    pub hook_timeout: Duration,
+}
+
+fn default_node_id() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into())
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/zkcoord")
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_start_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_root() -> String {
+    "/zkcoord".into()
+}
+fn default_applications() -> String {
+    "/applications".into()
+}
+fn default_election_path() -> String {
+    "/roles/workers".into()
+}
+fn default_leaders() -> u32 {
+    1
+}
+fn default_keep_versions() -> u32 {
+    100
+}
+fn default_trigger_max_connections() -> usize {
+    64
+}
+fn default_mode() -> u32 {
+    0o644
+}
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn deserialize_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_mode(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!("expected a file mode as an octal string like \"0644\", got {s:?}"))
+    })
+}
+
+/// Parses "0644" or "644" into a mode, refusing anything beyond 0o7777.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let m = u32::from_str_radix(s.trim(), 8).ok()?;
+    (m <= 0o7777 && !s.trim().is_empty()).then_some(m)
+}
+
+/// Why a configuration could not be used; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing or unreadable.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key has the wrong type or is unknown.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, with the key.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("config {path}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, overrides from the environment, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(path, &text, |k| std::env::var(k).ok())
+    }
+
+    /// Parses TOML text as if read from `path`, with `env` looked up for the overrides.
+    pub fn from_toml(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
+        // Parse with the toml crate first: its errors carry line and column.
+        toml::from_str::<toml::Value>(text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
+        for (var, key) in ENV_OVERRIDES {
+            if let Some(value) = env(var) {
+                builder = builder.set_override(*key, value).map_err(|e| parse_err(e.to_string()))?;
+            }
+        }
+        let merged = builder.build().map_err(|e| parse_err(e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if key == "." || key.is_empty() {
+                parse_err(inner)
+            } else {
+                parse_err(format!("key `{key}`: {inner}"))
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if self.zookeeper.hosts.trim().is_empty() {
+            return Err(invalid("zookeeper.hosts", "expected host:port[,host:port...][/chroot], got an empty string"));
+        }
+        if self.zookeeper.session_timeout < Duration::from_millis(100) {
+            return Err(invalid("zookeeper.session_timeout", "expected at least 100ms"));
+        }
+        for (key, p) in [
+            ("zookeeper.root", &self.zookeeper.root),
+            ("zookeeper.applications", &self.zookeeper.applications),
+            ("agent.election_path", &self.agent.election_path),
+        ] {
+            validate_znode_path(p).map_err(|m| invalid(key, &m))?;
+        }
+        if self.node_id.is_empty() || self.node_id.contains('/') || self.node_id.chars().any(char::is_control) {
+            return Err(invalid("node_id", "expected a non-empty name without '/' or control characters"));
+        }
+        if self.agent.leaders == 0 {
+            return Err(invalid("agent.leaders", "expected at least 1"));
+        }
+        if self.agent.keep_versions == 0 {
+            return Err(invalid("agent.keep_versions", "expected at least 1"));
+        }
+        if let Some(addr) = &self.agent.trigger_listen {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid("agent.trigger_listen", "expected an address like \"127.0.0.1:8877\""));
+            }
+            match &self.agent.trigger_app {
+                None => return Err(invalid("agent.trigger_app", "expected an app name when trigger_listen is set")),
+                Some(app) => validate_app_name(app).map_err(|m| invalid("agent.trigger_app", &m))?,
+            }
+        }
+        if self.role.runs_app() && self.apps.is_empty() {
+            return Err(invalid("app", &format!("role \"{}\" needs at least one [[app]] entry", self.role)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let key = |k: &str| format!("app[{i}].{k}");
+            validate_app_name(&app.name).map_err(|m| invalid(&key("name"), &m))?;
+            if !seen.insert(app.name.clone()) {
+                return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", app.name)));
+            }
+            if let Some(p) = &app.path {
+                validate_znode_path(p).map_err(|m| invalid(&key("path"), &m))?;
+            }
+            if !app.dest.is_absolute() || app.dest.file_name().is_none() {
+                return Err(invalid(&key("dest"), "expected an absolute path to a file"));
+            }
+            for (k, hook) in [("check", &app.check), ("reload", &app.reload)] {
+                match hook {
+                    Some(HookCommand::Argv(v)) if v.is_empty() || v[0].is_empty() => {
+                        return Err(invalid(&key(k), "expected a non-empty command"))
+                    }
+                    Some(HookCommand::Shell(s)) if s.trim().is_empty() => {
+                        return Err(invalid(&key(k), "expected a non-empty command"))
+                    }
+                    _ => {}
+                }
+            }
+            if app.hook_timeout.is_zero() {
+                return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));
+            }
+        }
+        Ok(())
+    }
+
+    /// The znode layout this configuration names.
+    pub fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path)
+    }
+}
+
+/// App names become znode and file names, so they are kept to a safe alphabet.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("expected a name of letters, digits, '-', '_' or '.', got {name:?}"))
+    }
+}
+
+/// An absolute znode path without empty, `.` or `..` segments.
+pub fn validate_znode_path(p: &str) -> Result<(), String> {
+    let bad = !p.starts_with('/')
+        || p.len() < 2
+        || p.ends_with('/')
+        || p[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..")
+        || p.chars().any(char::is_control);
+    if bad {
+        Err(format!("expected an absolute znode path like \"/a/b\", got {p:?}"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+role = "both"
+node_id = "web-01"
+[zookeeper]
+hosts = "127.0.0.1:2181"
+[[app]]
+name = "nginxconf"
+dest = "/etc/nginx/nginx.conf"
+reload = ["nginx", "-s", "reload"]
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("/etc/zkcoord.toml"), text, |_| None)
+    }
+
+    #[test]
+    fn minimal_config_takes_the_documented_defaults() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.role, Role::Both);
+        assert_eq!(c.zookeeper.session_timeout, Duration::from_secs(10));
+        assert_eq!(c.agent.leaders, 1);
+        assert_eq!(c.agent.keep_versions, 100);
+        assert_eq!(c.apps[0].mode, 0o644);
+        assert_eq!(c.apps[0].hook_timeout, Duration::from_secs(30));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/zkcoord"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = load(&MINIMAL.replace("node_id = \"web-01\"", "node_id = \"web-01\"\nfrobnicate = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/zkcoord.toml"), "{err}");
+        assert!(err.contains("frobnicate"), "{err}");
+    }
+
+    #[test]
+    fn bad_mode_names_the_key_and_the_expected_form() {
+        let err = load(&MINIMAL.replace("reload =", "mode = \"rw-r--r--\"\nreload =")).unwrap_err().to_string();
+        assert!(err.contains("app[0].mode") || err.contains("app.0.mode"), "{err}");
+        assert!(err.contains("octal"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let err = load(&MINIMAL.replace("hosts = ", "session_timeout = \"soon\"\nhosts = ")).unwrap_err().to_string();
+        assert!(err.contains("zookeeper.session_timeout"), "{err}");
+    }
+
+    #[test]
+    fn malformed_toml_says_where() {
+        let err = load("role = \"both\n").unwrap_err().to_string();
+        assert!(err.contains("/etc/zkcoord.toml") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn app_role_without_apps_is_refused() {
+        let err = load("role = \"app\"\n[zookeeper]\nhosts = \"h:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("[[app]]"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_connect_string_and_ignores_unrelated_variables() {
+        let c = Config::from_toml(Path::new("x.toml"), MINIMAL, |k| match k {
+            "ZKCOORD_ZK_HOSTS" => Some("zk9:2181/chroot".into()),
+            "ZKCOORD_UNRELATED" => Some("whatever".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.zookeeper.hosts, "zk9:2181/chroot");
+    }
+
+    #[test]
+    fn shell_string_hooks_run_through_sh_and_substitute_src() {
+        let c = load(&MINIMAL.replace("reload =", "check = \"nginx -t -c {src}\"\nreload =")).unwrap();
+        let argv = c.apps[0].check.as_ref().unwrap().argv(Some(Path::new("/tmp/x")));
+        assert_eq!(argv, vec!["/bin/sh", "-c", "nginx -t -c /tmp/x"]);
+    }
+
+    #[test]
+    fn app_names_and_paths_are_validated() {
+        assert!(validate_app_name("nginx.conf-1_a").is_ok());
+        assert!(validate_app_name("../etc").is_err());
+        assert!(validate_znode_path("/applications").is_ok());
+        assert!(validate_znode_path("/a//b").is_err());
+        assert!(validate_znode_path("relative").is_err());
+    }
+}

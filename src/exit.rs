@@ -1,0 +1,16 @@
+//! Exit codes from sysexits.h, so scripts can tell a typo from an outage.
+
+/// Command line usage error.
+pub const USAGE: i32 = 64;
+/// Input data was bad (a rejected publish, an unreadable file).
+pub const DATAERR: i32 = 65;
+/// A service we need (ZooKeeper, a leader) is unavailable.
+pub const UNAVAILABLE: i32 = 69;
+/// Internal software error.
+pub const SOFTWARE: i32 = 70;
+/// I/O error on a local file.
+pub const IOERR: i32 = 74;
+/// Temporary failure; trying again later may work.
+pub const TEMPFAIL: i32 = 75;
+/// The configuration is wrong.
+pub const CONFIG: i32 = 78;

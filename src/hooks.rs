@@ -1,0 +1,171 @@
+//! Runs check and reload commands: no shell unless asked, a clean stdin, no NOTIFY_SOCKET, and a
+//! timeout that kills the command's whole process group.
+
+use crate::config::HookCommand;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+/// How much of a hook's output is kept for logs and status reports.
+const OUTPUT_LIMIT: usize = 4096;
+
+/// How a hook run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// Exit status 0.
+    Succeeded,
+    /// Non-zero exit or killed by a signal.
+    Failed(String),
+    /// Still running at the timeout; its process group was killed.
+    TimedOut(Duration),
+    /// Could not be started at all (missing binary, permissions).
+    NotStarted(String),
+}
+
+/// A finished hook run: what happened, what it printed, how long it took.
+#[derive(Debug, Clone)]
+pub struct HookRun {
+    /// How it ended.
+    pub outcome: HookOutcome,
+    /// Combined stdout and stderr, cut at a few KiB.
+    pub output: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl HookRun {
+    /// True when the command exited 0.
+    pub fn ok(&self) -> bool {
+        self.outcome == HookOutcome::Succeeded
+    }
+
+    /// One line for logs and status reports: why it failed, and the tail of what it said.
+    pub fn describe(&self, what: &str, cmd: &HookCommand) -> String {
+        let why = match &self.outcome {
+            HookOutcome::Succeeded => "succeeded".to_string(),
+            HookOutcome::Failed(s) => s.clone(),
+            HookOutcome::TimedOut(t) => format!("timed out after {}; process group killed", humantime::format_duration(*t)),
+            HookOutcome::NotStarted(s) => format!("could not start: {s}"),
+        };
+        let out = self.output.trim();
+        if out.is_empty() {
+            format!("{what} `{cmd}` {why}")
+        } else {
+            format!("{what} `{cmd}` {why}: {out}")
+        }
+    }
+}
+
+/// Runs `cmd` with `{src}` replaced by `src`, killing its process group after `timeout`.
+pub async fn run(cmd: &HookCommand, src: Option<&Path>, timeout: Duration) -> HookRun {
+    let argv = cmd.argv(src);
+    let started = Instant::now();
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return HookRun { outcome: HookOutcome::NotStarted(e.to_string()), output: String::new(), elapsed: started.elapsed() }
+        }
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let collect = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let (_, _, status) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err), child.wait());
+        out.extend_from_slice(&err);
+        (out, status)
+    };
+    let (outcome, output) = match tokio::time::timeout(timeout, collect).await {
+        Ok((out, Ok(status))) if status.success() => (HookOutcome::Succeeded, out),
+        Ok((out, Ok(status))) => (HookOutcome::Failed(describe_status(status)), out),
+        Ok((out, Err(e))) => (HookOutcome::Failed(format!("wait failed: {e}")), out),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            (HookOutcome::TimedOut(timeout), Vec::new())
+        }
+    };
+    HookRun { outcome, output: truncate(&output), elapsed: started.elapsed() }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "failed".into(),
+    }
+}
+
+fn truncate(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= OUTPUT_LIMIT {
+        return text.into_owned();
+    }
+    let mut cut = text.len() - OUTPUT_LIMIT;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("...{}", &text[cut..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(s: &str) -> HookCommand {
+        HookCommand::Shell(s.into())
+    }
+
+    #[tokio::test]
+    async fn success_failure_and_output_are_reported() {
+        let r = run(&sh("echo hello; echo oops >&2"), None, Duration::from_secs(5)).await;
+        assert!(r.ok());
+        assert!(r.output.contains("hello") && r.output.contains("oops"));
+        let r = run(&sh("exit 3"), None, Duration::from_secs(5)).await;
+        assert_eq!(r.outcome, HookOutcome::Failed("exited with status 3".into()));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_hook_and_its_children_are_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild-alive");
+        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let r = run(&sh(&script), None, Duration::from_millis(300)).await;
+        assert!(matches!(r.outcome, HookOutcome::TimedOut(_)), "{:?}", r.outcome);
+        assert!(r.elapsed < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!marker.exists(), "the grandchild survived the process-group kill");
+    }
+
+    #[tokio::test]
+    async fn missing_binary_is_not_started_and_src_is_substituted() {
+        let r = run(&HookCommand::Argv(vec!["/nonexistent/bin".into()]), None, Duration::from_secs(1)).await;
+        assert!(matches!(r.outcome, HookOutcome::NotStarted(_)));
+        let r = run(&HookCommand::Argv(vec!["echo".into(), "{src}".into()]), Some(Path::new("/x/y")), Duration::from_secs(2)).await;
+        assert_eq!(r.output.trim(), "/x/y");
+    }
+
+    #[tokio::test]
+    async fn hooks_do_not_inherit_the_notify_socket() {
+        std::env::set_var("NOTIFY_SOCKET", "/run/should-not-leak");
+        let r = run(&sh("echo ${NOTIFY_SOCKET:-unset}"), None, Duration::from_secs(2)).await;
+        assert_eq!(r.output.trim(), "unset");
+    }
+}

@@ -1,0 +1,323 @@
+//! Puts new bytes at a destination without ever leaving a half-written file: temp file in the
+//! same directory, check command, rename, directory fsync, reload command, and rollback when the
+//! reload fails.
+
+use crate::config::AppConfig;
+use crate::hooks::{self, HookRun};
+use nix::unistd::{Gid, Group, Uid, User};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// What an install did.
+#[derive(Debug)]
+pub enum InstallResult {
+    /// The new file is in place and the reload (if any) succeeded.
+    Applied {
+        /// The reload run, for logs.
+        reload: Option<HookRun>,
+    },
+    /// The check command refused the new bytes; the old file was not touched.
+    CheckFailed(String),
+    /// The reload failed; the previous file was put back and reloaded again.
+    ReloadFailed(String),
+}
+
+/// A failure to write: nothing was changed, and trying again later may work.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The destination's directory is missing.
+    #[error("cannot write {dest}: directory {dir} does not exist")]
+    MissingDir {
+        /// The destination.
+        dest: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// An I/O step failed.
+    #[error("cannot {step} {path}: {source}{hint}")]
+    Io {
+        /// What we were doing.
+        step: &'static str,
+        /// To which file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The configured owner or group does not exist.
+    #[error("cannot set owner of {dest}: {message}")]
+    Owner {
+        /// The destination.
+        dest: PathBuf,
+        /// Which name is unknown.
+        message: String,
+    },
+}
+
+fn io_err(step: &'static str, path: &Path, source: io::Error) -> InstallError {
+    let hint = if source.kind() == io::ErrorKind::PermissionDenied {
+        format!(" (running as uid {}; the packaged unit runs as root)", Uid::current())
+    } else {
+        String::new()
+    };
+    InstallError::Io { step, path: path.to_path_buf(), source, hint }
+}
+
+/// Who should own a written file; None keeps what the process creates with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ownership {
+    /// Owner.
+    pub uid: Option<Uid>,
+    /// Group.
+    pub gid: Option<Gid>,
+}
+
+impl Ownership {
+    /// Resolves the app's `owner` and `group` (names or numbers).
+    pub fn of(app: &AppConfig) -> Result<Ownership, InstallError> {
+        let err = |message: String| InstallError::Owner { dest: app.dest.clone(), message };
+        let uid = match &app.owner {
+            None => None,
+            Some(o) => Some(match o.parse::<u32>() {
+                Ok(n) => Uid::from_raw(n),
+                Err(_) => User::from_name(o).ok().flatten().ok_or_else(|| err(format!("no user named {o:?}")))?.uid,
+            }),
+        };
+        let gid = match &app.group {
+            None => None,
+            Some(g) => Some(match g.parse::<u32>() {
+                Ok(n) => Gid::from_raw(n),
+                Err(_) => Group::from_name(g).ok().flatten().ok_or_else(|| err(format!("no group named {g:?}")))?.gid,
+            }),
+        };
+        Ok(Ownership { uid, gid })
+    }
+}
+
+/// A written, synced temp file beside the destination, removed on drop unless committed.
+pub struct Staged {
+    /// The temp file; a dotfile so include-globs like `conf.d/*.conf` never match it.
+    temp: tempfile::NamedTempFile,
+    /// Where it will go.
+    dest: PathBuf,
+}
+
+impl Staged {
+    /// Path of the staged file, for the check command's `{src}`.
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    /// Renames the staged file over the destination and makes the rename durable.
+    pub fn commit(self) -> Result<(), InstallError> {
+        let dest = self.dest;
+        self.temp.persist(&dest).map_err(|e| io_err("rename into", &dest, e.error))?;
+        sync_dir(&dest)
+    }
+}
+
+/// Writes `bytes` to a temp file in `dest`'s directory with mode and owner set, and fsyncs it.
+pub fn stage(dest: &Path, bytes: &[u8], mode: u32, owner: Ownership) -> Result<Staged, InstallError> {
+    let dir = parent_dir(dest);
+    if !dir.is_dir() {
+        return Err(InstallError::MissingDir { dest: dest.to_path_buf(), dir: dir.to_path_buf() });
+    }
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.zkcoord-"))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| io_err("create a temp file for", dest, e))?;
+    temp.write_all(bytes).map_err(|e| io_err("write a temp file for", dest, e))?;
+    let file = temp.as_file();
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| io_err("set the mode of", temp.path(), e))?;
+    if owner.uid.is_some() || owner.gid.is_some() {
+        std::os::unix::fs::fchown(file, owner.uid.map(|u| u.as_raw()), owner.gid.map(|g| g.as_raw()))
+            .map_err(|e| io_err("set the owner of", temp.path(), e))?;
+    }
+    file.sync_all().map_err(|e| io_err("fsync", temp.path(), e))?;
+    Ok(Staged { temp, dest: dest.to_path_buf() })
+}
+
+/// Replaces `dest` with `bytes` atomically: readers see the old or the new file, never a mix.
+pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32, owner: Ownership) -> Result<(), InstallError> {
+    stage(dest, bytes, mode, owner)?.commit()
+}
+
+fn parent_dir(dest: &Path) -> &Path {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn sync_dir(dest: &Path) -> Result<(), InstallError> {
+    let dir = parent_dir(dest);
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync directory", dir, e))
+}
+
+/// The file that was at the destination before an install, for rollback.
+struct Previous {
+    /// Its bytes.
+    bytes: Vec<u8>,
+    /// Its mode bits.
+    mode: u32,
+}
+
+fn read_previous(dest: &Path) -> Result<Option<Previous>, InstallError> {
+    match fs::read(dest) {
+        Ok(bytes) => {
+            let mode = fs::metadata(dest).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+            Ok(Some(Previous { bytes, mode }))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", dest, e)),
+    }
+}
+
+/// Runs the whole pipeline for `app` with `bytes`: stage, check, rename, reload, roll back.
+pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, InstallError> {
+    let owner = Ownership::of(app)?;
+    let dest = app.dest.clone();
+    let mode = app.mode;
+    let staged = blocking(move || stage(&dest, &bytes, mode, owner)).await?;
+
+    if let Some(check) = &app.check {
+        let run = hooks::run(check, Some(staged.path()), app.hook_timeout).await;
+        if !run.ok() {
+            drop(staged);
+            return Ok(InstallResult::CheckFailed(run.describe("check", check)));
+        }
+    }
+
+    let dest = app.dest.clone();
+    let previous = blocking(move || {
+        let previous = read_previous(&dest)?;
+        staged.commit()?;
+        Ok(previous)
+    })
+    .await?;
+
+    let Some(reload) = &app.reload else {
+        return Ok(InstallResult::Applied { reload: None });
+    };
+    let run = hooks::run(reload, None, app.hook_timeout).await;
+    if run.ok() {
+        return Ok(InstallResult::Applied { reload: Some(run) });
+    }
+    let failure = run.describe("reload", reload);
+    let dest = app.dest.clone();
+    let restored = blocking(move || match previous {
+        Some(p) => write_atomic(&dest, &p.bytes, p.mode, owner).map(|_| "previous file restored"),
+        None => fs::remove_file(&dest)
+            .map_err(|e| io_err("remove", &dest, e))
+            .and_then(|_| sync_dir(&dest))
+            .map(|_| "new file removed (there was no previous file)"),
+    })
+    .await;
+    let rerun = hooks::run(reload, None, app.hook_timeout).await;
+    let after = match (&restored, rerun.ok()) {
+        (Ok(what), true) => format!("{what} and reloaded"),
+        (Ok(what), false) => format!("{what}; reload after rollback failed too: {}", rerun.describe("reload", reload)),
+        (Err(e), _) => format!("rollback failed: {e}"),
+    };
+    Ok(InstallResult::ReloadFailed(format!("{failure}; {after}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, InstallError> + Send + 'static,
+) -> Result<T, InstallError> {
+    tokio::task::spawn_blocking(f).await.expect("file-writing task panicked")
+}
+
+/// Whether `dest` already holds exactly `bytes` (used to avoid rewrites and to spot drift).
+pub fn holds(dest: &Path, sha256_hex: &str) -> bool {
+    match fs::read(dest) {
+        Ok(b) => crate::request::sha256_hex(&b) == sha256_hex,
+        Err(_) => false,
+    }
+}
+
+/// Opens `path` for appending, creating it; used by tests and tools that log beside a file.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HookCommand;
+    use std::time::Duration;
+
+    fn app(dir: &Path, check: Option<&str>, reload: Option<&str>) -> AppConfig {
+        AppConfig {
+            name: "t".into(),
+            path: None,
+            dest: dir.join("app.conf"),
+            mode: 0o640,
+            owner: None,
+            group: None,
+            check: check.map(|s| HookCommand::Shell(s.into())),
+            reload: reload.map(|s| HookCommand::Shell(s.into())),
+            hook_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("zkcoord-"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn applies_with_mode_and_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let a = app(d.path(), Some("grep -q good {src}"), Some("true"));
+        let r = install(&a, b"good\n".to_vec()).await.unwrap();
+        assert!(matches!(r, InstallResult::Applied { .. }));
+        assert_eq!(fs::read(&a.dest).unwrap(), b"good\n");
+        assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(leftovers(d.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_check_keeps_the_old_file_and_removes_the_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let a = app(d.path(), Some("grep -q good {src}"), Some("true"));
+        fs::write(&a.dest, b"old good\n").unwrap();
+        let r = install(&a, b"bad\n".to_vec()).await.unwrap();
+        assert!(matches!(r, InstallResult::CheckFailed(_)), "{r:?}");
+        assert_eq!(fs::read(&a.dest).unwrap(), b"old good\n");
+        assert!(leftovers(d.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_reload_restores_the_previous_file_and_reloads_again() {
+        let d = tempfile::tempdir().unwrap();
+        let count = d.path().join("reloads");
+        let reload = format!("echo x >> {}; grep -q old {}", count.display(), d.path().join("app.conf").display());
+        let a = app(d.path(), None, Some(&reload));
+        fs::write(&a.dest, b"old\n").unwrap();
+        let r = install(&a, b"new\n".to_vec()).await.unwrap();
+        match r {
+            InstallResult::ReloadFailed(msg) => assert!(msg.contains("previous file restored and reloaded"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(&a.dest).unwrap(), b"old\n");
+        assert_eq!(fs::read_to_string(&count).unwrap().lines().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn missing_directory_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = app(d.path(), None, None);
+        a.dest = d.path().join("nope/app.conf");
+        let e = install(&a, b"x".to_vec()).await.unwrap_err().to_string();
+        assert!(e.contains("does not exist") && e.contains("nope"), "{e}");
+    }
+}

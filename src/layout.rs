@@ -1,0 +1,148 @@
+//! Where every znode lives, and the one rule for "newest version".
+//!
+//! | znode | kind | holds |
+//! |---|---|---|
+//! | `<election>/worker<seq>` | EPHEMERAL_SEQUENTIAL | an agent's registration (JSON) |
+//! | `<applications>/<app>/conf-<seq>` | PERSISTENT_SEQUENTIAL | a version's raw bytes |
+//! | `<root>/requests/req-<seq>` | PERSISTENT_SEQUENTIAL | a publish request |
+//! | `<root>/outcomes/req-<seq>` | PERSISTENT | what the leader made of a request (JSON) |
+//! | `<root>/meta/<app>/conf-<seq>` | PERSISTENT | a version's metadata (JSON) |
+//! | `<root>/status/<app>/<node_id>` | EPHEMERAL | what a host applied (JSON) |
+
+/// Name prefix of version nodes.
+pub const VERSION_PREFIX: &str = "conf-";
+/// Name prefix of agent election nodes.
+pub const WORKER_PREFIX: &str = "worker";
+/// Name prefix of publish request nodes.
+pub const REQUEST_PREFIX: &str = "req-";
+
+/// The configured roots, resolved into paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Our own root (requests, outcomes, metadata, status).
+    root: String,
+    /// Parent of every application's versions.
+    applications: String,
+    /// Parent of the agents' election nodes.
+    election: String,
+}
+
+impl Layout {
+    /// A layout from the three configured roots.
+    pub fn new(root: &str, applications: &str, election: &str) -> Layout {
+        Layout { root: root.into(), applications: applications.into(), election: election.into() }
+    }
+
+    /// Parent of election nodes.
+    pub fn election(&self) -> &str {
+        &self.election
+    }
+    /// Parent of `app`'s versions, unless the app config names another path.
+    pub fn versions(&self, app: &str) -> String {
+        format!("{}/{}", self.applications, app)
+    }
+    /// Parent of publish requests.
+    pub fn requests(&self) -> String {
+        format!("{}/requests", self.root)
+    }
+    /// Parent of request outcomes.
+    pub fn outcomes(&self) -> String {
+        format!("{}/outcomes", self.root)
+    }
+    /// The outcome node of request `req_name`.
+    pub fn outcome(&self, req_name: &str) -> String {
+        format!("{}/outcomes/{}", self.root, req_name)
+    }
+    /// Parent of `app`'s version metadata.
+    pub fn meta(&self, app: &str) -> String {
+        format!("{}/meta/{}", self.root, app)
+    }
+    /// Parent of `app`'s per-host status nodes.
+    pub fn status(&self, app: &str) -> String {
+        format!("{}/status/{}", self.root, app)
+    }
+}
+
+/// A version node: its name and the sequence number that orders it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VersionId {
+    /// Ordering key: the numeric suffix.
+    pub seq: u64,
+    /// The node name, e.g. `conf-0000000012`.
+    pub name: String,
+}
+
+impl VersionId {
+    /// Parses a version name, or None if it is not one.
+    pub fn parse(name: &str) -> Option<VersionId> {
+        sequence_of(name, VERSION_PREFIX).map(|seq| VersionId { seq, name: name.to_string() })
+    }
+    /// The canonical name for sequence number `seq`.
+    pub fn from_seq(seq: u64) -> VersionId {
+        VersionId { seq, name: format!("{VERSION_PREFIX}{seq:010}") }
+    }
+}
+
+impl std::fmt::Display for VersionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// The numeric suffix of `name` after `prefix`, if `name` is `prefix` + digits.
+/// Sorting by this, never by the whole name, is what makes sequence order right.
+pub fn sequence_of(name: &str, prefix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Children named `prefix<digits>`, sorted by their number; other names are ignored.
+pub fn sorted_by_sequence<'a>(children: &'a [String], prefix: &str) -> Vec<(u64, &'a str)> {
+    let mut v: Vec<(u64, &str)> =
+        children.iter().filter_map(|c| sequence_of(c, prefix).map(|s| (s, c.as_str()))).collect();
+    v.sort_unstable();
+    v
+}
+
+/// All versions among `children`, oldest first.
+pub fn versions(children: &[String]) -> Vec<VersionId> {
+    sorted_by_sequence(children, VERSION_PREFIX).into_iter().map(|(seq, n)| VersionId { seq, name: n.into() }).collect()
+}
+
+/// The newest version among `children`: the largest numeric suffix. Gaps are normal.
+pub fn newest_version(children: &[String]) -> Option<VersionId> {
+    children.iter().filter_map(|c| VersionId::parse(c)).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn newest_is_the_largest_suffix_despite_gaps_and_strangers() {
+        let c = names(&["conf-0000000009", "conf-0000000012", "lock", "conf-x", "conf-0000000010"]);
+        assert_eq!(newest_version(&c).unwrap().name, "conf-0000000012");
+        assert_eq!(newest_version(&names(&["other"])), None);
+    }
+
+    #[test]
+    fn sequence_order_is_numeric_not_lexical() {
+        let c = names(&["worker10000000000", "worker9999999999", "worker0000000001"]);
+        let sorted: Vec<&str> = sorted_by_sequence(&c, WORKER_PREFIX).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(sorted, vec!["worker0000000001", "worker9999999999", "worker10000000000"]);
+    }
+
+    #[test]
+    fn version_names_round_trip() {
+        assert_eq!(VersionId::from_seq(12).name, "conf-0000000012");
+        assert_eq!(VersionId::parse("conf-0000000012").unwrap().seq, 12);
+        assert!(VersionId::parse("conf-").is_none());
+    }
+}

@@ -1,0 +1,43 @@
+//! zkcoord: publish a configuration once; every host applies it atomically.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, environment overrides, and errors that name file and key.
+//! - [`layout`]: where every znode lives, and the one "newest version" rule.
+//! - [`session`]: the one owner of the ZooKeeper session (connect, reconnect, expiry).
+//! - [`registration`]: keeps an ephemeral node alive for as long as the daemon runs.
+//! - [`election`]: agents elect `leaders` leaders from their registration nodes.
+//! - [`agent`]: the leader's intake of publish requests, fenced writes, pruning.
+//! - [`request`]: the publish request format shared by `zkcoordctl`, the trigger and the agent.
+//! - [`trigger`]: the legacy `add|<data>` TCP listener.
+//! - [`app`]: watches an application's versions and applies the newest.
+//! - [`install`]: atomic write, check, reload, rollback.
+//! - [`hooks`]: runs check and reload commands with a timeout.
+//! - [`state`]: what this host applied, remembered across restarts.
+//! - [`status`]: the per-host status report.
+//! - [`systemd`]: sd_notify messages.
+//! - [`signals`]: Unix signals turned into messages.
+//! - [`daemon`]: wires the above into `zkcoordd`.
+//! - [`ctl`]: the `zkcoordctl` commands.
+//! - [`exit`]: sysexits codes.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod app;
+pub mod backoff;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod election;
+pub mod exit;
+pub mod hooks;
+pub mod install;
+pub mod layout;
+pub mod logging;
+pub mod registration;
+pub mod request;
+pub mod session;
+pub mod signals;
+pub mod state;
+pub mod status;
+pub mod systemd;
+pub mod trigger;

@@ -1,0 +1,206 @@
+//! Keeps one ephemeral node of ours alive for as long as the daemon runs: created on every new
+//! session, re-created within a second when someone deletes it, updated when its data changes,
+//! and never duplicated when a create is lost with the connection.
+
+use crate::session::{self, classify, ErrorKind, SessionHandle};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+/// Which node to keep.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// The parent znode (created if missing).
+    pub parent: String,
+    /// The node name, or the name prefix when `sequential`.
+    pub name: String,
+    /// EPHEMERAL_SEQUENTIAL (election) or plain EPHEMERAL (status).
+    pub sequential: bool,
+}
+
+/// Our node as it currently exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The session generation that owns it.
+    pub generation: u64,
+    /// Its full path.
+    pub path: String,
+    /// Its name (last path segment).
+    pub name: String,
+}
+
+/// Runs until `shutdown`, publishing where our node is (None while it is not) on `out`.
+/// The node's data is the latest value of `data`.
+pub async fn keep(
+    spec: NodeSpec,
+    mut session: SessionHandle,
+    mut data: watch::Receiver<Vec<u8>>,
+    out: watch::Sender<Option<Registered>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        out.send_replace(None);
+        let Some((generation, client)) = (tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = session.connected() => c,
+        }) else {
+            return;
+        };
+        let mut on_session = session.clone();
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = keep_on_session(&spec, &client, generation, &mut data, &out) => r,
+        };
+        let err = match result {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        drop(client);
+        match classify(&err) {
+            ErrorKind::SessionGone => on_session.wait_replaced(generation).await,
+            ErrorKind::ConnectionLost => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = on_session.settle(generation) => {}
+                }
+            }
+            ErrorKind::Other => {
+                tracing::warn!(node = %spec.parent, "cannot keep ephemeral node: {err}; retrying in 1s");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Creates (or adopts) our node on this session and keeps it; returns only with an error.
+async fn keep_on_session(
+    spec: &NodeSpec,
+    client: &zk::Client,
+    generation: u64,
+    data: &mut watch::Receiver<Vec<u8>>,
+    out: &watch::Sender<Option<Registered>>,
+) -> Result<std::convert::Infallible, zk::Error> {
+    session::ensure_path(client, &spec.parent).await?;
+    let mut current: Option<String> = find_ours(client, spec).await?;
+    loop {
+        let path = match current.take() {
+            Some(p) => p,
+            None => {
+                let bytes = data.borrow_and_update().clone();
+                create(client, spec, &bytes).await?
+            }
+        };
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        tracing::info!(node = %path, "ephemeral node registered");
+        out.send_replace(Some(Registered { generation, path: path.clone(), name }));
+        // Bring the data up to date (it may have changed while we were creating).
+        if data.has_changed().unwrap_or(false) {
+            let bytes = data.borrow_and_update().clone();
+            set_or_recreate(client, &path, &bytes).await?;
+        }
+        loop {
+            let (stat, watcher) = client.check_and_watch_stat(&path).await?;
+            if stat.is_none() {
+                break;
+            }
+            tokio::select! {
+                ev = watcher.changed() => match ev.event_type {
+                    zk::EventType::NodeDeleted => break,
+                    zk::EventType::Session => return Err(session::state_error(ev.session_state)),
+                    _ => continue,
+                },
+                changed = data.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    let bytes = data.borrow_and_update().clone();
+                    if !set_or_recreate(client, &path, &bytes).await? {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!(node = %path, "our ephemeral node was deleted while the session lives; re-creating it");
+        out.send_replace(None);
+    }
+}
+
+/// Sets data; false when the node vanished (the caller re-creates it).
+async fn set_or_recreate(client: &zk::Client, path: &str, bytes: &[u8]) -> Result<bool, zk::Error> {
+    match client.set_data(path, bytes, None).await {
+        Ok(_) => Ok(true),
+        Err(zk::Error::NoNode) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the node. A create lost with the connection may have landed, so on connection loss
+/// we look for a node owned by our session before trying again.
+async fn create(client: &zk::Client, spec: &NodeSpec, bytes: &[u8]) -> Result<String, zk::Error> {
+    let mode = if spec.sequential { zk::CreateMode::EphemeralSequential } else { zk::CreateMode::Ephemeral };
+    let opts = mode.with_acls(zk::Acls::anyone_all());
+    let base = format!("{}/{}", spec.parent, spec.name);
+    loop {
+        match client.create(&base, bytes, &opts).await {
+            Ok((_, seq)) => return Ok(if spec.sequential { format!("{base}{seq}") } else { base }),
+            Err(zk::Error::ConnectionLoss) => {
+                // Wait for the same session to come back, then look before creating again.
+                let mut states = client.state_watcher();
+                while states.peek_state() != zk::SessionState::SyncConnected {
+                    if states.peek_state().is_terminated() {
+                        return Err(zk::Error::SessionExpired);
+                    }
+                    states.changed().await;
+                }
+                if let Some(p) = find_ours(client, spec).await? {
+                    return Ok(p);
+                }
+            }
+            Err(zk::Error::NodeExists) if !spec.sequential => {
+                // A node of that name owned by another session: most likely our own previous
+                // process (killed, restarted faster than its session expired). Replace it so
+                // our registration does not vanish when that session expires.
+                match client.check_stat(&base).await? {
+                    Some(stat) if stat.ephemeral_owner == client.session_id().0 => return Ok(base),
+                    Some(stat) => {
+                        tracing::info!(node = %base, owner = %zk::SessionId(stat.ephemeral_owner), "replacing a node left by an earlier session");
+                        match client.delete(&base, Some(stat.version)).await {
+                            Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Our node under the parent, if our current session already owns one.
+async fn find_ours(client: &zk::Client, spec: &NodeSpec) -> Result<Option<String>, zk::Error> {
+    let me = client.session_id().0;
+    let candidates: Vec<String> = if spec.sequential {
+        client
+            .list_children(&spec.parent)
+            .await?
+            .into_iter()
+            .filter(|c| crate::layout::sequence_of(c, &spec.name).is_some())
+            .collect()
+    } else {
+        vec![spec.name.clone()]
+    };
+    for c in candidates {
+        let path = format!("{}/{}", spec.parent, c);
+        if let Some(stat) = client.check_stat(&path).await? {
+            if stat.ephemeral_owner == me {
+                return Ok(Some(path));
+            }
+        }
+    }
+    Ok(None)
+}

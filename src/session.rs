@@ -1,0 +1,298 @@
+//! The one owner of the ZooKeeper session. It connects with backoff, reports every state
+//! change, and after an expiry builds a fresh client (the crate's client is dead for good once
+//! expired). Everyone else borrows the current client through a [`SessionHandle`] and, by
+//! watching the generation number, learns when to re-register, re-watch and re-read.
+
+use crate::backoff::Backoff;
+use crate::config::ZkConfig;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+/// Where the session is in its life, as the design names the states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No session yet (starting, or building a new one after expiry).
+    Connecting,
+    /// Session established and a server is answering.
+    Connected,
+    /// Session alive but no server answering; it may come back or expire.
+    Disconnected,
+    /// The session is gone; its ephemeral nodes are gone with it.
+    Expired,
+    /// Closed on purpose at shutdown.
+    Closed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Connecting => "connecting",
+            Phase::Connected => "connected",
+            Phase::Disconnected => "disconnected",
+            Phase::Expired => "expired",
+            Phase::Closed => "closed",
+        })
+    }
+}
+
+/// What every component sees of the session.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    /// Counts sessions: a new number means re-register, re-watch and re-read everything.
+    pub generation: u64,
+    /// The current phase.
+    pub phase: Phase,
+    /// The client of this generation, while it is alive.
+    pub client: Option<zk::Client>,
+}
+
+/// A component's window on the session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Updates from the supervisor.
+    rx: watch::Receiver<SessionView>,
+}
+
+/// What became of a session an operation was running on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Same session, connected again: re-read what may have been missed, then go on.
+    Reconnected,
+    /// That session is over (expired, replaced or closed): start over with a new one.
+    Replaced,
+}
+
+impl SessionHandle {
+    /// The view right now, marked as seen so [`Self::changed`] waits for the next change.
+    pub fn current(&mut self) -> SessionView {
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// Waits for a connected session; None once the session was closed for shutdown.
+    pub async fn connected(&mut self) -> Option<(u64, zk::Client)> {
+        loop {
+            {
+                let v = self.rx.borrow_and_update();
+                match (&v.phase, &v.client) {
+                    (Phase::Connected, Some(c)) => return Some((v.generation, c.clone())),
+                    (Phase::Closed, _) => return None,
+                    _ => {}
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Waits for the next change of phase or generation.
+    pub async fn changed(&mut self) -> SessionView {
+        if self.rx.changed().await.is_err() {
+            return SessionView { generation: u64::MAX, phase: Phase::Closed, client: None };
+        }
+        self.current()
+    }
+
+    /// After an operation failed on session `generation`, waits until that session is
+    /// connected again or known to be over.
+    pub async fn settle(&mut self, generation: u64) -> Settled {
+        loop {
+            {
+                let v = self.rx.borrow_and_update();
+                if v.generation != generation || matches!(v.phase, Phase::Expired | Phase::Closed) {
+                    return Settled::Replaced;
+                }
+                if v.phase == Phase::Connected {
+                    return Settled::Reconnected;
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return Settled::Replaced;
+            }
+        }
+    }
+
+    /// After an operation failed because session `generation` is gone, waits until the
+    /// supervisor has noticed too (bounded, in case it never reports).
+    pub async fn wait_replaced(&mut self, generation: u64) {
+        let replaced = async {
+            loop {
+                {
+                    let v = self.rx.borrow_and_update();
+                    if v.generation != generation || matches!(v.phase, Phase::Expired | Phase::Closed) {
+                        return;
+                    }
+                }
+                if self.rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), replaced).await;
+    }
+
+    /// True while session `generation` is connected; components acting as leader check this.
+    pub fn is_connected(&self, generation: u64) -> bool {
+        let v = self.rx.borrow();
+        v.generation == generation && v.phase == Phase::Connected
+    }
+}
+
+/// The sending half, owned by [`supervise`].
+pub struct SessionSupervisor {
+    /// Where views are published.
+    tx: watch::Sender<SessionView>,
+}
+
+/// A supervisor and the first handle on it.
+pub fn channel() -> (SessionSupervisor, SessionHandle) {
+    let (tx, rx) = watch::channel(SessionView { generation: 0, phase: Phase::Connecting, client: None });
+    (SessionSupervisor { tx }, SessionHandle { rx })
+}
+
+/// Opens one session, failing fast when no server answers so the caller's backoff decides.
+pub async fn connect_once(cfg: &ZkConfig) -> Result<zk::Client, zk::Error> {
+    zk::Client::connector()
+        .with_session_timeout(cfg.session_timeout)
+        .with_fail_eagerly()
+        .connect(&cfg.hosts)
+        .await
+}
+
+impl SessionSupervisor {
+    /// Keeps a session alive until `shutdown`, then closes it so our ephemeral nodes vanish at
+    /// once. Callers must drop their clients first (they hold the session open).
+    pub async fn supervise(self, cfg: ZkConfig, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut generation = 0u64;
+        let mut failures = 0u32;
+        loop {
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = connect_once(&cfg) => r,
+            };
+            let client = match attempt {
+                Ok(c) => c,
+                Err(e) => {
+                    failures += 1;
+                    let delay = backoff.next_delay();
+                    if failures == 1 || failures % 20 == 0 {
+                        tracing::warn!(hosts = %cfg.hosts, "cannot reach ZooKeeper ({e}); retrying (attempt {failures}, next in {delay:?})");
+                    } else {
+                        tracing::debug!(hosts = %cfg.hosts, "cannot reach ZooKeeper ({e}); retrying in {delay:?}");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            failures = 0;
+            backoff.reset();
+            generation += 1;
+            let mut states = client.state_watcher();
+            tracing::info!(
+                session = %client.session_id(),
+                timeout_ms = client.session_timeout().as_millis() as u64,
+                generation,
+                "ZooKeeper session established"
+            );
+            self.publish(generation, Phase::Connected, Some(client));
+            let ended = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    s = states.changed() => match s {
+                        zk::SessionState::Disconnected => {
+                            tracing::warn!(generation, "ZooKeeper connection lost; session may still be alive");
+                            self.set_phase(Phase::Disconnected);
+                        }
+                        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                            tracing::info!(generation, "ZooKeeper connection re-established; same session");
+                            self.set_phase(Phase::Connected);
+                        }
+                        terminal => break Some(terminal),
+                    },
+                }
+            };
+            match ended {
+                None => {
+                    self.close(states).await;
+                    return;
+                }
+                Some(state) => {
+                    tracing::warn!(generation, "ZooKeeper session ended ({state}); building a new one");
+                    self.publish(generation, Phase::Expired, None);
+                }
+            }
+        }
+        self.publish(generation, Phase::Closed, None);
+    }
+
+    fn publish(&self, generation: u64, phase: Phase, client: Option<zk::Client>) {
+        self.tx.send_replace(SessionView { generation, phase, client });
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.tx.send_modify(|v| v.phase = phase);
+    }
+
+    /// Drops our client and waits (briefly) for the crate to send CloseSession.
+    async fn close(&self, mut states: zk::StateWatcher) {
+        let generation = self.tx.borrow().generation;
+        self.publish(generation, Phase::Closed, None);
+        let closed = async {
+            loop {
+                if matches!(states.peek_state(), zk::SessionState::Closed | zk::SessionState::Expired) {
+                    return;
+                }
+                states.changed().await;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(3), closed).await {
+            Ok(()) => tracing::info!("ZooKeeper session closed"),
+            Err(_) => tracing::warn!("ZooKeeper session did not close within 3s; the server will expire it"),
+        }
+    }
+}
+
+/// How a ZooKeeper error should be handled by a component's loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The connection dropped mid-request: settle, then re-read (the request may have landed).
+    ConnectionLost,
+    /// The session is gone: start over on the next one.
+    SessionGone,
+    /// Anything else: log it and retry after a pause.
+    Other,
+}
+
+/// Sorts a ZooKeeper error into what a component should do next.
+pub fn classify(e: &zk::Error) -> ErrorKind {
+    match e {
+        zk::Error::ConnectionLoss | zk::Error::Timeout => ErrorKind::ConnectionLost,
+        zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::SessionMoved | zk::Error::AuthFailed => {
+            ErrorKind::SessionGone
+        }
+        _ => ErrorKind::Other,
+    }
+}
+
+/// The error a watch's session event stands for (the crate keeps its own mapping private).
+pub fn state_error(state: zk::SessionState) -> zk::Error {
+    match state {
+        zk::SessionState::Expired => zk::Error::SessionExpired,
+        zk::SessionState::AuthFailed => zk::Error::AuthFailed,
+        zk::SessionState::Closed => zk::Error::ClientClosed,
+        _ => zk::Error::ConnectionLoss,
+    }
+}
+
+/// Creates `path` and its missing ancestors as persistent nodes.
+pub async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
+    match client.mkdir(path, &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
+        Ok(()) | Err(zk::Error::NodeExists) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

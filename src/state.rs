@@ -1,0 +1,84 @@
+//! What this host applied, per application, remembered under `state_dir` so that a restart with
+//! nothing new neither rewrites nor reloads, and the applied version never goes backwards.
+
+use crate::install::{self, InstallError, Ownership};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The last version this host installed for one application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Version node name, e.g. `conf-0000000012`.
+    pub version: String,
+    /// Its sequence number; versions are compared by this.
+    pub seq: u64,
+    /// sha256 of the bytes, to spot a destination that drifted.
+    pub sha256: String,
+    /// When it was applied, in seconds since the epoch.
+    pub applied_at: u64,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    /// Where the per-app files live.
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// A store in `dir` (created on first write).
+    pub fn new(dir: &Path) -> StateStore {
+        StateStore { dir: dir.to_path_buf() }
+    }
+
+    fn file(&self, app: &str) -> PathBuf {
+        self.dir.join(format!("{app}.json"))
+    }
+
+    /// The remembered state of `app`; a missing or unreadable file means "nothing applied yet".
+    pub fn load(&self, app: &str) -> Option<Applied> {
+        let path = self.file(app);
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unreadable state file: {e}");
+                None
+            }
+        }
+    }
+
+    /// Remembers `applied` for `app`, atomically.
+    pub fn store(&self, app: &str, applied: &Applied) -> Result<(), InstallError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| InstallError::Io {
+            step: "create state directory",
+            path: self.dir.clone(),
+            source,
+            hint: String::new(),
+        })?;
+        let bytes = serde_json::to_vec_pretty(applied).expect("state serializes");
+        install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default())
+    }
+}
+
+/// Seconds since the epoch, for timestamps in state and status.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tolerates_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateStore::new(&d.path().join("state"));
+        assert_eq!(s.load("a"), None);
+        let a = Applied { version: "conf-0000000003".into(), seq: 3, sha256: "ab".into(), applied_at: 1 };
+        s.store("a", &a).unwrap();
+        assert_eq!(s.load("a"), Some(a));
+        std::fs::write(d.path().join("state/b.json"), b"{not json").unwrap();
+        assert_eq!(s.load("b"), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! The per-host, per-application status report, kept in an ephemeral znode so anyone can see
+//! which host runs which version, and which hosts are alive.
+
+use serde::{Deserialize, Serialize};
+
+/// How the last apply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyResult {
+    /// Nothing applied yet (no version exists, or still starting).
+    Pending,
+    /// The version is on disk and the reload succeeded.
+    Ok,
+    /// The check command refused the version; the old file stays.
+    CheckFailed,
+    /// The reload failed; the previous file was put back.
+    ReloadFailed,
+    /// Fetching or writing failed; the daemon retries.
+    Error,
+}
+
+/// The JSON in `<root>/status/<app>/<node_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The host's node id.
+    pub host: String,
+    /// The daemon's pid, to tell restarts apart.
+    pub pid: u32,
+    /// The application.
+    pub app: String,
+    /// The version on disk (the last one applied successfully), if any.
+    pub version: Option<String>,
+    /// sha256 of the bytes on disk.
+    pub sha256: Option<String>,
+    /// How the last attempt ended.
+    pub result: ApplyResult,
+    /// The version the last attempt was for, when it differs from `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempted: Option<String>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When this report was written, in seconds since the epoch.
+    pub time: u64,
+}
+
+impl StatusReport {
+    /// JSON bytes for the znode.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("status serializes")
+    }
+}

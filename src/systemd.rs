@@ -1,0 +1,100 @@
+//! Talking to systemd: READY once the first sync is done (or the start timeout passed), a
+//! STATUS line kept current, WATCHDOG pings while the main loop is healthy, RELOADING and
+//! STOPPING around reloads and shutdown. Outside systemd every call is a no-op.
+
+use sd_notify::NotifyState;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Sends sd_notify messages when NOTIFY_SOCKET is set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Notifier;
+
+impl Notifier {
+    fn send(&self, states: &[NotifyState]) {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(false, states) {
+            tracing::debug!("sd_notify failed: {e}");
+        }
+    }
+    /// READY=1 with a STATUS line.
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+    /// STATUS=...
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+    /// RELOADING=1 with MONOTONIC_USEC, as Type=notify-reload expects.
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+    /// STOPPING=1.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+    /// WATCHDOG=1.
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+    /// The interval at which to ping the watchdog (half of WatchdogSec), if it is on.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        let mut usec = 0u64;
+        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+    }
+}
+
+/// Counts the components that still have to finish their first look at ZooKeeper.
+#[derive(Debug, Clone)]
+pub struct ReadyGate {
+    /// How many parts are still pending.
+    pending: watch::Sender<usize>,
+}
+
+/// One component's share of the gate; marking twice counts once.
+#[derive(Debug, Clone)]
+pub struct ReadyPart {
+    /// The gate.
+    pending: watch::Sender<usize>,
+    /// Whether this part already counted.
+    marked: Arc<AtomicBool>,
+}
+
+impl ReadyGate {
+    /// A gate with no parts.
+    pub fn new() -> ReadyGate {
+        ReadyGate { pending: watch::channel(0).0 }
+    }
+    /// A new part that must be marked before the gate opens.
+    pub fn part(&self) -> ReadyPart {
+        self.pending.send_modify(|n| *n += 1);
+        ReadyPart { pending: self.pending.clone(), marked: Arc::new(AtomicBool::new(false)) }
+    }
+    /// Resolves when every part was marked.
+    pub async fn wait(&self) {
+        let mut rx = self.pending.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Default for ReadyGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReadyPart {
+    /// This component has done its first sync.
+    pub fn mark(&self) {
+        if !self.marked.swap(true, Ordering::SeqCst) {
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}

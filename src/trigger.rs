@@ -1,0 +1,116 @@
+//! The legacy trigger: scripts that already exist open a TCP connection, send `add|<data>` and
+//! close their side. Any agent accepts it and queues it for the leader, who publishes it as a
+//! version of the configured default app. The outcome is written back before we close.
+
+use crate::layout::Layout;
+use crate::request::{self, MAX_CONFIG_BYTES};
+use crate::session::SessionHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// The command word the protocol starts with.
+const ADD: &[u8] = b"add|";
+/// How long a sender may take to send its data.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long we wait for the leader's answer before closing.
+const OUTCOME_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The listener's settings.
+#[derive(Debug, Clone)]
+pub struct TriggerSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The app trigger data becomes a version of.
+    pub app: String,
+    /// How many connections at once.
+    pub max_connections: usize,
+}
+
+/// Accepts trigger connections until `shutdown`; binding is retried if the port is busy.
+pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHandle, shutdown: CancellationToken) {
+    let listener = loop {
+        match TcpListener::bind(settings.listen).await {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::error!(listen = %settings.listen, "cannot listen for legacy triggers: {e}; retrying in 5s");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(listen = %settings.listen, app = %settings.app, "legacy trigger listening");
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => { tracing::warn!("trigger accept failed: {e}"); continue; }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "trigger connection refused: {} connections already open", settings.max_connections);
+            continue;
+        };
+        let (app, layout, session) = (settings.app.clone(), layout.clone(), session.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            handle(stream, peer, &app, &layout, session).await;
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &str, layout: &Layout, session: SessionHandle) {
+    let reply = match receive(&mut stream).await {
+        Err(reason) => {
+            tracing::warn!(%peer, "trigger refused: {reason}");
+            format!("rejected: {reason}\n")
+        }
+        Ok(data) => match queue(&data, peer, app, layout, session).await {
+            Ok(outcome) => {
+                tracing::info!(%peer, %outcome, "trigger handled");
+                format!("{outcome}\n")
+            }
+            Err(reason) => {
+                tracing::warn!(%peer, "trigger not published: {reason}");
+                format!("error: {reason}\n")
+            }
+        },
+    };
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads `add|<data>` until the sender closes, refusing anything malformed or too large.
+async fn receive(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let limit = (ADD.len() + MAX_CONFIG_BYTES + 1) as u64;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(READ_TIMEOUT, (&mut *stream).take(limit).read_to_end(&mut buf)).await;
+    match read {
+        Err(_) => return Err(format!("sender did not finish within {READ_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(format!("read failed: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    let Some(data) = buf.strip_prefix(ADD) else {
+        return Err("expected `add|<data>`".into());
+    };
+    request::check_size(data.len())?;
+    Ok(data.to_vec())
+}
+
+async fn queue(data: &[u8], peer: SocketAddr, app: &str, layout: &Layout, mut session: SessionHandle) -> Result<request::Outcome, String> {
+    let header = request::header_for(app, &format!("trigger@{peer}"), Some(format!("legacy trigger from {peer}")), "trigger", data)?;
+    let client = match tokio::time::timeout(OUTCOME_TIMEOUT, session.connected()).await {
+        Ok(Some((_, c))) => c,
+        _ => return Err("ZooKeeper is not reachable".into()),
+    };
+    let req = request::submit(&client, layout, &header, data).await.map_err(|e| format!("cannot queue request: {e}"))?;
+    request::await_outcome(&client, layout, &req, OUTCOME_TIMEOUT).await.map_err(|e| e.to_string())
+}
