@@ -150,7 +150,10 @@ async fn publish(t: &Target, app: &str, file: &str, message: Option<String>, tim
     let data = read_input(file)?;
     let author = format!(
         "{}@{}",
-        std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| nix::unistd::Uid::current().to_string()),
+        std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
+            let uid = nix::unistd::Uid::current();
+            nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+        }),
         hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
     );
     // Everything checkable is checked before anything reaches ZooKeeper.
