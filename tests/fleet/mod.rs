@@ -1,0 +1,181 @@
+#![allow(dead_code)]
+//! Scenario helpers on top of the harness: configs for agents and app hosts, and the
+//! questions tests ask of them (what is on disk, how many reloads, who leads, what status).
+
+use crate::common::*;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use zookeeper_client::Client;
+
+/// The application every scenario publishes to.
+pub const APP: &str = "nginxconf";
+
+/// Settings of a daemon under test.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// "agent", "app" or "both".
+    pub role: &'static str,
+    /// node_id.
+    pub node: String,
+    /// ZooKeeper connect string.
+    pub zk: String,
+    /// Session timeout (servers accept 0.4 s to 4 s with tickTime 200).
+    pub session: &'static str,
+    /// TOML for `check`, e.g. `["sh", "-c", "grep -q ok {src}"]`, or None.
+    pub check: Option<String>,
+    /// TOML for `reload`; default appends a line to `{dir}/reloads.log`.
+    pub reload: Option<String>,
+    /// hook_timeout.
+    pub hook_timeout: &'static str,
+    /// Extra lines for the `[agent]` section.
+    pub agent_extra: String,
+    /// Overrides `dest` (default `{dir}/www/nginx.conf`).
+    pub dest: Option<String>,
+}
+
+impl Spec {
+    /// An app host with a reload hook that counts reloads.
+    pub fn app(node: &str, zk: &str) -> Spec {
+        Spec {
+            role: "app",
+            node: node.into(),
+            zk: zk.into(),
+            session: "1s",
+            check: None,
+            reload: Some(r#"["sh", "-c", "echo reload >> {dir}/reloads.log"]"#.into()),
+            hook_timeout: "10s",
+            agent_extra: String::new(),
+            dest: None,
+        }
+    }
+    /// An agent.
+    pub fn agent(node: &str, zk: &str) -> Spec {
+        Spec { role: "agent", ..Spec::app(node, zk) }
+    }
+    /// Agent and app in one process.
+    pub fn both(node: &str, zk: &str) -> Spec {
+        Spec { role: "both", ..Spec::app(node, zk) }
+    }
+
+    /// The config file text (`{dir}` is filled in by the harness).
+    pub fn toml(&self) -> String {
+        let mut t = format!(
+            "role = \"{}\"\nnode_id = \"{}\"\nstate_dir = \"{{dir}}/state\"\n\n[zookeeper]\nhosts = \"{}\"\nsession_timeout = \"{}\"\nstart_timeout = \"5s\"\n\n[agent]\n{}\n",
+            self.role, self.node, self.zk, self.session, self.agent_extra
+        );
+        if self.role != "agent" {
+            t.push_str(&format!(
+                "\n[[app]]\nname = \"{APP}\"\ndest = \"{}\"\nmode = \"0644\"\nhook_timeout = \"{}\"\n",
+                self.dest.clone().unwrap_or_else(|| "{dir}/www/nginx.conf".into()),
+                self.hook_timeout
+            ));
+            if let Some(c) = &self.check {
+                t.push_str(&format!("check = {c}\n"));
+            }
+            if let Some(r) = &self.reload {
+                t.push_str(&format!("reload = {r}\n"));
+            }
+        }
+        t
+    }
+
+    /// Starts the daemon with `{dir}/www` created.
+    pub fn start(&self) -> Daemon {
+        let d = Daemon::prepare(&self.node);
+        std::fs::create_dir_all(d.dir().join("www")).unwrap();
+        let mut d = d;
+        d.set_config(&self.toml());
+        d.spawn();
+        d
+    }
+}
+
+/// The default destination of an app daemon.
+pub fn dest(d: &Daemon) -> PathBuf {
+    d.dir().join("www/nginx.conf")
+}
+
+/// What the destination holds now.
+pub fn on_disk(d: &Daemon) -> Option<Vec<u8>> {
+    std::fs::read(dest(d)).ok()
+}
+
+/// How many times the reload hook ran.
+pub fn reloads(d: &Daemon) -> usize {
+    std::fs::read_to_string(d.dir().join("reloads.log")).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// Waits until the daemon's destination holds `bytes`; prints the log on timeout.
+pub async fn wait_on_disk(d: &Daemon, bytes: &[u8], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if on_disk(d).as_deref() == Some(bytes) {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.print_log();
+    panic!(
+        "{}: destination never held the expected {} bytes within {timeout:?}; it holds {:?}",
+        d.name(),
+        bytes.len(),
+        on_disk(d).map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
+    );
+}
+
+/// Publishes `bytes` through `zkcoordctl --zk ... publish APP -`.
+pub async fn publish(zk: &str, bytes: &[u8]) -> Output {
+    let (zk, bytes) = (zk.to_string(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || ctl_stdin(&["--zk", &zk, "publish", APP, "-", "--message", "test"], &bytes))
+        .await
+        .unwrap()
+}
+
+/// Publishes and asserts it was published; returns the version name.
+pub async fn publish_ok(zk: &str, bytes: &[u8]) -> String {
+    let out = publish(zk, bytes).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.starts_with("published conf-"), "publish failed:\n{}", output_text(&out));
+    text.trim().trim_start_matches("published ").to_string()
+}
+
+/// The status report of `node` for APP, as JSON.
+pub async fn status(client: &Client, node: &str) -> Option<serde_json::Value> {
+    get(client, &format!("/zkcoord/status/{APP}/{node}")).await.and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Waits until `node`'s status has `result` (and, if given, `version`).
+pub async fn wait_status(client: &Client, node: &str, result: &str, version: Option<&str>) -> serde_json::Value {
+    let mut last = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some(s) = status(client, node).await {
+            if s["result"] == result && version.map_or(true, |v| s["version"] == v || s["attempted"] == v) {
+                return s;
+            }
+            last = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("status of {node} never became {result} {version:?}; last: {last:?}");
+}
+
+/// Election children, sorted by sequence.
+pub async fn workers(client: &Client) -> Vec<String> {
+    children_sorted(client, "/roles/workers").await
+}
+
+/// The pid recorded in the smallest election node (the leader's), if any.
+pub async fn leader_pid(client: &Client) -> Option<u32> {
+    let w = workers(client).await;
+    let first = w.first()?;
+    let data = get(client, &format!("/roles/workers/{first}")).await?;
+    let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
+    v["pid"].as_u64().map(|p| p as u32)
+}
+
+/// Version names of APP, oldest first.
+pub async fn versions(client: &Client) -> Vec<String> {
+    children_sorted(client, &format!("/applications/{APP}")).await
+}

@@ -1,0 +1,104 @@
+//! Publishing, three ways, onto two app hosts, against a real ZooKeeper.
+
+mod common;
+mod fleet;
+
+use common::*;
+use fleet::*;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn trigger(port: u16, payload: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(payload).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_published_three_ways_lands_on_both_app_hosts_byte_for_byte() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let tport = free_port();
+    let mut agent = Spec::agent("agent-1", &hosts);
+    agent.agent_extra = format!("trigger_listen = \"127.0.0.1:{tport}\"\ntrigger_app = \"{APP}\"");
+    let _agent = agent.start();
+    let web1 = Spec::app("web-1", &hosts).start();
+    let web2 = Spec::app("web-2", &hosts).start();
+    let client = zk_client(&hosts).await;
+    wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
+
+    // 1. zkcoordctl, with bytes that a text-mangling path would break.
+    let v1: &[u8] = b"worker_processes 4;\r\n\tbinary:\x00\xff\nno trailing newline";
+    let name1 = publish_ok(&hosts, v1).await;
+    let t1 = wait_on_disk(&web1, v1, Duration::from_secs(20)).await;
+    wait_on_disk(&web2, v1, Duration::from_secs(20)).await;
+    // The version node holds the raw bytes, nothing wrapped around them.
+    assert_eq!(get(&client, &format!("/applications/{APP}/{name1}")).await.unwrap(), v1);
+
+    // 2. The legacy trigger: a plain TCP client sending add|<data>.
+    let v2 = b"events { worker_connections 1024; }\n";
+    let mut payload = b"add|".to_vec();
+    payload.extend_from_slice(v2);
+    let reply = trigger(tport, &payload);
+    assert!(reply.starts_with("published conf-"), "trigger reply: {reply:?}");
+    let t2 = wait_on_disk(&web1, v2, Duration::from_secs(20)).await;
+    wait_on_disk(&web2, v2, Duration::from_secs(20)).await;
+    assert!(trigger(tport, b"del|x").starts_with("rejected: expected `add|<data>`"));
+
+    // 3. A plain ZooKeeper client creating a conf- node, as existing scripts do.
+    let v3 = b"http { server { listen 80; } }\n";
+    let path = create_seq(&client, &format!("/applications/{APP}/conf-"), v3).await;
+    let t3 = wait_on_disk(&web1, v3, Duration::from_secs(20)).await;
+    wait_on_disk(&web2, v3, Duration::from_secs(20)).await;
+    let name3 = path.rsplit('/').next().unwrap().to_string();
+    eprintln!("figures: publish-to-disk (polled every 10 ms): ctl {t1:?}, trigger {t2:?}, plain client {t3:?}");
+
+    // Every host reports what it runs.
+    for node in ["web-1", "web-2"] {
+        let s = wait_status(&client, node, "ok", Some(&name3)).await;
+        assert_eq!(s["host"], node);
+        assert_eq!(s["sha256"].as_str().unwrap().len(), 64);
+    }
+    // The operator's reads agree.
+    let got = ctl(&["--zk", &hosts, "get", APP]);
+    assert!(got.status.success(), "{}", output_text(&got));
+    assert_eq!(got.stdout, v3);
+    let got1 = ctl(&["--zk", &hosts, "get", APP, "--version", name1.trim_start_matches("conf-")]);
+    assert_eq!(got1.stdout, v1);
+    let hist = ctl(&["--zk", &hosts, "history", APP]);
+    let text = String::from_utf8_lossy(&hist.stdout);
+    assert!(hist.status.success(), "{}", output_text(&hist));
+    assert_eq!(text.lines().filter(|l| l.starts_with("conf-")).count(), 3, "{text}");
+    assert!(text.contains("trigger@127.0.0.1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_content_makes_no_new_version_and_old_versions_are_pruned() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let mut agent = Spec::agent("agent-1", &hosts);
+    agent.agent_extra = "keep_versions = 3".into();
+    let _agent = agent.start();
+    let client = zk_client(&hosts).await;
+
+    let first = publish_ok(&hosts, b"same\n").await;
+    let again = publish(&hosts, b"same\n").await;
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), format!("unchanged, same as {first}"));
+    assert_eq!(versions(&client).await.len(), 1);
+
+    let mut last = String::new();
+    for i in 0..5 {
+        last = publish_ok(&hosts, format!("v{i}\n").as_bytes()).await;
+    }
+    wait_until("pruned to 3 versions", Duration::from_secs(10), || async { versions(&client).await.len() == 3 }).await;
+    let kept = versions(&client).await;
+    assert_eq!(kept.last().unwrap(), &last);
+    // Metadata goes with the versions it describes.
+    let meta = children_sorted(&client, &format!("/zkcoord/meta/{APP}")).await;
+    assert_eq!(meta, kept);
+}
