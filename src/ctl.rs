@@ -113,15 +113,32 @@ impl Target {
         }
     }
 
+    /// Connects, retrying for a while: an ensemble electing a new quorum leader refuses
+    /// clients for a moment, and a publish should ride that out rather than fail.
     async fn connect(&self) -> Result<zk::Client, CtlError> {
-        let connect = zk::Client::connector().with_session_timeout(self.session_timeout).with_fail_eagerly().connect(&self.hosts);
-        match tokio::time::timeout(self.session_timeout.max(Duration::from_secs(5)), connect).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(fail(exit::UNAVAILABLE, format!("cannot reach ZooKeeper at {}: {e}", self.hosts))),
-            Err(_) => Err(fail(exit::UNAVAILABLE, format!("cannot reach ZooKeeper at {}: timed out", self.hosts))),
+        let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, crate::session::connect_once(&self.hosts, self.session_timeout)).await;
+            let why = match attempt {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            let delay = backoff.next_delay();
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(fail(
+                    exit::UNAVAILABLE,
+                    format!("cannot reach ZooKeeper at {} within {CONNECT_PATIENCE:?}: {why}", self.hosts),
+                ));
+            }
+            tokio::time::sleep(delay).await;
         }
     }
 }
+
+/// How long `zkcoordctl` keeps trying to reach ZooKeeper.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Runs a parsed command line, writing results to stdout.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {

@@ -153,12 +153,8 @@ pub fn channel() -> (SessionSupervisor, SessionHandle) {
 }
 
 /// Opens one session, failing fast when no server answers so the caller's backoff decides.
-pub async fn connect_once(cfg: &ZkConfig) -> Result<zk::Client, zk::Error> {
-    zk::Client::connector()
-        .with_session_timeout(cfg.session_timeout)
-        .with_fail_eagerly()
-        .connect(&cfg.hosts)
-        .await
+pub async fn connect_once(hosts: &str, session_timeout: Duration) -> Result<zk::Client, zk::Error> {
+    zk::Client::connector().with_session_timeout(session_timeout).with_fail_eagerly().connect(hosts).await
 }
 
 impl SessionSupervisor {
@@ -171,7 +167,7 @@ impl SessionSupervisor {
         loop {
             let attempt = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = connect_once(&cfg) => r,
+                r = connect_once(&cfg.hosts, cfg.session_timeout) => r,
             };
             let client = match attempt {
                 Ok(c) => c,
