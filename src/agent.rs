@@ -116,6 +116,7 @@ pub async fn run(
 async fn serve(config: &Config, layout: &Layout, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
     session::ensure_path(client, &layout.requests()).await?;
     session::ensure_path(client, &layout.outcomes()).await?;
+    session::ensure_path(client, &layout.claims()).await?;
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let mut touched = BTreeSet::new();
@@ -153,6 +154,9 @@ async fn handle_request(
     name: &str,
 ) -> Result<Option<String>, AgentError> {
     let req_path = format!("{}/{}", layout.requests(), name);
+    if !claim(layout, client, fence, name).await? {
+        return Ok(None);
+    }
     let bytes = match client.get_data(&req_path).await {
         Ok((b, _)) => b,
         Err(zk::Error::NoNode) => return Ok(None), // withdrawn by its publisher
@@ -166,6 +170,27 @@ async fn handle_request(
     tracing::info!(request = %name, outcome = %outcome, "publish request handled");
     finish(layout, client, fence, name, &outcome, meta_for).await?;
     Ok(published.then(|| request::decode(&bytes).map(|(h, _)| h.app).unwrap_or_default()))
+}
+
+/// Claims request `req` for this leader: with `leaders > 1` several leaders see the same
+/// request, and only the one whose claim lands handles it. A claim is ephemeral, so a leader
+/// that dies mid-request frees it for the next (content dedupe makes the retry harmless).
+async fn claim(layout: &Layout, client: &zk::Client, fence: &Fence, req: &str) -> Result<bool, AgentError> {
+    let claim = layout.claim(req);
+    let mut w = fence.writer(client)?;
+    w.add_check_version(&format!("{}/{req}", layout.requests()), -1)?;
+    w.add_create(&claim, b"", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()))?;
+    match fence.commit(w).await {
+        Ok(_) => Ok(true),
+        // Already handled (request gone), or another leader holds it.
+        Err(AgentError::Zk(zk::Error::NoNode)) => Ok(false),
+        Err(AgentError::Zk(zk::Error::NodeExists)) => {
+            // Ours from an earlier attempt on this session counts as ours.
+            let owner = client.check_stat(&claim).await?.map(|s| s.ephemeral_owner);
+            Ok(owner == Some(client.session_id().0))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn validate(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
@@ -254,10 +279,14 @@ async fn finish(
     }
     w.add_create(&outcome_path, &serde_json::to_vec(outcome).expect("outcome"), &persistent)?;
     w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
+    w.add_delete(&layout.claim(req), None)?;
     match fence.commit(w).await {
         Ok(_) => Ok(()),
         // The publisher withdrew the request (timed out) at the last moment: nothing to answer.
-        Err(AgentError::Zk(zk::Error::NoNode)) => Ok(()),
+        Err(AgentError::Zk(zk::Error::NoNode)) => {
+            let _ = client.delete(&layout.claim(req), None).await;
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

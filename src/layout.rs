@@ -5,6 +5,7 @@
 //! | `<election>/worker<seq>` | EPHEMERAL_SEQUENTIAL | an agent's registration (JSON) |
 //! | `<applications>/<app>/conf-<seq>` | PERSISTENT_SEQUENTIAL | a version's raw bytes |
 //! | `<root>/requests/req-<seq>` | PERSISTENT_SEQUENTIAL | a publish request |
+//! | `<root>/claims/req-<seq>` | EPHEMERAL | the leader handling a request (with `leaders > 1`) |
 //! | `<root>/outcomes/req-<seq>` | PERSISTENT | what the leader made of a request (JSON) |
 //! | `<root>/meta/<app>/conf-<seq>` | PERSISTENT | a version's metadata (JSON) |
 //! | `<root>/status/<app>/<node_id>` | EPHEMERAL | what a host applied (JSON) |
@@ -52,6 +53,14 @@ impl Layout {
     /// The outcome node of request `req_name`.
     pub fn outcome(&self, req_name: &str) -> String {
         format!("{}/outcomes/{}", self.root, req_name)
+    }
+    /// Parent of request claims.
+    pub fn claims(&self) -> String {
+        format!("{}/claims", self.root)
+    }
+    /// The claim node a leader holds while it handles request `req_name`.
+    pub fn claim(&self, req_name: &str) -> String {
+        format!("{}/claims/{}", self.root, req_name)
     }
     /// Parent of `app`'s version metadata.
     pub fn meta(&self, app: &str) -> String {

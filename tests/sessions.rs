@@ -185,3 +185,39 @@ fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_leaders_exactly_two_lead_and_each_publish_becomes_one_version() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let spec = |n: &str| {
+        let mut s = Spec::agent(n, &hosts);
+        s.agent_extra = "leaders = 2".into();
+        s
+    };
+    let mut agents: Vec<Daemon> = Vec::new();
+    for n in ["agent-1", "agent-2", "agent-3"] {
+        agents.push(spec(n).start());
+        let want = agents.len();
+        wait_until("registered", Duration::from_secs(20), || async { workers(&client).await.len() == want }).await;
+    }
+    let leading = |agents: &[Daemon]| {
+        agents.iter().filter(|a| a.log().matches("leadership: leader").count() > a.log().matches("stepping down").count()).count()
+    };
+    wait_until_sync("two leaders", Duration::from_secs(10), || leading(&agents) == 2);
+    assert!(!agents[2].log().contains("leadership: leader"), "the third stands by");
+
+    // Both leaders see every request; each publish still becomes exactly one version.
+    for i in 0..10 {
+        publish_ok(&hosts, format!("v{i}\n").as_bytes()).await;
+    }
+    assert_eq!(versions(&client).await.len(), 10);
+
+    // Kill a leader: the standby takes its place, and there are two leaders again.
+    agents[0].kill9();
+    wait_until_sync("the standby leads", Duration::from_secs(10), || agents[2].log().contains("leadership: leader"));
+    assert_eq!(leading(&agents[1..]), 2);
+    publish_ok(&hosts, b"after\n").await;
+    assert_eq!(versions(&client).await.len(), 11);
+}
