@@ -122,6 +122,8 @@ async fn a_restart_with_nothing_new_neither_rewrites_nor_reloads() {
     let v = b"stable\n";
     publish_ok(&hosts, v).await;
     wait_on_disk(&d, v, Duration::from_secs(20)).await;
+    // The status says ok only after the reload ran (the file lands a moment before).
+    wait_status(&client, "web-1", "ok", None).await;
     let before = std::fs::metadata(dest(&d)).unwrap();
     assert_eq!(reloads(&d), 1);
 
