@@ -162,14 +162,17 @@ async fn handle_request(
         Err(zk::Error::NoNode) => return Ok(None), // withdrawn by its publisher
         Err(e) => return Err(e.into()),
     };
-    let (outcome, meta_for) = match request::decode(&bytes).and_then(|(h, d)| validate(&h, d).map(|_| (h, d))) {
-        Err(reason) => (Outcome::Rejected { reason }, None),
-        Ok((header, data)) => decide(config, client, fence, &header, data).await?,
+    let (outcome, meta_for, app) = match request::decode(&bytes).and_then(|(h, d)| validate(&h, d).map(|_| (h, d))) {
+        Err(reason) => (Outcome::Rejected { reason }, None, None),
+        Ok((header, data)) => {
+            let (outcome, meta_for) = decide(config, client, fence, &header, data).await?;
+            (outcome, meta_for, Some(header.app))
+        }
     };
-    let published = matches!(outcome, Outcome::Published { .. });
     tracing::info!(request = %name, outcome = %outcome, "publish request handled");
+    let published = matches!(outcome, Outcome::Published { .. });
     finish(layout, client, fence, name, &outcome, meta_for).await?;
-    Ok(published.then(|| request::decode(&bytes).map(|(h, _)| h.app).unwrap_or_default()))
+    Ok(app.filter(|_| published))
 }
 
 /// Claims request `req` for this leader: with `leaders > 1` several leaders see the same

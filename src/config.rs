@@ -53,7 +53,7 @@ impl fmt::Display for Role {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Which halves run here.
@@ -75,7 +75,7 @@ pub struct Config {
 }
 
 /// The `[zookeeper]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZkConfig {
     /// Connect string, `host:port,...` with an optional chroot suffix.
@@ -95,7 +95,7 @@ pub struct ZkConfig {
 }
 
 /// The `[agent]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Parent of the agents' EPHEMERAL_SEQUENTIAL election nodes.
@@ -166,7 +166,7 @@ impl fmt::Display for HookCommand {
 }
 
 /// One `[[app]]` entry: a version stream applied to one file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// The application's name; versions live at `<applications>/<name>` unless `path` says.

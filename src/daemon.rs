@@ -174,8 +174,7 @@ fn reload(path: &Path, running: &Config, notifier: Notifier) {
     notifier.reloading();
     match Config::load(path) {
         Ok(new) => {
-            let same = format!("{new:?}") == format!("{running:?}");
-            if same {
+            if new == *running {
                 tracing::info!(config = %path.display(), "SIGHUP: configuration unchanged");
             } else {
                 tracing::warn!(config = %path.display(), "SIGHUP: the new configuration is valid; restart zkcoordd to apply it (live reload is not implemented yet)");

@@ -5,7 +5,7 @@
 use crate::config::AppConfig;
 use crate::hooks::{self, HookRun};
 use nix::unistd::{Gid, Group, Uid, User};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -239,11 +239,6 @@ pub fn holds(dest: &Path, sha256_hex: &str) -> bool {
         Ok(b) => crate::request::sha256_hex(&b) == sha256_hex,
         Err(_) => false,
     }
-}
-
-/// Opens `path` for appending, creating it; used by tests and tools that log beside a file.
-pub fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ async fn keep_on_session(
             let bytes = data.borrow_and_update().clone();
             set_or_recreate(client, &path, &bytes).await?;
         }
+        // Once the data's sender is gone the data is final; keep watching the node.
+        let mut data_open = true;
         loop {
             let (stat, watcher) = client.check_and_watch_stat(&path).await?;
             if stat.is_none() {
@@ -113,9 +115,10 @@ async fn keep_on_session(
                     zk::EventType::Session => return Err(session::state_error(ev.session_state)),
                     _ => continue,
                 },
-                changed = data.changed() => {
+                changed = data.changed(), if data_open => {
                     if changed.is_err() {
-                        std::future::pending::<()>().await;
+                        data_open = false;
+                        continue;
                     }
                     let bytes = data.borrow_and_update().clone();
                     if !set_or_recreate(client, &path, &bytes).await? {
