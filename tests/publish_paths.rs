@@ -102,3 +102,59 @@ async fn identical_content_makes_no_new_version_and_old_versions_are_pruned() {
     let meta = children_sorted(&client, &format!("/zkcoord/meta/{APP}")).await;
     assert_eq!(meta, kept);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_follows_several_apps_and_zkcoordctl_reads_its_config_file() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let d = Daemon::prepare("multi");
+    std::fs::create_dir_all(d.dir().join("www")).unwrap();
+    let toml = format!(
+        r#"role = "both"
+node_id = "multi"
+state_dir = "{{dir}}/state"
+[zookeeper]
+hosts = "{hosts}"
+session_timeout = "1s"
+[[app]]
+name = "nginxconf"
+dest = "{{dir}}/www/nginx.conf"
+reload = ["sh", "-c", "echo nginx >> {{dir}}/reloads.log"]
+[[app]]
+name = "upstreams"
+path = "/custom/upstreams"
+dest = "{{dir}}/www/upstreams.conf"
+mode = "0600"
+reload = "echo upstreams >> {{dir}}/reloads.log"
+"#
+    );
+    let mut d = d;
+    d.set_config(&toml);
+    d.spawn();
+    let config = d.config_path().display().to_string();
+    let publish_with_config = |app: &str, bytes: &[u8]| ctl_stdin(&["--config", &config, "publish", app, "-"], bytes);
+
+    let a = publish_with_config("nginxconf", b"main config\n");
+    assert!(a.status.success(), "{}", output_text(&a));
+    let b = publish_with_config("upstreams", b"upstream app { server 10.0.0.5:8001; }\n");
+    assert!(b.status.success(), "{}", output_text(&b));
+    wait_until("both apps applied", Duration::from_secs(20), || async {
+        std::fs::read(d.dir().join("www/nginx.conf")).ok().as_deref() == Some(&b"main config\n"[..])
+            && std::fs::read(d.dir().join("www/upstreams.conf")).ok().as_deref()
+                == Some(&b"upstream app { server 10.0.0.5:8001; }\n"[..])
+    })
+    .await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.dir().join("www/upstreams.conf")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The app's own `path` was honoured by the agent and the follower alike.
+    let client = zk_client(&hosts).await;
+    assert_eq!(children_sorted(&client, "/custom/upstreams").await.len(), 1);
+    let got = ctl(&["--config", &config, "get", "upstreams"]);
+    assert_eq!(got.stdout, b"upstream app { server 10.0.0.5:8001; }\n");
+    wait_until("each app reloaded once", Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(d.dir().join("reloads.log")).unwrap_or_default();
+        log.lines().filter(|l| *l == "nginx").count() == 1 && log.lines().filter(|l| *l == "upstreams").count() == 1
+    })
+    .await;
+}
