@@ -179,7 +179,8 @@ async fn a_read_only_destination_directory_keeps_the_old_file_and_says_why() {
     let hosts = zk.connect_string();
     let mut spec = Spec::both("web-1", &hosts);
     spec.dest = Some("{dir}/ro/nginx.conf".into());
-    let d = Daemon::prepare("web-1");
+    // Declared before the unmount guard, so it is dropped after it.
+    let mut d = Daemon::prepare("web-1");
     let ro = d.dir().join("ro");
     std::fs::create_dir_all(&ro).unwrap();
     let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(&ro).status();
@@ -200,7 +201,6 @@ async fn a_read_only_destination_directory_keeps_the_old_file_and_says_why() {
         assert!(s.success());
     };
     remount("ro");
-    let mut d = d;
     std::fs::create_dir_all(d.dir().join("www")).unwrap();
     d.set_config(&spec.toml());
     d.spawn();

@@ -16,7 +16,10 @@ async fn single_server_create_read_delete() {
     assert_eq!(zk.len(), 1);
     assert_eq!(zk.mode(0).as_deref(), Some("standalone"));
     assert_eq!(zk.leader_index(), Some(0));
-    assert_eq!(zk.connect_string(), format!("127.0.0.1:{}", zk.server_port(0)));
+    assert_eq!(
+        zk.connect_string(),
+        format!("127.0.0.1:{}", zk.server_port(0))
+    );
 
     let client = zk_client(&zk.connect_string()).await;
     create_all(&client, "/applications/app").await;
@@ -24,7 +27,9 @@ async fn single_server_create_read_delete() {
 
     let a = create_seq(&client, "/applications/app/conf-", b"first").await;
     let b = create_seq(&client, "/applications/app/conf-", b"second\n").await;
-    let suffix = a.strip_prefix("/applications/app/conf-").expect("prefix kept");
+    let suffix = a
+        .strip_prefix("/applications/app/conf-")
+        .expect("prefix kept");
     assert_eq!(suffix.len(), 10, "{a}");
     assert!(suffix.bytes().all(|c| c.is_ascii_digit()), "{a}");
     assert!(seq_of(&b) > seq_of(&a));
@@ -39,7 +44,10 @@ async fn single_server_create_read_delete() {
     let kids = children_sorted(&client, "/applications/app").await;
     let a_name = a.rsplit('/').next().unwrap().to_string();
     let b_name = b.rsplit('/').next().unwrap().to_string();
-    assert_eq!(kids, vec![a_name, b_name, "x-9".to_string(), "x-10".to_string()]);
+    assert_eq!(
+        kids,
+        vec![a_name, b_name, "x-9".to_string(), "x-10".to_string()]
+    );
     assert!(children_sorted(&client, "/nope").await.is_empty());
 
     assert!(delete(&client, &a).await);
@@ -50,7 +58,10 @@ async fn single_server_create_read_delete() {
     assert_eq!(get(&client, "/applications").await, None);
 
     // Four-letter words work.
-    assert!(zk.four_letter(0, "ruok").unwrap_or_default().contains("imok"));
+    assert!(zk
+        .four_letter(0, "ruok")
+        .unwrap_or_default()
+        .contains("imok"));
     eprintln!("single_server_create_read_delete took {:.1?}", t.elapsed());
 }
 
@@ -61,8 +72,16 @@ async fn three_node_ensemble_survives_member_restart() {
     let started = t.elapsed();
     assert_eq!(zk.connect_string().split(',').count(), 3);
     let modes: Vec<String> = (0..3).map(|i| zk.mode(i).unwrap()).collect();
-    assert_eq!(modes.iter().filter(|m| *m == "leader").count(), 1, "{modes:?}");
-    assert_eq!(modes.iter().filter(|m| *m == "follower").count(), 2, "{modes:?}");
+    assert_eq!(
+        modes.iter().filter(|m| *m == "leader").count(),
+        1,
+        "{modes:?}"
+    );
+    assert_eq!(
+        modes.iter().filter(|m| *m == "follower").count(),
+        2,
+        "{modes:?}"
+    );
 
     let client = zk_client(&zk.connect_string()).await;
     create_all(&client, "/harness/three").await;
@@ -74,18 +93,28 @@ async fn three_node_ensemble_survives_member_restart() {
     zk.kill(leader);
     assert!(!zk.is_running(leader));
     assert!(zk.pid(leader).is_none());
-    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(), "pid reaped");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
+        "pid reaped"
+    );
 
     let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    wait_until("a write succeeds after the leader was killed", Duration::from_secs(30), || async {
-        match client.create("/harness/three/after-kill", b"two", &opts).await {
-            Ok(_) | Err(ZkError::NodeExists) => true,
-            Err(e) => {
-                eprintln!("create after kill: {e}");
-                false
+    wait_until(
+        "a write succeeds after the leader was killed",
+        Duration::from_secs(30),
+        || async {
+            match client
+                .create("/harness/three/after-kill", b"two", &opts)
+                .await
+            {
+                Ok(_) | Err(ZkError::NodeExists) => true,
+                Err(e) => {
+                    eprintln!("create after kill: {e}");
+                    false
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let new_leader = zk.leader_index().expect("a new leader");
     assert_ne!(new_leader, leader);
@@ -95,15 +124,25 @@ async fn three_node_ensemble_survives_member_restart() {
     assert_eq!(zk.mode(leader).as_deref(), Some("follower"));
     let only_restarted = zk_client(&zk.connect_string_of(&[leader])).await;
     only_restarted.sync("/harness/three").await.expect("sync");
-    assert_eq!(get(&only_restarted, "/harness/three/after-kill").await.as_deref(), Some(&b"two"[..]));
-    assert_eq!(get(&only_restarted, &first).await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(
+        get(&only_restarted, "/harness/three/after-kill")
+            .await
+            .as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(
+        get(&only_restarted, &first).await.as_deref(),
+        Some(&b"one"[..])
+    );
 
     // The original client still works, and a follower can die too.
     let follower = (0..3).find(|&i| i != leader && i != new_leader).unwrap();
     zk.kill(follower);
-    wait_until("a read succeeds after a follower was killed", Duration::from_secs(30), || async {
-        client.get_data(&first).await.is_ok()
-    })
+    wait_until(
+        "a read succeeds after a follower was killed",
+        Duration::from_secs(30),
+        || async { client.get_data(&first).await.is_ok() },
+    )
     .await;
     let kids = children_sorted(&client, "/harness/three").await;
     assert_eq!(kids.len(), 2, "{kids:?}");
@@ -130,20 +169,27 @@ async fn proxy_partitions_and_drops_connections() {
     // Partition without closing sockets: nothing gets through, the socket stays open.
     proxy.set_forwarding(false);
     let r = tokio::time::timeout(Duration::from_millis(800), client.get_data("/p")).await;
-    assert!(r.is_err(), "a read completed through a partitioned proxy: {r:?}");
+    assert!(
+        r.is_err(),
+        "a read completed through a partitioned proxy: {r:?}"
+    );
     assert_eq!(proxy.open_connections(), 1);
     proxy.set_forwarding(true);
-    wait_until("reads work after the partition heals", Duration::from_secs(10), || async {
-        client.get_data("/p").await.is_ok()
-    })
+    wait_until(
+        "reads work after the partition heals",
+        Duration::from_secs(10),
+        || async { client.get_data("/p").await.is_ok() },
+    )
     .await;
     assert_eq!(client.session_id(), session);
 
     // Dropped connections: the client reconnects through the proxy with the same session.
     proxy.drop_all();
-    wait_until("reads work after the connection was dropped", Duration::from_secs(10), || async {
-        client.get_data("/p").await.is_ok()
-    })
+    wait_until(
+        "reads work after the connection was dropped",
+        Duration::from_secs(10),
+        || async { client.get_data("/p").await.is_ok() },
+    )
     .await;
     assert!(proxy.accepted_connections() >= 2);
     assert_eq!(client.session_id(), session);
@@ -153,19 +199,27 @@ async fn proxy_partitions_and_drops_connections() {
     let proxy2 = Proxy::to_port(zk.server_port(0));
     let short = zk_client_with_timeout(&proxy2.address(), Duration::from_millis(1000)).await;
     short
-        .create("/eph", b"", &CreateMode::Ephemeral.with_acls(Acls::anyone_all()))
+        .create(
+            "/eph",
+            b"",
+            &CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
+        )
         .await
         .expect("create ephemeral");
     assert!(get(&direct, "/eph").await.is_some());
     proxy2.set_forwarding(false);
-    wait_until("the server expires the partitioned session", Duration::from_secs(10), || async {
-        get(&direct, "/eph").await.is_none()
-    })
+    wait_until(
+        "the server expires the partitioned session",
+        Duration::from_secs(10),
+        || async { get(&direct, "/eph").await.is_none() },
+    )
     .await;
     proxy2.set_forwarding(true);
-    wait_until("the client learns its session expired", Duration::from_secs(15), || async {
-        short.state() == SessionState::Expired
-    })
+    wait_until(
+        "the client learns its session expired",
+        Duration::from_secs(15),
+        || async { short.state() == SessionState::Expired },
+    )
     .await;
 
     let d = Instant::now();
@@ -173,7 +227,10 @@ async fn proxy_partitions_and_drops_connections() {
     drop(proxy2);
     eprintln!("proxies dropped in {:.1?}", d.elapsed());
     assert!(get(&direct, "/p").await.is_some());
-    eprintln!("proxy_partitions_and_drops_connections took {:.1?}", t.elapsed());
+    eprintln!(
+        "proxy_partitions_and_drops_connections took {:.1?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -190,7 +247,10 @@ fn daemon_and_ctl_plumbing() {
         ),
     );
     let cfg = std::fs::read_to_string(d.config_path()).unwrap();
-    assert!(cfg.contains(&format!("state_dir = \"{}/state\"", d.dir().display())), "{cfg}");
+    assert!(
+        cfg.contains(&format!("state_dir = \"{}/state\"", d.dir().display())),
+        "{cfg}"
+    );
     assert!(d.pid() > 0);
     std::thread::sleep(Duration::from_millis(300));
     d.stop_signal();
@@ -230,7 +290,8 @@ fn free_ports_are_distinct_and_bindable() {
 
 #[test]
 fn wait_until_sync_times_out_with_a_message() {
-    let r = std::panic::catch_unwind(|| wait_until_sync("never", Duration::from_millis(120), || false));
+    let r =
+        std::panic::catch_unwind(|| wait_until_sync("never", Duration::from_millis(120), || false));
     let msg = r.unwrap_err();
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("never"), "{msg}");
@@ -239,4 +300,28 @@ fn wait_until_sync_times_out_with_a_message() {
         n += 1;
         n >= 3
     });
+}
+
+#[test]
+fn dropping_a_daemon_removes_its_directory_even_with_a_mount_inside() {
+    let d = Daemon::prepare("mounts");
+    let dir = d.dir().to_path_buf();
+    let m = dir.join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&m)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !matches!(mounted, Ok(s) if s.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    std::fs::write(m.join("f"), b"x").unwrap();
+    drop(d);
+    assert!(
+        !dir.exists() || std::env::var_os("ZKCOORD_TEST_KEEP").is_some(),
+        "{} left behind",
+        dir.display()
+    );
 }

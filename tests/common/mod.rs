@@ -56,8 +56,16 @@ fn keep_dirs() -> bool {
 }
 
 fn make_tempdir(prefix: &str) -> tempfile::TempDir {
-    let prefix: String =
-        prefix.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
+    let prefix: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let mut dir = tempfile::Builder::new()
         .prefix(&format!("zkcoord-{prefix}-"))
         .tempdir()
@@ -327,7 +335,10 @@ impl ZkServer {
         let mut cp = format!("{ZK_CONF_DIR}:{ZK_JAR}");
         // Debian's zookeeper.jar has no slf4j binding on its class path, so the server would log
         // nothing at all; these two (dependencies of the package) make its log useful.
-        for extra in ["/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"] {
+        for extra in [
+            "/usr/share/java/slf4j-log4j12.jar",
+            "/usr/share/java/log4j-1.2.jar",
+        ] {
             if Path::new(extra).exists() {
                 cp.push(':');
                 cp.push_str(extra);
@@ -346,7 +357,11 @@ impl ZkServer {
 
     /// Starts the process (same config and data directory as before). Does not wait.
     fn spawn(&mut self) {
-        assert!(!self.is_running(), "ZooKeeper server {} is already running", self.index);
+        assert!(
+            !self.is_running(),
+            "ZooKeeper server {} is already running",
+            self.index
+        );
         if !Path::new(ZK_JAR).exists() {
             panic!(
                 "{ZK_JAR} is missing: install ZooKeeper first (scripts/install-deps.sh, which \
@@ -370,7 +385,8 @@ impl ZkServer {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("dup log fd")))
             .stderr(Stdio::from(log));
-        let child = spawn_tied(cmd).unwrap_or_else(|e| panic!("cannot run java for ZooKeeper: {e}"));
+        let child =
+            spawn_tied(cmd).unwrap_or_else(|e| panic!("cannot run java for ZooKeeper: {e}"));
         self.child = Some(child);
     }
 
@@ -473,7 +489,14 @@ impl ZkEnsemble {
         let quorum: String = if n > 1 {
             servers
                 .iter()
-                .map(|s| format!("server.{}=127.0.0.1:{}:{}\n", s.index + 1, s.peer_port, s.election_port))
+                .map(|s| {
+                    format!(
+                        "server.{}=127.0.0.1:{}:{}\n",
+                        s.index + 1,
+                        s.peer_port,
+                        s.election_port
+                    )
+                })
                 .collect()
         } else {
             String::new()
@@ -533,7 +556,10 @@ impl ZkEnsemble {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let diag: Vec<String> = pending.iter().map(|&i| self.servers[i].diagnostics()).collect();
+                let diag: Vec<String> = pending
+                    .iter()
+                    .map(|&i| self.servers[i].diagnostics())
+                    .collect();
                 return Err(format!(
                     "ZooKeeper server(s) {pending:?} not serving after {timeout:?}\n{}",
                     diag.join("\n")
@@ -545,7 +571,9 @@ impl ZkEnsemble {
 
     /// Waits (up to `ZK_START_TIMEOUT`) until every running server is serving; panics otherwise.
     pub fn wait_all_serving(&mut self) {
-        let running: Vec<usize> = (0..self.len()).filter(|&i| self.servers[i].is_running()).collect();
+        let running: Vec<usize> = (0..self.len())
+            .filter(|&i| self.servers[i].is_running())
+            .collect();
         if let Err(e) = self.wait_serving(&running, ZK_START_TIMEOUT) {
             panic!("{e}");
         }
@@ -561,12 +589,20 @@ impl ZkEnsemble {
 
     /// `127.0.0.1:p1,127.0.0.1:p2,...` for all servers (running or not).
     pub fn connect_string(&self) -> String {
-        self.servers.iter().map(|s| s.address()).collect::<Vec<_>>().join(",")
+        self.servers
+            .iter()
+            .map(|s| s.address())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Connect string naming only the given servers.
     pub fn connect_string_of(&self, which: &[usize]) -> String {
-        which.iter().map(|&i| self.servers[i].address()).collect::<Vec<_>>().join(",")
+        which
+            .iter()
+            .map(|&i| self.servers[i].address())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Client port of server `i`.
@@ -592,7 +628,9 @@ impl ZkEnsemble {
     /// otherwise returns at once (it cannot serve until another member comes back).
     pub fn start(&mut self, i: usize) {
         self.start_no_wait(i);
-        let running = (0..self.len()).filter(|&j| self.servers[j].is_running()).count();
+        let running = (0..self.len())
+            .filter(|&j| self.servers[j].is_running())
+            .count();
         if running > self.len() / 2 {
             if let Err(e) = self.wait_serving(&[i], ZK_START_TIMEOUT) {
                 panic!("{e}");
@@ -626,7 +664,8 @@ impl ZkEnsemble {
 
     /// The index of the quorum leader (or of the standalone server), by asking `srvr`.
     pub fn leader_index(&self) -> Option<usize> {
-        (0..self.len()).find(|&i| matches!(self.mode(i).as_deref(), Some("leader") | Some("standalone")))
+        (0..self.len())
+            .find(|&i| matches!(self.mode(i).as_deref(), Some("leader") | Some("standalone")))
     }
 
     /// Any four-letter word to server `i`.
@@ -667,7 +706,11 @@ pub async fn zk_client(connect: &str) -> Client {
 pub async fn zk_client_with_timeout(connect: &str, session_timeout: Duration) -> Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match Client::connector().with_session_timeout(session_timeout).connect(connect).await {
+        match Client::connector()
+            .with_session_timeout(session_timeout)
+            .connect(connect)
+            .await
+        {
             Ok(c) => return c,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("[harness] connect to {connect}: {e}; retrying");
@@ -743,18 +786,24 @@ pub async fn set(client: &Client, path: &str, data: &[u8]) {
 /// The numeric suffix of a sequential node name (`conf-0000000012` -> 12).
 pub fn seq_of(name: &str) -> Option<u64> {
     let name = name.rsplit('/').next().unwrap_or(name);
-    let digits = name.len() - name.bytes().rev().take_while(|b| b.is_ascii_digit()).count();
+    let digits = name.len()
+        - name
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
     name[digits..].parse().ok()
 }
 
 /// Children of `path` (names, not paths), sorted by numeric suffix, then by name.
 /// Empty if `path` does not exist.
 pub async fn children_sorted(client: &Client, path: &str) -> Vec<String> {
-    let mut kids = match retry_idempotent(&format!("list {path}"), || client.list_children(path)).await {
-        Ok(k) => k,
-        Err(ZkError::NoNode) => Vec::new(),
-        Err(e) => panic!("children_sorted({path}): {e}"),
-    };
+    let mut kids =
+        match retry_idempotent(&format!("list {path}"), || client.list_children(path)).await {
+            Ok(k) => k,
+            Err(ZkError::NoNode) => Vec::new(),
+            Err(e) => panic!("children_sorted({path}): {e}"),
+        };
     kids.sort_by(|a, b| (seq_of(a), a).cmp(&(seq_of(b), b)));
     kids
 }
@@ -791,7 +840,11 @@ pub async fn delete_all(client: &Client, path: &str) {
     let mut order = Vec::new();
     while let Some(p) = stack.pop() {
         for k in children_sorted(client, &p).await {
-            stack.push(if p == "/" { format!("/{k}") } else { format!("{p}/{k}") });
+            stack.push(if p == "/" {
+                format!("/{k}")
+            } else {
+                format!("{p}/{k}")
+            });
         }
         order.push(p);
     }
@@ -901,7 +954,13 @@ impl Daemon {
     /// A daemon directory without a running daemon: call `set_config` and `spawn` (or
     /// `restart`) later. Useful when the config must name files prepared in `dir()` first.
     pub fn prepare(name: &str) -> Daemon {
-        Daemon { name: name.to_string(), dir: make_tempdir(name), env: Vec::new(), child: None, starts: 0 }
+        Daemon {
+            name: name.to_string(),
+            dir: make_tempdir(name),
+            env: Vec::new(),
+            child: None,
+            starts: 0,
+        }
     }
 
     /// Adds an environment variable for the next (re)start.
@@ -932,14 +991,22 @@ impl Daemon {
 
     /// Starts the daemon; its stdout and stderr are appended to `daemon.log`.
     pub fn spawn(&mut self) {
-        assert!(!self.is_running(), "daemon {} is already running", self.name);
+        assert!(
+            !self.is_running(),
+            "daemon {} is already running",
+            self.name
+        );
         self.starts += 1;
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .expect("open daemon.log");
-        let _ = writeln!(log, "=== harness: starting zkcoordd '{}', start #{} ===", self.name, self.starts);
+        let _ = writeln!(
+            log,
+            "=== harness: starting zkcoordd '{}', start #{} ===",
+            self.name, self.starts
+        );
         let mut cmd = Command::new(daemon_bin());
         cmd.arg("--config")
             .arg(self.config_path())
@@ -968,7 +1035,10 @@ impl Daemon {
 
     /// Pid of the current (or last) process.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).expect("daemon was never started")
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("daemon was never started")
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -980,7 +1050,9 @@ impl Daemon {
 
     /// The exit status if the daemon has exited (not waiting).
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits up to `timeout` for the daemon to exit by itself.
@@ -991,7 +1063,8 @@ impl Daemon {
 
     /// Sends any signal to the daemon.
     pub fn signal(&self, sig: Signal) {
-        send_signal(self.pid(), sig).unwrap_or_else(|e| panic!("{sig} to daemon {}: {e}", self.name));
+        send_signal(self.pid(), sig)
+            .unwrap_or_else(|e| panic!("{sig} to daemon {}: {e}", self.name));
     }
 
     /// SIGKILL and reap. Harmless if it already exited.
@@ -1054,7 +1127,10 @@ impl Daemon {
         while !self.log().contains(needle) {
             if start.elapsed() >= timeout {
                 self.print_log();
-                panic!("daemon {}: no {needle:?} in its log after {timeout:?}", self.name);
+                panic!(
+                    "daemon {}: no {needle:?} in its log after {timeout:?}",
+                    self.name
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -1072,12 +1148,58 @@ impl Daemon {
     }
 }
 
+/// Lazily unmounts every mount point below `dir` (deepest first), so that a test that mounted
+/// something there (a tiny tmpfs, a read-only bind) does not leave its temporary directory behind.
+fn unmount_below(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p.clone()) {
+            // SAFETY: a valid NUL-terminated path.
+            let rc = unsafe { nix::libc::umount2(c.as_ptr(), nix::libc::MNT_DETACH) };
+            if rc == 0 {
+                eprintln!("[harness] unmounted {p} left mounted in a daemon directory");
+            }
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
             // A stopped process still dies of SIGKILL.
             kill_and_reap(c);
         }
+        unmount_below(self.dir.path());
         if thread::panicking() {
             eprintln!(
                 "----- daemon '{}' log tail ({}) -----\n{}\n-----",
@@ -1141,7 +1263,9 @@ pub async fn ctl_async(args: &[&str]) -> Output {
 /// what it printed) after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, input: &[u8], timeout: Duration) -> Output {
     let desc = format!("{cmd:?}");
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = spawn_tied(cmd).unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
     let pid = child.id();
     let mut stdin = child.stdin.take().expect("stdin");
@@ -1161,7 +1285,10 @@ pub fn run_with_timeout(mut cmd: Command, input: &[u8], timeout: Duration) -> Ou
             let out = rx.recv().ok().and_then(|r| r.ok());
             let (o, e) = out
                 .map(|o| {
-                    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+                    (
+                        String::from_utf8_lossy(&o.stdout).into_owned(),
+                        String::from_utf8_lossy(&o.stderr).into_owned(),
+                    )
                 })
                 .unwrap_or_default();
             panic!("{desc} did not finish within {timeout:?}\nstdout:\n{o}\nstderr:\n{e}");
@@ -1238,7 +1365,9 @@ impl Proxy {
             .next()
             .expect("proxy target resolves to no address");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy listener");
-        listener.set_nonblocking(true).expect("nonblocking proxy listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking proxy listener");
         let port = listener.local_addr().expect("proxy local addr").port();
         let shared = Arc::new(ProxyShared {
             target,
@@ -1254,7 +1383,11 @@ impl Proxy {
             .name(format!("proxy-{port}-accept"))
             .spawn(move || Self::accept_loop(listener, sh))
             .expect("spawn proxy thread");
-        Proxy { port, shared, acceptor: Some(acceptor) }
+        Proxy {
+            port,
+            shared,
+            acceptor: Some(acceptor),
+        }
     }
 
     /// A proxy to 127.0.0.1:`port`.
@@ -1305,7 +1438,10 @@ impl Proxy {
     }
 
     fn spawn_worker(sh: &Arc<ProxyShared>, name: String, f: impl FnOnce() + Send + 'static) {
-        let h = thread::Builder::new().name(name).spawn(f).expect("spawn proxy thread");
+        let h = thread::Builder::new()
+            .name(name)
+            .spawn(f)
+            .expect("spawn proxy thread");
         let mut threads = lock(&sh.threads);
         threads.retain(|t| !t.is_finished());
         threads.push(h);
@@ -1320,9 +1456,13 @@ impl Proxy {
                     let Ok(c2) = client.try_clone() else { continue };
                     lock(&sh.conns).push((id, c2, None));
                     let sh2 = sh.clone();
-                    Self::spawn_worker(&sh, format!("proxy-conn-{id}"), move || Self::connection(id, client, sh2));
+                    Self::spawn_worker(&sh, format!("proxy-conn-{id}"), move || {
+                        Self::connection(id, client, sh2)
+                    });
                 }
-                Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(10)),
+                Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(10))
+                }
                 Err(_) => thread::sleep(Duration::from_millis(10)),
             }
         }
@@ -1396,7 +1536,14 @@ impl Proxy {
                     return;
                 }
                 Ok(n) => n,
-                Err(ref e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+                Err(ref e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
                 Err(ref e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
