@@ -139,7 +139,7 @@ impl AppFollower {
             }
             p.synced = generation;
         }
-        let (children, watcher) = match client.list_and_watch_children(&self.versions).await {
+        let (children, parent, watcher) = match client.get_and_watch_children(&self.versions).await {
             Ok(r) => r,
             Err(zk::Error::NoNode) => {
                 // Nothing published yet: wait for the parent to appear.
@@ -160,20 +160,29 @@ impl AppFollower {
         let Some(newest) = layout::newest_version(&children) else {
             return Ok(wake);
         };
-        if self.needs_apply(&newest, p) {
-            self.apply(client, &newest, p).await?;
+        if self.needs_apply(&newest, parent.czxid, p) {
+            self.apply(client, &newest, parent.czxid, p).await?;
             status.send_replace(p.report.to_bytes());
             self.summarise(p);
         }
         Ok(wake)
     }
 
-    fn needs_apply(&self, newest: &VersionId, p: &mut Progress) -> bool {
+    fn needs_apply(&self, newest: &VersionId, stream: i64, p: &mut Progress) -> bool {
         if p.failed == Some(newest.seq) && p.retry.is_none() {
             return false;
         }
         match &p.applied {
             None => true,
+            // A state file from before streams were recorded adopts the current one.
+            Some(a) if a.stream == 0 => {
+                p.applied.as_mut().expect("matched").stream = stream;
+                self.needs_apply(newest, stream, p)
+            }
+            Some(a) if a.stream != stream => {
+                tracing::warn!(app = %self.app.name, path = %self.versions, "the versions' parent node was re-created; following the new version stream");
+                true
+            }
             Some(a) if newest.seq > a.seq => true,
             Some(a) if newest.seq == a.seq => {
                 let drifted = !install::holds(&self.app.dest, &a.sha256);
@@ -190,7 +199,7 @@ impl AppFollower {
     }
 
     /// Fetches, verifies and installs `v`, updating state and the status report.
-    async fn apply(&self, client: &zk::Client, v: &VersionId, p: &mut Progress) -> Result<(), zk::Error> {
+    async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
         let name = &self.app.name;
         let (bytes, stat) = match client.get_data(&format!("{}/{}", self.versions, v.name)).await {
             Ok(r) => r,
@@ -218,7 +227,7 @@ impl AppFollower {
         let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - stat.ctime).max(0);
         if install::holds(&self.app.dest, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
-            self.record_success(p, v, &sha);
+            self.record_success(p, v, stream, &sha);
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
@@ -228,7 +237,7 @@ impl AppFollower {
                     tracing::info!(app = %name, "reload said: {}", r.output.trim());
                 }
                 tracing::info!(app = %name, version = %v, dest = %self.app.dest.display(), since_publish_ms = age_ms, "applied");
-                self.record_success(p, v, &sha);
+                self.record_success(p, v, stream, &sha);
             }
             Ok(InstallResult::CheckFailed(why)) => {
                 tracing::error!(app = %name, version = %v, "check failed, old file kept: {why}");
@@ -248,8 +257,8 @@ impl AppFollower {
         Ok(())
     }
 
-    fn record_success(&self, p: &mut Progress, v: &VersionId, sha: &str) {
-        let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs() };
+    fn record_success(&self, p: &mut Progress, v: &VersionId, stream: i64, sha: &str) {
+        let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs(), stream };
         if let Err(e) = self.state.store(&self.app.name, &applied) {
             tracing::error!(app = %self.app.name, "cannot remember the applied version: {e}");
         }

@@ -46,7 +46,8 @@ pub async fn run(
     let started = Instant::now();
     let step_down = |why: &str| {
         if out.borrow().is_leader() {
-            tracing::warn!(since_start_ms = started.elapsed().as_millis() as u64, "leadership: stepping down ({why})");
+            out.send_replace(Leadership::Standby);
+            tracing::warn!(mono_us = monotonic_us(), since_start_ms = started.elapsed().as_millis() as u64, "leadership: stepping down ({why})");
         }
         out.send_replace(Leadership::Standby);
     };
@@ -70,10 +71,14 @@ pub async fn run(
         let generation = reg.generation;
         match evaluate(&client, &parent, leaders, &reg).await {
             Ok(Position::Leading { node_version }) => {
-                if !out.borrow().is_leader() {
-                    tracing::info!(node = %reg.path, since_start_ms = started.elapsed().as_millis() as u64, "leadership: leader");
-                }
+                // Timestamp before publishing leadership (and step-downs after), so logged
+                // intervals contain the real ones.
+                let since = monotonic_us();
+                let was_leader = out.borrow().is_leader();
                 out.send_replace(Leadership::Leader { generation, node: reg.path.clone(), node_version });
+                if !was_leader {
+                    tracing::info!(mono_us = since, node = %reg.path, since_start_ms = started.elapsed().as_millis() as u64, "leadership: leader");
+                }
                 // Lead until the session wavers or our node changes.
                 tokio::select! {
                     _ = shutdown.cancelled() => { step_down("shutting down"); return; }
@@ -152,6 +157,7 @@ enum Position {
 
 async fn evaluate(client: &zk::Client, parent: &str, leaders: usize, reg: &Registered) -> Result<Position, zk::Error> {
     let children = client.list_children(parent).await?;
+    tracing::debug!(node = %reg.name, children = children.len(), "election: listed children");
     let order = sorted_by_sequence(&children, WORKER_PREFIX);
     let Some(idx) = order.iter().position(|(_, n)| *n == reg.name) else {
         return Ok(Position::Unregistered);
@@ -169,4 +175,12 @@ async fn evaluate(client: &zk::Client, parent: &str, leaders: usize, reg: &Regis
         let ahead = order[idx.saturating_sub(leaders)..idx].iter().map(|(_, n)| n.to_string()).collect();
         Ok(Position::Standby { ahead })
     }
+}
+
+/// Microseconds on CLOCK_MONOTONIC: one clock for every process on the host, so leadership
+/// intervals logged by different agents can be compared.
+pub fn monotonic_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
 }

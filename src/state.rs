@@ -16,6 +16,11 @@ pub struct Applied {
     pub sha256: String,
     /// When it was applied, in seconds since the epoch.
     pub applied_at: u64,
+    /// Identity of the version stream: the creation zxid of the versions' parent znode. If an
+    /// operator deletes and re-creates the parent, sequence numbers restart, and "newer" is
+    /// judged afresh rather than ignoring the new stream forever.
+    #[serde(default)]
+    pub stream: i64,
 }
 
 /// The state directory.
@@ -75,7 +80,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = StateStore::new(&d.path().join("state"));
         assert_eq!(s.load("a"), None);
-        let a = Applied { version: "conf-0000000003".into(), seq: 3, sha256: "ab".into(), applied_at: 1 };
+        let a = Applied { version: "conf-0000000003".into(), seq: 3, sha256: "ab".into(), applied_at: 1, stream: 7 };
         s.store("a", &a).unwrap();
         assert_eq!(s.load("a"), Some(a));
         std::fs::write(d.path().join("state/b.json"), b"{not json").unwrap();

@@ -1321,6 +1321,11 @@ struct ProxyShared {
     next_id: AtomicUsize,
     accepted: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Armed by `drop_after_upload_over`: close the connection right after forwarding a
+    /// client-to-server chunk larger than this many bytes (0 = disarmed).
+    drop_after_upload_over: AtomicUsize,
+    /// How many connections that trap has closed.
+    trapped: AtomicUsize,
 }
 
 impl ProxyShared {
@@ -1377,6 +1382,8 @@ impl Proxy {
             next_id: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
+            drop_after_upload_over: AtomicUsize::new(0),
+            trapped: AtomicUsize::new(0),
         });
         let sh = shared.clone();
         let acceptor = thread::Builder::new()
@@ -1425,6 +1432,18 @@ impl Proxy {
                 let _ = u.shutdown(Shutdown::Both);
             }
         }
+    }
+
+    /// Arms a one-shot trap: the next client-to-server chunk larger than `bytes` (a request,
+    /// not a ping) is forwarded, and then its connection is closed before any reply gets back.
+    /// This is "the connection dropped right after the request passed".
+    pub fn drop_after_upload_over(&self, bytes: usize) {
+        self.shared.drop_after_upload_over.store(bytes.max(1), Ordering::SeqCst);
+    }
+
+    /// How many connections the trap has closed.
+    pub fn trapped(&self) -> usize {
+        self.shared.trapped.load(Ordering::SeqCst)
     }
 
     /// Connections open right now.
@@ -1506,15 +1525,15 @@ impl Proxy {
         let sh_up = sh.clone();
         let up = thread::Builder::new()
             .name(format!("proxy-conn-{id}-up"))
-            .spawn(move || Self::pump(id, client, upstream, sh_up))
+            .spawn(move || Self::pump(id, client, upstream, sh_up, true))
             .expect("spawn proxy pump");
-        Self::pump(id, u2, c2, sh.clone());
+        Self::pump(id, u2, c2, sh.clone(), false);
         let _ = up.join();
         sh.close(id);
     }
 
     /// Copies `from` -> `to` while the connection is open, holding bytes while not forwarding.
-    fn pump(id: usize, mut from: TcpStream, mut to: TcpStream, sh: Arc<ProxyShared>) {
+    fn pump(id: usize, mut from: TcpStream, mut to: TcpStream, sh: Arc<ProxyShared>, upward: bool) {
         let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -1556,6 +1575,16 @@ impl Proxy {
             }
             if sh.stopped() || !sh.is_open(id) || to.write_all(&buf[..n]).is_err() {
                 break;
+            }
+            if upward {
+                let limit = sh.drop_after_upload_over.load(Ordering::SeqCst);
+                if limit > 0
+                    && n > limit
+                    && sh.drop_after_upload_over.compare_exchange(limit, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                {
+                    sh.trapped.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
             }
         }
         sh.close(id);

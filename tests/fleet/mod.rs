@@ -32,6 +32,8 @@ pub struct Spec {
     pub agent_extra: String,
     /// Overrides `dest` (default `{dir}/www/nginx.conf`).
     pub dest: Option<String>,
+    /// The app's versions znode (default `/applications/nginxconf`).
+    pub path: Option<String>,
 }
 
 impl Spec {
@@ -47,6 +49,7 @@ impl Spec {
             hook_timeout: "10s",
             agent_extra: String::new(),
             dest: None,
+            path: None,
         }
     }
     /// An agent.
@@ -70,6 +73,9 @@ impl Spec {
                 self.dest.clone().unwrap_or_else(|| "{dir}/www/nginx.conf".into()),
                 self.hook_timeout
             ));
+            if let Some(p) = &self.path {
+                t.push_str(&format!("path = \"{p}\"\n"));
+            }
             if let Some(c) = &self.check {
                 t.push_str(&format!("check = {c}\n"));
             }
@@ -178,4 +184,52 @@ pub async fn leader_pid(client: &Client) -> Option<u32> {
 /// Version names of APP, oldest first.
 pub async fn versions(client: &Client) -> Vec<String> {
     children_sorted(client, &format!("/applications/{APP}")).await
+}
+
+/// Microseconds on CLOCK_MONOTONIC, the clock the daemons log leadership with.
+pub fn monotonic_us() -> u64 {
+    zkcoord::election::monotonic_us()
+}
+
+/// One agent's leadership intervals `(start_us, end_us)` from its log. Each process life (the
+/// harness writes a line at every start) that ended while leading is closed at `deaths[life]`,
+/// the test's record of when it killed that life; a life still running and leading is open
+/// (`u64::MAX`).
+pub fn leadership_intervals(log: &str, deaths: &[u64]) -> Vec<(u64, u64)> {
+    let mono = |line: &str| -> u64 {
+        let at = line.find("mono_us=").expect("leadership lines carry mono_us") + "mono_us=".len();
+        line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let mut out = Vec::new();
+    for (life, text) in log.split("=== harness: starting zkcoordd").skip(1).enumerate() {
+        let mut open: Option<u64> = None;
+        for line in text.lines() {
+            if line.contains("leadership: leader") {
+                assert!(open.is_none(), "leader twice without stepping down: {line}");
+                open = Some(mono(line));
+            } else if line.contains("leadership: stepping down") {
+                if let Some(start) = open.take() {
+                    out.push((start, mono(line)));
+                }
+            }
+        }
+        if let Some(start) = open {
+            out.push((start, deaths.get(life).copied().unwrap_or(u64::MAX)));
+        }
+    }
+    out
+}
+
+/// Panics if any two agents' leadership intervals overlap (with one leader at a time).
+pub fn assert_one_leader_at_a_time(agents: &[(&str, Vec<(u64, u64)>)]) {
+    let mut all: Vec<(u64, u64, &str)> =
+        agents.iter().flat_map(|(name, iv)| iv.iter().map(move |(s, e)| (*s, *e, *name))).collect();
+    all.sort();
+    for w in all.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "two leaders at once: {} led {}..{} and {} led from {}",
+            w[0].2, w[0].0, w[0].1, w[1].2, w[1].0
+        );
+    }
 }
