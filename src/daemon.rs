@@ -35,9 +35,9 @@ struct AgentInfo<'a> {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
-pub async fn run(config: Config, config_path: PathBuf) -> i32 {
+pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop) -> i32 {
     let notifier = Notifier;
-    let mut signals = match signals::listen() {
+    let mut signals = match signals::listen(&early) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}");

@@ -82,9 +82,11 @@ async fn a_hanging_hook_is_killed_at_its_timeout() {
     assert!(s["error"].as_str().unwrap().contains("timed out after 700ms"), "{s}");
     assert_eq!(on_disk(&d).unwrap(), good);
     eprintln!("figures: publish to check-failed with a 700ms hook timeout: {took:?}");
-    // No `sleep 60` survives the process-group kill.
-    let survivors = std::process::Command::new("pgrep").args(["-f", "sleep 60"]).output().unwrap();
-    assert!(survivors.stdout.is_empty(), "hook processes survived: {}", String::from_utf8_lossy(&survivors.stdout));
+    // No `sleep 60` survives the process-group kill (a survivor would live for a minute).
+    wait_until_sync("the hook's `sleep 60` is gone", Duration::from_secs(2), || {
+        let out = std::process::Command::new("pgrep").args(["-x", "-f", "sleep 60"]).output().unwrap();
+        out.stdout.is_empty()
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

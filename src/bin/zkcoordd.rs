@@ -18,6 +18,7 @@ struct Args {
 }
 
 fn main() {
+    let early_stop = zkcoord::signals::catch_early();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -52,7 +53,7 @@ fn main() {
             std::process::exit(exit::SOFTWARE);
         }
     };
-    let code = runtime.block_on(zkcoord::daemon::run(config, args.config));
+    let code = runtime.block_on(zkcoord::daemon::run(config, args.config, early_stop));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
 }
