@@ -4,9 +4,10 @@
 //!
 //! `ZKCOORD_CHAOS_SECS` sets the duration (default 20), `ZKCOORD_CHAOS_SEED` the seed.
 //!
-//! Agents are paused only for less than half their session timeout: a process frozen past its
-//! session cannot log its own step-down, so its logged interval would overlap its successor's
-//! even though it writes nothing. That case (a zombie leader must not write) has its own test in
+//! Agents are paused only for less than half their session timeout, and never while a server is
+//! down (a server kill plus a pause can outlast the session): a process frozen past its session
+//! cannot log its own step-down, so its logged interval would overlap its successor's even though
+//! it writes nothing. That case (a zombie leader must not write) has its own test in
 //! tests/sessions.rs.
 
 mod common;
@@ -201,7 +202,7 @@ async fn chaos_soak_keeps_every_invariant() {
                 }
                 "publish"
             }
-            3 if server_down.is_none() => {
+            3 if server_down.is_none() && agents.iter().all(|a| a.paused_until.is_none()) => {
                 let i = rng.gen_range(0..3);
                 zk.kill(i);
                 server_down = Some((i, now + Duration::from_millis(rng.gen_range(500..3000))));
@@ -227,7 +228,7 @@ async fn chaos_soak_keeps_every_invariant() {
             }
             5 => {
                 let node = &mut agents[rng.gen_range(0..AGENTS)];
-                if node.busy() {
+                if node.busy() || server_down.is_some() {
                     "skip"
                 } else {
                     node.daemon.signal(Signal::SIGSTOP);
