@@ -171,8 +171,10 @@ async fn chaos_soak_keeps_every_invariant() {
 
     let mut deaths: Vec<Vec<u64>> = vec![Vec::new(); AGENTS];
     let mut acknowledged = Vec::new();
+    let mut in_flight: Option<tokio::task::JoinHandle<Option<String>>> = None;
     let mut server_down: Option<(usize, Instant)> = None;
     let mut counts = std::collections::BTreeMap::<&str, u32>::new();
+    let mut timeline: Vec<String> = Vec::new();
     let mut n = 0u64;
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
@@ -185,25 +187,31 @@ async fn chaos_soak_keeps_every_invariant() {
             }
         }
         let action = rng.gen_range(0..10);
+        let mut target = String::new();
         let what = match action {
             0 | 1 | 2 => {
-                n += 1;
-                let bytes = format!("chaos version {n} seed {seed}\n").into_bytes();
-                submitted.lock().unwrap().insert(bytes.clone());
-                let out = tokio::task::spawn_blocking({
+                // Publishes run in the background, one at a time, so a publish waiting for a
+                // leader never delays undoing a fault (a pause must end on time).
+                if in_flight.as_ref().is_some_and(|h: &tokio::task::JoinHandle<Option<String>>| !h.is_finished()) {
+                    "skip"
+                } else {
+                    if let Some(done) = in_flight.take() {
+                        acknowledged.extend(done.await.unwrap());
+                    }
+                    n += 1;
+                    let bytes = format!("chaos version {n} seed {seed}\n").into_bytes();
+                    submitted.lock().unwrap().insert(bytes.clone());
                     let hosts = hosts.clone();
-                    move || ctl_stdin(&["--zk", &hosts, "publish", APP, "-", "--timeout", "5s"], &bytes)
-                })
-                .await
-                .unwrap();
-                let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                if let Some(v) = text.strip_prefix("published ") {
-                    acknowledged.push(v.to_string());
+                    in_flight = Some(tokio::task::spawn_blocking(move || {
+                        let out = ctl_stdin(&["--zk", &hosts, "publish", APP, "-", "--timeout", "5s"], &bytes);
+                        String::from_utf8_lossy(&out.stdout).trim().strip_prefix("published ").map(String::from)
+                    }));
+                    "publish"
                 }
-                "publish"
             }
             3 if server_down.is_none() && agents.iter().all(|a| a.paused_until.is_none()) => {
                 let i = rng.gen_range(0..3);
+                target = format!("zk-{i}");
                 zk.kill(i);
                 server_down = Some((i, now + Duration::from_millis(rng.gen_range(500..3000))));
                 "kill a ZooKeeper server"
@@ -211,6 +219,7 @@ async fn chaos_soak_keeps_every_invariant() {
             4 => {
                 let i = rng.gen_range(0..AGENTS);
                 let node = &mut agents[i];
+                target = node.daemon.name().to_string();
                 if node.busy() {
                     "skip"
                 } else if rng.gen_bool(0.5) {
@@ -228,6 +237,7 @@ async fn chaos_soak_keeps_every_invariant() {
             }
             5 => {
                 let node = &mut agents[rng.gen_range(0..AGENTS)];
+                target = node.daemon.name().to_string();
                 if node.busy() || server_down.is_some() {
                     "skip"
                 } else {
@@ -249,6 +259,7 @@ async fn chaos_soak_keeps_every_invariant() {
             7 => {
                 let all = &mut agents;
                 let node = if rng.gen_bool(0.7) { &mut apps[rng.gen_range(0..APPS)] } else { &mut all[rng.gen_range(0..AGENTS)] };
+                target = node.daemon.name().to_string();
                 if node.busy() {
                     "skip"
                 } else {
@@ -275,11 +286,18 @@ async fn chaos_soak_keeps_every_invariant() {
             _ => "skip",
         };
         *counts.entry(what).or_default() += 1;
+        if what != "skip" {
+            timeline.push(format!("{} {what} {target}", monotonic_us()));
+        }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
     }
 
     // Faults stop: heal everything, then publish once more and time convergence.
     let now = Instant::now();
+    if let Some(done) = in_flight.take() {
+        agents.iter_mut().chain(apps.iter_mut()).for_each(|node| node.heal(now, true));
+        acknowledged.extend(done.await.unwrap());
+    }
     agents.iter_mut().chain(apps.iter_mut()).for_each(|node| node.heal(now, true));
     if let Some((i, _)) = server_down {
         zk.start(i);
@@ -314,7 +332,10 @@ async fn chaos_soak_keeps_every_invariant() {
         .map(|(a, d)| (a.daemon.name().to_string(), leadership_intervals(&a.daemon.log(), d)))
         .collect();
     let named: Vec<(&str, Vec<(u64, u64)>)> = intervals.iter().map(|(n, iv)| (n.as_str(), iv.clone())).collect();
-    assert_one_leader_at_a_time(&named);
+    if std::panic::catch_unwind(|| assert_one_leader_at_a_time(&named)).is_err() {
+        eprintln!("chaos: timeline (mono_us action):\n{}", timeline.join("\n"));
+        panic!("two leaders at once (seed {seed}); see the timeline above and the agents' logs");
+    }
     for node in &apps {
         let s = status(&client, node.daemon.name()).await.expect("status node");
         assert_eq!(s["version"], final_version.as_str(), "{s}");

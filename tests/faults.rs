@@ -79,7 +79,7 @@ async fn a_partitioned_leader_steps_down_before_the_standby_leads_and_rejoins_as
 /// passed. Afterwards exactly one node is ours: no orphan, no duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_lost_with_the_connection_leaves_exactly_one_node() {
-    let zk = ZkEnsemble::single();
+    let zk = ZkEnsemble::three();
     let proxy = Proxy::to_port(zk.server_port(0));
     let client = zk_client(&zk.connect_string()).await;
     let mut spec = Spec::agent("agent-1", &proxy.address());
@@ -109,7 +109,7 @@ async fn a_create_lost_with_the_connection_leaves_exactly_one_node() {
 /// carries current data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_restart_after_kill_9_ends_up_registered_by_the_new_session() {
-    let zk = ZkEnsemble::single();
+    let zk = ZkEnsemble::three();
     let hosts = zk.connect_string();
     let client = zk_client(&hosts).await;
     let mut spec = Spec::both("web-1", &hosts);
@@ -184,7 +184,7 @@ async fn losing_quorum_past_the_session_timeout_heals_without_an_operator() {
 /// the newer one deleted meanwhile; after healing the host applies the newest that exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_published_and_deleted_during_a_partition_are_caught_up_by_relisting() {
-    let zk = ZkEnsemble::single();
+    let zk = ZkEnsemble::three();
     let hosts = zk.connect_string();
     let proxy = Proxy::to_port(zk.server_port(0));
     let _agent = Spec::agent("agent-1", &hosts).start();
@@ -251,7 +251,7 @@ async fn an_app_on_a_lagging_follower_still_ends_at_the_newest_and_never_goes_ba
 /// Scenario 10: gaps from deleted versions; newest is the largest suffix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_follows_its_parent_through_creation_deletion_and_re_creation_and_gaps() {
-    let zk = ZkEnsemble::single();
+    let zk = ZkEnsemble::three();
     let hosts = zk.connect_string();
     let mut w = Spec::app("web-1", &hosts);
     w.path = Some("/fresh/app".into());
@@ -287,7 +287,7 @@ async fn an_app_follows_its_parent_through_creation_deletion_and_re_creation_and
 /// election children. With leaders = 2, killing two leaders in a row leaves exactly two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_of_30_wakes_only_its_successor() {
-    let zk = ZkEnsemble::single();
+    let zk = ZkEnsemble::three();
     let hosts = zk.connect_string();
     let client = zk_client(&hosts).await;
     let mut agents = Vec::new();
@@ -330,7 +330,7 @@ async fn killing_the_leader_of_30_wakes_only_its_successor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_leaders_2_killing_two_leaders_in_a_row_leaves_two_leaders() {
-    let zk = ZkEnsemble::single();
+    let zk = ZkEnsemble::three();
     let hosts = zk.connect_string();
     let client = zk_client(&hosts).await;
     let mut agents = Vec::new();
@@ -357,7 +357,7 @@ async fn with_leaders_2_killing_two_leaders_in_a_row_leaves_two_leaders() {
 /// each. Never two leaders; every acknowledged publish exists as a version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_leader_kills_never_make_two_leaders_or_lose_a_publish() {
-    let zk = ZkEnsemble::single();
+    let zk = ZkEnsemble::three();
     let hosts = zk.connect_string();
     let client = zk_client(&hosts).await;
     let mut agents: Vec<Daemon> = Vec::new();
