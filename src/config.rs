@@ -64,6 +64,9 @@ pub struct Config {
     /// Where applied versions are remembered, so a restart with nothing new does nothing.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Log filter, e.g. "info" or "zkcoord=debug,info"; ZKCOORD_LOG or RUST_LOG override it.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
     /// How to reach ZooKeeper and where our znodes live.
     pub zookeeper: ZkConfig,
     /// Agent settings; defaults apply when the section is absent.
@@ -202,6 +205,9 @@ fn default_node_id() -> String {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/zkcoord")
 }
+fn default_log_level() -> String {
+    "info".into()
+}
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -332,6 +338,9 @@ impl Config {
         }
         if self.node_id.is_empty() || self.node_id.contains('/') || self.node_id.chars().any(char::is_control) {
             return Err(invalid("node_id", "expected a non-empty name without '/' or control characters"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid("log_level", "expected a level like \"info\" or a filter like \"zkcoord=debug,info\""));
         }
         if self.agent.leaders == 0 {
             return Err(invalid("agent.leaders", "expected at least 1"));

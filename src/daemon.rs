@@ -1,22 +1,24 @@
 //! `zkcoordd`: starts the session supervisor and the components the role asks for, tells
-//! systemd how things stand, and stops cleanly: intake first, applies finished, session closed
-//! last so our ephemeral nodes vanish at once.
+//! systemd how things stand, applies SIGHUP reloads, and stops cleanly: intake first, applies
+//! finished, session closed last so our ephemeral nodes vanish at once.
 
 use crate::agent;
 use crate::app::AppFollower;
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
 use crate::election::{self, Leadership};
+use crate::logging::LogControl;
 use crate::registration::{self, NodeSpec, Registered};
 use crate::session::{self, SessionHandle};
 use crate::signals::{self, Request};
 use crate::state::{now_secs, StateStore};
 use crate::systemd::{Notifier, ReadyGate};
 use crate::trigger::{self, TriggerSettings};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// The agent's registration data: who we are, for `zkCli.sh get` and `zkcoordctl status`.
@@ -34,8 +36,236 @@ struct AgentInfo<'a> {
     started: u64,
 }
 
+/// One running app follower.
+struct RunningApp {
+    /// The config it runs with; a reload that changes it restarts the follower.
+    config: AppConfig,
+    /// Stops just this follower.
+    stop: CancellationToken,
+    /// Its task.
+    task: JoinHandle<()>,
+    /// Its one-line summary for STATUS.
+    summary: watch::Receiver<String>,
+}
+
+/// The agent's restartable part: intake and the legacy trigger (the election stays up).
+struct RunningIntake {
+    /// Stops intake and trigger.
+    stop: CancellationToken,
+    /// Their tasks.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Everything the daemon runs, so a reload can change parts of it.
+struct Components {
+    /// The config currently applied.
+    config: Arc<Config>,
+    /// The session everyone shares.
+    session: SessionHandle,
+    /// Parent of every component's stop token.
+    work_stop: CancellationToken,
+    /// Tasks that live as long as the daemon (registration, election).
+    fixed: JoinSet<()>,
+    /// Leadership, published by the election.
+    leadership: watch::Receiver<Leadership>,
+    /// Agent intake and trigger, if the role runs an agent.
+    intake: Option<RunningIntake>,
+    /// App followers by name.
+    apps: BTreeMap<String, RunningApp>,
+    /// Counts components that still owe their first sync (for READY).
+    gate: ReadyGate,
+}
+
+impl Components {
+    fn start(config: Arc<Config>, session: SessionHandle) -> Components {
+        let (lead_tx, lead_rx) = watch::channel(Leadership::Standby);
+        let mut c = Components {
+            config: config.clone(),
+            session,
+            work_stop: CancellationToken::new(),
+            fixed: JoinSet::new(),
+            leadership: lead_rx,
+            intake: None,
+            apps: BTreeMap::new(),
+            gate: ReadyGate::new(),
+        };
+        if config.role.runs_agent() {
+            c.start_election(lead_tx);
+            c.intake = Some(c.start_intake(&config));
+        }
+        if config.role.runs_app() {
+            for app in &config.apps {
+                let running = c.start_app(&config, app);
+                c.apps.insert(app.name.clone(), running);
+            }
+        }
+        c
+    }
+
+    fn start_election(&mut self, lead_tx: watch::Sender<Leadership>) {
+        let config = &self.config;
+        let info = AgentInfo {
+            node_id: &config.node_id,
+            host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+            started: now_secs(),
+        };
+        let (data_tx, data_rx) = watch::channel(serde_json::to_vec(&info).expect("agent info"));
+        let (reg_tx, reg_rx) = watch::channel::<Option<Registered>>(None);
+        let spec = NodeSpec {
+            parent: config.agent.election_path.clone(),
+            name: crate::layout::WORKER_PREFIX.into(),
+            sequential: true,
+        };
+        let keeper = registration::keep(spec, self.session.clone(), data_rx, reg_tx, self.work_stop.clone());
+        self.fixed.spawn(async move {
+            // The data never changes; its sender lives as long as the keeper.
+            let _data_tx = data_tx;
+            keeper.await
+        });
+        self.fixed.spawn(election::run(
+            config.agent.election_path.clone(),
+            config.agent.leaders as usize,
+            self.session.clone(),
+            reg_rx,
+            lead_tx,
+            self.gate.part(),
+            self.work_stop.clone(),
+        ));
+    }
+
+    fn start_intake(&self, config: &Arc<Config>) -> RunningIntake {
+        let stop = self.work_stop.child_token();
+        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), stop.clone()))];
+        if let (Some(listen), Some(app)) = (&config.agent.trigger_listen, &config.agent.trigger_app) {
+            let settings = TriggerSettings {
+                listen: listen.parse().expect("validated at load"),
+                app: app.clone(),
+                max_connections: config.agent.trigger_max_connections,
+            };
+            tasks.push(tokio::spawn(trigger::run(settings, config.layout(), self.session.clone(), stop.clone())));
+        }
+        RunningIntake { stop, tasks }
+    }
+
+    fn start_app(&self, config: &Config, app: &AppConfig) -> RunningApp {
+        let (summary_tx, summary) = watch::channel(format!("{}=starting", app.name));
+        let follower = AppFollower {
+            versions: agent::versions_path(config, &app.name),
+            app: app.clone(),
+            layout: config.layout(),
+            node_id: config.node_id.clone(),
+            state: StateStore::new(&config.state_dir),
+            ready: self.gate.part(),
+            summary: summary_tx,
+        };
+        let stop = self.work_stop.child_token();
+        let task = tokio::spawn(follower.run(self.session.clone(), stop.clone()));
+        RunningApp { config: app.clone(), stop, task, summary }
+    }
+
+    /// Applies a new configuration: apps added, removed or changed, intake settings, log level.
+    /// Keys that need a new session or a new election are refused with a message.
+    async fn apply(&mut self, new: Config, log: &LogControl) -> Result<Vec<String>, String> {
+        let old = self.config.clone();
+        let fixed = [
+            ("role", old.role != new.role),
+            ("node_id", old.node_id != new.node_id),
+            ("state_dir", old.state_dir != new.state_dir),
+            ("[zookeeper]", old.zookeeper != new.zookeeper),
+            ("agent.election_path", old.agent.election_path != new.agent.election_path),
+            ("agent.leaders", old.agent.leaders != new.agent.leaders),
+        ];
+        let needs_restart: Vec<&str> = fixed.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k).collect();
+        if !needs_restart.is_empty() {
+            return Err(format!("changing {} needs a restart (systemctl restart zkcoordd)", needs_restart.join(", ")));
+        }
+        let new = Arc::new(new);
+        let mut changes = Vec::new();
+        if old.log_level != new.log_level {
+            log.set_level(&new.log_level);
+            changes.push(format!("log_level {:?}", new.log_level));
+        }
+        if new.role.runs_agent() && old.agent != new.agent {
+            if let Some(intake) = self.intake.take() {
+                intake.stop.cancel();
+                for t in intake.tasks {
+                    let _ = t.await;
+                }
+            }
+            self.intake = Some(self.start_intake(&new));
+            changes.push("agent intake and trigger restarted".into());
+        }
+        if new.role.runs_app() {
+            let wanted: BTreeMap<&str, &AppConfig> = new.apps.iter().map(|a| (a.name.as_str(), a)).collect();
+            let stale: Vec<String> = self
+                .apps
+                .iter()
+                .filter(|(name, running)| wanted.get(name.as_str()).is_none_or(|w| **w != running.config))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in &stale {
+                let running = self.apps.remove(name).expect("listed");
+                running.stop.cancel();
+                let _ = running.task.await;
+            }
+            for app in &new.apps {
+                if !self.apps.contains_key(&app.name) {
+                    let running = self.start_app(&new, app);
+                    self.apps.insert(app.name.clone(), running);
+                    let verb = if stale.contains(&app.name) { "restarted" } else { "added" };
+                    changes.push(format!("app {} {verb}", app.name));
+                }
+            }
+            for name in stale.iter().filter(|n| !wanted.contains_key(n.as_str())) {
+                changes.push(format!("app {name} removed"));
+            }
+        }
+        self.config = new;
+        Ok(changes)
+    }
+
+    /// A component that ended on its own, if any: the daemon is then unhealthy.
+    fn dead_component(&mut self) -> Option<String> {
+        if let Some(res) = self.fixed.try_join_next() {
+            return Some(format!("a registration or election task ended: {res:?}"));
+        }
+        if let Some(name) = self.apps.iter().find(|(_, a)| a.task.is_finished()).map(|(n, _)| n.clone()) {
+            return Some(format!("the follower of app {name} ended"));
+        }
+        if self.intake.as_ref().is_some_and(|i| i.tasks.iter().any(|t| t.is_finished())) {
+            return Some("agent intake ended".into());
+        }
+        None
+    }
+
+    fn summaries(&self) -> Vec<watch::Receiver<String>> {
+        self.apps.values().map(|a| a.summary.clone()).collect()
+    }
+
+    /// Stops everything, waiting for applies in progress (bounded by the hook timeouts).
+    async fn stop(mut self) {
+        self.work_stop.cancel();
+        let longest_hook = self.config.apps.iter().map(|a| a.hook_timeout).max().unwrap_or_default();
+        let mut handles: Vec<JoinHandle<()>> = self.apps.into_values().map(|a| a.task).collect();
+        if let Some(intake) = self.intake.take() {
+            handles.extend(intake.tasks);
+        }
+        let drain = async {
+            for h in handles {
+                let _ = h.await;
+            }
+            while self.fixed.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(longest_hook * 2 + Duration::from_secs(5), drain).await.is_err() {
+            tracing::warn!("components did not stop in time; closing the session anyway");
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
-pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop) -> i32 {
+pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop, log: LogControl) -> i32 {
     let notifier = Notifier;
     let mut signals = match signals::listen(&early) {
         Ok(s) => s,
@@ -50,142 +280,66 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
     let (supervisor, session) = session::channel();
     let session_stop = CancellationToken::new();
     let supervisor_task = tokio::spawn(supervisor.supervise(config.zookeeper.clone(), session_stop.clone()));
+    let mut components = Components::start(config.clone(), session.clone());
+    let mut status_task = spawn_status(&components, notifier, session.clone(), true);
 
-    let work_stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let gate = ReadyGate::new();
-    let mut summaries: Vec<watch::Receiver<String>> = Vec::new();
-    let (lead_tx, lead_rx) = watch::channel(Leadership::Standby);
-
-    if config.role.runs_agent() {
-        start_agent(&config, &session, &work_stop, &mut tasks, &gate, lead_tx, lead_rx.clone());
-    }
-    if config.role.runs_app() {
-        let state = StateStore::new(&config.state_dir);
-        for app in &config.apps {
-            let (summary, rx) = watch::channel(format!("{}=starting", app.name));
-            summaries.push(rx);
-            let follower = AppFollower {
-                versions: agent::versions_path(&config, &app.name),
-                app: app.clone(),
-                layout: config.layout(),
-                node_id: config.node_id.clone(),
-                state: state.clone(),
-                ready: gate.part(),
-                summary,
-            };
-            tasks.spawn(follower.run(session.clone(), work_stop.clone()));
-        }
-    }
-
-    // READY once every component has looked at ZooKeeper, or after the start timeout.
-    let start_timeout = config.zookeeper.start_timeout;
-    let status_task = tokio::spawn(report_status(
-        config.clone(),
-        notifier,
-        session.clone(),
-        lead_rx.clone(),
-        summaries,
-        gate,
-        start_timeout,
-    ));
-
-    while let Some(req) = signals.recv().await {
-        match req {
-            Request::Shutdown => break,
-            Request::Reload => reload(&config_path, &config, notifier),
+    // The watchdog is fed from this loop, and only while every component is alive: a wedged
+    // runtime or a dead component stops the pings and systemd restarts us.
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            req = signals.recv() => match req {
+                Some(Request::Reload) => {
+                    notifier.reloading();
+                    match Config::load(&config_path) {
+                        Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
+                        Ok(new) if new == *components.config => tracing::info!("reload: configuration unchanged"),
+                        Ok(new) => match components.apply(new, &log).await {
+                            Ok(changes) => tracing::info!("reload applied: {}", changes.join("; ")),
+                            Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
+                        },
+                    }
+                    status_task.abort();
+                    status_task = spawn_status(&components, notifier, session.clone(), false);
+                }
+                Some(Request::Shutdown) | None => break,
+            },
+            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                match components.dead_component() {
+                    None => notifier.watchdog(),
+                    Some(what) => {
+                        tracing::error!("{what}; not feeding the watchdog");
+                        watchdog = None;
+                    }
+                }
+            }
         }
     }
 
     tracing::info!("shutting down: stopping intake, finishing the apply in progress");
     notifier.stopping();
     status_task.abort();
-    work_stop.cancel();
-    let longest_hook = config.apps.iter().map(|a| a.hook_timeout).max().unwrap_or_default();
-    let drain = async {
-        while tasks.join_next().await.is_some() {}
-    };
-    if tokio::time::timeout(longest_hook * 2 + Duration::from_secs(5), drain).await.is_err() {
-        tracing::warn!("components did not stop in time; closing the session anyway");
-        tasks.abort_all();
-    }
+    components.stop().await;
     session_stop.cancel();
     let _ = supervisor_task.await;
     tracing::info!("zkcoordd stopped");
     0
 }
 
-fn start_agent(
-    config: &Arc<Config>,
-    session: &SessionHandle,
-    stop: &CancellationToken,
-    tasks: &mut JoinSet<()>,
-    gate: &ReadyGate,
-    lead_tx: watch::Sender<Leadership>,
-    lead_rx: watch::Receiver<Leadership>,
-) {
-    let info = AgentInfo {
-        node_id: &config.node_id,
-        host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-        pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION"),
-        started: now_secs(),
-    };
-    let (_data_tx, data_rx) = watch::channel(serde_json::to_vec(&info).expect("agent info"));
-    let (reg_tx, reg_rx) = watch::channel::<Option<Registered>>(None);
-    let spec = NodeSpec {
-        parent: config.agent.election_path.clone(),
-        name: crate::layout::WORKER_PREFIX.into(),
-        sequential: true,
-    };
-    // Keep the data sender alive for as long as the keeper runs.
-    let keeper = registration::keep(spec, session.clone(), data_rx, reg_tx, stop.clone());
-    tasks.spawn(async move {
-        let _data_tx = _data_tx;
-        keeper.await
-    });
-    let ready = gate.part();
-    let mut reg_watch = reg_rx.clone();
-    tasks.spawn(async move {
-        let _ = reg_watch.wait_for(|r| r.is_some()).await;
-        ready.mark();
-    });
-    tasks.spawn(election::run(
-        config.agent.election_path.clone(),
-        config.agent.leaders as usize,
-        session.clone(),
-        reg_rx,
-        lead_tx,
-        stop.clone(),
-    ));
-    tasks.spawn(agent::run(config.clone(), session.clone(), lead_rx, stop.clone()));
-    if let (Some(listen), Some(app)) = (&config.agent.trigger_listen, &config.agent.trigger_app) {
-        let settings = TriggerSettings {
-            listen: listen.parse().expect("validated at load"),
-            app: app.clone(),
-            max_connections: config.agent.trigger_max_connections,
-        };
-        tasks.spawn(trigger::run(settings, config.layout(), session.clone(), stop.clone()));
-    }
+fn spawn_status(c: &Components, notifier: Notifier, session: SessionHandle, starting: bool) -> JoinHandle<()> {
+    tokio::spawn(report_status(
+        c.config.clone(),
+        notifier,
+        session,
+        c.leadership.clone(),
+        c.summaries(),
+        c.gate.clone(),
+        starting,
+    ))
 }
 
-/// SIGHUP: re-read and validate the file. A bad file is refused and the running config kept.
-fn reload(path: &Path, running: &Config, notifier: Notifier) {
-    notifier.reloading();
-    match Config::load(path) {
-        Ok(new) => {
-            if new == *running {
-                tracing::info!(config = %path.display(), "SIGHUP: configuration unchanged");
-            } else {
-                tracing::warn!(config = %path.display(), "SIGHUP: the new configuration is valid; restart zkcoordd to apply it (live reload is not implemented yet)");
-            }
-        }
-        Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
-    }
-    notifier.ready("running");
-}
-
-/// Sends READY (once), keeps STATUS current and pings the watchdog.
+/// Sends READY (at start: after the first sync or the start timeout; after a reload: at once)
+/// and keeps STATUS current.
 async fn report_status(
     config: Arc<Config>,
     notifier: Notifier,
@@ -193,32 +347,21 @@ async fn report_status(
     mut leadership: watch::Receiver<Leadership>,
     mut summaries: Vec<watch::Receiver<String>>,
     gate: ReadyGate,
-    start_timeout: Duration,
+    starting: bool,
 ) {
+    let start_timeout = config.zookeeper.start_timeout;
     let ready_at = tokio::time::Instant::now() + start_timeout;
     let mut ready_sent = false;
-    let mut ping = notifier.watchdog_interval().map(tokio::time::interval);
     loop {
-        let view = session.current();
-        let mut line = format!("{} {}", config.role, view.phase);
-        if view.phase != session::Phase::Connected {
-            line = format!("{line}: waiting for ZooKeeper at {}", config.zookeeper.hosts);
-        }
-        if config.role.runs_agent() {
-            line.push_str(if leadership.borrow_and_update().is_leader() { "; leader" } else { "; standby" });
-        }
-        for s in summaries.iter_mut() {
-            line.push_str("; ");
-            line.push_str(&s.borrow_and_update());
-        }
+        let line = status_line(&config, &mut session, &mut leadership, &mut summaries);
         if !ready_sent {
-            let gate_open = tokio::time::timeout(Duration::ZERO, gate.wait()).await.is_ok();
+            let gate_open = !starting || tokio::time::timeout(Duration::ZERO, gate.wait()).await.is_ok();
             if gate_open {
                 notifier.ready(&line);
                 ready_sent = true;
                 tracing::info!("ready: {line}");
             } else if tokio::time::Instant::now() >= ready_at {
-                let why = format!("{line} (ready without a first sync: start timeout {start_timeout:?} passed)");
+                let why = format!("{line} (ready without a first sync: start timeout {} passed)", humantime::format_duration(start_timeout));
                 notifier.ready(&why);
                 ready_sent = true;
                 tracing::warn!("{why}");
@@ -234,9 +377,30 @@ async fn report_status(
             _ = any_changed(&mut summaries) => {}
             _ = gate.wait(), if !ready_sent => {}
             _ = tokio::time::sleep_until(ready_at), if !ready_sent => {}
-            _ = async { match ping.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending().await } } => notifier.watchdog(),
         }
     }
+}
+
+/// `both connected; leader; nginxconf=conf-0000000012`.
+fn status_line(
+    config: &Config,
+    session: &mut SessionHandle,
+    leadership: &mut watch::Receiver<Leadership>,
+    summaries: &mut [watch::Receiver<String>],
+) -> String {
+    let view = session.current();
+    let mut line = format!("{} {}", config.role, view.phase);
+    if view.phase != session::Phase::Connected {
+        line = format!("{line}: waiting for ZooKeeper at {}", config.zookeeper.hosts);
+    }
+    if config.role.runs_agent() {
+        line.push_str(if leadership.borrow_and_update().is_leader() { "; leader" } else { "; standby" });
+    }
+    for s in summaries.iter_mut() {
+        line.push_str("; ");
+        line.push_str(&s.borrow_and_update());
+    }
+    line
 }
 
 async fn any_changed(summaries: &mut [watch::Receiver<String>]) {

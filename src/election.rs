@@ -41,6 +41,7 @@ pub async fn run(
     mut session: SessionHandle,
     mut registered: watch::Receiver<Option<Registered>>,
     out: watch::Sender<Leadership>,
+    first_sync: crate::systemd::ReadyPart,
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
@@ -76,6 +77,9 @@ pub async fn run(
                 let since = monotonic_us();
                 let was_leader = out.borrow().is_leader();
                 out.send_replace(Leadership::Leader { generation, node: reg.path.clone(), node_version });
+                // The first decision, either way, is this component's first sync (marked once
+                // it is published, so READY's STATUS line already shows it).
+                first_sync.mark();
                 if !was_leader {
                     tracing::info!(mono_us = since, node = %reg.path, since_start_ms = started.elapsed().as_millis() as u64, "leadership: leader");
                 }
@@ -88,6 +92,7 @@ pub async fn run(
             }
             Ok(Position::Standby { ahead }) => {
                 step_down("others lead");
+                first_sync.mark();
                 tracing::debug!(node = %reg.name, ahead = ahead.len(), "standing by");
                 let mut watchers = Vec::new();
                 let mut gone = false;

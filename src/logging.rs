@@ -1,21 +1,60 @@
 //! Logs: structured fields to the journal when stderr is the journal, readable text otherwise.
+//! The level can be changed while running (SIGHUP with a new `log_level`).
 
 use std::io::IsTerminal;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
-/// Installs the global subscriber. The level comes from `ZKCOORD_LOG` or `RUST_LOG`
-/// (default `info`).
-pub fn init() {
-    let filter = std::env::var("ZKCOORD_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
+/// Changes the log filter of the running process.
+#[derive(Clone)]
+pub struct LogControl {
+    /// The reload handle of the global filter.
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// Set when ZKCOORD_LOG or RUST_LOG fixed the filter; the config's level is then ignored.
+    pinned_by_env: bool,
+}
+
+impl LogControl {
+    /// Applies `level` (a filter string) unless the environment pinned the filter.
+    pub fn set_level(&self, level: &str) {
+        if self.pinned_by_env {
+            tracing::info!("log_level {level:?} ignored: ZKCOORD_LOG or RUST_LOG is set");
+            return;
+        }
+        match EnvFilter::try_new(level) {
+            Ok(f) => {
+                let _ = self.handle.reload(f);
+                tracing::info!("log level is now {level:?}");
+            }
+            Err(e) => tracing::error!("log_level {level:?} is not a valid filter: {e}"),
+        }
+    }
+}
+
+/// True when stderr is the journal: systemd sets JOURNAL_STREAM to stderr's `device:inode`.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else { return false };
+    match nix::sys::stat::fstat(2) {
+        Ok(st) => dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino),
+        Err(_) => false,
+    }
+}
+
+/// Installs the global subscriber with `level`, unless `ZKCOORD_LOG` or `RUST_LOG` say otherwise.
+pub fn init(level: &str) -> LogControl {
+    let from_env = std::env::var("ZKCOORD_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok());
+    let filter = from_env
+        .as_deref()
         .and_then(|s| EnvFilter::try_new(s).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    let (filter, handle) = reload::Layer::new(filter);
+    let control = LogControl { handle, pinned_by_env: from_env.is_some() };
+    if stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
             tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("zkcoordd".into())).init();
-            return;
+            return control;
         }
     }
     tracing_subscriber::registry()
@@ -27,4 +66,5 @@ pub fn init() {
                 .with_target(false),
         )
         .init();
+    control
 }

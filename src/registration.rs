@@ -31,28 +31,42 @@ pub struct Registered {
 }
 
 /// Runs until `shutdown`, publishing where our node is (None while it is not) on `out`.
-/// The node's data is the latest value of `data`.
+/// The node's data is the latest value of `data`. On shutdown the node is deleted, so a
+/// removed app's status (or a stopping agent's registration) vanishes at once.
 pub async fn keep(
     spec: NodeSpec,
-    mut session: SessionHandle,
-    mut data: watch::Receiver<Vec<u8>>,
+    session: SessionHandle,
+    data: watch::Receiver<Vec<u8>>,
     out: watch::Sender<Option<Registered>>,
     shutdown: CancellationToken,
 ) {
+    let mut cleanup_session = session.clone();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = keep_until_cancelled(&spec, session, data, &out) => {}
+    }
+    let ours = out.send_replace(None);
+    let view = cleanup_session.current();
+    if let (Some(reg), Some(client)) = (ours, view.client) {
+        if reg.generation == view.generation {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.delete(&reg.path, None)).await;
+        }
+    }
+}
+
+async fn keep_until_cancelled(
+    spec: &NodeSpec,
+    mut session: SessionHandle,
+    mut data: watch::Receiver<Vec<u8>>,
+    out: &watch::Sender<Option<Registered>>,
+) {
     loop {
         out.send_replace(None);
-        let Some((generation, client)) = (tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = session.connected() => c,
-        }) else {
+        let Some((generation, client)) = session.connected().await else {
             return;
         };
         let mut on_session = session.clone();
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = keep_on_session(&spec, &client, generation, &mut data, &out) => r,
-        };
-        let err = match result {
+        let err = match keep_on_session(spec, &client, generation, &mut data, out).await {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -60,17 +74,11 @@ pub async fn keep(
         match classify(&err) {
             ErrorKind::SessionGone => on_session.wait_replaced(generation).await,
             ErrorKind::ConnectionLost => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = on_session.settle(generation) => {}
-                }
+                on_session.settle(generation).await;
             }
             ErrorKind::Other => {
                 tracing::warn!(node = %spec.parent, "cannot keep ephemeral node: {err}; retrying in 1s");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

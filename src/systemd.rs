@@ -45,9 +45,16 @@ impl Notifier {
         self.send(&[NotifyState::Watchdog]);
     }
     /// The interval at which to ping the watchdog (half of WatchdogSec), if it is on.
+    /// As in libsystemd's sd_watchdog_enabled, WATCHDOG_PID must name us when it is set, and
+    /// an unset WATCHDOG_PID means the watchdog is ours.
     pub fn watchdog_interval(&self) -> Option<Duration> {
-        let mut usec = 0u64;
-        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|u| *u > 0)?;
+        if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+            if pid.parse::<u32>().ok() != Some(std::process::id()) {
+                return None;
+            }
+        }
+        Some(Duration::from_micros(usec / 2))
     }
 }
 

@@ -45,7 +45,7 @@ fn main() {
         );
         return;
     }
-    zkcoord::logging::init();
+    let log = zkcoord::logging::init(&config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -53,7 +53,7 @@ fn main() {
             std::process::exit(exit::SOFTWARE);
         }
     };
-    let code = runtime.block_on(zkcoord::daemon::run(config, args.config, early_stop));
+    let code = runtime.block_on(zkcoord::daemon::run(config, args.config, early_stop, log));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
 }
