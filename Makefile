@@ -30,8 +30,8 @@ demo: deps
 	bash scripts/demo.sh
 
 packages:
-	@echo "packages: see issue 4"
-	@exit 1
+	@echo "==> packages: scripts/packages.sh (.deb and .rpm into target/)"
+	bash scripts/packages.sh
 
 clean:
 	@echo "==> clean: $(CARGO) clean"

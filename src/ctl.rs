@@ -13,7 +13,12 @@ use zookeeper_client as zk;
 
 /// Command line of `zkcoordctl`.
 #[derive(Debug, Parser)]
-#[command(name = "zkcoordctl", version, about = "Publish and inspect configurations distributed by zkcoordd")]
+#[command(
+    name = "zkcoordctl",
+    version,
+    about = "Publish and inspect configurations distributed by zkcoordd",
+    after_help = "Examples:\n  zkcoordctl publish nginxconf ./nginx.conf --message \"more workers\"\n  zkcoordctl --zk zk1:2181,zk2:2181 get nginxconf --version 12\n  zkcoordctl history nginxconf\n\nExit codes: 0 ok, 64 usage, 65 rejected or bad input, 69 ZooKeeper unreachable,\n75 no leader answered (try again), 78 bad config."
+)]
 pub struct Cli {
     /// Config file to read the ZooKeeper connect string and roots from.
     #[arg(long, global = true, value_name = "PATH")]

@@ -18,12 +18,16 @@
 //! - [`signals`]: Unix signals turned into messages.
 //! - [`daemon`]: wires the above into `zkcoordd`.
 //! - [`ctl`]: the `zkcoordctl` commands.
+//! - [`cli`]: both binaries' command lines (also the source of the man pages).
+//! - [`logging`]: log output (journal or text) and its reloadable level.
+//! - [`backoff`]: retry delays with jitter.
 //! - [`exit`]: sysexits codes.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod app;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

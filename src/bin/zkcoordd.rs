@@ -1,21 +1,9 @@
 //! `zkcoordd`: parse arguments, load the config, run the daemon. All logic is in the library.
 
 use clap::Parser;
-use std::path::PathBuf;
-use zkcoord::config::{Config, DEFAULT_CONFIG_PATH};
+use zkcoord::cli::DaemonArgs as Args;
+use zkcoord::config::Config;
 use zkcoord::exit;
-
-/// ZooKeeper-based configuration distribution daemon.
-#[derive(Debug, Parser)]
-#[command(name = "zkcoordd", version, about)]
-struct Args {
-    /// Configuration file.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-    /// Validate the configuration and exit (0 if valid, 78 if not).
-    #[arg(long)]
-    check_config: bool,
-}
 
 fn main() {
     let early_stop = zkcoord::signals::catch_early();
