@@ -21,7 +21,9 @@ deps:
 	@echo "==> deps: scripts/install-deps.sh (ZooKeeper and Java from Debian)"
 	bash scripts/install-deps.sh
 
-test: deps
+# The packages are built first: tests/packages.rs reads them and tests/systemd_e2e.rs installs
+# the .deb under a real systemd.
+test: deps packages
 	@echo "==> test: $(CARGO) test $(LOCKED) -- --test-threads=$(TEST_THREADS)"
 	$(CARGO) test $(LOCKED) -- --test-threads=$(TEST_THREADS)
 

@@ -1,4 +1,5 @@
-//! Logs: structured fields to the journal when stderr is the journal, readable text otherwise.
+//! Logs: structured fields to the journal when stderr is the journal (`journalctl
+//! ZKCOORD_APP=nginxconf`), readable text otherwise.
 //! The level can be changed while running (SIGHUP with a new `log_level`).
 
 use std::io::IsTerminal;
@@ -53,7 +54,10 @@ pub fn init(level: &str) -> LogControl {
     let control = LogControl { handle, pinned_by_env: from_env.is_some() };
     if stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("zkcoordd".into())).init();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald.with_syslog_identifier("zkcoordd".into()).with_field_prefix(Some("ZKCOORD".into())))
+                .init();
             return control;
         }
     }
