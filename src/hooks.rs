@@ -42,7 +42,8 @@ impl HookRun {
         self.outcome == HookOutcome::Succeeded
     }
 
-    /// One line for logs and status reports: why it failed, and the tail of what it said.
+    /// For logs and status reports: what the command said first (its first line is what an
+    /// operator needs, e.g. nginx's `[emerg]` line), then which command failed and how.
     pub fn describe(&self, what: &str, cmd: &HookCommand) -> String {
         let why = match &self.outcome {
             HookOutcome::Succeeded => "succeeded".to_string(),
@@ -54,7 +55,7 @@ impl HookRun {
         if out.is_empty() {
             format!("{what} `{cmd}` {why}")
         } else {
-            format!("{what} `{cmd}` {why}: {out}")
+            format!("{out}\n({what} `{cmd}` {why})")
         }
     }
 }

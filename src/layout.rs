@@ -38,6 +38,14 @@ impl Layout {
     pub fn election(&self) -> &str {
         &self.election
     }
+    /// Parent of every application's version node.
+    pub fn applications(&self) -> &str {
+        &self.applications
+    }
+    /// Parent of every application's status directory.
+    pub fn status_root(&self) -> String {
+        format!("{}/status", self.root)
+    }
     /// Parent of `app`'s versions, unless the app config names another path.
     pub fn versions(&self, app: &str) -> String {
         format!("{}/{}", self.applications, app)
@@ -68,7 +76,7 @@ impl Layout {
     }
     /// Parent of `app`'s per-host status nodes.
     pub fn status(&self, app: &str) -> String {
-        format!("{}/status/{}", self.root, app)
+        format!("{}/{}", self.status_root(), app)
     }
 }
 

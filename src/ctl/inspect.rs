@@ -1,0 +1,306 @@
+//! Reading what is there: a version's bytes, an app's history, who leads and which host runs
+//! what, and what changed between two versions.
+
+use super::{fail, zk_fail, CtlError, Target};
+use crate::exit;
+use crate::layout::{self, VersionId};
+use crate::request::VersionMeta;
+use crate::status::StatusReport;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+use zookeeper_client as zk;
+
+fn write_out(bytes: &[u8]) -> Result<(), CtlError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|_| out.flush()).map_err(|e| fail(exit::IOERR, e.to_string()))
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), CtlError> {
+    let mut text = serde_json::to_string_pretty(v).expect("serializes");
+    text.push('\n');
+    write_out(text.as_bytes())
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// Prints a version's bytes, exactly.
+pub async fn get(t: &Target, app: &str, version: Option<&str>) -> Result<(), CtlError> {
+    let client = t.connect().await?;
+    let v = t.resolve_version(&client, app, version).await?;
+    write_out(&t.bytes_of(&client, app, &v).await?)
+}
+
+/// One line of `history`.
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    /// Version name.
+    pub version: String,
+    /// Creation time (RFC 3339, UTC).
+    pub time: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// sha256 from the metadata (absent for versions written by a plain client).
+    pub sha256: Option<String>,
+    /// Who published it.
+    pub author: Option<String>,
+    /// Their message.
+    pub message: Option<String>,
+}
+
+/// Lists versions with time, size, sha256 prefix, author and message.
+pub async fn history(t: &Target, app: &str, json: bool) -> Result<(), CtlError> {
+    let client = t.connect().await?;
+    let parent = t.versions_path(app);
+    let mut entries = Vec::new();
+    for v in t.versions(&client, app).await? {
+        let Some(stat) = client.check_stat(&format!("{parent}/{}", v.name)).await.map_err(zk_fail)? else { continue };
+        let meta: Option<VersionMeta> = match client.get_data(&format!("{}/{}", t.layout.meta(app), v.name)).await {
+            Ok((b, _)) => serde_json::from_slice(&b).ok(),
+            Err(_) => None,
+        };
+        entries.push(HistoryEntry {
+            version: v.name,
+            time: rfc3339(stat.ctime.max(0) as u64 / 1000),
+            size: stat.data_length.max(0) as usize,
+            sha256: meta.as_ref().map(|m| m.sha256.clone()),
+            author: meta.as_ref().map(|m| m.author.clone()),
+            message: meta.and_then(|m| m.message),
+        });
+    }
+    if json {
+        return print_json(&entries);
+    }
+    let mut out = format!("{:<16} {:<20} {:>9} {:<12} {:<24} MESSAGE\n", "VERSION", "TIME (UTC)", "SIZE", "SHA256", "AUTHOR");
+    for e in &entries {
+        out.push_str(&format!(
+            "{:<16} {:<20} {:>9} {:<12} {:<24} {}\n",
+            e.version,
+            e.time.trim_end_matches('Z'),
+            e.size,
+            e.sha256.as_deref().map(|s| &s[..12.min(s.len())]).unwrap_or("-"),
+            e.author.as_deref().unwrap_or("-"),
+            e.message.as_deref().unwrap_or("")
+        ));
+    }
+    write_out(out.as_bytes())
+}
+
+/// An agent as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct AgentStatus {
+    /// Its election node.
+    pub node: String,
+    /// Its node_id, host and pid (from the node's data).
+    pub node_id: Option<String>,
+    /// Host name.
+    pub host: Option<String>,
+    /// Process id.
+    pub pid: Option<u64>,
+    /// "leader" or "standby".
+    pub role: &'static str,
+}
+
+/// A host's report as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    /// The host's node id.
+    pub host: String,
+    /// What it runs.
+    pub version: Option<String>,
+    /// How its last attempt ended.
+    pub result: String,
+    /// The version of a failed attempt.
+    pub attempted: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Seconds since the report was written.
+    pub age_secs: u64,
+    /// True when it does not run the newest version.
+    pub behind: bool,
+}
+
+/// One app as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct AppStatus {
+    /// The application.
+    pub app: String,
+    /// Its newest version.
+    pub newest: Option<String>,
+    /// Every live host.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// The whole `status` answer.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Agents in election order.
+    pub agents: Vec<AgentStatus>,
+    /// Apps.
+    pub apps: Vec<AppStatus>,
+}
+
+async fn children_or_empty(client: &zk::Client, path: &str) -> Result<Vec<String>, CtlError> {
+    match client.list_children(path).await {
+        Ok(c) => Ok(c),
+        Err(zk::Error::NoNode) => Ok(Vec::new()),
+        Err(e) => Err(zk_fail(e)),
+    }
+}
+
+/// Gathers agents and, per app, every live host's report.
+pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) -> Result<Status, CtlError> {
+    let election = t.layout.election();
+    let workers = children_or_empty(client, election).await?;
+    let mut agents = Vec::new();
+    for (i, (_, name)) in layout::sorted_by_sequence(&workers, layout::WORKER_PREFIX).into_iter().enumerate() {
+        let data: Option<serde_json::Value> = match client.get_data(&format!("{election}/{name}")).await {
+            Ok((b, _)) => serde_json::from_slice(&b).ok(),
+            Err(_) => None,
+        };
+        let field = |k: &str| data.as_ref().and_then(|d| d[k].as_str().map(String::from));
+        agents.push(AgentStatus {
+            node: name.to_string(),
+            node_id: field("node_id"),
+            host: field("host"),
+            pid: data.as_ref().and_then(|d| d["pid"].as_u64()),
+            role: if i < t.leaders() { "leader" } else { "standby" },
+        });
+    }
+    let app_names: Vec<String> = match only {
+        Some(a) => vec![a.to_string()],
+        None => {
+            let mut names = children_or_empty(client, t.layout.applications()).await?;
+            names.extend(children_or_empty(client, &t.layout.status_root()).await?);
+            if let Some(c) = &t.config {
+                names.extend(c.apps.iter().map(|a| a.name.clone()));
+            }
+            names.sort();
+            names.dedup();
+            names
+        }
+    };
+    let now = crate::state::now_secs();
+    let mut apps = Vec::new();
+    for app in app_names {
+        let versions = layout::versions(&children_or_empty(client, &t.versions_path(&app)).await?);
+        let newest = versions.last().cloned();
+        let dir = t.layout.status(&app);
+        let mut hosts = Vec::new();
+        for host in children_or_empty(client, &dir).await? {
+            let report: Option<StatusReport> = match client.get_data(&format!("{dir}/{host}")).await {
+                Ok((b, _)) => serde_json::from_slice(&b).ok(),
+                Err(_) => None,
+            };
+            let Some(r) = report else { continue };
+            let runs = r.version.as_deref().and_then(VersionId::parse);
+            hosts.push(HostStatus {
+                behind: newest.as_ref().is_some_and(|n| runs.as_ref().is_none_or(|v| v.seq < n.seq)),
+                host,
+                version: r.version,
+                result: serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                attempted: r.attempted,
+                error: r.error,
+                age_secs: now.saturating_sub(r.time),
+            });
+        }
+        apps.push(AppStatus { app, newest: newest.map(|v| v.name), hosts });
+    }
+    Ok(Status { agents, apps })
+}
+
+/// Prints agents and hosts; hosts behind the newest version are marked.
+pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), CtlError> {
+    let client = t.connect().await?;
+    let s = gather_status(&client, t, only).await?;
+    if json {
+        return print_json(&s);
+    }
+    let mut out = String::from("AGENTS\n");
+    if s.agents.is_empty() {
+        out.push_str("  (none registered)\n");
+    }
+    for a in &s.agents {
+        out.push_str(&format!(
+            "  {:<8} {:<20} {} pid {}\n",
+            a.role,
+            a.node,
+            a.node_id.as_deref().unwrap_or("?"),
+            a.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+        ));
+    }
+    for app in &s.apps {
+        out.push_str(&format!("\nAPP {} (newest {})\n", app.app, app.newest.as_deref().unwrap_or("none")));
+        if app.hosts.is_empty() {
+            out.push_str("  (no live hosts)\n");
+        }
+        for h in &app.hosts {
+            let mut line = format!(
+                "  {:<16} {:<16} {:<14} {:>6}s",
+                h.host,
+                h.version.as_deref().unwrap_or("none"),
+                h.result,
+                h.age_secs
+            );
+            if h.behind {
+                line.push_str("  BEHIND");
+            }
+            if let (Some(a), Some(e)) = (&h.attempted, &h.error) {
+                line.push_str(&format!("  ({a}: {})", e.lines().next().unwrap_or_default()));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    write_out(out.as_bytes())
+}
+
+/// A unified diff between two versions, or between a version and a local file.
+/// Exits 0 when they are the same and 1 when they differ, as diff(1) does.
+pub async fn diff(t: &Target, app: &str, a: Option<&str>, b: Option<&str>, file: Option<&Path>) -> Result<(), CtlError> {
+    let client = t.connect().await?;
+    let (old_label, old, new_label, new) = match file {
+        Some(path) => {
+            let v = t.resolve_version(&client, app, a).await?;
+            let local = std::fs::read(path).map_err(|e| fail(exit::DATAERR, format!("cannot read {}: {e}", path.display())))?;
+            (format!("{app} {}", v.name), t.bytes_of(&client, app, &v).await?, path.display().to_string(), local)
+        }
+        None => {
+            let va = t.resolve_version(&client, app, Some(a.unwrap_or("-1"))).await?;
+            let vb = t.resolve_version(&client, app, b).await?;
+            let old = t.bytes_of(&client, app, &va).await?;
+            let new = t.bytes_of(&client, app, &vb).await?;
+            (format!("{app} {}", va.name), old, format!("{app} {}", vb.name), new)
+        }
+    };
+    if old == new {
+        return Ok(());
+    }
+    let text = unified_diff(&old, &new, &old_label, &new_label);
+    write_out(text.as_bytes())?;
+    Err(fail(1, String::new()))
+}
+
+/// The unified diff text (`---`/`+++` headers, 3 lines of context); binary content is named,
+/// not printed.
+pub fn unified_diff(old: &[u8], new: &[u8], old_label: &str, new_label: &str) -> String {
+    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
+        (Ok(o), Ok(n)) => similar::TextDiff::from_lines(o, n).unified_diff().context_radius(3).header(old_label, new_label).to_string(),
+        _ => format!("Binary contents {old_label} and {new_label} differ\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unified_diff_has_headers_hunks_and_context() {
+        let d = unified_diff(b"a\nb\nc\n", b"a\nB\nc\n", "app conf-0000000001", "app conf-0000000002");
+        assert_eq!(d, "--- app conf-0000000001\n+++ app conf-0000000002\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n");
+        assert!(unified_diff(b"\xff", b"\xfe", "x", "y").starts_with("Binary contents x and y differ"));
+    }
+}

@@ -1,0 +1,268 @@
+//! `zkcoordctl`: the operator's commands. Publishing goes through the leading agent (so it is
+//! validated, deduplicated and fenced); reading goes straight to ZooKeeper.
+//!
+//! - [`publish`]: publish, rollback, and waiting for a rollout.
+//! - [`inspect`]: get, history, status, diff.
+//! - [`watch`]: follow publishes and host reports live.
+//! - [`versions`]: version arguments (`12`, `conf-0000000012`, `-1`).
+
+pub mod inspect;
+pub mod publish;
+pub mod versions;
+pub mod watch;
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::exit;
+use crate::layout::{self, Layout, VersionId};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use versions::VersionArg;
+use zookeeper_client as zk;
+
+/// Command line of `zkcoordctl`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "zkcoordctl",
+    version,
+    about = "Publish and inspect configurations distributed by zkcoordd",
+    after_help = "Examples:\n  zkcoordctl publish nginxconf ./nginx.conf --message \"more workers\" --wait\n  zkcoordctl status nginxconf\n  zkcoordctl diff nginxconf -1\n  zkcoordctl rollback nginxconf --to 11\n  zkcoordctl --zk zk1:2181,zk2:2181 get nginxconf --version 12\n\nVersions: 12, conf-0000000012, or -1 for the one before the newest.\nExit codes: 0 ok, 1 a host failed to apply, 64 usage, 65 rejected or bad input,\n69 ZooKeeper unreachable, 75 no leader answered or --wait timed out, 78 bad config."
+)]
+pub struct Cli {
+    /// Config file to read the ZooKeeper connect string and roots from.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// ZooKeeper connect string (host:port,...[/chroot]); overrides the config file's.
+    #[arg(long, global = true, value_name = "HOSTS", env = "ZKCOORD_ZK_HOSTS")]
+    pub zk: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish a file (or - for stdin) as the newest version of an app.
+    #[command(after_help = "Examples:\n  zkcoordctl publish nginxconf nginx.conf -m \"more workers\"\n  zkcoordctl publish nginxconf nginx.conf --wait=2m   # until every live host applied it\n  render-config | zkcoordctl publish nginxconf -")]
+    Publish {
+        /// The application.
+        app: String,
+        /// The file, or - for standard input.
+        file: String,
+        /// Why; stored beside the version.
+        #[arg(long, short)]
+        message: Option<String>,
+        /// How long to wait for the leading agent's answer.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Then wait until every live host of the app reports the version (default 5m).
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Publish an earlier version's bytes as a new version (versions only go forward).
+    #[command(allow_negative_numbers = true, after_help = "Examples:\n  zkcoordctl rollback nginxconf --to 11\n  zkcoordctl rollback nginxconf --to -1 --wait")]
+    Rollback {
+        /// The application.
+        app: String,
+        /// The version to go back to: 11, conf-0000000011 or -1.
+        #[arg(long, allow_hyphen_values = true)]
+        to: String,
+        /// Added to the version's message.
+        #[arg(long, short)]
+        message: Option<String>,
+        /// How long to wait for the leading agent's answer.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Then wait until every live host reports the new version (default 5m).
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Print a version's bytes (the newest unless --version).
+    #[command(allow_negative_numbers = true)]
+    Get {
+        /// The application.
+        app: String,
+        /// Version: 12, conf-0000000012 or -1.
+        #[arg(long, allow_hyphen_values = true)]
+        version: Option<String>,
+    },
+    /// List an app's versions, oldest first.
+    History {
+        /// The application.
+        app: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Agents (who leads), and per app every live host with its version, result and age.
+    Status {
+        /// Only this application.
+        app: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A unified diff between two versions (default: the one before the newest, and the newest),
+    /// or between a version and a local file.
+    #[command(allow_negative_numbers = true, after_help = "Examples:\n  zkcoordctl diff nginxconf              # -1 against the newest\n  zkcoordctl diff nginxconf 11 12\n  zkcoordctl diff nginxconf --file ./nginx.conf   # newest against a local file\n\nExit status as diff(1): 0 same, 1 different.")]
+    Diff {
+        /// The application.
+        app: String,
+        /// The old side (default -1, or the newest with --file).
+        #[arg(allow_hyphen_values = true)]
+        a: Option<String>,
+        /// The new side (default the newest).
+        #[arg(allow_hyphen_values = true)]
+        b: Option<String>,
+        /// Compare version A against this local file instead.
+        #[arg(long, value_name = "PATH", conflicts_with = "b")]
+        file: Option<PathBuf>,
+    },
+    /// Follow publishes and host reports live until interrupted.
+    Watch {
+        /// Only this application.
+        app: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct CtlError {
+    /// sysexits code (or 1 for a failed rollout, as diff(1) and friends do).
+    pub code: i32,
+    /// One line for stderr (empty when everything was already printed).
+    pub message: String,
+}
+
+pub(crate) fn fail(code: i32, message: impl Into<String>) -> CtlError {
+    CtlError { code, message: message.into() }
+}
+
+pub(crate) fn zk_fail(e: zk::Error) -> CtlError {
+    fail(exit::UNAVAILABLE, format!("ZooKeeper: {e}"))
+}
+
+/// Connection settings resolved from flags and the config file.
+pub struct Target {
+    /// Connect string.
+    pub hosts: String,
+    /// Session timeout.
+    pub session_timeout: Duration,
+    /// Layout.
+    pub layout: Layout,
+    /// The config, when one was read (for per-app version paths and the leader count).
+    pub config: Option<Config>,
+}
+
+/// How long `zkcoordctl` keeps trying to reach ZooKeeper.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+fn resolve(cli: &Cli) -> Result<Target, CtlError> {
+    let path = cli.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+        (cli.zk.is_none() && default.exists()).then_some(default)
+    });
+    let config = match &path {
+        Some(p) => Some(Config::load(p).map_err(|e| fail(exit::CONFIG, e.to_string()))?),
+        None => None,
+    };
+    let hosts = cli.zk.clone().or_else(|| config.as_ref().map(|c| c.zookeeper.hosts.clone())).ok_or_else(|| {
+        fail(exit::USAGE, format!("no ZooKeeper to talk to: pass --zk HOSTS or --config PATH ({DEFAULT_CONFIG_PATH} does not exist)"))
+    })?;
+    let layout = config.as_ref().map(|c| c.layout()).unwrap_or_else(|| Layout::new("/zkcoord", "/applications", "/roles/workers"));
+    let session_timeout = config.as_ref().map(|c| c.zookeeper.session_timeout).unwrap_or(Duration::from_secs(10));
+    Ok(Target { hosts, session_timeout, layout, config })
+}
+
+impl Target {
+    /// Where `app`'s versions live.
+    pub fn versions_path(&self, app: &str) -> String {
+        match &self.config {
+            Some(c) => crate::agent::versions_path(c, app),
+            None => self.layout.versions(app),
+        }
+    }
+
+    /// How many agents lead (from the config; 1 without one).
+    pub fn leaders(&self) -> usize {
+        self.config.as_ref().map(|c| c.agent.leaders as usize).unwrap_or(1)
+    }
+
+    /// Connects, retrying for a while: an ensemble electing a new quorum leader refuses
+    /// clients for a moment, and a command should ride that out rather than fail.
+    pub async fn connect(&self) -> Result<zk::Client, CtlError> {
+        let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, crate::session::connect_once(&self.hosts, self.session_timeout)).await;
+            let why = match attempt {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            let delay = backoff.next_delay();
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(fail(exit::UNAVAILABLE, format!("cannot reach ZooKeeper at {} within {CONNECT_PATIENCE:?}: {why}", self.hosts)));
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// `app`'s versions, oldest first; an app without a node is an error that says so.
+    pub async fn versions(&self, client: &zk::Client, app: &str) -> Result<Vec<VersionId>, CtlError> {
+        let parent = self.versions_path(app);
+        match client.list_children(&parent).await {
+            Ok(c) => Ok(layout::versions(&c)),
+            Err(zk::Error::NoNode) => Err(fail(exit::DATAERR, format!("no application {app:?} (no node {parent})"))),
+            Err(e) => Err(zk_fail(e)),
+        }
+    }
+
+    /// Resolves a version argument (None = the newest) to a version that exists.
+    pub async fn resolve_version(&self, client: &zk::Client, app: &str, arg: Option<&str>) -> Result<VersionId, CtlError> {
+        let all = self.versions(client, app).await?;
+        let arg = match arg {
+            Some(s) => VersionArg::parse(s).map_err(|e| fail(exit::USAGE, e))?,
+            None => VersionArg::BeforeNewest(0),
+        };
+        arg.resolve(&all, app).map_err(|e| fail(exit::DATAERR, e))
+    }
+
+    /// A version's bytes.
+    pub async fn bytes_of(&self, client: &zk::Client, app: &str, v: &VersionId) -> Result<Vec<u8>, CtlError> {
+        match client.get_data(&format!("{}/{}", self.versions_path(app), v.name)).await {
+            Ok((b, _)) => Ok(b),
+            Err(zk::Error::NoNode) => Err(fail(exit::DATAERR, format!("{app} has no version {}", v.name))),
+            Err(e) => Err(zk_fail(e)),
+        }
+    }
+}
+
+/// Runs a parsed command line, writing results to stdout.
+pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "zkcoordctl", &mut std::io::stdout());
+        return Ok(());
+    }
+    let target = resolve(&cli)?;
+    match cli.command {
+        Command::Publish { app, file, message, timeout, wait } => {
+            let data = publish::read_input(&file)?;
+            publish::publish(&target, &app, data, message, timeout, wait).await
+        }
+        Command::Rollback { app, to, message, timeout, wait } => publish::rollback(&target, &app, &to, message, timeout, wait).await,
+        Command::Get { app, version } => inspect::get(&target, &app, version.as_deref()).await,
+        Command::History { app, json } => inspect::history(&target, &app, json).await,
+        Command::Status { app, json } => inspect::status(&target, app.as_deref(), json).await,
+        Command::Diff { app, a, b, file } => inspect::diff(&target, &app, a.as_deref(), b.as_deref(), file.as_deref()).await,
+        Command::Watch { app } => watch::watch(&target, app.as_deref()).await,
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}

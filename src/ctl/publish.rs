@@ -1,0 +1,288 @@
+//! Publishing from the operator's side: a request answered by the leading agent, and with
+//! `--wait` the rollout, followed host by host until every live host reports the version or
+//! a failure.
+
+use super::{fail, zk_fail, CtlError, Target};
+use crate::exit;
+use crate::layout::VersionId;
+use crate::request::{self, AwaitError, Outcome};
+use crate::status::{ApplyResult, StatusReport};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+use std::pin::Pin;
+use std::time::Duration;
+use zookeeper_client as zk;
+
+/// Reads a file (or stdin for `-`), at most one byte past the size limit so a huge file is
+/// refused without reading it all.
+pub fn read_input(file: &str) -> Result<Vec<u8>, CtlError> {
+    let limit = request::MAX_CONFIG_BYTES as u64 + 1;
+    let mut data = Vec::new();
+    let res = if file == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut data)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut data))
+    };
+    res.map_err(|e| fail(exit::DATAERR, format!("cannot read {file}: {e}")))?;
+    Ok(data)
+}
+
+fn author() -> String {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
+        let uid = nix::unistd::Uid::current();
+        nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+    });
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{user}@{host}")
+}
+
+/// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
+pub async fn publish(
+    t: &Target,
+    app: &str,
+    data: Vec<u8>,
+    message: Option<String>,
+    timeout: Duration,
+    wait: Option<Duration>,
+) -> Result<(), CtlError> {
+    // Everything checkable is checked before anything reaches ZooKeeper.
+    let header = request::header_for(app, &author(), message, "zkcoordctl", &data)
+        .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
+    let client = t.connect().await?;
+    let req = request::submit(&client, &t.layout, &header, &data).await.map_err(zk_fail)?;
+    let outcome = match request::await_outcome(&client, &t.layout, &req, timeout).await {
+        Ok(o) => o,
+        Err(e @ AwaitError::NoLeader(_)) => return Err(fail(exit::TEMPFAIL, e.to_string())),
+        Err(AwaitError::Zk(e)) => return Err(zk_fail(e)),
+        Err(e) => return Err(fail(exit::SOFTWARE, e.to_string())),
+    };
+    println!("{outcome}");
+    let version = match outcome {
+        Outcome::Rejected { .. } => return Err(fail(exit::DATAERR, String::new())),
+        Outcome::Published { version } | Outcome::Unchanged { version } => version,
+    };
+    match wait {
+        None => Ok(()),
+        Some(limit) => {
+            let v = VersionId::parse(&version).ok_or_else(|| fail(exit::SOFTWARE, format!("odd version name {version}")))?;
+            wait_rollout(&client, t, app, &v, limit).await
+        }
+    }
+}
+
+/// Publishes an earlier version's bytes as a new version, saying so in the message.
+pub async fn rollback(
+    t: &Target,
+    app: &str,
+    to: &str,
+    message: Option<String>,
+    timeout: Duration,
+    wait: Option<Duration>,
+) -> Result<(), CtlError> {
+    let client = t.connect().await?;
+    let v = t.resolve_version(&client, app, Some(to)).await?;
+    let bytes = t.bytes_of(&client, app, &v).await?;
+    drop(client);
+    let note = match message {
+        Some(m) => format!("rollback to {}: {m}", v.name),
+        None => format!("rollback to {}", v.name),
+    };
+    publish(t, app, bytes, Some(note), timeout, wait).await
+}
+
+/// Where one host stands in a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostProgress {
+    /// Runs the version (or a newer one).
+    Applied,
+    /// Tried the version and failed: result and error.
+    Failed(String, String),
+    /// Not there yet (or no report yet).
+    Pending,
+}
+
+fn seq(name: Option<&str>) -> Option<u64> {
+    name.and_then(VersionId::parse).map(|v| v.seq)
+}
+
+fn progress_of(report: Option<&StatusReport>, target: &VersionId) -> HostProgress {
+    let Some(r) = report else { return HostProgress::Pending };
+    if seq(r.version.as_deref()).is_some_and(|s| s >= target.seq) {
+        return HostProgress::Applied;
+    }
+    let failed = matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Error);
+    if failed && seq(r.attempted.as_deref()).is_some_and(|s| s >= target.seq) {
+        let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let error = r.error.clone().unwrap_or_default();
+        return HostProgress::Failed(result, error.lines().next().unwrap_or_default().to_string());
+    }
+    HostProgress::Pending
+}
+
+/// `3/4 applied, 1 check-failed on web-07: nginx: [emerg] unknown directive "servr"`.
+fn summary_line(hosts: &BTreeMap<String, HostProgress>) -> String {
+    let applied = hosts.values().filter(|p| **p == HostProgress::Applied).count();
+    let mut line = format!("{applied}/{} applied", hosts.len());
+    for (host, p) in hosts {
+        if let HostProgress::Failed(result, error) = p {
+            line.push_str(&format!(", 1 {result} on {host}: {error}"));
+        }
+    }
+    let pending = hosts.values().filter(|p| **p == HostProgress::Pending).count();
+    if pending > 0 {
+        line.push_str(&format!(", {pending} pending"));
+    }
+    line
+}
+
+type HostWatch = Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
+/// Follows every live host of `app` until each reports `target` or a failure, or `limit` passes.
+async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &VersionId, limit: Duration) -> Result<(), CtlError> {
+    let dir = t.layout.status(app);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut progress: BTreeMap<String, HostProgress> = BTreeMap::new();
+    let mut watches: FuturesUnordered<HostWatch> = FuturesUnordered::new();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} applied {msg}").expect("template"));
+        b
+    });
+    let mut last_line = String::new();
+    loop {
+        // Hosts come and go: re-list with a watch, read newcomers.
+        let (hosts, children) = match client.get_and_watch_children(&dir).await {
+            Ok((c, _, w)) => (c, Some(w)),
+            Err(zk::Error::NoNode) => (Vec::new(), None),
+            Err(e) => return Err(zk_fail(e)),
+        };
+        progress.retain(|h, _| hosts.contains(h));
+        for host in hosts.iter().filter(|h| !progress.contains_key(*h)).cloned().collect::<Vec<_>>() {
+            if let Some((p, w)) = read_host(client, &dir, &host, target).await? {
+                progress.insert(host, p);
+                watches.push(w);
+            }
+        }
+        if progress.is_empty() {
+            println!("no live host reports {app}; nothing to wait for");
+            return Ok(());
+        }
+        let mut children_changed = Box::pin(async move {
+            match children {
+                Some(w) => {
+                    w.changed().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        });
+        loop {
+            let line = summary_line(&progress);
+            if line != last_line {
+                match &bar {
+                    Some(b) => {
+                        b.set_length(progress.len() as u64);
+                        b.set_position(progress.values().filter(|p| **p == HostProgress::Applied).count() as u64);
+                        b.set_message(line.split_once(" applied").map(|(_, rest)| rest.trim_start_matches(", ").to_string()).unwrap_or_default());
+                    }
+                    None => println!("{line}"),
+                }
+                last_line = line;
+            }
+            if progress.values().all(|p| *p != HostProgress::Pending) {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                    println!("{last_line}");
+                }
+                let failed = progress.values().filter(|p| matches!(p, HostProgress::Failed(..))).count();
+                return if failed == 0 { Ok(()) } else { Err(fail(1, String::new())) };
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    if let Some(b) = &bar {
+                        b.abandon();
+                    }
+                    let waiting: Vec<&str> = progress.iter().filter(|(_, p)| **p == HostProgress::Pending).map(|(h, _)| h.as_str()).collect();
+                    return Err(fail(exit::TEMPFAIL, format!(
+                        "timed out after {}: {last_line}; still waiting for {}",
+                        humantime::format_duration(limit),
+                        waiting.join(", ")
+                    )));
+                }
+                _ = &mut children_changed => break,
+                Some(host) = watches.next() => {
+                    if progress.contains_key(&host) {
+                        match read_host(client, &dir, &host, target).await? {
+                            Some((p, w)) => {
+                                progress.insert(host, p);
+                                watches.push(w);
+                            }
+                            None => {
+                                progress.remove(&host);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One host's progress and a watch on its report; None when the host is gone.
+async fn read_host(client: &zk::Client, dir: &str, host: &str, target: &VersionId) -> Result<Option<(HostProgress, HostWatch)>, CtlError> {
+    match client.get_and_watch_data(&format!("{dir}/{host}")).await {
+        Ok((data, _, w)) => {
+            let report: Option<StatusReport> = serde_json::from_slice(&data).ok();
+            let host = host.to_string();
+            let watch: HostWatch = Box::pin(async move {
+                w.changed().await;
+                host
+            });
+            Ok(Some((progress_of(report.as_ref(), target), watch)))
+        }
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(zk_fail(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(version: Option<&str>, result: ApplyResult, attempted: Option<&str>, error: Option<&str>) -> StatusReport {
+        StatusReport {
+            host: "h".into(),
+            pid: 1,
+            app: "a".into(),
+            version: version.map(String::from),
+            sha256: None,
+            result,
+            attempted: attempted.map(String::from),
+            error: error.map(String::from),
+            time: 0,
+        }
+    }
+
+    #[test]
+    fn hosts_are_applied_failed_or_pending_relative_to_the_target() {
+        let t = VersionId::from_seq(12);
+        assert_eq!(progress_of(Some(&report(Some("conf-0000000012"), ApplyResult::Ok, None, None)), &t), HostProgress::Applied);
+        assert_eq!(progress_of(Some(&report(Some("conf-0000000013"), ApplyResult::Ok, None, None)), &t), HostProgress::Applied);
+        assert_eq!(progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::Ok, None, None)), &t), HostProgress::Pending);
+        assert_eq!(
+            progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::CheckFailed, Some("conf-0000000012"), Some("bad\nmore"))), &t),
+            HostProgress::Failed("check-failed".into(), "bad".into())
+        );
+        assert_eq!(progress_of(None, &t), HostProgress::Pending);
+    }
+
+    #[test]
+    fn the_summary_reads_as_the_operator_expects() {
+        let mut m = BTreeMap::new();
+        for h in ["web-01", "web-02", "web-03"] {
+            m.insert(h.to_string(), HostProgress::Applied);
+        }
+        m.insert("web-07".into(), HostProgress::Failed("check-failed".into(), "nginx: [emerg] unknown directive \"servr\"".into()));
+        assert_eq!(summary_line(&m), "3/4 applied, 1 check-failed on web-07: nginx: [emerg] unknown directive \"servr\"");
+    }
+}

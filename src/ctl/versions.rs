@@ -1,0 +1,66 @@
+//! Version arguments as operators type them: `conf-0000000012`, `12`, or `-1` (the one before
+//! the newest), resolved against the versions that exist.
+
+use crate::layout::VersionId;
+
+/// A version as given on the command line, before it is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionArg {
+    /// An exact version, by name or number.
+    Exact(VersionId),
+    /// `-N`: N versions before the newest (`-0` would be the newest itself).
+    BeforeNewest(usize),
+}
+
+impl VersionArg {
+    /// Parses `conf-0000000012`, `12` or `-1`.
+    pub fn parse(s: &str) -> Result<VersionArg, String> {
+        if let Some(back) = s.strip_prefix('-') {
+            return back
+                .parse::<usize>()
+                .map(VersionArg::BeforeNewest)
+                .map_err(|_| format!("not a version: {s:?} (expected 12, conf-0000000012 or -1)"));
+        }
+        VersionId::parse(s)
+            .or_else(|| s.parse::<u64>().ok().map(VersionId::from_seq))
+            .map(VersionArg::Exact)
+            .ok_or_else(|| format!("not a version: {s:?} (expected 12, conf-0000000012 or -1)"))
+    }
+
+    /// The version this names among `versions` (oldest first).
+    pub fn resolve(&self, versions: &[VersionId], app: &str) -> Result<VersionId, String> {
+        match self {
+            VersionArg::Exact(v) => versions
+                .iter()
+                .find(|x| x.seq == v.seq)
+                .cloned()
+                .ok_or_else(|| format!("{app} has no version {}", v.name)),
+            VersionArg::BeforeNewest(n) => versions
+                .len()
+                .checked_sub(1 + n)
+                .map(|i| versions[i].clone())
+                .ok_or_else(|| format!("{app} has {} version(s); -{n} goes back too far", versions.len())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(seqs: &[u64]) -> Vec<VersionId> {
+        seqs.iter().map(|s| VersionId::from_seq(*s)).collect()
+    }
+
+    #[test]
+    fn names_numbers_and_relative_forms_resolve_despite_gaps() {
+        let all = v(&[3, 7, 12]);
+        assert_eq!(VersionArg::parse("conf-0000000007").unwrap().resolve(&all, "a").unwrap().seq, 7);
+        assert_eq!(VersionArg::parse("12").unwrap().resolve(&all, "a").unwrap().seq, 12);
+        assert_eq!(VersionArg::parse("-1").unwrap().resolve(&all, "a").unwrap().seq, 7);
+        assert_eq!(VersionArg::parse("-0").unwrap().resolve(&all, "a").unwrap().seq, 12);
+        assert!(VersionArg::parse("-3").unwrap().resolve(&all, "a").unwrap_err().contains("too far"));
+        assert!(VersionArg::parse("5").unwrap().resolve(&all, "a").unwrap_err().contains("no version conf-0000000005"));
+        assert!(VersionArg::parse("latest").is_err());
+    }
+}
