@@ -1,5 +1,6 @@
 //! Writes gzip-compressed man pages for zkcoordd(8) and zkcoordctl(1) into the directory given
-//! as the first argument, generated from the same clap definitions the binaries parse.
+//! as the first argument, and zkcoordctl's bash, zsh and fish completions into its
+//! `completions/` subdirectory, all from the same clap definitions the binaries parse.
 //! Used by `make packages`.
 
 use clap::CommandFactory;
@@ -20,6 +21,18 @@ fn main() -> std::io::Result<()> {
         gz.write_all(&roff)?;
         gz.finish()?;
         println!("wrote {}", out.join(file).display());
+    }
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for (shell, file) in [
+        (clap_complete::Shell::Bash, "zkcoordctl"),
+        (clap_complete::Shell::Zsh, "_zkcoordctl"),
+        (clap_complete::Shell::Fish, "zkcoordctl.fish"),
+    ] {
+        let mut cmd = zkcoord::cli::CtlArgs::command();
+        let mut f = std::fs::File::create(completions.join(file))?;
+        clap_complete::generate(shell, &mut cmd, "zkcoordctl", &mut f);
+        println!("wrote {}", completions.join(file).display());
     }
     Ok(())
 }

@@ -43,6 +43,8 @@ const FILES: &[&str] = &[
     "/usr/share/man/man8/zkcoordd.8.gz",
     "/usr/share/man/man1/zkcoordctl.1.gz",
     "/usr/share/doc/zkcoord/README.md",
+    "/usr/share/bash-completion/completions/zkcoordctl",
+    "/usr/share/fish/vendor_completions.d/zkcoordctl.fish",
 ];
 
 #[test]
