@@ -9,7 +9,7 @@ LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 # and daemons, so more parallelism only makes them fight for CPU and stretch timeouts.
 TEST_THREADS ?= 2
 
-.PHONY: all build test demo packages clean deps
+.PHONY: all build test demo packages clean deps fuzz
 
 all: build
 
@@ -26,6 +26,12 @@ deps:
 test: deps packages
 	@echo "==> test: $(CARGO) test $(LOCKED) -- --test-threads=$(TEST_THREADS)"
 	$(CARGO) test $(LOCKED) -- --test-threads=$(TEST_THREADS)
+	$(MAKE) fuzz
+
+# Each fuzz target (config parser, publish requests, legacy trigger) for FUZZ_SECONDS (60).
+fuzz:
+	@echo "==> fuzz: scripts/fuzz.sh (each target for $${FUZZ_SECONDS:-60}s)"
+	bash scripts/fuzz.sh
 
 demo: deps
 	@echo "==> demo: scripts/demo.sh (release build, a local ZooKeeper, zkcoordd, zkcoordctl)"

@@ -98,11 +98,32 @@ async fn receive(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
         Ok(Err(e)) => return Err(format!("read failed: {e}")),
         Ok(Ok(_)) => {}
     }
+    parse_message(&buf).map(<[u8]>::to_vec)
+}
+
+/// The data of a complete trigger message `add|<data>`, or why it is refused. Pure, so the
+/// protocol can be fuzzed without sockets.
+pub fn parse_message(buf: &[u8]) -> Result<&[u8], String> {
     let Some(data) = buf.strip_prefix(ADD) else {
         return Err("expected `add|<data>`".into());
     };
     request::check_size(data.len())?;
-    Ok(data.to_vec())
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_add_then_raw_bytes_within_the_limit() {
+        assert_eq!(parse_message(b"add|x|y\n").unwrap(), b"x|y\n");
+        assert_eq!(parse_message(b"add|").unwrap(), b"");
+        assert!(parse_message(b"del|x").unwrap_err().contains("expected `add|<data>`"));
+        let mut big = b"add|".to_vec();
+        big.extend(std::iter::repeat(b'x').take(MAX_CONFIG_BYTES + 1));
+        assert!(parse_message(&big).unwrap_err().contains("limit"));
+    }
 }
 
 async fn queue(data: &[u8], peer: SocketAddr, app: &str, layout: &Layout, mut session: SessionHandle) -> Result<request::Outcome, String> {

@@ -1,0 +1,11 @@
+//! The legacy trigger listens on a socket: any bytes must give data or a refusal, never a panic,
+//! and accepted data is exactly what followed `add|`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(body) = zkcoord::trigger::parse_message(data) {
+        assert_eq!(&data[4..], body);
+        assert!(body.len() <= zkcoord::request::MAX_CONFIG_BYTES);
+    }
+});
