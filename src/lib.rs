@@ -1,6 +1,7 @@
 //! zkcoord: publish a configuration once; every host applies it atomically.
 //!
 //! # Layout
+//! - [`acl`]: credentials, digest identities and the ACL each kind of node gets.
 //! - [`config`]: the TOML file, environment overrides, and errors that name file and key.
 //! - [`layout`]: where every znode lives, and the one "newest version" rule.
 //! - [`session`]: the one owner of the ZooKeeper session (connect, reconnect, expiry).
@@ -24,6 +25,7 @@
 //! - [`exit`]: sysexits codes.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod agent;
 pub mod app;
 pub mod backoff;

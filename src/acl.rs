@@ -1,0 +1,175 @@
+//! Who may do what in ZooKeeper. Whoever can write a version runs commands as root on every
+//! host, so with `[acl] enabled` every node we create carries an ACL: its creator (our
+//! authenticated digest identity) may do everything, everyone may read, and only the roles
+//! named in the config may create the nodes that are theirs:
+//!
+//! | node | create children | everything else |
+//! |---|---|---|
+//! | version parents, `meta`, `claims`, `outcomes` | agents | creator |
+//! | `requests` | agents and publishers | creator |
+//! | `status/<app>` | agents and app hosts | creator |
+//! | election parent | agents | creator |
+//! | versions, metadata, requests, status nodes | — | creator (an app host writes only its own status) |
+//!
+//! Everyone keeps READ: versions are what every host applies, and status is for everyone to see.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use zookeeper_client as zk;
+
+/// Digest credentials read from the `auth_file`: `user:password` on one line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `user:password`, as ZooKeeper's digest scheme wants it.
+    pub user_password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.user_password.split(':').next().unwrap_or_default();
+        write!(f, "Credentials({user}:***)")
+    }
+}
+
+impl Credentials {
+    /// Reads `path`, refusing a file that group or others can read (the secret is root's).
+    pub fn load(path: &Path) -> Result<Credentials, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by others (mode {mode:04o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let line = text.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).unwrap_or("").trim();
+        match line.split_once(':') {
+            Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(Credentials { user_password: line.to_string() }),
+            _ => Err(format!("{} must hold one line `user:password`", path.display())),
+        }
+    }
+
+    /// The identity these credentials authenticate as: `user:base64(sha1(user:password))`.
+    pub fn digest_id(&self) -> String {
+        digest_id(&self.user_password)
+    }
+}
+
+/// ZooKeeper's digest identity for `user:password`, as `zkcoordctl acl digest` prints it and as
+/// the `[acl]` lists name roles.
+pub fn digest_id(user_password: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let user = user_password.split(':').next().unwrap_or_default();
+    let hash = sha1::Sha1::digest(user_password.as_bytes());
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+}
+
+/// What kind of node is being created, which decides its ACL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Structural parents only agents create children in (version parents, meta, claims,
+    /// outcomes, the election parent).
+    AgentParent,
+    /// The requests parent: publishers create requests in it.
+    RequestsParent,
+    /// A status directory: app hosts create their status nodes in it.
+    StatusParent,
+    /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
+    Owned,
+}
+
+/// The ACL policy from the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AclPolicy {
+    /// Off: every node is world-writable, as plain ZooKeeper clients create them.
+    pub enabled: bool,
+    /// Digest identities (`user:hash`) of agents.
+    pub agents: Vec<String>,
+    /// Digest identities of app hosts.
+    pub apps: Vec<String>,
+    /// Digest identities of publishers.
+    pub publishers: Vec<String>,
+}
+
+impl AclPolicy {
+    /// The ACL for a node of `kind`.
+    pub fn acl_for(&self, kind: NodeKind) -> Vec<zk::Acl> {
+        use zk::Permission as P;
+        if !self.enabled {
+            return zk::Acls::anyone_all().to_vec();
+        }
+        let mut acl = vec![
+            zk::Acl::new(P::ALL, zk::AuthId::new("auth", "")),
+            zk::Acl::new(P::READ, zk::AuthId::anyone()),
+        ];
+        let grant = |acl: &mut Vec<zk::Acl>, ids: &[String], perm: zk::Permission| {
+            for id in ids {
+                acl.push(zk::Acl::new(perm, zk::AuthId::new("digest", id)));
+            }
+        };
+        match kind {
+            NodeKind::AgentParent => grant(&mut acl, &self.agents, P::ALL),
+            NodeKind::RequestsParent => {
+                grant(&mut acl, &self.agents, P::ALL);
+                grant(&mut acl, &self.publishers, P::CREATE | P::READ);
+            }
+            NodeKind::StatusParent => {
+                grant(&mut acl, &self.agents, P::ALL);
+                grant(&mut acl, &self.apps, P::CREATE | P::DELETE | P::READ);
+            }
+            NodeKind::Owned => {}
+        }
+        acl
+    }
+}
+
+/// Says which node and which permission when ZooKeeper answers NoAuth.
+pub fn explain_noauth(path: &str, action: &str, who: Option<&Credentials>) -> String {
+    let as_whom = match who {
+        Some(c) => format!("authenticated as digest:{}", c.user_password.split(':').next().unwrap_or_default()),
+        None => "not authenticated (set [zookeeper] auth_file)".to_string(),
+    };
+    format!("not authorized to {action} {path} ({as_whom}); see `zkcoordctl acl` and SECURITY.md")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_ids_match_zookeepers_digest_authentication_provider() {
+        // What ZooKeeper 3.8's DigestAuthenticationProvider prints for super:secret.
+        assert_eq!(digest_id("super:secret"), "super:lK75jTNcA+U9vtVEw5vB51mj/w4=");
+    }
+
+    #[test]
+    fn a_secret_file_readable_by_others_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("auth");
+        std::fs::write(&p, "agent:s3cret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Credentials::load(&p).unwrap_err().contains("chmod 600"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Credentials::load(&p).unwrap();
+        assert_eq!(c.user_password, "agent:s3cret");
+        assert_eq!(format!("{c:?}"), "Credentials(agent:***)");
+        std::fs::write(&p, "nocolon\n").unwrap();
+        assert!(Credentials::load(&p).unwrap_err().contains("user:password"));
+    }
+
+    #[test]
+    fn open_policy_is_world_all_and_secure_policy_grants_by_role() {
+        assert_eq!(AclPolicy::default().acl_for(NodeKind::Owned), zk::Acls::anyone_all().to_vec());
+        let p = AclPolicy { enabled: true, agents: vec!["agent:x".into()], apps: vec!["app:y".into()], publishers: vec!["ops:z".into()] };
+        let owned = p.acl_for(NodeKind::Owned);
+        assert_eq!(owned.len(), 2);
+        let req = p.acl_for(NodeKind::RequestsParent);
+        assert!(req.iter().any(|a| a.id() == "ops:z" && a.permission().has(zk::Permission::CREATE) && !a.permission().has(zk::Permission::WRITE)));
+        let status = p.acl_for(NodeKind::StatusParent);
+        assert!(status.iter().any(|a| a.id() == "app:y" && a.permission().has(zk::Permission::CREATE)));
+        assert!(!status.iter().any(|a| a.id() == "ops:z"));
+    }
+}
