@@ -51,6 +51,21 @@ impl Credentials {
         }
     }
 
+    /// Reads a one-line secret (such as the trigger token) with the same mode check.
+    pub fn load_secret(path: &Path) -> Result<String, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!("{} is readable by others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let secret = text.trim().to_string();
+        if secret.is_empty() || secret.contains('|') || secret.contains('\n') {
+            return Err(format!("{} must hold one line without '|'", path.display()));
+        }
+        Ok(secret)
+    }
+
     /// The identity these credentials authenticate as: `user:base64(sha1(user:password))`.
     pub fn digest_id(&self) -> String {
         digest_id(&self.user_password)

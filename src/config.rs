@@ -75,6 +75,39 @@ pub struct Config {
     /// The applications this host applies (role app or both).
     #[serde(default, rename = "app")]
     pub apps: Vec<AppConfig>,
+    /// Who may do what in ZooKeeper (off by default).
+    #[serde(default)]
+    pub acl: AclConfig,
+}
+
+/// The `[acl]` section: ACLs on every node we create, by role (see SECURITY.md).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    /// On: nodes are writable only by their creator and the roles below; readable by all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Digest identities (`user:base64sha1`, from `zkcoordctl acl digest user:password`) of agents.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Digest identities of app hosts (they may create their status nodes).
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Digest identities of publishers (they may create publish requests, nothing else).
+    #[serde(default)]
+    pub publishers: Vec<String>,
+}
+
+impl AclConfig {
+    /// The policy the nodes we create follow.
+    pub fn policy(&self) -> crate::acl::AclPolicy {
+        crate::acl::AclPolicy {
+            enabled: self.enabled,
+            agents: self.agents.clone(),
+            apps: self.apps.clone(),
+            publishers: self.publishers.clone(),
+        }
+    }
 }
 
 /// The `[zookeeper]` section.
@@ -95,6 +128,9 @@ pub struct ZkConfig {
     /// Parent of each application's `conf-` versions.
     #[serde(default = "default_applications")]
     pub applications: String,
+    /// File holding this host's digest credentials (`user:password`, mode 0600).
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
 }
 
 /// The `[agent]` section.
@@ -119,6 +155,9 @@ pub struct AgentConfig {
     /// Concurrent legacy trigger connections accepted before new ones are refused.
     #[serde(default = "default_trigger_max_connections")]
     pub trigger_max_connections: usize,
+    /// File holding a shared token (mode 0600); when set, triggers must send `add:<token>|<data>`.
+    #[serde(default)]
+    pub trigger_token_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -130,6 +169,7 @@ impl Default for AgentConfig {
             trigger_listen: None,
             trigger_app: None,
             trigger_max_connections: default_trigger_max_connections(),
+            trigger_token_file: None,
         }
     }
 }
@@ -197,6 +237,12 @@ pub struct AppConfig {
     /// How long a check or reload may run before its whole process group is killed.
     #[serde(default = "default_hook_timeout", with = "humantime_serde")]
     pub hook_timeout: Duration,
+    /// Run check and reload as this user (name or uid) instead of the daemon's.
+    #[serde(default)]
+    pub run_as: Option<String>,
+    /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 fn default_node_id() -> String {
@@ -342,6 +388,20 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid("log_level", "expected a level like \"info\" or a filter like \"zkcoord=debug,info\""));
         }
+        if let Some(f) = &self.zookeeper.auth_file {
+            crate::acl::Credentials::load(f).map_err(|m| invalid("zookeeper.auth_file", &m))?;
+        }
+        if self.acl.enabled && self.zookeeper.auth_file.is_none() {
+            return Err(invalid("acl.enabled", "needs [zookeeper] auth_file: nodes are owned by the identity that creates them"));
+        }
+        for (key, ids) in [("acl.agents", &self.acl.agents), ("acl.apps", &self.acl.apps), ("acl.publishers", &self.acl.publishers)] {
+            if let Some(bad) = ids.iter().find(|id| !matches!(id.split_once(':'), Some((u, h)) if !u.is_empty() && h.len() == 28 && h.ends_with('='))) {
+                return Err(invalid(key, &format!("expected digest identities like \"ops:lK75jTNcA+U9vtVEw5vB51mj/w4=\" (from `zkcoordctl acl digest ops:password`), got {bad:?}")));
+            }
+        }
+        if let Some(f) = &self.agent.trigger_token_file {
+            crate::acl::Credentials::load_secret(f).map_err(|m| invalid("agent.trigger_token_file", &m))?;
+        }
         if self.agent.leaders == 0 {
             return Err(invalid("agent.leaders", "expected at least 1"));
         }
@@ -382,6 +442,11 @@ impl Config {
                         return Err(invalid(&key(k), "expected a non-empty command"))
                     }
                     _ => {}
+                }
+            }
+            if let Some(user) = &app.run_as {
+                if user.parse::<u32>().is_err() && nix::unistd::User::from_name(user).ok().flatten().is_none() {
+                    return Err(invalid(&key("run_as"), &format!("expected a user name or uid; there is no user {user:?}")));
                 }
             }
             if app.hook_timeout.is_zero() {

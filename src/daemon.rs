@@ -143,6 +143,7 @@ impl Components {
                 listen: listen.parse().expect("validated at load"),
                 app: app.clone(),
                 max_connections: config.agent.trigger_max_connections,
+                token: config.agent.trigger_token_file.as_deref().and_then(|f| crate::acl::Credentials::load_secret(f).ok()),
             };
             tasks.push(tokio::spawn(trigger::run(settings, config.layout(), self.session.clone(), stop.clone())));
         }

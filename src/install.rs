@@ -47,6 +47,14 @@ pub enum InstallError {
         /// What to do about it.
         hint: String,
     },
+    /// A symlink sits at the destination and the app does not allow following it.
+    #[error("{dest} is a symlink (to {target}); refusing to follow it (set follow_symlinks = true for this app if that is intended)")]
+    Symlink {
+        /// The destination.
+        dest: PathBuf,
+        /// Where it points.
+        target: String,
+    },
     /// The configured owner or group does not exist.
     #[error("cannot set owner of {dest}: {message}")]
     Owner {
@@ -178,9 +186,27 @@ fn read_previous(dest: &Path) -> Result<Option<Previous>, InstallError> {
     }
 }
 
+/// Where the bytes really go. A symlink at the destination is refused unless the app says
+/// `follow_symlinks`, in which case its target is replaced (atomically, beside the target) and
+/// the link stays: a link planted by someone else must not redirect a root-owned write.
+pub fn resolve_dest(app: &AppConfig) -> Result<PathBuf, InstallError> {
+    match fs::symlink_metadata(&app.dest) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::read_link(&app.dest).map(|t| t.display().to_string()).unwrap_or_default();
+            if !app.follow_symlinks {
+                return Err(InstallError::Symlink { dest: app.dest.clone(), target });
+            }
+            fs::canonicalize(&app.dest).map_err(|e| io_err("resolve the symlink", &app.dest, e))
+        }
+        _ => Ok(app.dest.clone()),
+    }
+}
+
 /// Runs the whole pipeline for `app` with `bytes`: stage, check, rename, reload, roll back.
 pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, InstallError> {
     let owner = Ownership::of(app)?;
+    let real_dest = resolve_dest(app)?;
+    let app = &AppConfig { dest: real_dest, ..app.clone() };
     let dest = app.dest.clone();
     let mode = app.mode;
     let staged = blocking(move || stage(&dest, &bytes, mode, owner)).await?;
@@ -258,6 +284,8 @@ mod tests {
             check: check.map(|s| HookCommand::Shell(s.into())),
             reload: reload.map(|s| HookCommand::Shell(s.into())),
             hook_timeout: Duration::from_secs(5),
+            run_as: None,
+            follow_symlinks: false,
         }
     }
 
@@ -305,6 +333,22 @@ mod tests {
         }
         assert_eq!(fs::read(&a.dest).unwrap(), b"old\n");
         assert_eq!(fs::read_to_string(&count).unwrap().lines().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_symlink_at_the_destination_is_refused_unless_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = app(d.path(), None, None);
+        let real = d.path().join("real.conf");
+        fs::write(&real, b"old\n").unwrap();
+        std::os::unix::fs::symlink(&real, &a.dest).unwrap();
+        let e = install(&a, b"new\n".to_vec()).await.unwrap_err().to_string();
+        assert!(e.contains("is a symlink") && e.contains("follow_symlinks"), "{e}");
+        assert_eq!(fs::read(&real).unwrap(), b"old\n");
+        a.follow_symlinks = true;
+        assert!(matches!(install(&a, b"new\n".to_vec()).await.unwrap(), InstallResult::Applied { .. }));
+        assert_eq!(fs::read(&real).unwrap(), b"new\n");
+        assert!(fs::symlink_metadata(&a.dest).unwrap().file_type().is_symlink(), "the link stays a link");
     }
 
     #[tokio::test]

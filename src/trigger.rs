@@ -29,6 +29,8 @@ pub struct TriggerSettings {
     pub app: String,
     /// How many connections at once.
     pub max_connections: usize,
+    /// When set, messages must be `add:<token>|<data>`.
+    pub token: Option<String>,
 }
 
 /// Accepts trigger connections until `shutdown`; binding is retried if the port is busy.
@@ -59,16 +61,16 @@ pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHand
             tracing::warn!(%peer, "trigger connection refused: {} connections already open", settings.max_connections);
             continue;
         };
-        let (app, layout, session) = (settings.app.clone(), layout.clone(), session.clone());
+        let (app, layout, session, token) = (settings.app.clone(), layout.clone(), session.clone(), settings.token.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            handle(stream, peer, &app, &layout, session).await;
+            handle(stream, peer, &app, token.as_deref(), &layout, session).await;
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &str, layout: &Layout, session: SessionHandle) {
-    let reply = match receive(&mut stream).await {
+async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &str, token: Option<&str>, layout: &Layout, session: SessionHandle) {
+    let reply = match receive(&mut stream, token).await {
         Err(reason) => {
             tracing::warn!(%peer, "trigger refused: {reason}");
             format!("rejected: {reason}\n")
@@ -89,8 +91,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &str, layout: &Lay
 }
 
 /// Reads `add|<data>` until the sender closes, refusing anything malformed or too large.
-async fn receive(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
-    let limit = (ADD.len() + MAX_CONFIG_BYTES + 1) as u64;
+async fn receive(stream: &mut TcpStream, token: Option<&str>) -> Result<Vec<u8>, String> {
+    let limit = (ADD.len() + token.map_or(0, |t| t.len() + 1) + MAX_CONFIG_BYTES + 1) as u64;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(READ_TIMEOUT, (&mut *stream).take(limit).read_to_end(&mut buf)).await;
     match read {
@@ -98,17 +100,30 @@ async fn receive(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
         Ok(Err(e)) => return Err(format!("read failed: {e}")),
         Ok(Ok(_)) => {}
     }
-    parse_message(&buf).map(<[u8]>::to_vec)
+    parse_message(&buf, token).map(<[u8]>::to_vec)
 }
 
-/// The data of a complete trigger message `add|<data>`, or why it is refused. Pure, so the
-/// protocol can be fuzzed without sockets.
-pub fn parse_message(buf: &[u8]) -> Result<&[u8], String> {
-    let Some(data) = buf.strip_prefix(ADD) else {
-        return Err("expected `add|<data>`".into());
+/// The data of a complete trigger message, or why it is refused: `add|<data>`, or with a
+/// token configured `add:<token>|<data>`. Pure, so the protocol can be fuzzed without sockets.
+pub fn parse_message<'a>(buf: &'a [u8], token: Option<&str>) -> Result<&'a [u8], String> {
+    let data = match token {
+        None => buf.strip_prefix(ADD).ok_or("expected `add|<data>`")?,
+        Some(expected) => {
+            let rest = buf.strip_prefix(b"add:").ok_or("expected `add:<token>|<data>` (this listener requires a token)")?;
+            let bar = rest.iter().position(|&b| b == b'|').ok_or("expected `add:<token>|<data>`")?;
+            if !constant_time_eq(&rest[..bar], expected.as_bytes()) {
+                return Err("wrong token".into());
+            }
+            &rest[bar + 1..]
+        }
     };
     request::check_size(data.len())?;
     Ok(data)
+}
+
+/// Compares without leaking, through timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -117,12 +132,20 @@ mod tests {
 
     #[test]
     fn messages_are_add_then_raw_bytes_within_the_limit() {
-        assert_eq!(parse_message(b"add|x|y\n").unwrap(), b"x|y\n");
-        assert_eq!(parse_message(b"add|").unwrap(), b"");
-        assert!(parse_message(b"del|x").unwrap_err().contains("expected `add|<data>`"));
+        assert_eq!(parse_message(b"add|x|y\n", None).unwrap(), b"x|y\n");
+        assert_eq!(parse_message(b"add|", None).unwrap(), b"");
+        assert!(parse_message(b"del|x", None).unwrap_err().contains("expected `add|<data>`"));
         let mut big = b"add|".to_vec();
         big.extend(std::iter::repeat(b'x').take(MAX_CONFIG_BYTES + 1));
-        assert!(parse_message(&big).unwrap_err().contains("limit"));
+        assert!(parse_message(&big, None).unwrap_err().contains("limit"));
+    }
+
+    #[test]
+    fn with_a_token_only_messages_carrying_it_are_accepted() {
+        assert_eq!(parse_message(b"add:s3cret|data", Some("s3cret")).unwrap(), b"data");
+        assert_eq!(parse_message(b"add:wrong|data", Some("s3cret")).unwrap_err(), "wrong token");
+        assert!(parse_message(b"add|data", Some("s3cret")).unwrap_err().contains("requires a token"));
+        assert!(parse_message(b"add:s3cret", Some("s3cret")).is_err());
     }
 }
 
