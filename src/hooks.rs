@@ -60,21 +60,50 @@ impl HookRun {
     }
 }
 
+/// The PATH hooks get: the daemon's own environment is not passed on.
+const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs `cmd` with `{src}` replaced by `src`, killing its process group after `timeout`.
 pub async fn run(cmd: &HookCommand, src: Option<&Path>, timeout: Duration) -> HookRun {
+    run_as(cmd, src, timeout, None).await
+}
+
+/// Like [`run`], as `user` (a name or uid) when given. Hooks get a clean environment (PATH,
+/// HOME, USER, LOGNAME, LANG=C.UTF-8): nothing of the daemon's, no NOTIFY_SOCKET, no secrets.
+pub async fn run_as(cmd: &HookCommand, src: Option<&Path>, timeout: Duration, user: Option<&str>) -> HookRun {
     let argv = cmd.argv(src);
     let started = Instant::now();
+    let account = match user {
+        None => nix::unistd::User::from_uid(nix::unistd::Uid::current()).ok().flatten(),
+        Some(u) => {
+            let found = match u.parse::<u32>() {
+                Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten(),
+                Err(_) => nix::unistd::User::from_name(u).ok().flatten(),
+            };
+            if found.is_none() {
+                let why = format!("no user {u:?} to run as");
+                return HookRun { outcome: HookOutcome::NotStarted(why), output: String::new(), elapsed: started.elapsed() };
+            }
+            found
+        }
+    };
     let mut command = tokio::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
+        .env_clear()
+        .env("PATH", HOOK_PATH)
+        .env("LANG", "C.UTF-8")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(a) = &account {
+        command.env("HOME", &a.dir).env("USER", &a.name).env("LOGNAME", &a.name);
+        if user.is_some() {
+            command.uid(a.uid.as_raw()).gid(a.gid.as_raw());
+        }
+    }
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -161,6 +190,20 @@ mod tests {
         assert!(matches!(r.outcome, HookOutcome::NotStarted(_)));
         let r = run(&HookCommand::Argv(vec!["echo".into(), "{src}".into()]), Some(Path::new("/x/y")), Duration::from_secs(2)).await;
         assert_eq!(r.output.trim(), "/x/y");
+    }
+
+    #[tokio::test]
+    async fn hooks_get_a_clean_environment_and_can_run_as_another_user() {
+        std::env::set_var("ZKCOORD_SECRET_FOR_TEST", "leak");
+        let r = run(&sh("echo ${ZKCOORD_SECRET_FOR_TEST:-clean} $PATH"), None, Duration::from_secs(2)).await;
+        assert_eq!(r.output.trim(), format!("clean {HOOK_PATH}"));
+        if nix::unistd::Uid::effective().is_root() {
+            let r = run_as(&sh("id -u; echo $USER"), None, Duration::from_secs(2), Some("nobody")).await;
+            assert!(r.ok(), "{r:?}");
+            assert_eq!(r.output.split_whitespace().collect::<Vec<_>>(), vec!["65534", "nobody"]);
+        }
+        let r = run_as(&sh("true"), None, Duration::from_secs(2), Some("no-such-user-zk")).await;
+        assert!(matches!(r.outcome, HookOutcome::NotStarted(ref w) if w.contains("no-such-user-zk")));
     }
 
     #[tokio::test]

@@ -212,7 +212,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, I
     let staged = blocking(move || stage(&dest, &bytes, mode, owner)).await?;
 
     if let Some(check) = &app.check {
-        let run = hooks::run(check, Some(staged.path()), app.hook_timeout).await;
+        let run = hooks::run_as(check, Some(staged.path()), app.hook_timeout, app.run_as.as_deref()).await;
         if !run.ok() {
             drop(staged);
             return Ok(InstallResult::CheckFailed(run.describe("check", check)));
@@ -230,7 +230,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, I
     let Some(reload) = &app.reload else {
         return Ok(InstallResult::Applied { reload: None });
     };
-    let run = hooks::run(reload, None, app.hook_timeout).await;
+    let run = hooks::run_as(reload, None, app.hook_timeout, app.run_as.as_deref()).await;
     if run.ok() {
         return Ok(InstallResult::Applied { reload: Some(run) });
     }
@@ -244,7 +244,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, I
             .map(|_| "new file removed (there was no previous file)"),
     })
     .await;
-    let rerun = hooks::run(reload, None, app.hook_timeout).await;
+    let rerun = hooks::run_as(reload, None, app.hook_timeout, app.run_as.as_deref()).await;
     let after = match (&restored, rerun.ok()) {
         (Ok(what), true) => format!("{what} and reloaded"),
         (Ok(what), false) => format!("{what}; reload after rollback failed too: {}", rerun.describe("reload", reload)),
