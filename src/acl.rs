@@ -5,8 +5,9 @@
 //!
 //! | node | create children | everything else |
 //! |---|---|---|
-//! | version parents, `meta`, `claims`, `outcomes` | agents | creator |
+//! | version parents, `meta`, `claims` | agents | creator |
 //! | `requests` | agents and publishers | creator |
+//! | `outcomes` | agents (publishers may delete the answer they read) | creator |
 //! | `status/<app>` | agents and app hosts | creator |
 //! | election parent | agents | creator |
 //! | versions, metadata, requests, status nodes | — | creator (an app host writes only its own status) |
@@ -90,6 +91,8 @@ pub enum NodeKind {
     AgentParent,
     /// The requests parent: publishers create requests in it.
     RequestsParent,
+    /// The outcomes parent: publishers delete the outcome they have read.
+    OutcomesParent,
     /// A status directory: app hosts create their status nodes in it.
     StatusParent,
     /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
@@ -130,6 +133,10 @@ impl AclPolicy {
             NodeKind::RequestsParent => {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.publishers, P::CREATE | P::READ);
+            }
+            NodeKind::OutcomesParent => {
+                grant(&mut acl, &self.agents, P::ALL);
+                grant(&mut acl, &self.publishers, P::DELETE | P::READ);
             }
             NodeKind::StatusParent => {
                 grant(&mut acl, &self.agents, P::ALL);

@@ -38,6 +38,14 @@ impl Layout {
     pub fn election(&self) -> &str {
         &self.election
     }
+    /// Our own root.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+    /// Parent of every application's metadata directory.
+    pub fn meta_root(&self) -> String {
+        format!("{}/meta", self.root)
+    }
     /// Parent of every application's version node.
     pub fn applications(&self) -> &str {
         &self.applications
@@ -72,7 +80,7 @@ impl Layout {
     }
     /// Parent of `app`'s version metadata.
     pub fn meta(&self, app: &str) -> String {
-        format!("{}/meta/{}", self.root, app)
+        format!("{}/{}", self.meta_root(), app)
     }
     /// Parent of `app`'s per-host status nodes.
     pub fn status(&self, app: &str) -> String {

@@ -304,3 +304,48 @@ mod tests {
         assert!(unified_diff(b"\xff", b"\xfe", "x", "y").starts_with("Binary contents x and y differ"));
     }
 }
+
+/// Applies the configured ACL policy to every zkcoord node that exists.
+pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
+    use crate::acl::NodeKind;
+    let Some(config) = &t.config else {
+        return Err(fail(exit::USAGE, "acl init needs --config (the [acl] section says who may do what)"));
+    };
+    let policy = config.acl.policy();
+    if !policy.enabled {
+        return Err(fail(exit::CONFIG, "[acl] enabled is false in the config; nothing to apply"));
+    }
+    let client = t.connect().await?;
+    let l = &t.layout;
+    let mut plan: Vec<(String, NodeKind)> = vec![
+        (l.election().to_string(), NodeKind::AgentParent),
+        (l.applications().to_string(), NodeKind::AgentParent),
+        (l.root().to_string(), NodeKind::AgentParent),
+        (l.requests(), NodeKind::RequestsParent),
+        (l.outcomes(), NodeKind::OutcomesParent),
+        (l.claims(), NodeKind::AgentParent),
+        (l.status_root(), NodeKind::StatusParent),
+        (l.meta_root(), NodeKind::AgentParent),
+    ];
+    for app in children_or_empty(&client, l.applications()).await? {
+        plan.push((t.versions_path(&app), NodeKind::AgentParent));
+        plan.push((l.meta(&app), NodeKind::AgentParent));
+        plan.push((l.status(&app), NodeKind::StatusParent));
+    }
+    let mut set = 0;
+    for (path, kind) in plan {
+        match client.set_acl(&path, &policy.acl_for(kind), None).await {
+            Ok(_) => {
+                set += 1;
+                println!("{path}: {kind:?}");
+            }
+            Err(zk::Error::NoNode) => {}
+            Err(zk::Error::NoAuth) => {
+                return Err(fail(exit::UNAVAILABLE, crate::acl::explain_noauth(&path, "set the ACL of", None)));
+            }
+            Err(e) => return Err(zk_fail(e)),
+        }
+    }
+    println!("ACLs set on {set} node(s)");
+    Ok(())
+}

@@ -124,11 +124,27 @@ pub enum Command {
         /// Only this application.
         app: Option<String>,
     },
+    /// ZooKeeper ACLs: print a digest identity, or apply the configured ACLs to an existing tree.
+    #[command(subcommand)]
+    Acl(AclCommand),
     /// Print a shell completion script (bash, zsh or fish).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `zkcoordctl acl ...`.
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Print the digest identity (`user:base64sha1`) for `user:password`, for the [acl] lists.
+    Digest {
+        /// `user:password`.
+        user_password: String,
+    },
+    /// Set the ACLs of the [acl] section on the nodes that exist (run as an identity with ADMIN
+    /// on them, e.g. the one that created them).
+    Init,
 }
 
 /// A failure with the exit code it maps to.
@@ -251,8 +267,17 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         clap_complete::generate(shell, &mut cmd, "zkcoordctl", &mut std::io::stdout());
         return Ok(());
     }
+    if let Command::Acl(AclCommand::Digest { user_password }) = &cli.command {
+        if !user_password.contains(':') {
+            return Err(fail(exit::USAGE, "expected user:password"));
+        }
+        println!("{}", crate::acl::digest_id(user_password));
+        return Ok(());
+    }
     let target = resolve(&cli)?;
     match cli.command {
+        Command::Acl(AclCommand::Init) => inspect::acl_init(&target).await,
+        Command::Acl(AclCommand::Digest { .. }) => unreachable!("handled above"),
         Command::Publish { app, file, message, timeout, wait } => {
             let data = publish::read_input(&file)?;
             publish::publish(&target, &app, data, message, timeout, wait).await
