@@ -2,8 +2,13 @@
 //! newest one. Re-lists after every wake-up and every reconnect (events alone can be missed),
 //! syncs before reading on a new session, never goes backwards, and coalesces bursts because it
 //! always takes the newest version at the moment it looks.
+//!
+//! The decisions and the pipeline live in [`Applier`]: one function decides whether a version
+//! needs applying, one applies it. [`AppFollower`] runs them on every wake-up;
+//! `zkcoordd --once` and `--dry-run` ([`crate::oneshot`]) run the same functions once.
 
-use crate::config::AppConfig;
+use crate::backoff::Backoff;
+use crate::config::{AppConfig, Config};
 use crate::install::{self, InstallResult};
 use crate::layout::{self, Layout, VersionId};
 use crate::registration::{self, NodeSpec};
@@ -12,32 +17,30 @@ use crate::session::{classify, ErrorKind, SessionHandle};
 use crate::state::{now_secs, Applied, StateStore};
 use crate::status::{ApplyResult, StatusReport};
 use crate::systemd::ReadyPart;
-use crate::backoff::Backoff;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-/// Everything one application's follower needs.
-pub struct AppFollower {
+/// One application's decide-and-apply logic, shared by the long-running follower and by
+/// `zkcoordd --once`/`--dry-run`, so a one-shot run behaves exactly like the daemon (same
+/// checks, same state file, same status report) without a second copy of the pipeline.
+pub struct Applier {
     /// The `[[app]]` entry.
     pub app: AppConfig,
     /// Where its versions live.
     pub versions: String,
     /// The layout (metadata and status paths).
     pub layout: Layout,
-    /// This host's node id, for the status node.
+    /// This host's node id, for the status report.
     pub node_id: String,
     /// Where applied versions are remembered.
     pub state: StateStore,
-    /// Told once the first look at ZooKeeper is done.
-    pub ready: ReadyPart,
-    /// Published to summarise this app in the daemon's STATUS line.
-    pub summary: watch::Sender<String>,
 }
 
-/// What the follower knows between wake-ups.
-struct Progress {
+/// What is known about one application between looks: what was applied, what failed, and the
+/// status report that says so.
+pub struct Progress {
     /// The last version installed here.
     applied: Option<Applied>,
     /// The version whose check or reload failed: not retried until a newer one comes.
@@ -52,9 +55,65 @@ struct Progress {
     report: StatusReport,
 }
 
-impl AppFollower {
-    /// Follows until `shutdown`; an apply in progress is finished first.
-    pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
+impl Progress {
+    /// The status report as it stands (what the status node would say).
+    pub fn report(&self) -> &StatusReport {
+        &self.report
+    }
+
+    /// The version this host applied, if any.
+    pub fn applied(&self) -> Option<&Applied> {
+        self.applied.as_ref()
+    }
+}
+
+/// The versions of an application as one listing saw them.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The newest version, if any was published.
+    pub newest: Option<VersionId>,
+    /// Identity of the version stream: the creation zxid of the versions' parent node.
+    pub stream: i64,
+}
+
+impl Listing {
+    fn new(children: &[String], parent: &zk::Stat) -> Listing {
+        Listing { newest: layout::newest_version(children), stream: parent.czxid }
+    }
+}
+
+/// A version's bytes, fetched and verified, or why they cannot be installed.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The version node was deleted meanwhile (pruned, or removed by an operator).
+    Gone,
+    /// The bytes must not be installed (over the size limit, or not matching their metadata).
+    Refused(String),
+    /// Bytes that passed every check, ready to install.
+    Verified {
+        /// The version's bytes.
+        bytes: Vec<u8>,
+        /// Their sha256, as lowercase hex.
+        sha256: String,
+        /// When the version node was created (ms since the epoch), for publish-to-apply latency.
+        ctime_ms: i64,
+    },
+}
+
+impl Applier {
+    /// The applier of `app` as `config` describes it.
+    pub fn new(config: &Config, app: &AppConfig) -> Applier {
+        Applier {
+            app: app.clone(),
+            versions: crate::agent::versions_path(config, &app.name),
+            layout: config.layout(),
+            node_id: config.node_id.clone(),
+            state: StateStore::new(&config.state_dir),
+        }
+    }
+
+    /// The starting point: what the state file says this host applied.
+    pub fn progress(&self) -> Progress {
         let applied = self.state.load(&self.app.name);
         let report = StatusReport {
             host: self.node_id.clone(),
@@ -67,108 +126,38 @@ impl AppFollower {
             error: None,
             time: now_secs(),
         };
-        let (status_tx, status_rx) = watch::channel(report.to_bytes());
-        let (reg_tx, _reg_rx) = watch::channel(None);
-        let spec = NodeSpec { parent: self.layout.status(&self.app.name), name: self.node_id.clone(), sequential: false };
-        let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
-        let mut p = Progress {
+        Progress {
             applied,
             failed: None,
             retry: None,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             synced: 0,
             report,
-        };
-        self.summarise(&p);
-        loop {
-            let Some((generation, client)) = (tokio::select! {
-                _ = shutdown.cancelled() => break,
-                c = session.connected() => c,
-            }) else {
-                break;
-            };
-            let waited = match self.look(&client, generation, &mut p, &status_tx).await {
-                Ok(wake) => {
-                    self.ready.mark();
-                    let retry = p.retry.map(tokio::time::sleep);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = wake => Ok(()),
-                        _ = session.changed() => Ok(()),
-                        _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => Ok(()),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = waited {
-                drop(client);
-                match classify(&e) {
-                    ErrorKind::SessionGone => session.wait_replaced(generation).await,
-                    ErrorKind::ConnectionLost => {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = session.settle(generation) => {}
-                        }
-                    }
-                    ErrorKind::Other => {
-                        tracing::warn!(app = %self.app.name, "reading versions failed: {e}; retrying in 1s");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            }
         }
-        let _ = keeper.await;
     }
 
-    /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
-    async fn look(
-        &self,
-        client: &zk::Client,
-        generation: u64,
-        p: &mut Progress,
-        status: &watch::Sender<Vec<u8>>,
-    ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, zk::Error> {
-        if p.synced != generation {
-            // A new session may be served by a lagging follower: catch it up before reading.
-            match client.sync(&self.versions).await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(e),
-            }
-            p.synced = generation;
+    /// Catches a freshly connected session up with the leader before reading (a new session
+    /// may be served by a lagging follower).
+    pub async fn sync(&self, client: &zk::Client) -> Result<(), zk::Error> {
+        match client.sync(&self.versions).await {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(e) => Err(e),
         }
-        let (children, parent, watcher) = match client.get_and_watch_children(&self.versions).await {
-            Ok(r) => r,
-            Err(zk::Error::NoNode) => {
-                // Nothing published yet: wait for the parent to appear.
-                let (stat, w) = client.check_and_watch_stat(&self.versions).await?;
-                if stat.is_some() {
-                    return Ok(Box::pin(async {}));
-                }
-                tracing::debug!(app = %self.app.name, path = %self.versions, "no versions yet; waiting for the node");
-                return Ok(Box::pin(async move {
-                    w.changed().await;
-                }));
-            }
-            Err(e) => return Err(e),
-        };
-        let wake = Box::pin(async move {
-            watcher.changed().await;
-        });
-        let Some(newest) = layout::newest_version(&children) else {
-            return Ok(wake);
-        };
-        if self.needs_apply(&newest, parent.czxid, p) {
-            self.apply(client, &newest, parent.czxid, p).await?;
-            status.send_replace(p.report.to_bytes());
-            self.summarise(p);
-        }
-        Ok(wake)
     }
 
-    fn needs_apply(&self, newest: &VersionId, stream: i64, p: &mut Progress) -> bool {
+    /// Lists the versions once, without a watch; None when the versions node does not exist.
+    pub async fn list(&self, client: &zk::Client) -> Result<Option<Listing>, zk::Error> {
+        match client.get_children(&self.versions).await {
+            Ok((children, parent)) => Ok(Some(Listing::new(&children, &parent))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `newest` (of version stream `stream`) should be applied now: it is newer than
+    /// what this host applied, the stream was re-created, or the destination drifted. A version
+    /// whose check or reload failed is not retried until a newer one comes.
+    pub fn needs_apply(&self, newest: &VersionId, stream: i64, p: &mut Progress) -> bool {
         if p.failed == Some(newest.seq) && p.retry.is_none() {
             return false;
         }
@@ -198,33 +187,44 @@ impl AppFollower {
         }
     }
 
-    /// Fetches, verifies and installs `v`, updating state and the status report.
-    async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
-        let name = &self.app.name;
+    /// Reads version `v` and its metadata and verifies size and hash. Reads only.
+    pub async fn fetch(&self, client: &zk::Client, v: &VersionId) -> Result<Fetched, zk::Error> {
         let (bytes, stat) = match client.get_data(&format!("{}/{}", self.versions, v.name)).await {
             Ok(r) => r,
-            Err(zk::Error::NoNode) => return Ok(()), // deleted meanwhile; the watch re-lists
+            Err(zk::Error::NoNode) => return Ok(Fetched::Gone),
             Err(e) => return Err(e),
         };
         let sha = request::sha256_hex(&bytes);
-        let meta: Option<VersionMeta> = match client.get_data(&format!("{}/{}", self.layout.meta(name), v.name)).await {
+        let meta: Option<VersionMeta> = match client.get_data(&format!("{}/{}", self.layout.meta(&self.app.name), v.name)).await {
             Ok((m, _)) => serde_json::from_slice(&m).ok(),
             Err(zk::Error::NoNode) => None,
             Err(e) => return Err(e),
         };
-        let refuse = if let Err(e) = request::check_size(bytes.len()) {
-            Some(e)
-        } else if let Some(m) = meta.as_ref().filter(|m| m.sha256 != sha) {
-            Some(format!("sha256 mismatch: metadata says {}, bytes hash to {sha}; not installing", m.sha256))
-        } else {
-            None
-        };
-        if let Some(reason) = refuse {
-            tracing::error!(app = %name, version = %v, "{reason}");
-            self.record_failure(p, v, ApplyResult::Error, reason, false);
-            return Ok(());
+        if let Err(e) = request::check_size(bytes.len()) {
+            return Ok(Fetched::Refused(e));
         }
-        let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - stat.ctime).max(0);
+        if let Some(m) = meta.as_ref().filter(|m| m.sha256 != sha) {
+            return Ok(Fetched::Refused(format!(
+                "sha256 mismatch: metadata says {}, bytes hash to {sha}; not installing",
+                m.sha256
+            )));
+        }
+        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
+    }
+
+    /// Fetches, verifies and installs `v`, updating state and the status report.
+    pub async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
+        let name = &self.app.name;
+        let (bytes, sha, ctime_ms) = match self.fetch(client, v).await? {
+            Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
+            Fetched::Refused(reason) => {
+                tracing::error!(app = %name, version = %v, "{reason}");
+                self.record_failure(p, v, ApplyResult::Error, reason, false);
+                return Ok(());
+            }
+            Fetched::Verified { bytes, sha256, ctime_ms } => (bytes, sha256, ctime_ms),
+        };
+        let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - ctime_ms).max(0);
         if install::holds(&self.app.dest, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
             self.record_success(p, v, stream, &sha);
@@ -285,15 +285,123 @@ impl AppFollower {
         p.report.error = Some(error);
         p.report.time = now_secs();
     }
+}
+
+/// Everything one application's follower needs.
+pub struct AppFollower {
+    /// Decides and applies; shared with `zkcoordd --once`.
+    pub applier: Applier,
+    /// Told once the first look at ZooKeeper is done.
+    pub ready: ReadyPart,
+    /// Published to summarise this app in the daemon's STATUS line.
+    pub summary: watch::Sender<String>,
+}
+
+impl AppFollower {
+    /// Follows until `shutdown`; an apply in progress is finished first.
+    pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
+        let a = &self.applier;
+        let mut p = a.progress();
+        let (status_tx, status_rx) = watch::channel(p.report.to_bytes());
+        let (reg_tx, _reg_rx) = watch::channel(None);
+        let spec = NodeSpec { parent: a.layout.status(&a.app.name), name: a.node_id.clone(), sequential: false };
+        let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
+        self.summarise(&p);
+        loop {
+            let Some((generation, client)) = (tokio::select! {
+                _ = shutdown.cancelled() => break,
+                c = session.connected() => c,
+            }) else {
+                break;
+            };
+            let waited = match self.look(&client, generation, &mut p, &status_tx).await {
+                Ok(wake) => {
+                    self.ready.mark();
+                    let retry = p.retry.map(tokio::time::sleep);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = wake => Ok(()),
+                        _ = session.changed() => Ok(()),
+                        _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => Ok(()),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = waited {
+                drop(client);
+                match classify(&e) {
+                    ErrorKind::SessionGone => session.wait_replaced(generation).await,
+                    ErrorKind::ConnectionLost => {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = session.settle(generation) => {}
+                        }
+                    }
+                    ErrorKind::Other => {
+                        tracing::warn!(app = %a.app.name, "reading versions failed: {e}; retrying in 1s");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        }
+        let _ = keeper.await;
+    }
+
+    /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
+    async fn look(
+        &self,
+        client: &zk::Client,
+        generation: u64,
+        p: &mut Progress,
+        status: &watch::Sender<Vec<u8>>,
+    ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, zk::Error> {
+        let a = &self.applier;
+        if p.synced != generation {
+            a.sync(client).await?;
+            p.synced = generation;
+        }
+        let (children, parent, watcher) = match client.get_and_watch_children(&a.versions).await {
+            Ok(r) => r,
+            Err(zk::Error::NoNode) => {
+                // Nothing published yet: wait for the parent to appear.
+                let (stat, w) = client.check_and_watch_stat(&a.versions).await?;
+                if stat.is_some() {
+                    return Ok(Box::pin(async {}));
+                }
+                tracing::debug!(app = %a.app.name, path = %a.versions, "no versions yet; waiting for the node");
+                return Ok(Box::pin(async move {
+                    w.changed().await;
+                }));
+            }
+            Err(e) => return Err(e),
+        };
+        let wake = Box::pin(async move {
+            watcher.changed().await;
+        });
+        let listing = Listing::new(&children, &parent);
+        let Some(newest) = listing.newest else {
+            return Ok(wake);
+        };
+        if a.needs_apply(&newest, listing.stream, p) {
+            a.apply(client, &newest, listing.stream, p).await?;
+            status.send_replace(p.report.to_bytes());
+            self.summarise(p);
+        }
+        Ok(wake)
+    }
 
     fn summarise(&self, p: &Progress) {
         let r = &p.report;
+        let name = &self.applier.app.name;
         let s = match (&r.version, r.result) {
-            (v, ApplyResult::Ok) => format!("{}={}", self.app.name, v.as_deref().unwrap_or("none")),
-            (_, ApplyResult::Pending) => format!("{}=waiting", self.app.name),
+            (v, ApplyResult::Ok) => format!("{}={}", name, v.as_deref().unwrap_or("none")),
+            (_, ApplyResult::Pending) => format!("{}=waiting", name),
             (v, res) => format!(
                 "{}={} ({} {})",
-                self.app.name,
+                name,
                 v.as_deref().unwrap_or("none"),
                 serde_json::to_value(res).ok().and_then(|x| x.as_str().map(String::from)).unwrap_or_default(),
                 r.attempted.as_deref().unwrap_or("")

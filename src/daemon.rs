@@ -3,14 +3,14 @@
 //! finished, session closed last so our ephemeral nodes vanish at once.
 
 use crate::agent;
-use crate::app::AppFollower;
+use crate::app::{AppFollower, Applier};
 use crate::config::{AppConfig, Config};
 use crate::election::{self, Leadership};
 use crate::logging::LogControl;
 use crate::registration::{self, NodeSpec, Registered};
 use crate::session::{self, SessionHandle};
 use crate::signals::{self, Request};
-use crate::state::{now_secs, StateStore};
+use crate::state::now_secs;
 use crate::systemd::{Notifier, ReadyGate};
 use crate::trigger::{self, TriggerSettings};
 use std::collections::BTreeMap;
@@ -151,15 +151,7 @@ impl Components {
 
     fn start_app(&self, config: &Config, app: &AppConfig) -> RunningApp {
         let (summary_tx, summary) = watch::channel(format!("{}=starting", app.name));
-        let follower = AppFollower {
-            versions: agent::versions_path(config, &app.name),
-            app: app.clone(),
-            layout: config.layout(),
-            node_id: config.node_id.clone(),
-            state: StateStore::new(&config.state_dir),
-            ready: self.gate.part(),
-            summary: summary_tx,
-        };
+        let follower = AppFollower { applier: Applier::new(config, app), ready: self.gate.part(), summary: summary_tx };
         let stop = self.work_stop.child_token();
         let task = tokio::spawn(follower.run(self.session.clone(), stop.clone()));
         RunningApp { config: app.clone(), stop, task, summary }

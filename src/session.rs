@@ -235,21 +235,59 @@ impl SessionSupervisor {
     }
 
     /// Drops our client and waits (briefly) for the crate to send CloseSession.
-    async fn close(&self, mut states: zk::StateWatcher) {
+    async fn close(&self, states: zk::StateWatcher) {
         let generation = self.tx.borrow().generation;
         self.publish(generation, Phase::Closed, None);
-        let closed = async {
-            loop {
-                if matches!(states.peek_state(), zk::SessionState::Closed | zk::SessionState::Expired) {
-                    return;
-                }
-                states.changed().await;
+        wait_closed(states).await;
+    }
+}
+
+/// How long a clean stop waits for the server to confirm that our session is closed.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Waits (briefly) until the session behind `states` is closed, once every client of it was
+/// dropped (the crate sends CloseSession then), so our ephemeral nodes vanish at once rather
+/// than one session timeout later.
+pub async fn wait_closed(mut states: zk::StateWatcher) {
+    let closed = async {
+        loop {
+            if matches!(states.peek_state(), zk::SessionState::Closed | zk::SessionState::Expired) {
+                return;
             }
-        };
-        match tokio::time::timeout(Duration::from_secs(3), closed).await {
-            Ok(()) => tracing::info!("ZooKeeper session closed"),
-            Err(_) => tracing::warn!("ZooKeeper session did not close within 3s; the server will expire it"),
+            states.changed().await;
         }
+    };
+    match tokio::time::timeout(CLOSE_PATIENCE, closed).await {
+        Ok(()) => tracing::info!("ZooKeeper session closed"),
+        Err(_) => tracing::warn!("ZooKeeper session did not close within {CLOSE_PATIENCE:?}; the server will expire it"),
+    }
+}
+
+/// Closes a session owned by one client (a one-shot run's): drops it and waits for the close.
+pub async fn close(client: zk::Client) {
+    let states = client.state_watcher();
+    drop(client);
+    wait_closed(states).await;
+}
+
+/// Connects, retrying with backoff until `patience` runs out: for one-shot runs, which must
+/// ride out a quorum election but give up on a ZooKeeper that is down. The error says what was
+/// tried and the last reason.
+pub async fn connect_within(hosts: &str, session_timeout: Duration, patience: Duration) -> Result<zk::Client, String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let why = match tokio::time::timeout_at(deadline, connect_once(hosts, session_timeout)).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        let delay = backoff.next_delay();
+        if tokio::time::Instant::now() + delay >= deadline {
+            return Err(format!("cannot reach ZooKeeper at {hosts} within {}: {why}", humantime::format_duration(patience)));
+        }
+        tracing::debug!(hosts, "cannot reach ZooKeeper ({why}); retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
     }
 }
 
