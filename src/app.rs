@@ -53,9 +53,17 @@ pub struct Progress {
     synced: u64,
     /// The current status report.
     report: StatusReport,
+    /// Why the last applied version could not be written to the state file, if it could not.
+    state_error: Option<String>,
 }
 
 impl Progress {
+    /// Why the state file could not record the last applied version (the next start would
+    /// then find the file in place and record it without a reload).
+    pub fn state_error(&self) -> Option<&str> {
+        self.state_error.as_deref()
+    }
+
     /// The status report as it stands (what the status node would say).
     pub fn report(&self) -> &StatusReport {
         &self.report
@@ -133,6 +141,7 @@ impl Applier {
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             synced: 0,
             report,
+            state_error: None,
         }
     }
 
@@ -259,7 +268,8 @@ impl Applier {
 
     fn record_success(&self, p: &mut Progress, v: &VersionId, stream: i64, sha: &str) {
         let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs(), stream };
-        if let Err(e) = self.state.store(&self.app.name, &applied) {
+        p.state_error = self.state.store(&self.app.name, &applied).err().map(|e| e.to_string());
+        if let Some(e) = &p.state_error {
             tracing::error!(app = %self.app.name, "cannot remember the applied version: {e}");
         }
         p.applied = Some(applied);

@@ -10,6 +10,7 @@
 //! - [`request`]: the publish request format shared by `zkcoordctl`, the trigger and the agent.
 //! - [`trigger`]: the legacy `add|<data>` TCP listener.
 //! - [`app`]: watches an application's versions and applies the newest.
+//! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
 //! - [`install`]: atomic write, check, reload, rollback.
 //! - [`hooks`]: runs check and reload commands with a timeout.
 //! - [`state`]: what this host applied, remembered across restarts.
@@ -37,6 +38,7 @@ pub mod hooks;
 pub mod install;
 pub mod layout;
 pub mod logging;
+pub mod oneshot;
 pub mod registration;
 pub mod request;
 pub mod session;

@@ -233,3 +233,43 @@ pub fn assert_one_leader_at_a_time(agents: &[(&str, Vec<(u64, u64)>)]) {
         );
     }
 }
+
+/// A `zkcoordd --config <d's config> <args>` command for a one-shot mode (`--once`,
+/// `--dry-run`), with the log at its default level and no systemd in its environment.
+pub fn oneshot_command(d: &Daemon, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(daemon_bin());
+    cmd.arg("--config").arg(d.config_path()).args(args).current_dir(d.dir()).env("NO_COLOR", "1");
+    for k in ["RUST_LOG", "ZKCOORD_LOG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "INVOCATION_ID"] {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+/// Runs a one-shot `zkcoordd` to completion (killed after 60 s) off the async runtime's worker
+/// thread; returns its output and how long it took.
+pub async fn zkcoordd_oneshot(d: &Daemon, args: &[&str]) -> (Output, Duration) {
+    let cmd = oneshot_command(d, args);
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let out = run_with_timeout(cmd, b"", Duration::from_secs(60));
+        (out, started.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+impl Spec {
+    /// A daemon directory with `{dir}/www` and this config, not started: for one-shot runs, or
+    /// to start later with `spawn()`.
+    pub fn prepare(&self) -> Daemon {
+        let d = Daemon::prepare(&self.node);
+        std::fs::create_dir_all(d.dir().join("www")).unwrap();
+        d.set_config(&self.toml());
+        d
+    }
+}
+
+/// Where an app daemon remembers what it applied to APP.
+pub fn state_file(d: &Daemon) -> PathBuf {
+    d.dir().join(format!("state/{APP}.json"))
+}
