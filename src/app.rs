@@ -11,12 +11,14 @@ use crate::backoff::Backoff;
 use crate::config::{AppConfig, Config};
 use crate::install::{self, InstallResult};
 use crate::layout::{self, Layout, VersionId};
+use crate::metrics::Metrics;
 use crate::registration::{self, NodeSpec};
 use crate::request::{self, VersionMeta};
 use crate::session::{classify, ErrorKind, SessionHandle};
 use crate::state::{now_secs, Applied, StateStore};
 use crate::status::{ApplyResult, StatusReport};
 use crate::systemd::ReadyPart;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +38,8 @@ pub struct Applier {
     pub node_id: String,
     /// Where applied versions are remembered.
     pub state: StateStore,
+    /// Where applies, hook durations, latency and versions behind are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What is known about one application between looks: what was applied, what failed, and the
@@ -82,11 +86,24 @@ pub struct Listing {
     pub newest: Option<VersionId>,
     /// Identity of the version stream: the creation zxid of the versions' parent node.
     pub stream: i64,
+    /// Every version's sequence number, to count how far behind this host is.
+    seqs: Vec<u64>,
 }
 
 impl Listing {
     fn new(children: &[String], parent: &zk::Stat) -> Listing {
-        Listing { newest: layout::newest_version(children), stream: parent.czxid }
+        let versions = layout::versions(children);
+        Listing { newest: versions.last().cloned(), stream: parent.czxid, seqs: versions.iter().map(|v| v.seq).collect() }
+    }
+
+    /// How many listed versions are newer than what `p` says was applied (all of them when
+    /// nothing was, or when the applied version belongs to another stream). Counting versions,
+    /// not subtracting sequence numbers, because sequence numbers have gaps.
+    pub fn behind(&self, p: &Progress) -> u64 {
+        match &p.applied {
+            Some(a) if a.stream == self.stream || a.stream == 0 => self.seqs.iter().filter(|s| **s > a.seq).count() as u64,
+            _ => self.seqs.len() as u64,
+        }
     }
 }
 
@@ -110,13 +127,14 @@ pub enum Fetched {
 
 impl Applier {
     /// The applier of `app` as `config` describes it.
-    pub fn new(config: &Config, app: &AppConfig) -> Applier {
+    pub fn new(config: &Config, app: &AppConfig, metrics: Arc<Metrics>) -> Applier {
         Applier {
             app: app.clone(),
             versions: crate::agent::versions_path(config, &app.name),
             layout: config.layout(),
             node_id: config.node_id.clone(),
             state: StateStore::new(&config.state_dir),
+            metrics,
         }
     }
 
@@ -234,18 +252,20 @@ impl Applier {
             Fetched::Verified { bytes, sha256, ctime_ms } => (bytes, sha256, ctime_ms),
         };
         let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - ctime_ms).max(0);
+        let since_publish = Duration::from_millis(age_ms as u64);
         if install::holds(&self.app.dest, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
             self.record_success(p, v, stream, &sha);
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
-        match install::install(&self.app, bytes).await {
+        match install::install(&self.app, bytes, &self.metrics).await {
             Ok(InstallResult::Applied { reload }) => {
                 if let Some(r) = reload.filter(|r| !r.output.trim().is_empty()) {
                     tracing::info!(app = %name, "reload said: {}", r.output.trim());
                 }
                 tracing::info!(app = %name, version = %v, dest = %self.app.dest.display(), since_publish_ms = age_ms, "applied");
+                self.metrics.applied_after(name, since_publish);
                 self.record_success(p, v, stream, &sha);
             }
             Ok(InstallResult::CheckFailed(why)) => {
@@ -282,6 +302,7 @@ impl Applier {
         p.report.attempted = None;
         p.report.error = None;
         p.report.time = now_secs();
+        self.metrics.apply_finished(&self.app.name, ApplyResult::Ok);
     }
 
     fn record_failure(&self, p: &mut Progress, v: &VersionId, result: ApplyResult, error: String, retry: bool) {
@@ -294,6 +315,7 @@ impl Applier {
         p.report.attempted = Some(v.name.clone());
         p.report.error = Some(error);
         p.report.time = now_secs();
+        self.metrics.apply_finished(&self.app.name, result);
     }
 }
 
@@ -316,6 +338,7 @@ impl AppFollower {
         let (reg_tx, _reg_rx) = watch::channel(None);
         let spec = NodeSpec { parent: a.layout.status(&a.app.name), name: a.node_id.clone(), sequential: false };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
+        a.metrics.app_started(&a.app.name);
         self.summarise(&p);
         loop {
             let Some((generation, client)) = (tokio::select! {
@@ -358,6 +381,7 @@ impl AppFollower {
             }
         }
         let _ = keeper.await;
+        a.metrics.app_stopped(&a.app.name);
     }
 
     /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
@@ -392,11 +416,13 @@ impl AppFollower {
             watcher.changed().await;
         });
         let listing = Listing::new(&children, &parent);
-        let Some(newest) = listing.newest else {
+        a.metrics.versions_behind(&a.app.name, listing.behind(p));
+        let Some(newest) = listing.newest.clone() else {
             return Ok(wake);
         };
         if a.needs_apply(&newest, listing.stream, p) {
             a.apply(client, &newest, listing.stream, p).await?;
+            a.metrics.versions_behind(&a.app.name, listing.behind(p));
             status.send_replace(p.report.to_bytes());
             self.summarise(p);
         }

@@ -7,6 +7,7 @@ use crate::app::{AppFollower, Applier};
 use crate::config::{AppConfig, Config};
 use crate::election::{self, Leadership};
 use crate::logging::LogControl;
+use crate::metrics::Metrics;
 use crate::registration::{self, NodeSpec, Registered};
 use crate::session::{self, SessionHandle};
 use crate::signals::{self, Request};
@@ -74,10 +75,12 @@ struct Components {
     apps: BTreeMap<String, RunningApp>,
     /// Counts components that still owe their first sync (for READY).
     gate: ReadyGate,
+    /// Shared with every component, which records its own events.
+    metrics: Arc<Metrics>,
 }
 
 impl Components {
-    fn start(config: Arc<Config>, session: SessionHandle) -> Components {
+    fn start(config: Arc<Config>, session: SessionHandle, metrics: Arc<Metrics>) -> Components {
         let (lead_tx, lead_rx) = watch::channel(Leadership::Standby);
         let mut c = Components {
             config: config.clone(),
@@ -88,6 +91,7 @@ impl Components {
             intake: None,
             apps: BTreeMap::new(),
             gate: ReadyGate::new(),
+            metrics,
         };
         if config.role.runs_agent() {
             c.start_election(lead_tx);
@@ -131,13 +135,14 @@ impl Components {
             reg_rx,
             lead_tx,
             self.gate.part(),
+            self.metrics.clone(),
             self.work_stop.clone(),
         ));
     }
 
     fn start_intake(&self, config: &Arc<Config>) -> RunningIntake {
         let stop = self.work_stop.child_token();
-        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), stop.clone()))];
+        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), self.metrics.clone(), stop.clone()))];
         if let (Some(listen), Some(app)) = (&config.agent.trigger_listen, &config.agent.trigger_app) {
             let settings = TriggerSettings {
                 listen: listen.parse().expect("validated at load"),
@@ -151,7 +156,7 @@ impl Components {
 
     fn start_app(&self, config: &Config, app: &AppConfig) -> RunningApp {
         let (summary_tx, summary) = watch::channel(format!("{}=starting", app.name));
-        let follower = AppFollower { applier: Applier::new(config, app), ready: self.gate.part(), summary: summary_tx };
+        let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), summary: summary_tx };
         let stop = self.work_stop.child_token();
         let task = tokio::spawn(follower.run(self.session.clone(), stop.clone()));
         RunningApp { config: app.clone(), stop, task, summary }
@@ -269,10 +274,11 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
     let config = Arc::new(config);
     tracing::info!(role = %config.role, node = %config.node_id, hosts = %config.zookeeper.hosts, config = %config_path.display(), "zkcoordd starting");
 
-    let (supervisor, session) = session::channel();
+    let metrics = Arc::new(Metrics::new());
+    let (supervisor, session) = session::channel(metrics.clone());
     let session_stop = CancellationToken::new();
     let supervisor_task = tokio::spawn(supervisor.supervise(config.zookeeper.clone(), session_stop.clone()));
-    let mut components = Components::start(config.clone(), session.clone());
+    let mut components = Components::start(config.clone(), session.clone(), metrics.clone());
     let mut status_task = spawn_status(&components, notifier, session.clone(), true);
 
     // The watchdog is fed from this loop, and only while every component is alive: a wedged

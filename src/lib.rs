@@ -15,6 +15,7 @@
 //! - [`hooks`]: runs check and reload commands with a timeout.
 //! - [`state`]: what this host applied, remembered across restarts.
 //! - [`status`]: the per-host status report.
+//! - [`metrics`]: counters, gauges and histograms for `/metrics`, recorded where events happen.
 //! - [`systemd`]: sd_notify messages.
 //! - [`signals`]: Unix signals turned into messages.
 //! - [`daemon`]: wires the above into `zkcoordd`.
@@ -38,6 +39,7 @@ pub mod hooks;
 pub mod install;
 pub mod layout;
 pub mod logging;
+pub mod metrics;
 pub mod oneshot;
 pub mod registration;
 pub mod request;

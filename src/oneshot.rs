@@ -15,7 +15,9 @@ use crate::install;
 use crate::layout::VersionId;
 use crate::session;
 use crate::status::ApplyResult;
+use crate::metrics::Metrics;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -51,9 +53,11 @@ pub async fn once(config: &Config) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Recorded as the daemon records them, and dropped: a one-shot run serves no /metrics.
+    let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
     for app in &config.apps {
-        let applier = Applier::new(config, app);
+        let applier = Applier::new(config, app, metrics.clone());
         match apply_once(&applier, &client).await {
             Ok(Outcome::UpToDate(v)) => println!("{}: up to date at {v}", app.name),
             Ok(Outcome::NothingPublished) => println!("{}: nothing published yet at {}", app.name, applier.versions),
@@ -119,9 +123,10 @@ pub async fn dry_run(config: &Config) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
     for app in &config.apps {
-        let applier = Applier::new(config, app);
+        let applier = Applier::new(config, app, metrics.clone());
         match describe(&applier, &client).await {
             Ok(text) => print!("{text}"),
             Err(e) => {

@@ -5,6 +5,8 @@
 
 use crate::backoff::Backoff;
 use crate::config::ZkConfig;
+use crate::metrics::Metrics;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -144,12 +146,15 @@ impl SessionHandle {
 pub struct SessionSupervisor {
     /// Where views are published.
     tx: watch::Sender<SessionView>,
+    /// Records state changes, reconnects and expiries as they are published.
+    metrics: Arc<Metrics>,
 }
 
 /// A supervisor and the first handle on it.
-pub fn channel() -> (SessionSupervisor, SessionHandle) {
+pub fn channel(metrics: Arc<Metrics>) -> (SessionSupervisor, SessionHandle) {
     let (tx, rx) = watch::channel(SessionView { generation: 0, phase: Phase::Connecting, client: None });
-    (SessionSupervisor { tx }, SessionHandle { rx })
+    metrics.session_phase(Phase::Connecting);
+    (SessionSupervisor { tx, metrics }, SessionHandle { rx })
 }
 
 /// Opens one session, failing fast when no server answers so the caller's backoff decides.
@@ -188,6 +193,7 @@ impl SessionSupervisor {
             failures = 0;
             backoff.reset();
             generation += 1;
+            self.metrics.session_established();
             let mut states = client.state_watcher();
             tracing::info!(
                 session = %client.session_id(),
@@ -206,6 +212,9 @@ impl SessionSupervisor {
                         }
                         zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                             tracing::info!(generation, "ZooKeeper connection re-established; same session");
+                            if self.tx.borrow().phase == Phase::Disconnected {
+                                self.metrics.session_reconnected();
+                            }
                             self.set_phase(Phase::Connected);
                         }
                         terminal => break Some(terminal),
@@ -219,6 +228,7 @@ impl SessionSupervisor {
                 }
                 Some(state) => {
                     tracing::warn!(generation, "ZooKeeper session ended ({state}); building a new one");
+                    self.metrics.session_expired();
                     self.publish(generation, Phase::Expired, None);
                 }
             }
@@ -227,10 +237,12 @@ impl SessionSupervisor {
     }
 
     fn publish(&self, generation: u64, phase: Phase, client: Option<zk::Client>) {
+        self.metrics.session_phase(phase);
         self.tx.send_replace(SessionView { generation, phase, client });
     }
 
     fn set_phase(&self, phase: Phase) {
+        self.metrics.session_phase(phase);
         self.tx.send_modify(|v| v.phase = phase);
     }
 
