@@ -319,14 +319,95 @@ impl Applier {
     }
 }
 
+/// How one application stands, as its follower last saw it. The daemon's STATUS line and
+/// `/healthz` both read it, so they never disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppView {
+    /// The application.
+    pub name: String,
+    /// The status report (applied version, last result, attempted version, error); None until
+    /// the follower has read its state file.
+    pub report: Option<StatusReport>,
+    /// Whether the follower has listed the versions at least once.
+    pub looked: bool,
+    /// Whether an apply is running right now.
+    pub applying: bool,
+    /// The newest version at the last look.
+    pub newest: Option<String>,
+    /// Versions newer than the applied one at the last look.
+    pub behind: u64,
+    /// Whether a failed apply will be tried again without a new publish (write errors back off
+    /// and retry; a failed check or reload waits for a newer version).
+    pub retrying: bool,
+}
+
+impl AppView {
+    /// The view of an app whose follower has not started yet.
+    pub fn starting(name: &str) -> AppView {
+        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false }
+    }
+
+    /// This app's part of the STATUS line: `nginxconf=conf-0000000012`,
+    /// `nginxconf=conf-0000000011 (check-failed conf-0000000012)`, `nginxconf=waiting`.
+    pub fn summary(&self) -> String {
+        let name = &self.name;
+        let Some(r) = &self.report else {
+            return format!("{name}=starting");
+        };
+        match (&r.version, r.result) {
+            (v, ApplyResult::Ok) => format!("{name}={}", v.as_deref().unwrap_or("none")),
+            (_, ApplyResult::Pending) => format!("{name}=waiting"),
+            (v, res) => format!(
+                "{name}={} ({} {})",
+                v.as_deref().unwrap_or("none"),
+                res.as_str(),
+                r.attempted.as_deref().unwrap_or("")
+            ),
+        }
+    }
+
+    /// Whether this app is healthy: Ok when it is at the newest version it saw, or on its way
+    /// there (an apply running, or a write error being retried); otherwise one line saying why
+    /// not. A version whose check or reload failed is not healthy for as long as it stays the
+    /// newest: the host then runs an older version and will not try again by itself.
+    pub fn health(&self) -> Result<(), String> {
+        let name = &self.name;
+        let Some(r) = self.report.as_ref().filter(|_| self.looked) else {
+            return Err(format!("app {name}: not yet synced with ZooKeeper"));
+        };
+        if self.behind == 0 || self.applying || self.retrying {
+            return Ok(());
+        }
+        match (r.result, &r.attempted) {
+            (ApplyResult::Ok | ApplyResult::Pending, _) | (_, None) => Err(format!(
+                "app {name}: {} version(s) behind, newest {}",
+                self.behind,
+                self.newest.as_deref().unwrap_or("unknown")
+            )),
+            (result, Some(attempted)) => Err(format!("app {name}: {} {attempted}", result.as_str())),
+        }
+    }
+}
+
+/// What the follower saw at its last look, for its view.
+#[derive(Debug, Default)]
+struct Seen {
+    /// At least one look finished.
+    looked: bool,
+    /// The newest version, if any.
+    newest: Option<String>,
+    /// Versions newer than the applied one.
+    behind: u64,
+}
+
 /// Everything one application's follower needs.
 pub struct AppFollower {
     /// Decides and applies; shared with `zkcoordd --once`.
     pub applier: Applier,
     /// Told once the first look at ZooKeeper is done.
     pub ready: ReadyPart,
-    /// Published to summarise this app in the daemon's STATUS line.
-    pub summary: watch::Sender<String>,
+    /// Where this app's view is published, for STATUS and `/healthz`.
+    pub view: watch::Sender<AppView>,
 }
 
 impl AppFollower {
@@ -334,12 +415,13 @@ impl AppFollower {
     pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
         let a = &self.applier;
         let mut p = a.progress();
+        let mut seen = Seen::default();
         let (status_tx, status_rx) = watch::channel(p.report.to_bytes());
         let (reg_tx, _reg_rx) = watch::channel(None);
         let spec = NodeSpec { parent: a.layout.status(&a.app.name), name: a.node_id.clone(), sequential: false };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
         a.metrics.app_started(&a.app.name);
-        self.summarise(&p);
+        self.publish(&p, &seen, false);
         loop {
             let Some((generation, client)) = (tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -347,7 +429,7 @@ impl AppFollower {
             }) else {
                 break;
             };
-            let waited = match self.look(&client, generation, &mut p, &status_tx).await {
+            let waited = match self.look(&client, generation, &mut p, &mut seen, &status_tx).await {
                 Ok(wake) => {
                     self.ready.mark();
                     let retry = p.retry.map(tokio::time::sleep);
@@ -390,6 +472,7 @@ impl AppFollower {
         client: &zk::Client,
         generation: u64,
         p: &mut Progress,
+        seen: &mut Seen,
         status: &watch::Sender<Vec<u8>>,
     ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, zk::Error> {
         let a = &self.applier;
@@ -406,6 +489,8 @@ impl AppFollower {
                     return Ok(Box::pin(async {}));
                 }
                 tracing::debug!(app = %a.app.name, path = %a.versions, "no versions yet; waiting for the node");
+                *seen = Seen { looked: true, newest: None, behind: 0 };
+                self.publish(p, seen, false);
                 return Ok(Box::pin(async move {
                     w.changed().await;
                 }));
@@ -416,33 +501,77 @@ impl AppFollower {
             watcher.changed().await;
         });
         let listing = Listing::new(&children, &parent);
-        a.metrics.versions_behind(&a.app.name, listing.behind(p));
-        let Some(newest) = listing.newest.clone() else {
-            return Ok(wake);
-        };
-        if a.needs_apply(&newest, listing.stream, p) {
-            a.apply(client, &newest, listing.stream, p).await?;
-            a.metrics.versions_behind(&a.app.name, listing.behind(p));
-            status.send_replace(p.report.to_bytes());
-            self.summarise(p);
+        *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
+        if let Some(newest) = listing.newest.clone() {
+            if a.needs_apply(&newest, listing.stream, p) {
+                self.publish(p, seen, true);
+                a.apply(client, &newest, listing.stream, p).await?;
+                seen.behind = listing.behind(p);
+                status.send_replace(p.report.to_bytes());
+            }
         }
+        self.publish(p, seen, false);
         Ok(wake)
     }
 
-    fn summarise(&self, p: &Progress) {
-        let r = &p.report;
-        let name = &self.applier.app.name;
-        let s = match (&r.version, r.result) {
-            (v, ApplyResult::Ok) => format!("{}={}", name, v.as_deref().unwrap_or("none")),
-            (_, ApplyResult::Pending) => format!("{}=waiting", name),
-            (v, res) => format!(
-                "{}={} ({} {})",
-                name,
-                v.as_deref().unwrap_or("none"),
-                serde_json::to_value(res).ok().and_then(|x| x.as_str().map(String::from)).unwrap_or_default(),
-                r.attempted.as_deref().unwrap_or("")
-            ),
+    /// Publishes this app's view (when it changed) and its versions-behind gauge.
+    fn publish(&self, p: &Progress, seen: &Seen, applying: bool) {
+        let a = &self.applier;
+        a.metrics.versions_behind(&a.app.name, seen.behind);
+        let view = AppView {
+            name: a.app.name.clone(),
+            report: Some(p.report.clone()),
+            looked: seen.looked,
+            applying,
+            newest: seen.newest.clone(),
+            behind: seen.behind,
+            retrying: p.retry.is_some(),
         };
-        self.summary.send_replace(s);
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(result: ApplyResult, behind: u64, retrying: bool) -> AppView {
+        AppView {
+            name: "web".into(),
+            report: Some(StatusReport {
+                host: "h".into(),
+                pid: 1,
+                app: "web".into(),
+                version: Some("conf-0000000001".into()),
+                sha256: None,
+                result,
+                attempted: (result != ApplyResult::Ok).then(|| "conf-0000000002".into()),
+                error: None,
+                time: 0,
+            }),
+            looked: true,
+            applying: false,
+            newest: Some("conf-0000000002".into()),
+            behind,
+            retrying,
+        }
+    }
+
+    #[test]
+    fn health_is_the_newest_or_on_the_way_there() {
+        assert_eq!(view(ApplyResult::Ok, 0, false).health(), Ok(()));
+        assert_eq!(view(ApplyResult::Error, 1, true).health(), Ok(()), "a write error being retried");
+        assert_eq!(view(ApplyResult::CheckFailed, 1, false).health(), Err("app web: check-failed conf-0000000002".into()));
+        assert_eq!(view(ApplyResult::ReloadFailed, 1, false).health(), Err("app web: reload-failed conf-0000000002".into()));
+        let mut applying = view(ApplyResult::CheckFailed, 2, false);
+        applying.applying = true;
+        assert_eq!(applying.health(), Ok(()), "a newer version is being applied");
+        assert!(AppView::starting("web").health().unwrap_err().contains("not yet synced"));
+        assert_eq!(AppView::starting("web").summary(), "web=starting");
+        assert_eq!(view(ApplyResult::CheckFailed, 1, false).summary(), "web=conf-0000000001 (check-failed conf-0000000002)");
     }
 }

@@ -1,9 +1,11 @@
-//! `zkcoordd`: starts the session supervisor and the components the role asks for, tells
-//! systemd how things stand, applies SIGHUP reloads, and stops cleanly: intake first, applies
-//! finished, session closed last so our ephemeral nodes vanish at once.
+//! `zkcoordd`: starts the session supervisor and the components the role asks for (and the
+//! HTTP listener when configured), tells systemd how things stand, applies SIGHUP reloads, and
+//! stops cleanly: intake first, applies finished, session closed last so our ephemeral nodes
+//! vanish at once.
 
 use crate::agent;
-use crate::app::{AppFollower, Applier};
+use crate::app::{AppFollower, AppView, Applier};
+use crate::http::{self, HttpState};
 use crate::config::{AppConfig, Config};
 use crate::election::{self, Leadership};
 use crate::logging::LogControl;
@@ -45,8 +47,16 @@ struct RunningApp {
     stop: CancellationToken,
     /// Its task.
     task: JoinHandle<()>,
-    /// Its one-line summary for STATUS.
-    summary: watch::Receiver<String>,
+    /// How it stands, for STATUS and `/healthz`.
+    view: watch::Receiver<AppView>,
+}
+
+/// The HTTP listener, restartable by a reload that changes `[http]`.
+struct RunningHttp {
+    /// Stops it.
+    stop: CancellationToken,
+    /// Its task.
+    task: JoinHandle<()>,
 }
 
 /// The agent's restartable part: intake and the legacy trigger (the election stays up).
@@ -77,6 +87,10 @@ struct Components {
     gate: ReadyGate,
     /// Shared with every component, which records its own events.
     metrics: Arc<Metrics>,
+    /// The HTTP listener, if `[http] listen` is set.
+    http: Option<RunningHttp>,
+    /// The followers' views as the HTTP listener reads them; replaced when apps change.
+    views: watch::Sender<Vec<watch::Receiver<AppView>>>,
 }
 
 impl Components {
@@ -92,6 +106,8 @@ impl Components {
             apps: BTreeMap::new(),
             gate: ReadyGate::new(),
             metrics,
+            http: None,
+            views: watch::Sender::new(Vec::new()),
         };
         if config.role.runs_agent() {
             c.start_election(lead_tx);
@@ -103,7 +119,23 @@ impl Components {
                 c.apps.insert(app.name.clone(), running);
             }
         }
+        c.publish_views();
+        c.http = c.start_http(&config);
         c
+    }
+
+    /// Starts the HTTP listener if the config asks for one.
+    fn start_http(&self, config: &Config) -> Option<RunningHttp> {
+        let listen = config.http.listen.as_ref()?.parse().expect("validated at load");
+        let state = HttpState { metrics: self.metrics.clone(), session: self.session.clone(), apps: self.views.subscribe() };
+        let stop = self.work_stop.child_token();
+        let task = tokio::spawn(http::run(listen, state, stop.clone()));
+        Some(RunningHttp { stop, task })
+    }
+
+    /// Tells the HTTP listener which followers run now.
+    fn publish_views(&self) {
+        self.views.send_replace(self.apps.values().map(|a| a.view.clone()).collect());
     }
 
     fn start_election(&mut self, lead_tx: watch::Sender<Leadership>) {
@@ -155,15 +187,16 @@ impl Components {
     }
 
     fn start_app(&self, config: &Config, app: &AppConfig) -> RunningApp {
-        let (summary_tx, summary) = watch::channel(format!("{}=starting", app.name));
-        let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), summary: summary_tx };
+        let (view_tx, view) = watch::channel(AppView::starting(&app.name));
+        let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), view: view_tx };
         let stop = self.work_stop.child_token();
         let task = tokio::spawn(follower.run(self.session.clone(), stop.clone()));
-        RunningApp { config: app.clone(), stop, task, summary }
+        RunningApp { config: app.clone(), stop, task, view }
     }
 
-    /// Applies a new configuration: apps added, removed or changed, intake settings, log level.
-    /// Keys that need a new session or a new election are refused with a message.
+    /// Applies a new configuration: apps added, removed or changed, intake settings, log level,
+    /// the HTTP listener. Keys that need a new session or a new election are refused with a
+    /// message.
     async fn apply(&mut self, new: Config, log: &LogControl) -> Result<Vec<String>, String> {
         let old = self.config.clone();
         let fixed = [
@@ -218,6 +251,20 @@ impl Components {
             for name in stale.iter().filter(|n| !wanted.contains_key(n.as_str())) {
                 changes.push(format!("app {name} removed"));
             }
+            self.publish_views();
+        }
+        if old.http != new.http {
+            if let Some(running) = self.http.take() {
+                running.stop.cancel();
+                if tokio::time::timeout(Duration::from_secs(5), running.task).await.is_err() {
+                    tracing::warn!("the old HTTP listener did not stop within 5s");
+                }
+            }
+            self.http = self.start_http(&new);
+            changes.push(match &new.http.listen {
+                Some(listen) => format!("http listener on {listen}"),
+                None => "http listener stopped".into(),
+            });
         }
         self.config = new;
         Ok(changes)
@@ -234,11 +281,14 @@ impl Components {
         if self.intake.as_ref().is_some_and(|i| i.tasks.iter().any(|t| t.is_finished())) {
             return Some("agent intake ended".into());
         }
+        if self.http.as_ref().is_some_and(|h| h.task.is_finished()) {
+            return Some("the HTTP listener ended".into());
+        }
         None
     }
 
-    fn summaries(&self) -> Vec<watch::Receiver<String>> {
-        self.apps.values().map(|a| a.summary.clone()).collect()
+    fn summaries(&self) -> Vec<watch::Receiver<AppView>> {
+        self.apps.values().map(|a| a.view.clone()).collect()
     }
 
     /// Stops everything, waiting for applies in progress (bounded by the hook timeouts).
@@ -248,6 +298,9 @@ impl Components {
         let mut handles: Vec<JoinHandle<()>> = self.apps.into_values().map(|a| a.task).collect();
         if let Some(intake) = self.intake.take() {
             handles.extend(intake.tasks);
+        }
+        if let Some(http) = self.http.take() {
+            handles.push(http.task);
         }
         let drain = async {
             for h in handles {
@@ -343,13 +396,16 @@ async fn report_status(
     notifier: Notifier,
     mut session: SessionHandle,
     mut leadership: watch::Receiver<Leadership>,
-    mut summaries: Vec<watch::Receiver<String>>,
+    mut summaries: Vec<watch::Receiver<AppView>>,
     gate: ReadyGate,
     starting: bool,
 ) {
     let start_timeout = config.zookeeper.start_timeout;
     let ready_at = tokio::time::Instant::now() + start_timeout;
     let mut ready_sent = false;
+    // An app's view changes more often than its summary (an apply starting, say): STATUS is
+    // sent when the line changes.
+    let mut last_line = String::new();
     loop {
         let line = status_line(&config, &mut session, &mut leadership, &mut summaries);
         if !ready_sent {
@@ -363,12 +419,13 @@ async fn report_status(
                 notifier.ready(&why);
                 ready_sent = true;
                 tracing::warn!("{why}");
-            } else {
+            } else if line != last_line {
                 notifier.status(&line);
             }
-        } else {
+        } else if line != last_line {
             notifier.status(&line);
         }
+        last_line = line;
         tokio::select! {
             _ = session.changed() => {}
             _ = leadership.changed() => {}
@@ -384,7 +441,7 @@ fn status_line(
     config: &Config,
     session: &mut SessionHandle,
     leadership: &mut watch::Receiver<Leadership>,
-    summaries: &mut [watch::Receiver<String>],
+    summaries: &mut [watch::Receiver<AppView>],
 ) -> String {
     let view = session.current();
     let mut line = format!("{} {}", config.role, view.phase);
@@ -396,12 +453,12 @@ fn status_line(
     }
     for s in summaries.iter_mut() {
         line.push_str("; ");
-        line.push_str(&s.borrow_and_update());
+        line.push_str(&s.borrow_and_update().summary());
     }
     line
 }
 
-async fn any_changed(summaries: &mut [watch::Receiver<String>]) {
+async fn any_changed(summaries: &mut [watch::Receiver<AppView>]) {
     if summaries.is_empty() {
         return std::future::pending().await;
     }

@@ -16,6 +16,7 @@
 //! - [`state`]: what this host applied, remembered across restarts.
 //! - [`status`]: the per-host status report.
 //! - [`metrics`]: counters, gauges and histograms for `/metrics`, recorded where events happen.
+//! - [`http`]: the optional `/healthz` and `/metrics` listener.
 //! - [`systemd`]: sd_notify messages.
 //! - [`signals`]: Unix signals turned into messages.
 //! - [`daemon`]: wires the above into `zkcoordd`.
@@ -36,6 +37,7 @@ pub mod daemon;
 pub mod election;
 pub mod exit;
 pub mod hooks;
+pub mod http;
 pub mod install;
 pub mod layout;
 pub mod logging;

@@ -105,7 +105,7 @@ async fn apply_once(applier: &Applier, client: &zk::Client) -> Result<Outcome, z
         }
         result => Outcome::Failed(format!(
             "{} {}: {}; the old file is kept",
-            result_name(result),
+            result.as_str(),
             r.attempted.as_deref().unwrap_or(&newest.name),
             r.error.as_deref().unwrap_or("no reason given")
         )),
@@ -226,11 +226,6 @@ async fn newest(applier: &Applier, client: &zk::Client) -> Result<Option<(Versio
 /// What this host runs, for "up to date at ...".
 fn applied_name(p: &Progress, newest: &VersionId) -> String {
     p.applied().map(|a| a.version.clone()).unwrap_or_else(|| newest.name.clone())
-}
-
-/// The kebab-case name of a result, as the status node spells it.
-fn result_name(r: ApplyResult) -> String {
-    serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -135,6 +135,11 @@ impl SessionHandle {
         let _ = tokio::time::timeout(Duration::from_secs(2), replaced).await;
     }
 
+    /// The phase right now, without marking it seen (for readers that do not wait on changes).
+    pub fn phase(&self) -> Phase {
+        self.rx.borrow().phase
+    }
+
     /// True while session `generation` is connected; components acting as leader check this.
     pub fn is_connected(&self, generation: u64) -> bool {
         let v = self.rx.borrow();

@@ -273,3 +273,33 @@ impl Spec {
 pub fn state_file(d: &Daemon) -> PathBuf {
     d.dir().join(format!("state/{APP}.json"))
 }
+
+/// An HTTP reply, as `http_get` read it.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The Content-Type header, if any.
+    pub content_type: Option<String>,
+    /// The body, lossily decoded.
+    pub body: String,
+}
+
+/// `GET http://127.0.0.1:<port><path>` over HTTP/1.0 (the server closes after replying);
+/// None when nothing listens or no reply comes within 5 s.
+pub fn http_get(port: u16, path: &str) -> Option<HttpReply> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string()));
+    Some(HttpReply { status, content_type, body: body.to_string() })
+}
