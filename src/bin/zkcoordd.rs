@@ -23,8 +23,12 @@ fn main() {
         }
     };
     if args.check_config {
+        let http = match &config.http.listen {
+            Some(listen) => format!(", HTTP on {listen}"),
+            None => String::new(),
+        };
         println!(
-            "{}: ok (role {}, node {}, {} app(s), ZooKeeper {})",
+            "{}: ok (role {}, node {}, {} app(s), ZooKeeper {}{http})",
             args.config.display(),
             config.role,
             config.node_id,
