@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::election::Leadership;
 use crate::layout::{self, Layout, VersionId, REQUEST_PREFIX};
+use crate::metrics::Metrics;
 use crate::request::{self, Outcome, RequestHeader, VersionMeta};
 use crate::session::{self, classify, ErrorKind, SessionHandle};
 use std::collections::BTreeSet;
@@ -63,6 +64,7 @@ pub async fn run(
     config: Arc<Config>,
     mut session: SessionHandle,
     mut leadership: watch::Receiver<Leadership>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let layout = config.layout();
@@ -93,7 +95,7 @@ pub async fn run(
             // Disconnected or demoted: stop at once, mid-request if need be.
             _ = leadership.changed() => continue,
             _ = session.changed() => continue,
-            r = serve(&config, &layout, &client, &fence) => r,
+            r = serve(&config, &layout, &client, &fence, &metrics) => r,
         };
         let err = match result {
             Ok(never) => match never {},
@@ -113,7 +115,13 @@ pub async fn run(
 }
 
 /// Serves requests as leader until something fails.
-async fn serve(config: &Config, layout: &Layout, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
+async fn serve(
+    config: &Config,
+    layout: &Layout,
+    client: &zk::Client,
+    fence: &Fence,
+    metrics: &Metrics,
+) -> Result<std::convert::Infallible, AgentError> {
     session::ensure_path(client, &layout.requests()).await?;
     session::ensure_path(client, &layout.outcomes()).await?;
     session::ensure_path(client, &layout.claims()).await?;
@@ -121,7 +129,7 @@ async fn serve(config: &Config, layout: &Layout, client: &zk::Client, fence: &Fe
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let mut touched = BTreeSet::new();
         for (_, name) in layout::sorted_by_sequence(&children, REQUEST_PREFIX) {
-            if let Some(app) = handle_request(config, layout, client, fence, name).await? {
+            if let Some(app) = handle_request(config, layout, client, fence, metrics, name).await? {
                 touched.insert(app);
             }
         }
@@ -151,6 +159,7 @@ async fn handle_request(
     layout: &Layout,
     client: &zk::Client,
     fence: &Fence,
+    metrics: &Metrics,
     name: &str,
 ) -> Result<Option<String>, AgentError> {
     let req_path = format!("{}/{}", layout.requests(), name);
@@ -172,6 +181,9 @@ async fn handle_request(
     tracing::info!(request = %name, outcome = %outcome, "publish request handled");
     let published = matches!(outcome, Outcome::Published { .. });
     finish(layout, client, fence, name, &outcome, meta_for).await?;
+    // Counted once the outcome is written: a request whose answer was lost with the connection
+    // is handled again, and counted then.
+    metrics.publish_handled(&outcome);
     Ok(app.filter(|_| published))
 }
 

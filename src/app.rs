@@ -2,42 +2,49 @@
 //! newest one. Re-lists after every wake-up and every reconnect (events alone can be missed),
 //! syncs before reading on a new session, never goes backwards, and coalesces bursts because it
 //! always takes the newest version at the moment it looks.
+//!
+//! The decisions and the pipeline live in [`Applier`]: one function decides whether a version
+//! needs applying, one applies it. [`AppFollower`] runs them on every wake-up;
+//! `zkcoordd --once` and `--dry-run` ([`crate::oneshot`]) run the same functions once.
 
-use crate::config::AppConfig;
+use crate::backoff::Backoff;
+use crate::config::{AppConfig, Config};
 use crate::install::{self, InstallResult};
 use crate::layout::{self, Layout, VersionId};
+use crate::metrics::Metrics;
 use crate::registration::{self, NodeSpec};
 use crate::request::{self, VersionMeta};
 use crate::session::{classify, ErrorKind, SessionHandle};
 use crate::state::{now_secs, Applied, StateStore};
 use crate::status::{ApplyResult, StatusReport};
 use crate::systemd::ReadyPart;
-use crate::backoff::Backoff;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-/// Everything one application's follower needs.
-pub struct AppFollower {
+/// One application's decide-and-apply logic, shared by the long-running follower and by
+/// `zkcoordd --once`/`--dry-run`, so a one-shot run behaves exactly like the daemon (same
+/// checks, same state file, same status report) without a second copy of the pipeline.
+pub struct Applier {
     /// The `[[app]]` entry.
     pub app: AppConfig,
     /// Where its versions live.
     pub versions: String,
     /// The layout (metadata and status paths).
     pub layout: Layout,
-    /// This host's node id, for the status node.
+    /// This host's node id, for the status report.
     pub node_id: String,
     /// Where applied versions are remembered.
     pub state: StateStore,
-    /// Told once the first look at ZooKeeper is done.
-    pub ready: ReadyPart,
-    /// Published to summarise this app in the daemon's STATUS line.
-    pub summary: watch::Sender<String>,
+    /// Where applies, hook durations, latency and versions behind are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
-/// What the follower knows between wake-ups.
-struct Progress {
+/// What is known about one application between looks: what was applied, what failed, and the
+/// status report that says so.
+pub struct Progress {
     /// The last version installed here.
     applied: Option<Applied>,
     /// The version whose check or reload failed: not retried until a newer one comes.
@@ -50,11 +57,89 @@ struct Progress {
     synced: u64,
     /// The current status report.
     report: StatusReport,
+    /// Why the last applied version could not be written to the state file, if it could not.
+    state_error: Option<String>,
 }
 
-impl AppFollower {
-    /// Follows until `shutdown`; an apply in progress is finished first.
-    pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
+impl Progress {
+    /// Why the state file could not record the last applied version (the next start would
+    /// then find the file in place and record it without a reload).
+    pub fn state_error(&self) -> Option<&str> {
+        self.state_error.as_deref()
+    }
+
+    /// The status report as it stands (what the status node would say).
+    pub fn report(&self) -> &StatusReport {
+        &self.report
+    }
+
+    /// The version this host applied, if any.
+    pub fn applied(&self) -> Option<&Applied> {
+        self.applied.as_ref()
+    }
+}
+
+/// The versions of an application as one listing saw them.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The newest version, if any was published.
+    pub newest: Option<VersionId>,
+    /// Identity of the version stream: the creation zxid of the versions' parent node.
+    pub stream: i64,
+    /// Every version's sequence number, to count how far behind this host is.
+    seqs: Vec<u64>,
+}
+
+impl Listing {
+    fn new(children: &[String], parent: &zk::Stat) -> Listing {
+        let versions = layout::versions(children);
+        Listing { newest: versions.last().cloned(), stream: parent.czxid, seqs: versions.iter().map(|v| v.seq).collect() }
+    }
+
+    /// How many listed versions are newer than what `p` says was applied (all of them when
+    /// nothing was, or when the applied version belongs to another stream). Counting versions,
+    /// not subtracting sequence numbers, because sequence numbers have gaps.
+    pub fn behind(&self, p: &Progress) -> u64 {
+        match &p.applied {
+            Some(a) if a.stream == self.stream || a.stream == 0 => self.seqs.iter().filter(|s| **s > a.seq).count() as u64,
+            _ => self.seqs.len() as u64,
+        }
+    }
+}
+
+/// A version's bytes, fetched and verified, or why they cannot be installed.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The version node was deleted meanwhile (pruned, or removed by an operator).
+    Gone,
+    /// The bytes must not be installed (over the size limit, or not matching their metadata).
+    Refused(String),
+    /// Bytes that passed every check, ready to install.
+    Verified {
+        /// The version's bytes.
+        bytes: Vec<u8>,
+        /// Their sha256, as lowercase hex.
+        sha256: String,
+        /// When the version node was created (ms since the epoch), for publish-to-apply latency.
+        ctime_ms: i64,
+    },
+}
+
+impl Applier {
+    /// The applier of `app` as `config` describes it.
+    pub fn new(config: &Config, app: &AppConfig, metrics: Arc<Metrics>) -> Applier {
+        Applier {
+            app: app.clone(),
+            versions: crate::agent::versions_path(config, &app.name),
+            layout: config.layout(),
+            node_id: config.node_id.clone(),
+            state: StateStore::new(&config.state_dir),
+            metrics,
+        }
+    }
+
+    /// The starting point: what the state file says this host applied.
+    pub fn progress(&self) -> Progress {
         let applied = self.state.load(&self.app.name);
         let report = StatusReport {
             host: self.node_id.clone(),
@@ -67,108 +152,39 @@ impl AppFollower {
             error: None,
             time: now_secs(),
         };
-        let (status_tx, status_rx) = watch::channel(report.to_bytes());
-        let (reg_tx, _reg_rx) = watch::channel(None);
-        let spec = NodeSpec { parent: self.layout.status(&self.app.name), name: self.node_id.clone(), sequential: false };
-        let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
-        let mut p = Progress {
+        Progress {
             applied,
             failed: None,
             retry: None,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             synced: 0,
             report,
-        };
-        self.summarise(&p);
-        loop {
-            let Some((generation, client)) = (tokio::select! {
-                _ = shutdown.cancelled() => break,
-                c = session.connected() => c,
-            }) else {
-                break;
-            };
-            let waited = match self.look(&client, generation, &mut p, &status_tx).await {
-                Ok(wake) => {
-                    self.ready.mark();
-                    let retry = p.retry.map(tokio::time::sleep);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = wake => Ok(()),
-                        _ = session.changed() => Ok(()),
-                        _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => Ok(()),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = waited {
-                drop(client);
-                match classify(&e) {
-                    ErrorKind::SessionGone => session.wait_replaced(generation).await,
-                    ErrorKind::ConnectionLost => {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = session.settle(generation) => {}
-                        }
-                    }
-                    ErrorKind::Other => {
-                        tracing::warn!(app = %self.app.name, "reading versions failed: {e}; retrying in 1s");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            }
+            state_error: None,
         }
-        let _ = keeper.await;
     }
 
-    /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
-    async fn look(
-        &self,
-        client: &zk::Client,
-        generation: u64,
-        p: &mut Progress,
-        status: &watch::Sender<Vec<u8>>,
-    ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, zk::Error> {
-        if p.synced != generation {
-            // A new session may be served by a lagging follower: catch it up before reading.
-            match client.sync(&self.versions).await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(e),
-            }
-            p.synced = generation;
+    /// Catches a freshly connected session up with the leader before reading (a new session
+    /// may be served by a lagging follower).
+    pub async fn sync(&self, client: &zk::Client) -> Result<(), zk::Error> {
+        match client.sync(&self.versions).await {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(e) => Err(e),
         }
-        let (children, parent, watcher) = match client.get_and_watch_children(&self.versions).await {
-            Ok(r) => r,
-            Err(zk::Error::NoNode) => {
-                // Nothing published yet: wait for the parent to appear.
-                let (stat, w) = client.check_and_watch_stat(&self.versions).await?;
-                if stat.is_some() {
-                    return Ok(Box::pin(async {}));
-                }
-                tracing::debug!(app = %self.app.name, path = %self.versions, "no versions yet; waiting for the node");
-                return Ok(Box::pin(async move {
-                    w.changed().await;
-                }));
-            }
-            Err(e) => return Err(e),
-        };
-        let wake = Box::pin(async move {
-            watcher.changed().await;
-        });
-        let Some(newest) = layout::newest_version(&children) else {
-            return Ok(wake);
-        };
-        if self.needs_apply(&newest, parent.czxid, p) {
-            self.apply(client, &newest, parent.czxid, p).await?;
-            status.send_replace(p.report.to_bytes());
-            self.summarise(p);
-        }
-        Ok(wake)
     }
 
-    fn needs_apply(&self, newest: &VersionId, stream: i64, p: &mut Progress) -> bool {
+    /// Lists the versions once, without a watch; None when the versions node does not exist.
+    pub async fn list(&self, client: &zk::Client) -> Result<Option<Listing>, zk::Error> {
+        match client.get_children(&self.versions).await {
+            Ok((children, parent)) => Ok(Some(Listing::new(&children, &parent))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `newest` (of version stream `stream`) should be applied now: it is newer than
+    /// what this host applied, the stream was re-created, or the destination drifted. A version
+    /// whose check or reload failed is not retried until a newer one comes.
+    pub fn needs_apply(&self, newest: &VersionId, stream: i64, p: &mut Progress) -> bool {
         if p.failed == Some(newest.seq) && p.retry.is_none() {
             return false;
         }
@@ -198,45 +214,58 @@ impl AppFollower {
         }
     }
 
-    /// Fetches, verifies and installs `v`, updating state and the status report.
-    async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
-        let name = &self.app.name;
+    /// Reads version `v` and its metadata and verifies size and hash. Reads only.
+    pub async fn fetch(&self, client: &zk::Client, v: &VersionId) -> Result<Fetched, zk::Error> {
         let (bytes, stat) = match client.get_data(&format!("{}/{}", self.versions, v.name)).await {
             Ok(r) => r,
-            Err(zk::Error::NoNode) => return Ok(()), // deleted meanwhile; the watch re-lists
+            Err(zk::Error::NoNode) => return Ok(Fetched::Gone),
             Err(e) => return Err(e),
         };
         let sha = request::sha256_hex(&bytes);
-        let meta: Option<VersionMeta> = match client.get_data(&format!("{}/{}", self.layout.meta(name), v.name)).await {
+        let meta: Option<VersionMeta> = match client.get_data(&format!("{}/{}", self.layout.meta(&self.app.name), v.name)).await {
             Ok((m, _)) => serde_json::from_slice(&m).ok(),
             Err(zk::Error::NoNode) => None,
             Err(e) => return Err(e),
         };
-        let refuse = if let Err(e) = request::check_size(bytes.len()) {
-            Some(e)
-        } else if let Some(m) = meta.as_ref().filter(|m| m.sha256 != sha) {
-            Some(format!("sha256 mismatch: metadata says {}, bytes hash to {sha}; not installing", m.sha256))
-        } else {
-            None
-        };
-        if let Some(reason) = refuse {
-            tracing::error!(app = %name, version = %v, "{reason}");
-            self.record_failure(p, v, ApplyResult::Error, reason, false);
-            return Ok(());
+        if let Err(e) = request::check_size(bytes.len()) {
+            return Ok(Fetched::Refused(e));
         }
-        let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - stat.ctime).max(0);
+        if let Some(m) = meta.as_ref().filter(|m| m.sha256 != sha) {
+            return Ok(Fetched::Refused(format!(
+                "sha256 mismatch: metadata says {}, bytes hash to {sha}; not installing",
+                m.sha256
+            )));
+        }
+        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
+    }
+
+    /// Fetches, verifies and installs `v`, updating state and the status report.
+    pub async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
+        let name = &self.app.name;
+        let (bytes, sha, ctime_ms) = match self.fetch(client, v).await? {
+            Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
+            Fetched::Refused(reason) => {
+                tracing::error!(app = %name, version = %v, "{reason}");
+                self.record_failure(p, v, ApplyResult::Error, reason, false);
+                return Ok(());
+            }
+            Fetched::Verified { bytes, sha256, ctime_ms } => (bytes, sha256, ctime_ms),
+        };
+        let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - ctime_ms).max(0);
+        let since_publish = Duration::from_millis(age_ms as u64);
         if install::holds(&self.app.dest, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
             self.record_success(p, v, stream, &sha);
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
-        match install::install(&self.app, bytes).await {
+        match install::install(&self.app, bytes, &self.metrics).await {
             Ok(InstallResult::Applied { reload }) => {
                 if let Some(r) = reload.filter(|r| !r.output.trim().is_empty()) {
                     tracing::info!(app = %name, "reload said: {}", r.output.trim());
                 }
                 tracing::info!(app = %name, version = %v, dest = %self.app.dest.display(), since_publish_ms = age_ms, "applied");
+                self.metrics.applied_after(name, since_publish);
                 self.record_success(p, v, stream, &sha);
             }
             Ok(InstallResult::CheckFailed(why)) => {
@@ -259,7 +288,8 @@ impl AppFollower {
 
     fn record_success(&self, p: &mut Progress, v: &VersionId, stream: i64, sha: &str) {
         let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs(), stream };
-        if let Err(e) = self.state.store(&self.app.name, &applied) {
+        p.state_error = self.state.store(&self.app.name, &applied).err().map(|e| e.to_string());
+        if let Some(e) = &p.state_error {
             tracing::error!(app = %self.app.name, "cannot remember the applied version: {e}");
         }
         p.applied = Some(applied);
@@ -272,6 +302,7 @@ impl AppFollower {
         p.report.attempted = None;
         p.report.error = None;
         p.report.time = now_secs();
+        self.metrics.apply_finished(&self.app.name, ApplyResult::Ok);
     }
 
     fn record_failure(&self, p: &mut Progress, v: &VersionId, result: ApplyResult, error: String, retry: bool) {
@@ -284,21 +315,263 @@ impl AppFollower {
         p.report.attempted = Some(v.name.clone());
         p.report.error = Some(error);
         p.report.time = now_secs();
+        self.metrics.apply_finished(&self.app.name, result);
+    }
+}
+
+/// How one application stands, as its follower last saw it. The daemon's STATUS line and
+/// `/healthz` both read it, so they never disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppView {
+    /// The application.
+    pub name: String,
+    /// The status report (applied version, last result, attempted version, error); None until
+    /// the follower has read its state file.
+    pub report: Option<StatusReport>,
+    /// Whether the follower has listed the versions at least once.
+    pub looked: bool,
+    /// Whether an apply is running right now.
+    pub applying: bool,
+    /// The newest version at the last look.
+    pub newest: Option<String>,
+    /// Versions newer than the applied one at the last look.
+    pub behind: u64,
+    /// Whether a failed apply will be tried again without a new publish (write errors back off
+    /// and retry; a failed check or reload waits for a newer version).
+    pub retrying: bool,
+}
+
+impl AppView {
+    /// The view of an app whose follower has not started yet.
+    pub fn starting(name: &str) -> AppView {
+        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false }
     }
 
-    fn summarise(&self, p: &Progress) {
-        let r = &p.report;
-        let s = match (&r.version, r.result) {
-            (v, ApplyResult::Ok) => format!("{}={}", self.app.name, v.as_deref().unwrap_or("none")),
-            (_, ApplyResult::Pending) => format!("{}=waiting", self.app.name),
+    /// This app's part of the STATUS line: `nginxconf=conf-0000000012`,
+    /// `nginxconf=conf-0000000011 (check-failed conf-0000000012)`, `nginxconf=waiting`.
+    pub fn summary(&self) -> String {
+        let name = &self.name;
+        let Some(r) = &self.report else {
+            return format!("{name}=starting");
+        };
+        match (&r.version, r.result) {
+            (v, ApplyResult::Ok) => format!("{name}={}", v.as_deref().unwrap_or("none")),
+            (_, ApplyResult::Pending) => format!("{name}=waiting"),
             (v, res) => format!(
-                "{}={} ({} {})",
-                self.app.name,
+                "{name}={} ({} {})",
                 v.as_deref().unwrap_or("none"),
-                serde_json::to_value(res).ok().and_then(|x| x.as_str().map(String::from)).unwrap_or_default(),
+                res.as_str(),
                 r.attempted.as_deref().unwrap_or("")
             ),
+        }
+    }
+
+    /// Whether this app is healthy: Ok when it is at the newest version it saw, or on its way
+    /// there (an apply running, or a write error being retried); otherwise one line saying why
+    /// not. A version whose check or reload failed is not healthy for as long as it stays the
+    /// newest: the host then runs an older version and will not try again by itself.
+    pub fn health(&self) -> Result<(), String> {
+        let name = &self.name;
+        let Some(r) = self.report.as_ref().filter(|_| self.looked) else {
+            return Err(format!("app {name}: not yet synced with ZooKeeper"));
         };
-        self.summary.send_replace(s);
+        if self.behind == 0 || self.applying || self.retrying {
+            return Ok(());
+        }
+        match (r.result, &r.attempted) {
+            (ApplyResult::Ok | ApplyResult::Pending, _) | (_, None) => Err(format!(
+                "app {name}: {} version(s) behind, newest {}",
+                self.behind,
+                self.newest.as_deref().unwrap_or("unknown")
+            )),
+            (result, Some(attempted)) => Err(format!("app {name}: {} {attempted}", result.as_str())),
+        }
+    }
+}
+
+/// What the follower saw at its last look, for its view.
+#[derive(Debug, Default)]
+struct Seen {
+    /// At least one look finished.
+    looked: bool,
+    /// The newest version, if any.
+    newest: Option<String>,
+    /// Versions newer than the applied one.
+    behind: u64,
+}
+
+/// Everything one application's follower needs.
+pub struct AppFollower {
+    /// Decides and applies; shared with `zkcoordd --once`.
+    pub applier: Applier,
+    /// Told once the first look at ZooKeeper is done.
+    pub ready: ReadyPart,
+    /// Where this app's view is published, for STATUS and `/healthz`.
+    pub view: watch::Sender<AppView>,
+}
+
+impl AppFollower {
+    /// Follows until `shutdown`; an apply in progress is finished first.
+    pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
+        let a = &self.applier;
+        let mut p = a.progress();
+        let mut seen = Seen::default();
+        let (status_tx, status_rx) = watch::channel(p.report.to_bytes());
+        let (reg_tx, _reg_rx) = watch::channel(None);
+        let spec = NodeSpec { parent: a.layout.status(&a.app.name), name: a.node_id.clone(), sequential: false };
+        let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
+        a.metrics.app_started(&a.app.name);
+        self.publish(&p, &seen, false);
+        loop {
+            let Some((generation, client)) = (tokio::select! {
+                _ = shutdown.cancelled() => break,
+                c = session.connected() => c,
+            }) else {
+                break;
+            };
+            let waited = match self.look(&client, generation, &mut p, &mut seen, &status_tx).await {
+                Ok(wake) => {
+                    self.ready.mark();
+                    let retry = p.retry.map(tokio::time::sleep);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = wake => Ok(()),
+                        _ = session.changed() => Ok(()),
+                        _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => Ok(()),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = waited {
+                drop(client);
+                match classify(&e) {
+                    ErrorKind::SessionGone => session.wait_replaced(generation).await,
+                    ErrorKind::ConnectionLost => {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = session.settle(generation) => {}
+                        }
+                    }
+                    ErrorKind::Other => {
+                        tracing::warn!(app = %a.app.name, "reading versions failed: {e}; retrying in 1s");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        }
+        let _ = keeper.await;
+        a.metrics.app_stopped(&a.app.name);
+    }
+
+    /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
+    async fn look(
+        &self,
+        client: &zk::Client,
+        generation: u64,
+        p: &mut Progress,
+        seen: &mut Seen,
+        status: &watch::Sender<Vec<u8>>,
+    ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, zk::Error> {
+        let a = &self.applier;
+        if p.synced != generation {
+            a.sync(client).await?;
+            p.synced = generation;
+        }
+        let (children, parent, watcher) = match client.get_and_watch_children(&a.versions).await {
+            Ok(r) => r,
+            Err(zk::Error::NoNode) => {
+                // Nothing published yet: wait for the parent to appear.
+                let (stat, w) = client.check_and_watch_stat(&a.versions).await?;
+                if stat.is_some() {
+                    return Ok(Box::pin(async {}));
+                }
+                tracing::debug!(app = %a.app.name, path = %a.versions, "no versions yet; waiting for the node");
+                *seen = Seen { looked: true, newest: None, behind: 0 };
+                self.publish(p, seen, false);
+                return Ok(Box::pin(async move {
+                    w.changed().await;
+                }));
+            }
+            Err(e) => return Err(e),
+        };
+        let wake = Box::pin(async move {
+            watcher.changed().await;
+        });
+        let listing = Listing::new(&children, &parent);
+        *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
+        if let Some(newest) = listing.newest.clone() {
+            if a.needs_apply(&newest, listing.stream, p) {
+                self.publish(p, seen, true);
+                a.apply(client, &newest, listing.stream, p).await?;
+                seen.behind = listing.behind(p);
+                status.send_replace(p.report.to_bytes());
+            }
+        }
+        self.publish(p, seen, false);
+        Ok(wake)
+    }
+
+    /// Publishes this app's view (when it changed) and its versions-behind gauge.
+    fn publish(&self, p: &Progress, seen: &Seen, applying: bool) {
+        let a = &self.applier;
+        a.metrics.versions_behind(&a.app.name, seen.behind);
+        let view = AppView {
+            name: a.app.name.clone(),
+            report: Some(p.report.clone()),
+            looked: seen.looked,
+            applying,
+            newest: seen.newest.clone(),
+            behind: seen.behind,
+            retrying: p.retry.is_some(),
+        };
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(result: ApplyResult, behind: u64, retrying: bool) -> AppView {
+        AppView {
+            name: "web".into(),
+            report: Some(StatusReport {
+                host: "h".into(),
+                pid: 1,
+                app: "web".into(),
+                version: Some("conf-0000000001".into()),
+                sha256: None,
+                result,
+                attempted: (result != ApplyResult::Ok).then(|| "conf-0000000002".into()),
+                error: None,
+                time: 0,
+            }),
+            looked: true,
+            applying: false,
+            newest: Some("conf-0000000002".into()),
+            behind,
+            retrying,
+        }
+    }
+
+    #[test]
+    fn health_is_the_newest_or_on_the_way_there() {
+        assert_eq!(view(ApplyResult::Ok, 0, false).health(), Ok(()));
+        assert_eq!(view(ApplyResult::Error, 1, true).health(), Ok(()), "a write error being retried");
+        assert_eq!(view(ApplyResult::CheckFailed, 1, false).health(), Err("app web: check-failed conf-0000000002".into()));
+        assert_eq!(view(ApplyResult::ReloadFailed, 1, false).health(), Err("app web: reload-failed conf-0000000002".into()));
+        let mut applying = view(ApplyResult::CheckFailed, 2, false);
+        applying.applying = true;
+        assert_eq!(applying.health(), Ok(()), "a newer version is being applied");
+        assert!(AppView::starting("web").health().unwrap_err().contains("not yet synced"));
+        assert_eq!(AppView::starting("web").summary(), "web=starting");
+        assert_eq!(view(ApplyResult::CheckFailed, 1, false).summary(), "web=conf-0000000001 (check-failed conf-0000000002)");
     }
 }

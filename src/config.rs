@@ -78,6 +78,9 @@ pub struct Config {
     /// Who may do what in ZooKeeper (off by default).
     #[serde(default)]
     pub acl: AclConfig,
+    /// The optional HTTP listener for `/healthz` and `/metrics`; off when absent.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 /// The `[acl]` section: ACLs on every node we create, by role (see SECURITY.md).
@@ -108,6 +111,16 @@ impl AclConfig {
             publishers: self.publishers.clone(),
         }
     }
+}
+
+/// The `[http]` section: where monitoring reads the daemon's health and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address for `/healthz` and `/metrics`, e.g. "127.0.0.1:9877"; absent means no listener.
+    /// Anything but loopback is logged as a warning: the endpoints have no authentication.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// The `[zookeeper]` section.
@@ -417,6 +430,11 @@ impl Config {
                 Some(app) => validate_app_name(app).map_err(|m| invalid("agent.trigger_app", &m))?,
             }
         }
+        if let Some(addr) = &self.http.listen {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid("http.listen", &format!("expected an address like \"127.0.0.1:9877\", got {addr:?}")));
+            }
+        }
         if self.role.runs_app() && self.apps.is_empty() {
             return Err(invalid("app", &format!("role \"{}\" needs at least one [[app]] entry", self.role)));
         }
@@ -571,6 +589,17 @@ reload = ["nginx", "-s", "reload"]
         let c = load(&MINIMAL.replace("reload =", "check = \"nginx -t -c {src}\"\nreload =")).unwrap();
         let argv = c.apps[0].check.as_ref().unwrap().argv(Some(Path::new("/tmp/x")));
         assert_eq!(argv, vec!["/bin/sh", "-c", "nginx -t -c /tmp/x"]);
+    }
+
+    #[test]
+    fn http_listen_is_off_by_default_and_validated_as_an_address() {
+        assert_eq!(load(MINIMAL).unwrap().http.listen, None);
+        let c = load(&format!("{MINIMAL}\n[http]\nlisten = \"127.0.0.1:9877\"\n")).unwrap();
+        assert_eq!(c.http.listen.as_deref(), Some("127.0.0.1:9877"));
+        let err = load(&format!("{MINIMAL}\n[http]\nlisten = \"localhost\"\n")).unwrap_err().to_string();
+        assert!(err.contains("http.listen") && err.contains("127.0.0.1:9877"), "{err}");
+        let err = load(&format!("{MINIMAL}\n[http]\nlisten = \"127.0.0.1:1\"\nport = 2\n")).unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
     }
 
     #[test]

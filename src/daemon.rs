@@ -1,16 +1,19 @@
-//! `zkcoordd`: starts the session supervisor and the components the role asks for, tells
-//! systemd how things stand, applies SIGHUP reloads, and stops cleanly: intake first, applies
-//! finished, session closed last so our ephemeral nodes vanish at once.
+//! `zkcoordd`: starts the session supervisor and the components the role asks for (and the
+//! HTTP listener when configured), tells systemd how things stand, applies SIGHUP reloads, and
+//! stops cleanly: intake first, applies finished, session closed last so our ephemeral nodes
+//! vanish at once.
 
 use crate::agent;
-use crate::app::AppFollower;
+use crate::app::{AppFollower, AppView, Applier};
+use crate::http::{self, HttpState};
 use crate::config::{AppConfig, Config};
 use crate::election::{self, Leadership};
 use crate::logging::LogControl;
+use crate::metrics::Metrics;
 use crate::registration::{self, NodeSpec, Registered};
 use crate::session::{self, SessionHandle};
 use crate::signals::{self, Request};
-use crate::state::{now_secs, StateStore};
+use crate::state::now_secs;
 use crate::systemd::{Notifier, ReadyGate};
 use crate::trigger::{self, TriggerSettings};
 use std::collections::BTreeMap;
@@ -44,8 +47,16 @@ struct RunningApp {
     stop: CancellationToken,
     /// Its task.
     task: JoinHandle<()>,
-    /// Its one-line summary for STATUS.
-    summary: watch::Receiver<String>,
+    /// How it stands, for STATUS and `/healthz`.
+    view: watch::Receiver<AppView>,
+}
+
+/// The HTTP listener, restartable by a reload that changes `[http]`.
+struct RunningHttp {
+    /// Stops it.
+    stop: CancellationToken,
+    /// Its task.
+    task: JoinHandle<()>,
 }
 
 /// The agent's restartable part: intake and the legacy trigger (the election stays up).
@@ -74,10 +85,16 @@ struct Components {
     apps: BTreeMap<String, RunningApp>,
     /// Counts components that still owe their first sync (for READY).
     gate: ReadyGate,
+    /// Shared with every component, which records its own events.
+    metrics: Arc<Metrics>,
+    /// The HTTP listener, if `[http] listen` is set.
+    http: Option<RunningHttp>,
+    /// The followers' views as the HTTP listener reads them; replaced when apps change.
+    views: watch::Sender<Vec<watch::Receiver<AppView>>>,
 }
 
 impl Components {
-    fn start(config: Arc<Config>, session: SessionHandle) -> Components {
+    fn start(config: Arc<Config>, session: SessionHandle, metrics: Arc<Metrics>) -> Components {
         let (lead_tx, lead_rx) = watch::channel(Leadership::Standby);
         let mut c = Components {
             config: config.clone(),
@@ -88,6 +105,9 @@ impl Components {
             intake: None,
             apps: BTreeMap::new(),
             gate: ReadyGate::new(),
+            metrics,
+            http: None,
+            views: watch::Sender::new(Vec::new()),
         };
         if config.role.runs_agent() {
             c.start_election(lead_tx);
@@ -99,7 +119,23 @@ impl Components {
                 c.apps.insert(app.name.clone(), running);
             }
         }
+        c.publish_views();
+        c.http = c.start_http(&config);
         c
+    }
+
+    /// Starts the HTTP listener if the config asks for one.
+    fn start_http(&self, config: &Config) -> Option<RunningHttp> {
+        let listen = config.http.listen.as_ref()?.parse().expect("validated at load");
+        let state = HttpState { metrics: self.metrics.clone(), session: self.session.clone(), apps: self.views.subscribe() };
+        let stop = self.work_stop.child_token();
+        let task = tokio::spawn(http::run(listen, state, stop.clone()));
+        Some(RunningHttp { stop, task })
+    }
+
+    /// Tells the HTTP listener which followers run now.
+    fn publish_views(&self) {
+        self.views.send_replace(self.apps.values().map(|a| a.view.clone()).collect());
     }
 
     fn start_election(&mut self, lead_tx: watch::Sender<Leadership>) {
@@ -131,13 +167,14 @@ impl Components {
             reg_rx,
             lead_tx,
             self.gate.part(),
+            self.metrics.clone(),
             self.work_stop.clone(),
         ));
     }
 
     fn start_intake(&self, config: &Arc<Config>) -> RunningIntake {
         let stop = self.work_stop.child_token();
-        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), stop.clone()))];
+        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), self.metrics.clone(), stop.clone()))];
         if let (Some(listen), Some(app)) = (&config.agent.trigger_listen, &config.agent.trigger_app) {
             let settings = TriggerSettings {
                 listen: listen.parse().expect("validated at load"),
@@ -151,23 +188,16 @@ impl Components {
     }
 
     fn start_app(&self, config: &Config, app: &AppConfig) -> RunningApp {
-        let (summary_tx, summary) = watch::channel(format!("{}=starting", app.name));
-        let follower = AppFollower {
-            versions: agent::versions_path(config, &app.name),
-            app: app.clone(),
-            layout: config.layout(),
-            node_id: config.node_id.clone(),
-            state: StateStore::new(&config.state_dir),
-            ready: self.gate.part(),
-            summary: summary_tx,
-        };
+        let (view_tx, view) = watch::channel(AppView::starting(&app.name));
+        let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), view: view_tx };
         let stop = self.work_stop.child_token();
         let task = tokio::spawn(follower.run(self.session.clone(), stop.clone()));
-        RunningApp { config: app.clone(), stop, task, summary }
+        RunningApp { config: app.clone(), stop, task, view }
     }
 
-    /// Applies a new configuration: apps added, removed or changed, intake settings, log level.
-    /// Keys that need a new session or a new election are refused with a message.
+    /// Applies a new configuration: apps added, removed or changed, intake settings, log level,
+    /// the HTTP listener. Keys that need a new session or a new election are refused with a
+    /// message.
     async fn apply(&mut self, new: Config, log: &LogControl) -> Result<Vec<String>, String> {
         let old = self.config.clone();
         let fixed = [
@@ -222,6 +252,20 @@ impl Components {
             for name in stale.iter().filter(|n| !wanted.contains_key(n.as_str())) {
                 changes.push(format!("app {name} removed"));
             }
+            self.publish_views();
+        }
+        if old.http != new.http {
+            if let Some(running) = self.http.take() {
+                running.stop.cancel();
+                if tokio::time::timeout(Duration::from_secs(5), running.task).await.is_err() {
+                    tracing::warn!("the old HTTP listener did not stop within 5s");
+                }
+            }
+            self.http = self.start_http(&new);
+            changes.push(match &new.http.listen {
+                Some(listen) => format!("http listener on {listen}"),
+                None => "http listener stopped".into(),
+            });
         }
         self.config = new;
         Ok(changes)
@@ -238,11 +282,14 @@ impl Components {
         if self.intake.as_ref().is_some_and(|i| i.tasks.iter().any(|t| t.is_finished())) {
             return Some("agent intake ended".into());
         }
+        if self.http.as_ref().is_some_and(|h| h.task.is_finished()) {
+            return Some("the HTTP listener ended".into());
+        }
         None
     }
 
-    fn summaries(&self) -> Vec<watch::Receiver<String>> {
-        self.apps.values().map(|a| a.summary.clone()).collect()
+    fn summaries(&self) -> Vec<watch::Receiver<AppView>> {
+        self.apps.values().map(|a| a.view.clone()).collect()
     }
 
     /// Stops everything, waiting for applies in progress (bounded by the hook timeouts).
@@ -252,6 +299,9 @@ impl Components {
         let mut handles: Vec<JoinHandle<()>> = self.apps.into_values().map(|a| a.task).collect();
         if let Some(intake) = self.intake.take() {
             handles.extend(intake.tasks);
+        }
+        if let Some(http) = self.http.take() {
+            handles.push(http.task);
         }
         let drain = async {
             for h in handles {
@@ -278,10 +328,11 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
     let config = Arc::new(config);
     tracing::info!(role = %config.role, node = %config.node_id, hosts = %config.zookeeper.hosts, config = %config_path.display(), "zkcoordd starting");
 
-    let (supervisor, session) = session::channel();
+    let metrics = Arc::new(Metrics::new());
+    let (supervisor, session) = session::channel(metrics.clone());
     let session_stop = CancellationToken::new();
     let supervisor_task = tokio::spawn(supervisor.supervise(config.zookeeper.clone(), session_stop.clone()));
-    let mut components = Components::start(config.clone(), session.clone());
+    let mut components = Components::start(config.clone(), session.clone(), metrics.clone());
     let mut status_task = spawn_status(&components, notifier, session.clone(), true);
 
     // The watchdog is fed from this loop, and only while every component is alive: a wedged
@@ -346,13 +397,16 @@ async fn report_status(
     notifier: Notifier,
     mut session: SessionHandle,
     mut leadership: watch::Receiver<Leadership>,
-    mut summaries: Vec<watch::Receiver<String>>,
+    mut summaries: Vec<watch::Receiver<AppView>>,
     gate: ReadyGate,
     starting: bool,
 ) {
     let start_timeout = config.zookeeper.start_timeout;
     let ready_at = tokio::time::Instant::now() + start_timeout;
     let mut ready_sent = false;
+    // An app's view changes more often than its summary (an apply starting, say): STATUS is
+    // sent when the line changes.
+    let mut last_line = String::new();
     loop {
         let line = status_line(&config, &mut session, &mut leadership, &mut summaries);
         if !ready_sent {
@@ -366,12 +420,13 @@ async fn report_status(
                 notifier.ready(&why);
                 ready_sent = true;
                 tracing::warn!("{why}");
-            } else {
+            } else if line != last_line {
                 notifier.status(&line);
             }
-        } else {
+        } else if line != last_line {
             notifier.status(&line);
         }
+        last_line = line;
         tokio::select! {
             _ = session.changed() => {}
             _ = leadership.changed() => {}
@@ -387,7 +442,7 @@ fn status_line(
     config: &Config,
     session: &mut SessionHandle,
     leadership: &mut watch::Receiver<Leadership>,
-    summaries: &mut [watch::Receiver<String>],
+    summaries: &mut [watch::Receiver<AppView>],
 ) -> String {
     let view = session.current();
     let mut line = format!("{} {}", config.role, view.phase);
@@ -399,12 +454,12 @@ fn status_line(
     }
     for s in summaries.iter_mut() {
         line.push_str("; ");
-        line.push_str(&s.borrow_and_update());
+        line.push_str(&s.borrow_and_update().summary());
     }
     line
 }
 
-async fn any_changed(summaries: &mut [watch::Receiver<String>]) {
+async fn any_changed(summaries: &mut [watch::Receiver<AppView>]) {
     if summaries.is_empty() {
         return std::future::pending().await;
     }

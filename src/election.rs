@@ -3,9 +3,11 @@
 //! ahead of it, so a leader's death wakes its successor, not the herd.
 
 use crate::layout::{sorted_by_sequence, WORKER_PREFIX};
+use crate::metrics::Metrics;
 use crate::registration::Registered;
 use crate::session::{classify, ErrorKind, Phase, SessionHandle};
 use futures::future::select_all;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +36,9 @@ impl Leadership {
     }
 }
 
-/// Runs the election until `shutdown`, publishing our leadership on `out`.
+/// Runs the election until `shutdown`, publishing our leadership on `out` (and as the
+/// `zkcoord_leader` gauge).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     parent: String,
     leaders: usize,
@@ -42,15 +46,18 @@ pub async fn run(
     mut registered: watch::Receiver<Option<Registered>>,
     out: watch::Sender<Leadership>,
     first_sync: crate::systemd::ReadyPart,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
     let step_down = |why: &str| {
         if out.borrow().is_leader() {
             out.send_replace(Leadership::Standby);
+            metrics.leadership(false);
             tracing::warn!(mono_us = monotonic_us(), since_start_ms = started.elapsed().as_millis() as u64, "leadership: stepping down ({why})");
         }
         out.send_replace(Leadership::Standby);
+        metrics.leadership(false);
     };
     loop {
         // Wait for a registration on a connected session of the same generation.
@@ -77,6 +84,7 @@ pub async fn run(
                 let since = monotonic_us();
                 let was_leader = out.borrow().is_leader();
                 out.send_replace(Leadership::Leader { generation, node: reg.path.clone(), node_version });
+                metrics.leadership(true);
                 // The first decision, either way, is this component's first sync (marked once
                 // it is published, so READY's STATUS line already shows it).
                 first_sync.mark();

@@ -1,5 +1,10 @@
 //! Exit codes from sysexits.h, so scripts can tell a typo from an outage.
 
+/// Success.
+pub const OK: i32 = 0;
+/// A one-shot apply failed (check-failed, reload-failed, a write error): not a sysexits code,
+/// because the failure is the managed service's config, not ours.
+pub const FAILURE: i32 = 1;
 /// Command line usage error.
 pub const USAGE: i32 = 64;
 /// Input data was bad (a rejected publish, an unreadable file).

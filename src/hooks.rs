@@ -134,6 +134,23 @@ pub async fn run_as(cmd: &HookCommand, src: Option<&Path>, timeout: Duration, us
     HookRun { outcome, output: truncate(&output), elapsed: started.elapsed() }
 }
 
+/// The command line `cmd` would run, with `{src}` replaced by `src` where given, quoted so it
+/// can be pasted into a shell: what `zkcoordd --dry-run` shows an operator.
+pub fn command_line(cmd: &HookCommand, src: Option<&Path>) -> String {
+    cmd.argv(src).iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// A word as a POSIX shell would need it: bare when it is plainly safe, single-quoted otherwise.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,{}".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 fn describe_status(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -190,6 +207,15 @@ mod tests {
         assert!(matches!(r.outcome, HookOutcome::NotStarted(_)));
         let r = run(&HookCommand::Argv(vec!["echo".into(), "{src}".into()]), Some(Path::new("/x/y")), Duration::from_secs(2)).await;
         assert_eq!(r.output.trim(), "/x/y");
+    }
+
+    #[test]
+    fn command_lines_are_quoted_for_a_shell() {
+        let argv = HookCommand::Argv(vec!["sh".into(), "-c".into(), "grep -q 'ok' {src}".into()]);
+        assert_eq!(command_line(&argv, Some(Path::new("<staged file>"))), r#"sh -c 'grep -q '\''ok'\'' <staged file>'"#);
+        let plain = HookCommand::Argv(vec!["nginx".into(), "-s".into(), "reload".into()]);
+        assert_eq!(command_line(&plain, None), "nginx -s reload");
+        assert_eq!(command_line(&sh("nginx -t -c {src}"), Some(Path::new("/tmp/x"))), "/bin/sh -c 'nginx -t -c /tmp/x'");
     }
 
     #[tokio::test]

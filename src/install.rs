@@ -2,8 +2,9 @@
 //! same directory, check command, rename, directory fsync, reload command, and rollback when the
 //! reload fails.
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, HookCommand};
 use crate::hooks::{self, HookRun};
+use crate::metrics::{Hook, Metrics};
 use nix::unistd::{Gid, Group, Uid, User};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -203,7 +204,8 @@ pub fn resolve_dest(app: &AppConfig) -> Result<PathBuf, InstallError> {
 }
 
 /// Runs the whole pipeline for `app` with `bytes`: stage, check, rename, reload, roll back.
-pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, InstallError> {
+/// Every hook run is timed into `metrics`.
+pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Result<InstallResult, InstallError> {
     let owner = Ownership::of(app)?;
     let real_dest = resolve_dest(app)?;
     let app = &AppConfig { dest: real_dest, ..app.clone() };
@@ -212,7 +214,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, I
     let staged = blocking(move || stage(&dest, &bytes, mode, owner)).await?;
 
     if let Some(check) = &app.check {
-        let run = hooks::run_as(check, Some(staged.path()), app.hook_timeout, app.run_as.as_deref()).await;
+        let run = run_hook(app, metrics, Hook::Check, check, Some(staged.path())).await;
         if !run.ok() {
             drop(staged);
             return Ok(InstallResult::CheckFailed(run.describe("check", check)));
@@ -230,7 +232,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, I
     let Some(reload) = &app.reload else {
         return Ok(InstallResult::Applied { reload: None });
     };
-    let run = hooks::run_as(reload, None, app.hook_timeout, app.run_as.as_deref()).await;
+    let run = run_hook(app, metrics, Hook::Reload, reload, None).await;
     if run.ok() {
         return Ok(InstallResult::Applied { reload: Some(run) });
     }
@@ -244,13 +246,20 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>) -> Result<InstallResult, I
             .map(|_| "new file removed (there was no previous file)"),
     })
     .await;
-    let rerun = hooks::run_as(reload, None, app.hook_timeout, app.run_as.as_deref()).await;
+    let rerun = run_hook(app, metrics, Hook::Reload, reload, None).await;
     let after = match (&restored, rerun.ok()) {
         (Ok(what), true) => format!("{what} and reloaded"),
         (Ok(what), false) => format!("{what}; reload after rollback failed too: {}", rerun.describe("reload", reload)),
         (Err(e), _) => format!("rollback failed: {e}"),
     };
     Ok(InstallResult::ReloadFailed(format!("{failure}; {after}")))
+}
+
+/// Runs one of `app`'s hooks with its timeout, and records how long it ran.
+async fn run_hook(app: &AppConfig, metrics: &Metrics, hook: Hook, cmd: &HookCommand, src: Option<&Path>) -> HookRun {
+    let run = hooks::run_as(cmd, src, app.hook_timeout, app.run_as.as_deref()).await;
+    metrics.hook_ran(&app.name, hook, run.elapsed);
+    run
 }
 
 async fn blocking<T: Send + 'static>(
@@ -270,7 +279,6 @@ pub fn holds(dest: &Path, sha256_hex: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HookCommand;
     use std::time::Duration;
 
     fn app(dir: &Path, check: Option<&str>, reload: Option<&str>) -> AppConfig {
@@ -301,7 +309,7 @@ mod tests {
     async fn applies_with_mode_and_leaves_no_temp_file() {
         let d = tempfile::tempdir().unwrap();
         let a = app(d.path(), Some("grep -q good {src}"), Some("true"));
-        let r = install(&a, b"good\n".to_vec()).await.unwrap();
+        let r = install(&a, b"good\n".to_vec(), &Metrics::new()).await.unwrap();
         assert!(matches!(r, InstallResult::Applied { .. }));
         assert_eq!(fs::read(&a.dest).unwrap(), b"good\n");
         assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o777, 0o640);
@@ -313,7 +321,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = app(d.path(), Some("grep -q good {src}"), Some("true"));
         fs::write(&a.dest, b"old good\n").unwrap();
-        let r = install(&a, b"bad\n".to_vec()).await.unwrap();
+        let r = install(&a, b"bad\n".to_vec(), &Metrics::new()).await.unwrap();
         assert!(matches!(r, InstallResult::CheckFailed(_)), "{r:?}");
         assert_eq!(fs::read(&a.dest).unwrap(), b"old good\n");
         assert!(leftovers(d.path()).is_empty());
@@ -326,7 +334,7 @@ mod tests {
         let reload = format!("echo x >> {}; grep -q old {}", count.display(), d.path().join("app.conf").display());
         let a = app(d.path(), None, Some(&reload));
         fs::write(&a.dest, b"old\n").unwrap();
-        let r = install(&a, b"new\n".to_vec()).await.unwrap();
+        let r = install(&a, b"new\n".to_vec(), &Metrics::new()).await.unwrap();
         match r {
             InstallResult::ReloadFailed(msg) => assert!(msg.contains("previous file restored and reloaded"), "{msg}"),
             other => panic!("{other:?}"),
@@ -342,11 +350,11 @@ mod tests {
         let real = d.path().join("real.conf");
         fs::write(&real, b"old\n").unwrap();
         std::os::unix::fs::symlink(&real, &a.dest).unwrap();
-        let e = install(&a, b"new\n".to_vec()).await.unwrap_err().to_string();
+        let e = install(&a, b"new\n".to_vec(), &Metrics::new()).await.unwrap_err().to_string();
         assert!(e.contains("is a symlink") && e.contains("follow_symlinks"), "{e}");
         assert_eq!(fs::read(&real).unwrap(), b"old\n");
         a.follow_symlinks = true;
-        assert!(matches!(install(&a, b"new\n".to_vec()).await.unwrap(), InstallResult::Applied { .. }));
+        assert!(matches!(install(&a, b"new\n".to_vec(), &Metrics::new()).await.unwrap(), InstallResult::Applied { .. }));
         assert_eq!(fs::read(&real).unwrap(), b"new\n");
         assert!(fs::symlink_metadata(&a.dest).unwrap().file_type().is_symlink(), "the link stays a link");
     }
@@ -356,7 +364,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut a = app(d.path(), None, None);
         a.dest = d.path().join("nope/app.conf");
-        let e = install(&a, b"x".to_vec()).await.unwrap_err().to_string();
+        let e = install(&a, b"x".to_vec(), &Metrics::new()).await.unwrap_err().to_string();
         assert!(e.contains("does not exist") && e.contains("nope"), "{e}");
     }
 }

@@ -11,10 +11,13 @@
 //! - [`request`]: the publish request format shared by `zkcoordctl`, the trigger and the agent.
 //! - [`trigger`]: the legacy `add|<data>` TCP listener.
 //! - [`app`]: watches an application's versions and applies the newest.
+//! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
 //! - [`install`]: atomic write, check, reload, rollback.
 //! - [`hooks`]: runs check and reload commands with a timeout.
 //! - [`state`]: what this host applied, remembered across restarts.
 //! - [`status`]: the per-host status report.
+//! - [`metrics`]: counters, gauges and histograms for `/metrics`, recorded where events happen.
+//! - [`http`]: the optional `/healthz` and `/metrics` listener.
 //! - [`systemd`]: sd_notify messages.
 //! - [`signals`]: Unix signals turned into messages.
 //! - [`daemon`]: wires the above into `zkcoordd`.
@@ -36,9 +39,12 @@ pub mod daemon;
 pub mod election;
 pub mod exit;
 pub mod hooks;
+pub mod http;
 pub mod install;
 pub mod layout;
 pub mod logging;
+pub mod metrics;
+pub mod oneshot;
 pub mod registration;
 pub mod request;
 pub mod session;

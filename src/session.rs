@@ -5,6 +5,8 @@
 
 use crate::backoff::Backoff;
 use crate::config::ZkConfig;
+use crate::metrics::Metrics;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -133,6 +135,11 @@ impl SessionHandle {
         let _ = tokio::time::timeout(Duration::from_secs(2), replaced).await;
     }
 
+    /// The phase right now, without marking it seen (for readers that do not wait on changes).
+    pub fn phase(&self) -> Phase {
+        self.rx.borrow().phase
+    }
+
     /// True while session `generation` is connected; components acting as leader check this.
     pub fn is_connected(&self, generation: u64) -> bool {
         let v = self.rx.borrow();
@@ -144,12 +151,15 @@ impl SessionHandle {
 pub struct SessionSupervisor {
     /// Where views are published.
     tx: watch::Sender<SessionView>,
+    /// Records state changes, reconnects and expiries as they are published.
+    metrics: Arc<Metrics>,
 }
 
 /// A supervisor and the first handle on it.
-pub fn channel() -> (SessionSupervisor, SessionHandle) {
+pub fn channel(metrics: Arc<Metrics>) -> (SessionSupervisor, SessionHandle) {
     let (tx, rx) = watch::channel(SessionView { generation: 0, phase: Phase::Connecting, client: None });
-    (SessionSupervisor { tx }, SessionHandle { rx })
+    metrics.session_phase(Phase::Connecting);
+    (SessionSupervisor { tx, metrics }, SessionHandle { rx })
 }
 
 /// Opens one session, failing fast when no server answers so the caller's backoff decides.
@@ -188,6 +198,7 @@ impl SessionSupervisor {
             failures = 0;
             backoff.reset();
             generation += 1;
+            self.metrics.session_established();
             let mut states = client.state_watcher();
             tracing::info!(
                 session = %client.session_id(),
@@ -206,6 +217,9 @@ impl SessionSupervisor {
                         }
                         zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                             tracing::info!(generation, "ZooKeeper connection re-established; same session");
+                            if self.tx.borrow().phase == Phase::Disconnected {
+                                self.metrics.session_reconnected();
+                            }
                             self.set_phase(Phase::Connected);
                         }
                         terminal => break Some(terminal),
@@ -219,6 +233,7 @@ impl SessionSupervisor {
                 }
                 Some(state) => {
                     tracing::warn!(generation, "ZooKeeper session ended ({state}); building a new one");
+                    self.metrics.session_expired();
                     self.publish(generation, Phase::Expired, None);
                 }
             }
@@ -227,29 +242,69 @@ impl SessionSupervisor {
     }
 
     fn publish(&self, generation: u64, phase: Phase, client: Option<zk::Client>) {
+        self.metrics.session_phase(phase);
         self.tx.send_replace(SessionView { generation, phase, client });
     }
 
     fn set_phase(&self, phase: Phase) {
+        self.metrics.session_phase(phase);
         self.tx.send_modify(|v| v.phase = phase);
     }
 
     /// Drops our client and waits (briefly) for the crate to send CloseSession.
-    async fn close(&self, mut states: zk::StateWatcher) {
+    async fn close(&self, states: zk::StateWatcher) {
         let generation = self.tx.borrow().generation;
         self.publish(generation, Phase::Closed, None);
-        let closed = async {
-            loop {
-                if matches!(states.peek_state(), zk::SessionState::Closed | zk::SessionState::Expired) {
-                    return;
-                }
-                states.changed().await;
+        wait_closed(states).await;
+    }
+}
+
+/// How long a clean stop waits for the server to confirm that our session is closed.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Waits (briefly) until the session behind `states` is closed, once every client of it was
+/// dropped (the crate sends CloseSession then), so our ephemeral nodes vanish at once rather
+/// than one session timeout later.
+pub async fn wait_closed(mut states: zk::StateWatcher) {
+    let closed = async {
+        loop {
+            if matches!(states.peek_state(), zk::SessionState::Closed | zk::SessionState::Expired) {
+                return;
             }
-        };
-        match tokio::time::timeout(Duration::from_secs(3), closed).await {
-            Ok(()) => tracing::info!("ZooKeeper session closed"),
-            Err(_) => tracing::warn!("ZooKeeper session did not close within 3s; the server will expire it"),
+            states.changed().await;
         }
+    };
+    match tokio::time::timeout(CLOSE_PATIENCE, closed).await {
+        Ok(()) => tracing::info!("ZooKeeper session closed"),
+        Err(_) => tracing::warn!("ZooKeeper session did not close within {CLOSE_PATIENCE:?}; the server will expire it"),
+    }
+}
+
+/// Closes a session owned by one client (a one-shot run's): drops it and waits for the close.
+pub async fn close(client: zk::Client) {
+    let states = client.state_watcher();
+    drop(client);
+    wait_closed(states).await;
+}
+
+/// Connects, retrying with backoff until `patience` runs out: for one-shot runs, which must
+/// ride out a quorum election but give up on a ZooKeeper that is down. The error says what was
+/// tried and the last reason.
+pub async fn connect_within(hosts: &str, session_timeout: Duration, patience: Duration) -> Result<zk::Client, String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let why = match tokio::time::timeout_at(deadline, connect_once(hosts, session_timeout)).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        let delay = backoff.next_delay();
+        if tokio::time::Instant::now() + delay >= deadline {
+            return Err(format!("cannot reach ZooKeeper at {hosts} within {}: {why}", humantime::format_duration(patience)));
+        }
+        tracing::debug!(hosts, "cannot reach ZooKeeper ({why}); retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -36,6 +36,11 @@ impl StateStore {
         StateStore { dir: dir.to_path_buf() }
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn file(&self, app: &str) -> PathBuf {
         self.dir.join(format!("{app}.json"))
     }

@@ -19,6 +19,19 @@ pub enum ApplyResult {
     Error,
 }
 
+impl ApplyResult {
+    /// The name the status node uses, for logs, `/healthz` and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyResult::Pending => "pending",
+            ApplyResult::Ok => "ok",
+            ApplyResult::CheckFailed => "check-failed",
+            ApplyResult::ReloadFailed => "reload-failed",
+            ApplyResult::Error => "error",
+        }
+    }
+}
+
 /// The JSON in `<root>/status/<app>/<node_id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -48,5 +61,17 @@ impl StatusReport {
     /// JSON bytes for the znode.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("status serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_names_are_the_json_names() {
+        for r in [ApplyResult::Pending, ApplyResult::Ok, ApplyResult::CheckFailed, ApplyResult::ReloadFailed, ApplyResult::Error] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 }

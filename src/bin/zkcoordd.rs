@@ -23,8 +23,12 @@ fn main() {
         }
     };
     if args.check_config {
+        let http = match &config.http.listen {
+            Some(listen) => format!(", HTTP on {listen}"),
+            None => String::new(),
+        };
         println!(
-            "{}: ok (role {}, node {}, {} app(s), ZooKeeper {})",
+            "{}: ok (role {}, node {}, {} app(s), ZooKeeper {}{http})",
             args.config.display(),
             config.role,
             config.node_id,
@@ -33,7 +37,10 @@ fn main() {
         );
         return;
     }
-    let log = zkcoord::logging::init(&config.log_level);
+    // A one-shot run prints its own results, one line per app; its log is off unless
+    // ZKCOORD_LOG or RUST_LOG ask for it.
+    let one_shot = args.once || args.dry_run;
+    let log = zkcoord::logging::init(if one_shot { "off" } else { &config.log_level });
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -41,7 +48,13 @@ fn main() {
             std::process::exit(exit::SOFTWARE);
         }
     };
-    let code = runtime.block_on(zkcoord::daemon::run(config, args.config, early_stop, log));
+    let code = if args.once {
+        runtime.block_on(zkcoord::oneshot::once(&config))
+    } else if args.dry_run {
+        runtime.block_on(zkcoord::oneshot::dry_run(&config))
+    } else {
+        runtime.block_on(zkcoord::daemon::run(config, args.config, early_stop, log))
+    };
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
 }

@@ -233,3 +233,73 @@ pub fn assert_one_leader_at_a_time(agents: &[(&str, Vec<(u64, u64)>)]) {
         );
     }
 }
+
+/// A `zkcoordd --config <d's config> <args>` command for a one-shot mode (`--once`,
+/// `--dry-run`), with the log at its default level and no systemd in its environment.
+pub fn oneshot_command(d: &Daemon, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(daemon_bin());
+    cmd.arg("--config").arg(d.config_path()).args(args).current_dir(d.dir()).env("NO_COLOR", "1");
+    for k in ["RUST_LOG", "ZKCOORD_LOG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "INVOCATION_ID"] {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+/// Runs a one-shot `zkcoordd` to completion (killed after 60 s) off the async runtime's worker
+/// thread; returns its output and how long it took.
+pub async fn zkcoordd_oneshot(d: &Daemon, args: &[&str]) -> (Output, Duration) {
+    let cmd = oneshot_command(d, args);
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let out = run_with_timeout(cmd, b"", Duration::from_secs(60));
+        (out, started.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+impl Spec {
+    /// A daemon directory with `{dir}/www` and this config, not started: for one-shot runs, or
+    /// to start later with `spawn()`.
+    pub fn prepare(&self) -> Daemon {
+        let d = Daemon::prepare(&self.node);
+        std::fs::create_dir_all(d.dir().join("www")).unwrap();
+        d.set_config(&self.toml());
+        d
+    }
+}
+
+/// Where an app daemon remembers what it applied to APP.
+pub fn state_file(d: &Daemon) -> PathBuf {
+    d.dir().join(format!("state/{APP}.json"))
+}
+
+/// An HTTP reply, as `http_get` read it.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The Content-Type header, if any.
+    pub content_type: Option<String>,
+    /// The body, lossily decoded.
+    pub body: String,
+}
+
+/// `GET http://127.0.0.1:<port><path>` over HTTP/1.0 (the server closes after replying);
+/// None when nothing listens or no reply comes within 5 s.
+pub fn http_get(port: u16, path: &str) -> Option<HttpReply> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string()));
+    Some(HttpReply { status, content_type, body: body.to_string() })
+}

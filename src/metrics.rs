@@ -1,0 +1,289 @@
+//! What the daemon counts and measures, for `/metrics` in the Prometheus (OpenMetrics) text
+//! format. One [`Metrics`] is made in `daemon::run` and shared through an `Arc`; each event is
+//! recorded at the one place where it happens: the session supervisor (state, reconnects,
+//! expiries), the election (leadership), the agent (publishes), the app's applier (applies,
+//! latency, versions behind) and the install pipeline (check and reload durations).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `zkcoord_session_state` | gauge, 1 for the current state | `state` |
+//! | `zkcoord_sessions_established_total` | counter | |
+//! | `zkcoord_session_reconnects_total` | counter | |
+//! | `zkcoord_session_expiries_total` | counter | |
+//! | `zkcoord_leader` | gauge 0/1 | |
+//! | `zkcoord_publishes_total` | counter | `outcome` |
+//! | `zkcoord_applies_total` | counter | `app`, `result` |
+//! | `zkcoord_hook_duration_seconds` | histogram | `app`, `hook` |
+//! | `zkcoord_publish_to_apply_seconds` | histogram | `app` |
+//! | `zkcoord_versions_behind` | gauge | `app` |
+
+use crate::request::Outcome;
+use crate::session::Phase;
+use crate::status::ApplyResult;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every session phase, so the state gauge shows all of them (0 or 1).
+const PHASES: [Phase; 5] = [Phase::Connecting, Phase::Connected, Phase::Disconnected, Phase::Expired, Phase::Closed];
+
+/// Every apply result but `pending`, which is not the end of an apply.
+const RESULTS: [ApplyResult; 4] = [ApplyResult::Ok, ApplyResult::CheckFailed, ApplyResult::ReloadFailed, ApplyResult::Error];
+
+/// Every publish outcome's label.
+const OUTCOMES: [&str; 3] = ["published", "unchanged", "rejected"];
+
+/// `state="connected"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    /// The session phase's name.
+    state: String,
+}
+
+/// `outcome="published"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// published, unchanged or rejected.
+    outcome: String,
+}
+
+/// `app="nginxconf"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    /// The application's name.
+    app: String,
+}
+
+/// `app="nginxconf",result="check-failed"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApplyLabels {
+    /// The application's name.
+    app: String,
+    /// How the apply ended, as the status node spells it.
+    result: String,
+}
+
+/// `app="nginxconf",hook="check"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    /// The application's name.
+    app: String,
+    /// check or reload.
+    hook: String,
+}
+
+/// Which hook ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// The check command, on the staged file.
+    Check,
+    /// The reload command (also the one after a rollback).
+    Reload,
+}
+
+impl Hook {
+    fn label(self) -> &'static str {
+        match self {
+            Hook::Check => "check",
+            Hook::Reload => "reload",
+        }
+    }
+}
+
+/// Hook runs from 5 ms to ~41 s: an `nginx -t` takes tens of ms, a slow reload seconds.
+fn hook_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Publish to apply from 1 ms to ~33 s: milliseconds when healthy, seconds behind a slow hook.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The daemon's metrics and the registry that encodes them.
+pub struct Metrics {
+    /// Encodes everything below.
+    registry: Registry,
+    /// 1 for the session's current phase, 0 for the others.
+    session_state: Family<StateLabels, Gauge>,
+    /// New sessions (the first, and one after every expiry).
+    sessions: Counter,
+    /// Connections re-established on the same session after a disconnect.
+    reconnects: Counter,
+    /// Sessions that ended under us (expired, or otherwise lost), not closed on purpose.
+    expiries: Counter,
+    /// 1 while this agent leads.
+    leader: Gauge,
+    /// Publish requests the leader handled, by outcome.
+    publishes: Family<OutcomeLabels, Counter>,
+    /// Finished applies by app and result.
+    applies: Family<ApplyLabels, Counter>,
+    /// How long check and reload commands ran.
+    hook_seconds: Family<HookLabels, Histogram, fn() -> Histogram>,
+    /// From a version node's creation to its successful apply here.
+    publish_to_apply: Family<AppLabels, Histogram, fn() -> Histogram>,
+    /// Versions newer than the one applied here.
+    versions_behind: Family<AppLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Every metric registered, the session at `connecting`.
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            session_state: Family::default(),
+            sessions: Counter::default(),
+            reconnects: Counter::default(),
+            expiries: Counter::default(),
+            leader: Gauge::default(),
+            publishes: Family::default(),
+            applies: Family::default(),
+            hook_seconds: Family::new_with_constructor(hook_histogram),
+            publish_to_apply: Family::new_with_constructor(latency_histogram),
+            versions_behind: Family::default(),
+        };
+        let registry = &mut m.registry;
+        registry.register("zkcoord_session_state", "ZooKeeper session state: 1 for the current one", m.session_state.clone());
+        registry.register("zkcoord_sessions_established", "ZooKeeper sessions established (the first, and one after each expiry)", m.sessions.clone());
+        registry.register("zkcoord_session_reconnects", "Connections re-established on the same ZooKeeper session", m.reconnects.clone());
+        registry.register("zkcoord_session_expiries", "ZooKeeper sessions that ended under us (expired or lost)", m.expiries.clone());
+        registry.register("zkcoord_leader", "1 while this agent is a leader", m.leader.clone());
+        registry.register("zkcoord_publishes", "Publish requests handled by this agent as leader, by outcome", m.publishes.clone());
+        registry.register("zkcoord_applies", "Finished applies by app and result", m.applies.clone());
+        registry.register("zkcoord_hook_duration_seconds", "Run time of check and reload commands", m.hook_seconds.clone());
+        registry.register(
+            "zkcoord_publish_to_apply_seconds",
+            "From a version's creation in ZooKeeper to its successful apply on this host",
+            m.publish_to_apply.clone(),
+        );
+        registry.register("zkcoord_versions_behind", "Published versions newer than the one applied here", m.versions_behind.clone());
+        for outcome in OUTCOMES {
+            let _ = m.publishes.get_or_create(&OutcomeLabels { outcome: outcome.into() });
+        }
+        m.session_phase(Phase::Connecting);
+        m
+    }
+
+    /// The session is now in `phase`.
+    pub fn session_phase(&self, phase: Phase) {
+        for p in PHASES {
+            self.session_state.get_or_create(&StateLabels { state: p.to_string() }).set(i64::from(p == phase));
+        }
+    }
+
+    /// A new session was established.
+    pub fn session_established(&self) {
+        self.sessions.inc();
+    }
+
+    /// The connection came back on the same session.
+    pub fn session_reconnected(&self) {
+        self.reconnects.inc();
+    }
+
+    /// The session ended under us.
+    pub fn session_expired(&self) {
+        self.expiries.inc();
+    }
+
+    /// This agent now leads (or not).
+    pub fn leadership(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The leader handled a publish request.
+    pub fn publish_handled(&self, outcome: &Outcome) {
+        let outcome = match outcome {
+            Outcome::Published { .. } => "published",
+            Outcome::Unchanged { .. } => "unchanged",
+            Outcome::Rejected { .. } => "rejected",
+        };
+        self.publishes.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    /// A follower for `app` started: its series appear at zero rather than at the first event.
+    pub fn app_started(&self, app: &str) {
+        for r in RESULTS {
+            let _ = self.applies.get_or_create(&ApplyLabels { app: app.into(), result: r.as_str().into() });
+        }
+        let _ = self.versions_behind.get_or_create(&AppLabels { app: app.into() });
+    }
+
+    /// A follower for `app` stopped (removed by a reload): its gauge goes; counters stay.
+    pub fn app_stopped(&self, app: &str) {
+        self.versions_behind.remove(&AppLabels { app: app.into() });
+    }
+
+    /// An apply of `app` ended with `result`.
+    pub fn apply_finished(&self, app: &str, result: ApplyResult) {
+        self.applies.get_or_create(&ApplyLabels { app: app.into(), result: result.as_str().into() }).inc();
+    }
+
+    /// A version of `app` was applied `since_publish` after its node was created.
+    pub fn applied_after(&self, app: &str, since_publish: Duration) {
+        self.publish_to_apply.get_or_create(&AppLabels { app: app.into() }).observe(since_publish.as_secs_f64());
+    }
+
+    /// A check or reload command of `app` ran for `elapsed`.
+    pub fn hook_ran(&self, app: &str, hook: Hook, elapsed: Duration) {
+        self.hook_seconds.get_or_create(&HookLabels { app: app.into(), hook: hook.label().into() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// `app` is `behind` versions behind the newest.
+    pub fn versions_behind(&self, app: &str, behind: u64) {
+        self.versions_behind.get_or_create(&AppLabels { app: app.into() }).set(behind.min(i64::MAX as u64) as i64);
+    }
+
+    /// Everything, in the OpenMetrics text format (which Prometheus scrapes as such).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_appear_at_zero_and_count_events() {
+        let m = Metrics::new();
+        m.app_started("web");
+        m.apply_finished("web", ApplyResult::CheckFailed);
+        m.session_phase(Phase::Connected);
+        m.hook_ran("web", Hook::Check, Duration::from_millis(12));
+        let text = m.encode();
+        for line in [
+            "zkcoord_applies_total{app=\"web\",result=\"ok\"} 0",
+            "zkcoord_applies_total{app=\"web\",result=\"check-failed\"} 1",
+            "zkcoord_session_state{state=\"connected\"} 1",
+            "zkcoord_session_state{state=\"connecting\"} 0",
+            "zkcoord_publishes_total{outcome=\"rejected\"} 0",
+            "zkcoord_versions_behind{app=\"web\"} 0",
+            "zkcoord_hook_duration_seconds_count{app=\"web\",hook=\"check\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
