@@ -148,6 +148,39 @@ impl AclPolicy {
     }
 }
 
+/// This process's ZooKeeper identity and policy, set once at start-up from the config.
+static IDENTITY: std::sync::OnceLock<(AclPolicy, Option<Credentials>)> = std::sync::OnceLock::new();
+
+/// Sets this process's credentials and ACL policy (the first call wins; later calls are ignored,
+/// so a reload cannot change who we are mid-session).
+pub fn install(policy: AclPolicy, credentials: Option<Credentials>) {
+    let _ = IDENTITY.set((policy, credentials));
+}
+
+/// The credentials every session authenticates with, if any.
+pub fn credentials() -> Option<&'static Credentials> {
+    IDENTITY.get().and_then(|(_, c)| c.as_ref())
+}
+
+/// The ACL for a node of `kind` under this process's policy (open when none was installed).
+pub fn for_node(kind: NodeKind) -> Vec<zk::Acl> {
+    match IDENTITY.get() {
+        Some((p, _)) => p.acl_for(kind),
+        None => zk::Acls::anyone_all().to_vec(),
+    }
+}
+
+/// Installs the identity and policy a config names (used by both binaries).
+pub fn install_from(config: &crate::config::Config) {
+    let credentials = config.zookeeper.auth_file.as_deref().and_then(|f| Credentials::load(f).ok());
+    install(config.acl.policy(), credentials);
+}
+
+/// Turns NoAuth into a message that names the node, the action and who we are.
+pub fn explain(e: &zk::Error, path: &str, action: &str) -> Option<String> {
+    matches!(e, zk::Error::NoAuth).then(|| explain_noauth(path, action, credentials()))
+}
+
 /// Says which node and which permission when ZooKeeper answers NoAuth.
 pub fn explain_noauth(path: &str, action: &str, who: Option<&Credentials>) -> String {
     let as_whom = match who {

@@ -2,6 +2,7 @@
 //! answer the publisher, and prune old versions. Every write is fenced: a multi-op that first
 //! checks our own election node, so an agent that lost its session can never write as leader.
 
+use crate::acl::NodeKind;
 use crate::config::Config;
 use crate::election::Leadership;
 use crate::layout::{self, Layout, VersionId, REQUEST_PREFIX};
@@ -122,9 +123,9 @@ async fn serve(
     fence: &Fence,
     metrics: &Metrics,
 ) -> Result<std::convert::Infallible, AgentError> {
-    session::ensure_path(client, &layout.requests()).await?;
-    session::ensure_path(client, &layout.outcomes()).await?;
-    session::ensure_path(client, &layout.claims()).await?;
+    session::ensure_path(client, &layout.requests(), NodeKind::RequestsParent).await?;
+    session::ensure_path(client, &layout.outcomes(), NodeKind::OutcomesParent).await?;
+    session::ensure_path(client, &layout.claims(), NodeKind::AgentParent).await?;
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let mut touched = BTreeSet::new();
@@ -194,7 +195,8 @@ async fn claim(layout: &Layout, client: &zk::Client, fence: &Fence, req: &str) -
     let claim = layout.claim(req);
     let mut w = fence.writer(client)?;
     w.add_check_version(&format!("{}/{req}", layout.requests()), -1)?;
-    w.add_create(&claim, b"", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()))?;
+    let owned = crate::acl::for_node(NodeKind::Owned);
+    w.add_create(&claim, b"", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::new(&owned)))?;
     match fence.commit(w).await {
         Ok(_) => Ok(true),
         // Already handled (request gone), or another leader holds it.
@@ -260,10 +262,11 @@ async fn decide(
             Err(e) => return Err(e.into()),
         }
     }
-    session::ensure_path(client, &parent).await?;
-    session::ensure_path(client, &meta_parent).await?;
+    session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+    session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+    let owned = crate::acl::for_node(NodeKind::Owned);
     let mut w = fence.writer(client)?;
-    w.add_create(&format!("{parent}/{}", layout::VERSION_PREFIX), data, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()))?;
+    w.add_create(&format!("{parent}/{}", layout::VERSION_PREFIX), data, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&owned)))?;
     let results = fence.commit(w).await?;
     let created = match results.into_iter().next() {
         Some(zk::MultiWriteResult::Create { path, .. }) => path,
@@ -287,7 +290,8 @@ async fn finish(
         Ok(()) | Err(zk::Error::NoNode) => {}
         Err(e) => return Err(e.into()),
     }
-    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let owned = crate::acl::for_node(NodeKind::Owned);
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
     let mut w = fence.writer(client)?;
     if let Some((app, version, meta)) = &meta_for {
         w.add_create(&format!("{}/{version}", layout.meta(app)), &serde_json::to_vec(meta).expect("meta"), &persistent)?;

@@ -418,7 +418,12 @@ impl AppFollower {
         let mut seen = Seen::default();
         let (status_tx, status_rx) = watch::channel(p.report.to_bytes());
         let (reg_tx, _reg_rx) = watch::channel(None);
-        let spec = NodeSpec { parent: a.layout.status(&a.app.name), name: a.node_id.clone(), sequential: false };
+        let spec = NodeSpec {
+            parent: a.layout.status(&a.app.name),
+            name: a.node_id.clone(),
+            sequential: false,
+            parent_kind: crate::acl::NodeKind::StatusParent,
+        };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
         a.metrics.app_started(&a.app.name);
         self.publish(&p, &seen, false);

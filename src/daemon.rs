@@ -153,6 +153,7 @@ impl Components {
             parent: config.agent.election_path.clone(),
             name: crate::layout::WORKER_PREFIX.into(),
             sequential: true,
+            parent_kind: crate::acl::NodeKind::AgentParent,
         };
         let keeper = registration::keep(spec, self.session.clone(), data_rx, reg_tx, self.work_stop.clone());
         self.fixed.spawn(async move {

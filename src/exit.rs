@@ -15,6 +15,8 @@ pub const UNAVAILABLE: i32 = 69;
 pub const SOFTWARE: i32 = 70;
 /// I/O error on a local file.
 pub const IOERR: i32 = 74;
+/// Permission denied (ZooKeeper answered NoAuth).
+pub const NOPERM: i32 = 77;
 /// Temporary failure; trying again later may work.
 pub const TEMPFAIL: i32 = 75;
 /// The configuration is wrong.

@@ -17,6 +17,8 @@ pub struct NodeSpec {
     pub name: String,
     /// EPHEMERAL_SEQUENTIAL (election) or plain EPHEMERAL (status).
     pub sequential: bool,
+    /// What the parent is, for its ACL if we have to create it.
+    pub parent_kind: crate::acl::NodeKind,
 }
 
 /// Our node as it currently exists.
@@ -92,7 +94,7 @@ async fn keep_on_session(
     data: &mut watch::Receiver<Vec<u8>>,
     out: &watch::Sender<Option<Registered>>,
 ) -> Result<std::convert::Infallible, zk::Error> {
-    session::ensure_path(client, &spec.parent).await?;
+    session::ensure_path(client, &spec.parent, spec.parent_kind).await?;
     let mut current: Option<String> = find_ours(client, spec).await?;
     loop {
         let path = match current.take() {
@@ -153,7 +155,8 @@ async fn set_or_recreate(client: &zk::Client, path: &str, bytes: &[u8]) -> Resul
 /// we look for a node owned by our session before trying again.
 async fn create(client: &zk::Client, spec: &NodeSpec, bytes: &[u8]) -> Result<String, zk::Error> {
     let mode = if spec.sequential { zk::CreateMode::EphemeralSequential } else { zk::CreateMode::Ephemeral };
-    let opts = mode.with_acls(zk::Acls::anyone_all());
+    let acl = crate::acl::for_node(crate::acl::NodeKind::Owned);
+    let opts = mode.with_acls(zk::Acls::new(&acl));
     let base = format!("{}/{}", spec.parent, spec.name);
     loop {
         match client.create(&base, bytes, &opts).await {

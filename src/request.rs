@@ -134,10 +134,11 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
 
 /// Queues a request for the leader; returns the request node's name.
 pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
-    crate::session::ensure_path(client, &layout.requests()).await?;
-    crate::session::ensure_path(client, &layout.outcomes()).await?;
+    crate::session::ensure_path(client, &layout.requests(), crate::acl::NodeKind::RequestsParent).await?;
+    crate::session::ensure_path(client, &layout.outcomes(), crate::acl::NodeKind::OutcomesParent).await?;
     let prefix = format!("{}/{}", layout.requests(), REQUEST_PREFIX);
-    let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+    let acl = crate::acl::for_node(crate::acl::NodeKind::Owned);
+    let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&acl));
     let (_, seq) = client.create(&prefix, &encode(header, data), &opts).await?;
     Ok(format!("{REQUEST_PREFIX}{seq}"))
 }

@@ -163,8 +163,13 @@ pub fn channel(metrics: Arc<Metrics>) -> (SessionSupervisor, SessionHandle) {
 }
 
 /// Opens one session, failing fast when no server answers so the caller's backoff decides.
+/// Authenticates with this process's digest credentials, if it has any.
 pub async fn connect_once(hosts: &str, session_timeout: Duration) -> Result<zk::Client, zk::Error> {
-    zk::Client::connector().with_session_timeout(session_timeout).with_fail_eagerly().connect(hosts).await
+    let mut connector = zk::Client::connector().with_session_timeout(session_timeout).with_fail_eagerly();
+    if let Some(c) = crate::acl::credentials() {
+        connector = connector.with_auth("digest", c.user_password.as_bytes());
+    }
+    connector.connect(hosts).await
 }
 
 impl SessionSupervisor {
@@ -340,10 +345,23 @@ pub fn state_error(state: zk::SessionState) -> zk::Error {
     }
 }
 
-/// Creates `path` and its missing ancestors as persistent nodes.
-pub async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
-    match client.mkdir(path, &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
-        Ok(()) | Err(zk::Error::NodeExists) => Ok(()),
-        Err(e) => Err(e),
+/// Creates `path` (with the ACL of `kind`) and its missing ancestors (with the agents' parent
+/// ACL) as persistent nodes. Existing nodes are left as they are.
+pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::acl::NodeKind) -> Result<(), zk::Error> {
+    if client.check_stat(path).await?.is_some() {
+        return Ok(());
     }
+    let mut prefix = String::new();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        prefix.push('/');
+        prefix.push_str(seg);
+        let last = i + 1 == segments.len();
+        let acl = crate::acl::for_node(if last { kind } else { crate::acl::NodeKind::AgentParent });
+        match client.create(&prefix, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

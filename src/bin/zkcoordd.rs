@@ -40,6 +40,7 @@ fn main() {
     // A one-shot run prints its own results, one line per app; its log is off unless
     // ZKCOORD_LOG or RUST_LOG ask for it.
     let one_shot = args.once || args.dry_run;
+    zkcoord::acl::install_from(&config);
     let log = zkcoord::logging::init(if one_shot { "off" } else { &config.log_level });
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,

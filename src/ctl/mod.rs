@@ -161,6 +161,9 @@ pub(crate) fn fail(code: i32, message: impl Into<String>) -> CtlError {
 }
 
 pub(crate) fn zk_fail(e: zk::Error) -> CtlError {
+    if matches!(e, zk::Error::NoAuth) {
+        return fail(exit::NOPERM, crate::acl::explain_noauth("a zkcoord node", "change", crate::acl::credentials()));
+    }
     fail(exit::UNAVAILABLE, format!("ZooKeeper: {e}"))
 }
 
@@ -191,6 +194,9 @@ fn resolve(cli: &Cli) -> Result<Target, CtlError> {
     let hosts = cli.zk.clone().or_else(|| config.as_ref().map(|c| c.zookeeper.hosts.clone())).ok_or_else(|| {
         fail(exit::USAGE, format!("no ZooKeeper to talk to: pass --zk HOSTS or --config PATH ({DEFAULT_CONFIG_PATH} does not exist)"))
     })?;
+    if let Some(c) = &config {
+        crate::acl::install_from(c);
+    }
     let layout = config.as_ref().map(|c| c.layout()).unwrap_or_else(|| Layout::new("/zkcoord", "/applications", "/roles/workers"));
     let session_timeout = config.as_ref().map(|c| c.zookeeper.session_timeout).unwrap_or(Duration::from_secs(10));
     Ok(Target { hosts, session_timeout, layout, config })

@@ -50,7 +50,10 @@ pub async fn publish(
     let header = request::header_for(app, &author(), message, "zkcoordctl", &data)
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
     let client = t.connect().await?;
-    let req = request::submit(&client, &t.layout, &header, &data).await.map_err(zk_fail)?;
+    let req = request::submit(&client, &t.layout, &header, &data).await.map_err(|e| match crate::acl::explain(&e, &t.layout.requests(), "create a publish request in") {
+        Some(why) => fail(exit::NOPERM, why),
+        None => zk_fail(e),
+    })?;
     let outcome = match request::await_outcome(&client, &t.layout, &req, timeout).await {
         Ok(o) => o,
         Err(e @ AwaitError::NoLeader(_)) => return Err(fail(exit::TEMPFAIL, e.to_string())),
