@@ -107,7 +107,7 @@ async fn apply_once(applier: &Applier, client: &zk::Client) -> Result<Outcome, z
             "{} {}: {}; the old file is kept",
             result.as_str(),
             r.attempted.as_deref().unwrap_or(&newest.name),
-            r.error.as_deref().unwrap_or("no reason given")
+            one_line(r.error.as_deref().unwrap_or("no reason given"))
         )),
     })
 }
@@ -221,6 +221,11 @@ async fn connect(config: &Config) -> Result<zk::Client, i32> {
 /// The newest version and its stream, or None when nothing was published.
 async fn newest(applier: &Applier, client: &zk::Client) -> Result<Option<(VersionId, i64)>, zk::Error> {
     Ok(applier.list(client).await?.and_then(|l| l.newest.map(|n| (n, l.stream))))
+}
+
+/// A multi-line reason (a hook's output, then which command failed) on one line.
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// What this host runs, for "up to date at ...".

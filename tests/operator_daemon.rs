@@ -111,10 +111,8 @@ async fn once_with_a_failing_check_exits_1_naming_the_app_and_keeps_the_old_file
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line per failing app: {stderr}");
     let line = stderr.trim_end();
-    assert!(
-        line.starts_with(&format!("zkcoordd: {APP}: check-failed {bad}: check `sh -c")) && line.contains("unknown directive"),
-        "{line}"
-    );
+    assert!(line.starts_with(&format!("zkcoordd: {APP}: check-failed {bad}: ")), "{line}");
+    assert!(line.contains("unknown directive") && line.contains("check `sh -c") && line.ends_with("the old file is kept"), "{line}");
     assert!(text(&out.stdout).is_empty(), "{}", output_text(&out));
     assert_eq!(on_disk(&d).unwrap(), b"worker_processes 2;\n");
     assert_eq!(identity(&dest(&d)), before, "the old file was replaced");
