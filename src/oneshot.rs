@@ -156,6 +156,9 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
         Fetched::Refused(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),
         Fetched::Verified { bytes, sha256, .. } => (bytes, sha256),
     };
+    if let Err(e) = install::resolve_dest(app) {
+        return Ok(format!("{name}: would fail to apply {newest}: {e}\n"));
+    }
     if install::holds(&app.dest, &sha) {
         return Ok(format!(
             "{name}: {} already holds {newest}; would record it as applied, without a reload\n",
@@ -197,12 +200,13 @@ pub fn unified_diff(app: &AppConfig, version: &VersionId, old: &[u8], new: &[u8]
 /// The check and reload commands an apply would run, in order.
 fn commands(app: &AppConfig) -> String {
     let name = &app.name;
+    let user = app.run_as.as_ref().map(|u| format!(" as {u}")).unwrap_or_default();
     let check = match &app.check {
-        Some(c) => format!("{name}: would run check: {}\n", hooks::command_line(c, Some(Path::new(STAGED_PLACEHOLDER)))),
+        Some(c) => format!("{name}: would run check{user}: {}\n", hooks::command_line(c, Some(Path::new(STAGED_PLACEHOLDER)))),
         None => format!("{name}: no check command\n"),
     };
     let reload = match &app.reload {
-        Some(c) => format!("{name}: would run reload: {}\n", hooks::command_line(c, None)),
+        Some(c) => format!("{name}: would run reload{user}: {}\n", hooks::command_line(c, None)),
         None => format!("{name}: no reload command\n"),
     };
     check + &reload
@@ -266,5 +270,7 @@ mod tests {
         let d = unified_diff(&app(), &VersionId::from_seq(7), b"a\n", &[0xff, 0xfe]);
         assert_eq!(d, "Binary content of /etc/web.conf differs (2 bytes on disk, 2 bytes in web conf-0000000007)\n");
         assert_eq!(commands(&app()), "web: would run check: web -t '<staged file>'\nweb: no reload command\n");
+        let as_nobody = AppConfig { run_as: Some("nobody".into()), ..app() };
+        assert_eq!(commands(&as_nobody), "web: would run check as nobody: web -t '<staged file>'\nweb: no reload command\n");
     }
 }

@@ -411,3 +411,33 @@ async fn a_busy_http_port_is_retried_without_stopping_the_daemon_and_sighup_move
     assert!(d.log().contains("http listener stopped"), "{}", d.log_tail(20));
     assert!(d.term().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_and_once_refuse_a_symlink_at_the_destination() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let d = Spec::app("web-1", &hosts).prepare();
+    let target = d.dir().join("elsewhere.conf");
+    std::fs::write(&target, b"not ours\n").unwrap();
+    std::os::unix::fs::symlink(&target, dest(&d)).unwrap();
+    create_all(&client, &format!("/applications/{APP}")).await;
+    let v = create_seq(&client, &format!("/applications/{APP}/conf-"), b"new\n").await;
+    let v = v.rsplit('/').next().unwrap().to_string();
+    let refusal = format!(
+        "{} is a symlink (to {}); refusing to follow it (set follow_symlinks = true for this app if that is intended)",
+        dest(&d).display(),
+        target.display()
+    );
+
+    let (out, _) = zkcoordd_oneshot(&d, &["--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(text(&out.stdout), format!("{APP}: would fail to apply {v}: {refusal}\n"));
+
+    let (out, _) = zkcoordd_oneshot(&d, &["--once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert_eq!(text(&out.stderr), format!("zkcoordd: {APP}: error {v}: {refusal}; the old file is kept\n"));
+    assert_eq!(std::fs::read(&target).unwrap(), b"not ours\n");
+    assert!(std::fs::symlink_metadata(dest(&d)).unwrap().file_type().is_symlink());
+    assert_eq!(reloads(&d), 0);
+}
