@@ -512,6 +512,8 @@ impl AppFollower {
                 self.publish(p, seen, true);
                 a.apply(client, &newest, listing.stream, p).await?;
                 seen.behind = listing.behind(p);
+                // View and gauge first: whoever sees the new status node then sees them too.
+                self.publish(p, seen, false);
                 status.send_replace(p.report.to_bytes());
             }
         }

@@ -270,6 +270,10 @@ async fn metrics_count_applies_by_result_latency_leadership_and_versions_behind(
     let bad = publish_ok(&hosts, b"servr bad;\n").await;
     wait_status(&client, "web-1", "check-failed", Some(&bad)).await;
 
+    // The leader counts a publish just after writing its outcome, which publish_ok may read first.
+    wait_until_sync("both publishes are counted", Duration::from_secs(10), || {
+        value(&scrape(port), "zkcoord_publishes_total", &[("outcome", "published")]) == 2.0
+    });
     let m = scrape(port);
     let app = [("app", APP)];
     let result = |r| [("app", APP), ("result", r)];
@@ -403,12 +407,13 @@ async fn a_busy_http_port_is_retried_without_stopping_the_daemon_and_sighup_move
     d.set_config(&with_http(&spec, other));
     d.hup();
     wait_until_sync("the listener moves", Duration::from_secs(20), || http_get(other, "/healthz").is_some());
-    assert!(d.log().contains(&format!("http listener on 127.0.0.1:{other}")), "{}", d.log_tail(20));
+    // The reload is logged once it is complete, a moment after the new listener answers.
+    d.wait_for_log(&format!("reload applied: http listener on 127.0.0.1:{other}"), Duration::from_secs(10));
     wait_until_sync("the old port is released", Duration::from_secs(10), || http_get(port, "/healthz").is_none());
     d.set_config(&spec.toml());
     d.hup();
     wait_until_sync("the listener stops", Duration::from_secs(20), || http_get(other, "/healthz").is_none());
-    assert!(d.log().contains("http listener stopped"), "{}", d.log_tail(20));
+    d.wait_for_log("reload applied: http listener stopped", Duration::from_secs(10));
     assert!(d.term().success());
 }
 
