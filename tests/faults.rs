@@ -6,7 +6,6 @@ mod fleet;
 
 use common::*;
 use fleet::*;
-use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 fn leads(d: &Daemon) -> bool {

@@ -51,13 +51,6 @@ impl NotifySocket {
     fn count(&self, key: &str) -> usize {
         self.messages().iter().filter(|(_, m)| m.lines().any(|l| l.starts_with(key))).count()
     }
-    fn last_status(&self) -> String {
-        self.messages()
-            .iter()
-            .rev()
-            .find_map(|(_, m)| m.lines().find_map(|l| l.strip_prefix("STATUS=").map(String::from)))
-            .unwrap_or_default()
-    }
     fn wait_for(&self, what: &str, pred: impl Fn(&[(Instant, String)]) -> bool) {
         let start = Instant::now();
         while !pred(&self.messages()) {

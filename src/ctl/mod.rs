@@ -219,21 +219,9 @@ impl Target {
     /// Connects, retrying for a while: an ensemble electing a new quorum leader refuses
     /// clients for a moment, and a command should ride that out rather than fail.
     pub async fn connect(&self) -> Result<zk::Client, CtlError> {
-        let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
-        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-        loop {
-            let attempt = tokio::time::timeout_at(deadline, crate::session::connect_once(&self.hosts, self.session_timeout)).await;
-            let why = match attempt {
-                Ok(Ok(c)) => return Ok(c),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "timed out".to_string(),
-            };
-            let delay = backoff.next_delay();
-            if tokio::time::Instant::now() + delay >= deadline {
-                return Err(fail(exit::UNAVAILABLE, format!("cannot reach ZooKeeper at {} within {CONNECT_PATIENCE:?}: {why}", self.hosts)));
-            }
-            tokio::time::sleep(delay).await;
-        }
+        crate::session::connect_within(&self.hosts, self.session_timeout, CONNECT_PATIENCE)
+            .await
+            .map_err(|why| fail(exit::UNAVAILABLE, why))
     }
 
     /// `app`'s versions, oldest first; an app without a node is an error that says so.
