@@ -428,9 +428,11 @@ async fn report_status(
             notifier.status(&line);
         }
         last_line = line;
+        // A branch whose channel has closed (no agent in this role: the leadership sender is
+        // gone) must not wake the loop again and again: `Ok` patterns disable it.
         tokio::select! {
             _ = session.changed() => {}
-            _ = leadership.changed() => {}
+            Ok(()) = leadership.changed() => {}
             _ = any_changed(&mut summaries) => {}
             _ = gate.wait(), if !ready_sent => {}
             _ = tokio::time::sleep_until(ready_at), if !ready_sent => {}
@@ -460,9 +462,11 @@ fn status_line(
     line
 }
 
-async fn any_changed(summaries: &mut [watch::Receiver<AppView>]) {
-    if summaries.is_empty() {
+async fn any_changed<T>(summaries: &mut [watch::Receiver<T>]) {
+    // Closed channels (a follower that ended) would resolve at once, forever: leave them out.
+    let open: Vec<_> = summaries.iter_mut().filter(|s| s.has_changed().is_ok()).collect();
+    if open.is_empty() {
         return std::future::pending().await;
     }
-    let _ = futures::future::select_all(summaries.iter_mut().map(|s| Box::pin(s.changed()))).await;
+    let _ = futures::future::select_all(open.into_iter().map(|s| Box::pin(s.changed()))).await;
 }

@@ -220,3 +220,31 @@ async fn a_read_only_destination_directory_keeps_the_old_file_and_says_why() {
     .await;
     d.kill9();
 }
+
+/// CPU time (user + system, in clock ticks) of a process so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_uses_almost_no_cpu_in_every_role() {
+    // A regression guard: an app-only daemon once spun on a closed channel at 100% of a core.
+    // CPU time does not grow with a slow machine, so the bound is safe: 2s idle must cost well
+    // under 0.4s of CPU (a spin costs about 2s).
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let daemons = [Spec::app("idle-app", &hosts).start(), Spec::agent("idle-agent", &hosts).start(), Spec::both("idle-both", &hosts).start()];
+    for d in &daemons {
+        d.wait_for_log("ready:", Duration::from_secs(20));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before: Vec<u64> = daemons.iter().map(|d| cpu_ticks(d.pid())).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (d, b) in daemons.iter().zip(before) {
+        let used = cpu_ticks(d.pid()) - b;
+        eprintln!("figures: idle {} used {used} clock ticks of CPU in 2s", d.name());
+        assert!(used < 40, "{} used {used} ticks in 2s idle: it spins", d.name());
+    }
+}
