@@ -177,10 +177,10 @@ async fn main() {
             let secs = t0.elapsed().as_secs_f64();
             report.push(String::new());
             report.push(format!(
-                "idle app daemon (session 1s): RSS {} KiB; CPU {:.3}% over {secs:.0}s; {:.1} context switches/s",
+                "idle app daemon (session 1s): RSS {} KiB; CPU {:.3}% over {secs:.0}s; {:.1} context switches/s (threads alive at both samples; exited threads undercount)",
                 rss_kib(pid),
                 (cpu_ticks(pid) - cpu0) as f64 / 100.0 / secs * 100.0,
-                (ctx_switches(pid) - ctx0) as f64 / secs
+                ctx_switches(pid).saturating_sub(ctx0) as f64 / secs
             ));
         }
         drop(apps);
