@@ -5,18 +5,8 @@ mod fleet;
 
 use common::*;
 use fleet::*;
-use std::io::{Read, Write};
 use std::time::Duration;
 
-fn trigger(port: u16, payload: &[u8]) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(payload).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    reply
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_published_three_ways_lands_on_both_app_hosts_byte_for_byte() {

@@ -6,7 +6,6 @@ mod fleet;
 
 use common::*;
 use fleet::*;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use zookeeper_client as zk;
@@ -142,15 +141,6 @@ fn a_secret_file_readable_by_others_is_refused_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("acl.enabled"));
 }
 
-fn trigger(port: u16, payload: &[u8]) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(payload).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    reply
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_with_a_token_refuses_messages_without_it_and_hooks_run_clean_as_their_user() {

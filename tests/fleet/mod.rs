@@ -303,3 +303,15 @@ pub fn http_get(port: u16, path: &str) -> Option<HttpReply> {
         .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string()));
     Some(HttpReply { status, content_type, body: body.to_string() })
 }
+
+/// Sends a legacy trigger message and returns the daemon's one-line answer.
+pub fn trigger(port: u16, payload: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(payload).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+}
