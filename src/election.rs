@@ -51,13 +51,12 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let step_down = |why: &str| {
-        if out.borrow().is_leader() {
-            out.send_replace(Leadership::Standby);
-            metrics.leadership(false);
+        // Published before the timestamp is taken, so a logged interval contains the real one.
+        let was_leader = out.send_replace(Leadership::Standby).is_leader();
+        metrics.leadership(false);
+        if was_leader {
             tracing::warn!(mono_us = monotonic_us(), since_start_ms = started.elapsed().as_millis() as u64, "leadership: stepping down ({why})");
         }
-        out.send_replace(Leadership::Standby);
-        metrics.leadership(false);
     };
     loop {
         // Wait for a registration on a connected session of the same generation.

@@ -50,15 +50,9 @@ pub enum Command {
         app: String,
         /// The file, or - for standard input.
         file: String,
-        /// Why; stored beside the version.
-        #[arg(long, short)]
-        message: Option<String>,
-        /// How long to wait for the leading agent's answer.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-        /// Then wait until every live host of the app reports the version (default 5m).
-        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
-        wait: Option<Duration>,
+        /// Message, answer timeout, rollout wait.
+        #[command(flatten)]
+        opts: PublishOptions,
     },
     /// Publish an earlier version's bytes as a new version (versions only go forward).
     #[command(allow_negative_numbers = true, after_help = "Examples:\n  zkcoordctl rollback nginxconf --to 11\n  zkcoordctl rollback nginxconf --to -1 --wait")]
@@ -68,15 +62,9 @@ pub enum Command {
         /// The version to go back to: 11, conf-0000000011 or -1.
         #[arg(long, allow_hyphen_values = true)]
         to: String,
-        /// Added to the version's message.
-        #[arg(long, short)]
-        message: Option<String>,
-        /// How long to wait for the leading agent's answer.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-        /// Then wait until every live host reports the new version (default 5m).
-        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
-        wait: Option<Duration>,
+        /// Message (added to "rollback to …"), answer timeout, rollout wait.
+        #[command(flatten)]
+        opts: PublishOptions,
     },
     /// Print a version's bytes (the newest unless --version).
     #[command(allow_negative_numbers = true)]
@@ -132,6 +120,21 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// What publish and rollback share: the message, how long to wait for the leader, and
+/// whether to follow the rollout.
+#[derive(Debug, clap::Args)]
+pub struct PublishOptions {
+    /// Why; stored beside the version.
+    #[arg(long, short)]
+    pub message: Option<String>,
+    /// How long to wait for the leading agent's answer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Then wait until every live host of the app reports the version (default 5m).
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 /// `zkcoordctl acl ...`.
@@ -272,11 +275,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     match cli.command {
         Command::Acl(AclCommand::Init) => inspect::acl_init(&target).await,
         Command::Acl(AclCommand::Digest { .. }) => unreachable!("handled above"),
-        Command::Publish { app, file, message, timeout, wait } => {
+        Command::Publish { app, file, opts } => {
             let data = publish::read_input(&file)?;
-            publish::publish(&target, &app, data, message, timeout, wait).await
+            publish::publish(&target, &app, data, opts).await
         }
-        Command::Rollback { app, to, message, timeout, wait } => publish::rollback(&target, &app, &to, message, timeout, wait).await,
+        Command::Rollback { app, to, opts } => publish::rollback(&target, &app, &to, opts).await,
         Command::Get { app, version } => inspect::get(&target, &app, version.as_deref()).await,
         Command::History { app, json } => inspect::history(&target, &app, json).await,
         Command::Status { app, json } => inspect::status(&target, app.as_deref(), json).await,

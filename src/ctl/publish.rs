@@ -2,7 +2,7 @@
 //! `--wait` the rollout, followed host by host until every live host reports the version or
 //! a failure.
 
-use super::{fail, zk_fail, CtlError, Target};
+use super::{fail, zk_fail, CtlError, PublishOptions, Target};
 use crate::exit;
 use crate::layout::VersionId;
 use crate::request::{self, AwaitError, Outcome};
@@ -38,14 +38,8 @@ fn author() -> String {
 }
 
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
-pub async fn publish(
-    t: &Target,
-    app: &str,
-    data: Vec<u8>,
-    message: Option<String>,
-    timeout: Duration,
-    wait: Option<Duration>,
-) -> Result<(), CtlError> {
+pub async fn publish(t: &Target, app: &str, data: Vec<u8>, opts: PublishOptions) -> Result<(), CtlError> {
+    let PublishOptions { message, timeout, wait } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
     let header = request::header_for(app, &author(), message, "zkcoordctl", &data)
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
@@ -75,23 +69,16 @@ pub async fn publish(
 }
 
 /// Publishes an earlier version's bytes as a new version, saying so in the message.
-pub async fn rollback(
-    t: &Target,
-    app: &str,
-    to: &str,
-    message: Option<String>,
-    timeout: Duration,
-    wait: Option<Duration>,
-) -> Result<(), CtlError> {
+pub async fn rollback(t: &Target, app: &str, to: &str, opts: PublishOptions) -> Result<(), CtlError> {
     let client = t.connect().await?;
     let v = t.resolve_version(&client, app, Some(to)).await?;
     let bytes = t.bytes_of(&client, app, &v).await?;
     drop(client);
-    let note = match message {
+    let note = match &opts.message {
         Some(m) => format!("rollback to {}: {m}", v.name),
         None => format!("rollback to {}", v.name),
     };
-    publish(t, app, bytes, Some(note), timeout, wait).await
+    publish(t, app, bytes, PublishOptions { message: Some(note), ..opts }).await
 }
 
 /// Where one host stands in a rollout.
