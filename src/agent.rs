@@ -244,9 +244,10 @@ async fn decide(
         time: crate::state::now_secs(),
         origin: h.origin.clone(),
     };
-    let children = match client.list_children(&parent).await {
-        Ok(c) => c,
-        Err(zk::Error::NoNode) => Vec::new(),
+    // The listing also says whether the parent exists, so the first publish alone creates it.
+    let (children, parent_exists) = match client.list_children(&parent).await {
+        Ok(c) => (c, true),
+        Err(zk::Error::NoNode) => (Vec::new(), false),
         Err(e) => return Err(e.into()),
     };
     if let Some(newest) = layout::newest_version(&children) {
@@ -262,7 +263,9 @@ async fn decide(
             Err(e) => return Err(e.into()),
         }
     }
-    session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+    if !parent_exists {
+        session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+    }
     session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
     let owned = crate::acl::for_node(NodeKind::Owned);
     let mut w = fence.writer(client)?;
