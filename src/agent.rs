@@ -220,6 +220,9 @@ fn validate(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
     if sum != h.sha256 {
         return Err(format!("sha256 mismatch: header says {}, bytes hash to {sum}", h.sha256));
     }
+    if let Some(sig) = &h.signature {
+        crate::signing::check(sig, &h.app, &h.sha256, h.size)?;
+    }
     Ok(())
 }
 
@@ -243,6 +246,7 @@ async fn decide(
         size: data.len(),
         time: crate::state::now_secs(),
         origin: h.origin.clone(),
+        signature: h.signature.clone(),
     };
     // The listing also says whether the parent exists, so the first publish alone creates it.
     let (children, parent_exists) = match client.list_children(&parent).await {
@@ -255,9 +259,23 @@ async fn decide(
             Ok((bytes, _)) if request::sha256_hex(&bytes) == h.sha256 => {
                 // A leader that died between creating a version and answering leaves the request
                 // behind; this path answers it, and fills in the metadata if it is missing.
-                let has_meta = client.check_stat(&format!("{meta_parent}/{}", newest.name)).await?.is_some();
-                let meta_for = (!has_meta).then(|| (h.app.clone(), newest.name.clone(), meta));
-                return Ok((Outcome::Unchanged { version: newest.name }, meta_for));
+                let newest_meta = match client.get_data(&format!("{meta_parent}/{}", newest.name)).await {
+                    Ok((m, _)) => Some(serde_json::from_slice::<VersionMeta>(&m).ok()),
+                    Err(zk::Error::NoNode) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                // Signing content that exists unsigned (or signed by another key) is a new
+                // version: apps that require a signature could not install the old one.
+                let signer = |m: &VersionMeta| m.signature.as_ref().map(|s| s.public_key.clone());
+                let same_signer = match (&h.signature, &newest_meta) {
+                    (None, _) => true,
+                    (Some(s), Some(Some(m))) => signer(m).as_ref() == Some(&s.public_key),
+                    (Some(_), _) => false,
+                };
+                if same_signer {
+                    let meta_for = newest_meta.is_none().then(|| (h.app.clone(), newest.name.clone(), meta));
+                    return Ok((Outcome::Unchanged { version: newest.name }, meta_for));
+                }
             }
             Ok(_) | Err(zk::Error::NoNode) => {}
             Err(e) => return Err(e.into()),

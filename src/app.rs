@@ -38,6 +38,8 @@ pub struct Applier {
     pub node_id: String,
     /// Where applied versions are remembered.
     pub state: StateStore,
+    /// Publishers whose signatures this app requires (empty: none required).
+    pub trusted: crate::signing::TrustedKeys,
     /// Where applies, hook durations, latency and versions behind are recorded.
     pub metrics: Arc<Metrics>,
 }
@@ -112,8 +114,12 @@ impl Listing {
 pub enum Fetched {
     /// The version node was deleted meanwhile (pruned, or removed by an operator).
     Gone,
-    /// The bytes must not be installed (over the size limit, or not matching their metadata).
+    /// The bytes must not be installed (over the size limit, not matching their metadata, or
+    /// not signed by a trusted key).
     Refused(String),
+    /// Not installable yet: the metadata that carries the signature has not appeared. Retried
+    /// with backoff, since the leader writes it just after the version.
+    Pending(String),
     /// Bytes that passed every check, ready to install.
     Verified {
         /// The version's bytes.
@@ -134,6 +140,7 @@ impl Applier {
             layout: config.layout(),
             node_id: config.node_id.clone(),
             state: StateStore::new(&config.state_dir),
+            trusted: crate::signing::TrustedKeys::load_or_refuse(&app.trusted_keys),
             metrics,
         }
     }
@@ -222,11 +229,16 @@ impl Applier {
             Err(e) => return Err(e),
         };
         let sha = request::sha256_hex(&bytes);
-        let meta: Option<VersionMeta> = match client.get_data(&format!("{}/{}", self.layout.meta(&self.app.name), v.name)).await {
+        let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
+        let mut meta: Option<VersionMeta> = match client.get_data(&meta_path).await {
             Ok((m, _)) => serde_json::from_slice(&m).ok(),
             Err(zk::Error::NoNode) => None,
             Err(e) => return Err(e),
         };
+        if meta.is_none() && self.trusted.required() {
+            // The leader writes metadata just after the version; give it a moment.
+            meta = self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await?;
+        }
         if let Err(e) = request::check_size(bytes.len()) {
             return Ok(Fetched::Refused(e));
         }
@@ -236,7 +248,34 @@ impl Applier {
                 m.sha256
             )));
         }
+        if self.trusted.required() {
+            let Some(m) = &meta else {
+                return Ok(Fetched::Pending("version has no metadata, so no signature, yet; not installing".into()));
+            };
+            match self.trusted.verify(m.signature.as_ref(), &self.app.name, &sha, bytes.len()) {
+                Ok(signer) => tracing::debug!(app = %self.app.name, version = %v, "signed by {signer}"),
+                Err(reason) => return Ok(Fetched::Refused(reason)),
+            }
+        }
         Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
+    }
+
+    /// Waits up to `limit` for metadata to appear at `path`.
+    async fn wait_for_meta(&self, client: &zk::Client, path: &str, limit: Duration) -> Result<Option<VersionMeta>, zk::Error> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (stat, watcher) = client.check_and_watch_stat(path).await?;
+            if stat.is_some() {
+                return match client.get_data(path).await {
+                    Ok((m, _)) => Ok(serde_json::from_slice(&m).ok()),
+                    Err(zk::Error::NoNode) => Ok(None),
+                    Err(e) => Err(e),
+                };
+            }
+            if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
+                return Ok(None);
+            }
+        }
     }
 
     /// Fetches, verifies and installs `v`, updating state and the status report.
@@ -246,7 +285,14 @@ impl Applier {
             Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
             Fetched::Refused(reason) => {
                 tracing::error!(app = %name, version = %v, "{reason}");
-                self.record_failure(p, v, ApplyResult::Error, reason, false);
+                self.record_failure(p, v, ApplyResult::Rejected, reason, false);
+                return Ok(());
+            }
+            Fetched::Pending(reason) => {
+                let delay = p.backoff.next_delay();
+                tracing::warn!(app = %name, version = %v, "{reason}; looking again in {delay:?}");
+                self.record_failure(p, v, ApplyResult::Error, reason, true);
+                p.retry = Some(delay);
                 return Ok(());
             }
             Fetched::Verified { bytes, sha256, ctime_ms } => (bytes, sha256, ctime_ms),

@@ -256,6 +256,10 @@ pub struct AppConfig {
     /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
+    /// when set, unsigned versions and versions signed by other keys are refused.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 fn default_node_id() -> String {
@@ -470,6 +474,7 @@ impl Config {
             if app.hook_timeout.is_zero() {
                 return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));
             }
+            crate::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ pub const UNAVAILABLE: i32 = 69;
 pub const SOFTWARE: i32 = 70;
 /// I/O error on a local file.
 pub const IOERR: i32 = 74;
+/// A file that must be created could not be (EX_CANTCREAT).
+pub const CANTCREAT: i32 = 73;
 /// Permission denied (ZooKeeper answered NoAuth).
 pub const NOPERM: i32 = 77;
 /// Temporary failure; trying again later may work.

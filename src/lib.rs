@@ -12,6 +12,7 @@
 //! - [`trigger`]: the legacy `add|<data>` TCP listener.
 //! - [`app`]: watches an application's versions and applies the newest.
 //! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
+//! - [`signing`]: ed25519-signed versions, and the keys an app trusts.
 //! - [`install`]: atomic write, check, reload, rollback.
 //! - [`hooks`]: runs check and reload commands with a timeout.
 //! - [`state`]: what this host applied, remembered across restarts.
@@ -48,6 +49,7 @@ pub mod oneshot;
 pub mod registration;
 pub mod request;
 pub mod session;
+pub mod signing;
 pub mod signals;
 pub mod state;
 pub mod status;

@@ -35,7 +35,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const PHASES: [Phase; 5] = [Phase::Connecting, Phase::Connected, Phase::Disconnected, Phase::Expired, Phase::Closed];
 
 /// Every apply result but `pending`, which is not the end of an apply.
-const RESULTS: [ApplyResult; 4] = [ApplyResult::Ok, ApplyResult::CheckFailed, ApplyResult::ReloadFailed, ApplyResult::Error];
+const RESULTS: [ApplyResult; 5] =
+    [ApplyResult::Ok, ApplyResult::CheckFailed, ApplyResult::ReloadFailed, ApplyResult::Error, ApplyResult::Rejected];
 
 /// Every publish outcome's label.
 const OUTCOMES: [&str; 3] = ["published", "unchanged", "rejected"];

@@ -153,7 +153,7 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
     }
     let (bytes, sha) = match applier.fetch(client, &newest).await? {
         Fetched::Gone => return Ok(format!("{name}: {newest} was deleted while being read; nothing would happen\n")),
-        Fetched::Refused(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),
+        Fetched::Refused(reason) | Fetched::Pending(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),
         Fetched::Verified { bytes, sha256, .. } => (bytes, sha256),
     };
     if let Err(e) = install::resolve_dest(app) {
@@ -256,6 +256,7 @@ mod tests {
             hook_timeout: Duration::from_secs(1),
             run_as: None,
             follow_symlinks: false,
+            trusted_keys: Vec::new(),
         }
     }
 

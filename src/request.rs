@@ -3,6 +3,7 @@
 //! config's raw bytes (no base64, so the whole size budget is the config's).
 
 use crate::layout::{Layout, REQUEST_PREFIX};
+use crate::signing::VersionSignature;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub struct RequestHeader {
     pub size: usize,
     /// How it came in: "zkcoordctl" or "trigger".
     pub origin: String,
+    /// The publisher's signature over app, sha256 and size, when it signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<VersionSignature>,
 }
 
 /// The leader's answer to a request, at `<root>/outcomes/<request>`.
@@ -79,6 +83,9 @@ pub struct VersionMeta {
     pub time: u64,
     /// "zkcoordctl" or "trigger".
     pub origin: String,
+    /// The publisher's signature, which apps with `trusted_keys` require.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<VersionSignature>,
 }
 
 /// Lowercase hex sha256.
@@ -129,6 +136,7 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
         sha256: sha256_hex(data),
         size: data.len(),
         origin: origin.to_string(),
+        signature: None,
     })
 }
 

@@ -17,6 +17,9 @@ pub enum ApplyResult {
     ReloadFailed,
     /// Fetching or writing failed; the daemon retries.
     Error,
+    /// The version failed verification (its sha256, its size, or a required signature) and
+    /// will not be installed; the old file stays.
+    Rejected,
 }
 
 impl ApplyResult {
@@ -28,6 +31,7 @@ impl ApplyResult {
             ApplyResult::CheckFailed => "check-failed",
             ApplyResult::ReloadFailed => "reload-failed",
             ApplyResult::Error => "error",
+            ApplyResult::Rejected => "rejected",
         }
     }
 }

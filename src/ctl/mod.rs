@@ -115,6 +115,9 @@ pub enum Command {
     /// ZooKeeper ACLs: print a digest identity, or apply the configured ACLs to an existing tree.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Signing keys for `publish --sign-key` and the apps' `trusted_keys`.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print a shell completion script (bash, zsh or fish).
     Completions {
         /// The shell.
@@ -135,6 +138,10 @@ pub struct PublishOptions {
     /// Then wait until every live host of the app reports the version (default 5m).
     #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
+    /// Sign the version with this ed25519 private key (PKCS#8 PEM, mode 0600); apps with
+    /// `trusted_keys` install only versions signed by a key they trust.
+    #[arg(long, value_name = "PATH", env = "ZKCOORD_SIGN_KEY")]
+    pub sign_key: Option<PathBuf>,
 }
 
 /// `zkcoordctl acl ...`.
@@ -148,6 +155,18 @@ pub enum AclCommand {
     /// Set the ACLs of the [acl] section on the nodes that exist (run as an identity with ADMIN
     /// on them, e.g. the one that created them).
     Init,
+}
+
+/// `zkcoordctl key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make an ed25519 key pair: the private key into PATH (mode 0600, never overwritten), the
+    /// public key into PATH.pub and on stdout, for the apps' `trusted_keys`.
+    #[command(after_help = "Example:\n  zkcoordctl key generate /etc/zkcoord/publisher.key\n  # copy /etc/zkcoord/publisher.key.pub to every app host, then in each [[app]]:\n  #   trusted_keys = [\"/etc/zkcoord/publisher.key.pub\"]\n  zkcoordctl publish nginxconf nginx.conf --sign-key /etc/zkcoord/publisher.key")]
+    Generate {
+        /// Where to write the private key.
+        path: PathBuf,
+    },
 }
 
 /// A failure with the exit code it maps to.
@@ -271,10 +290,13 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         println!("{}", crate::acl::digest_id(user_password));
         return Ok(());
     }
+    if let Command::Key(KeyCommand::Generate { path }) = &cli.command {
+        return publish::generate_key(path);
+    }
     let target = resolve(&cli)?;
     match cli.command {
         Command::Acl(AclCommand::Init) => inspect::acl_init(&target).await,
-        Command::Acl(AclCommand::Digest { .. }) => unreachable!("handled above"),
+        Command::Acl(AclCommand::Digest { .. }) | Command::Key(_) => unreachable!("handled above"),
         Command::Publish { app, file, opts } => {
             let data = publish::read_input(&file)?;
             publish::publish(&target, &app, data, opts).await

@@ -6,6 +6,7 @@ use super::{fail, zk_fail, CtlError, PublishOptions, Target};
 use crate::exit;
 use crate::layout::VersionId;
 use crate::request::{self, AwaitError, Outcome};
+use crate::signing;
 use crate::status::{ApplyResult, StatusReport};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
@@ -39,10 +40,14 @@ fn author() -> String {
 
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
 pub async fn publish(t: &Target, app: &str, data: Vec<u8>, opts: PublishOptions) -> Result<(), CtlError> {
-    let PublishOptions { message, timeout, wait } = opts;
+    let PublishOptions { message, timeout, wait, sign_key } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
-    let header = request::header_for(app, &author(), message, "zkcoordctl", &data)
+    let mut header = request::header_for(app, &author(), message, "zkcoordctl", &data)
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
+    if let Some(path) = &sign_key {
+        let key = signing::load_signing_key(path).map_err(|e| fail(exit::NOPERM, format!("not published: {e}")))?;
+        header.signature = Some(signing::sign(&key, app, &header.sha256, header.size));
+    }
     let client = t.connect().await?;
     let req = request::submit(&client, &t.layout, &header, &data).await.map_err(|e| match crate::acl::explain(&e, &t.layout.requests(), "create a publish request in") {
         Some(why) => fail(exit::NOPERM, why),
@@ -81,6 +86,28 @@ pub async fn rollback(t: &Target, app: &str, to: &str, opts: PublishOptions) -> 
     publish(t, app, bytes, PublishOptions { message: Some(note), ..opts }).await
 }
 
+/// `zkcoordctl key generate`: a new key pair, the private half never overwriting a file.
+pub fn generate_key(path: &std::path::Path) -> Result<(), CtlError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (private, public) = signing::generate();
+    let public_path = std::path::PathBuf::from(format!("{}.pub", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| fail(exit::CANTCREAT, format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(private.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| fail(exit::IOERR, format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(&public_path, &public).map_err(|e| fail(exit::CANTCREAT, format!("cannot write {}: {e}", public_path.display())))?;
+    eprintln!("private key: {} (mode 0600; keep it with the publishers)", path.display());
+    eprintln!("public key:  {} (list it in the apps' trusted_keys)", public_path.display());
+    print!("{public}");
+    Ok(())
+}
+
 /// Where one host stands in a rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostProgress {
@@ -101,7 +128,7 @@ fn progress_of(report: Option<&StatusReport>, target: &VersionId) -> HostProgres
     if seq(r.version.as_deref()).is_some_and(|s| s >= target.seq) {
         return HostProgress::Applied;
     }
-    let failed = matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Error);
+    let failed = matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Error | ApplyResult::Rejected);
     if failed && seq(r.attempted.as_deref()).is_some_and(|s| s >= target.seq) {
         let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let error = r.error.clone().unwrap_or_default();

@@ -1,0 +1,165 @@
+//! Signed versions. Whoever can write a version runs commands as root on every host, and
+//! ZooKeeper ACLs only say who may write, not who wrote. A publisher may sign what it publishes
+//! with an ed25519 key; an app that lists trusted public keys (`trusted_keys`) installs only
+//! versions signed by one of them, so a stolen agent or ZooKeeper credential cannot push a config.
+//!
+//! Keys are the PEM files OpenSSL writes (`openssl genpkey -algorithm ed25519`, and
+//! `openssl pkey -pubout`), or `zkcoordctl key generate`. The signature covers a domain tag, the
+//! app, the sha256 and the size, so a signature for one app is no good for another.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Tags what is signed, so a zkcoord signature can never be replayed as anything else.
+const DOMAIN: &str = "zkcoord-version-v1";
+
+/// A publisher's signature over a version, carried in the request and kept in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSignature {
+    /// The signer's public key (32 bytes, base64), so readers can name the signer without a key list.
+    pub public_key: String,
+    /// The ed25519 signature (64 bytes, base64).
+    pub signature: String,
+}
+
+/// The bytes a signature covers.
+fn signed_message(app: &str, sha256_hex: &str, size: usize) -> Vec<u8> {
+    format!("{DOMAIN}\n{app}\n{sha256_hex}\n{size}").into_bytes()
+}
+
+/// A short, stable name for a public key in messages: the first 8 bytes of its sha256, in hex.
+pub fn key_id(key: &VerifyingKey) -> String {
+    crate::request::sha256_hex(key.as_bytes())[..16].to_string()
+}
+
+/// Reads a PKCS#8 PEM private key, refusing a file that group or others can read.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!("{} is readable by others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display()));
+    }
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| format!("{} is not an ed25519 private key in PKCS#8 PEM ({e}); make one with `zkcoordctl key generate`", path.display()))
+}
+
+/// Reads a public key: SPKI PEM (`-----BEGIN PUBLIC KEY-----`) or the raw 32 bytes in base64.
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_verifying_key(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse_verifying_key(text: &str) -> Result<VerifyingKey, String> {
+    if text.contains("-----BEGIN PUBLIC KEY-----") {
+        return VerifyingKey::from_public_key_pem(text).map_err(|e| format!("not an ed25519 public key in PEM ({e})"));
+    }
+    let raw = B64.decode(text.trim()).map_err(|_| "expected an ed25519 public key in PEM or base64".to_string())?;
+    let bytes: [u8; 32] = raw.try_into().map_err(|_| "expected 32 bytes of ed25519 public key".to_string())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not a valid ed25519 public key ({e})"))
+}
+
+/// Signs version content for `app`.
+pub fn sign(key: &SigningKey, app: &str, sha256_hex: &str, size: usize) -> VersionSignature {
+    let sig = key.sign(&signed_message(app, sha256_hex, size));
+    VersionSignature { public_key: B64.encode(key.verifying_key().as_bytes()), signature: B64.encode(sig.to_bytes()) }
+}
+
+/// Checks that `sig` is a well-formed, valid signature by the key it names. The agent runs this
+/// to refuse garbage early; only an app's trusted keys decide whether the signer counts.
+pub fn check(sig: &VersionSignature, app: &str, sha256_hex: &str, size: usize) -> Result<VerifyingKey, String> {
+    let key = parse_verifying_key(&sig.public_key).map_err(|e| format!("signature names a bad public key: {e}"))?;
+    let raw = B64.decode(&sig.signature).map_err(|_| "signature is not base64".to_string())?;
+    let bytes: [u8; 64] = raw.try_into().map_err(|_| "signature is not 64 bytes".to_string())?;
+    key.verify(&signed_message(app, sha256_hex, size), &Signature::from_bytes(&bytes))
+        .map_err(|_| format!("signature by key {} does not match the content", key_id(&key)))?;
+    Ok(key)
+}
+
+/// The public keys an app trusts. Empty means signatures are not required.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    /// Each key with the file it came from, for messages.
+    keys: Vec<(VerifyingKey, PathBuf)>,
+    /// Why the configured keys could not be read (then nothing is installed: failing open
+    /// would turn a deleted key file into "accept anything").
+    unusable: Option<String>,
+}
+
+impl TrustedKeys {
+    /// Loads every file in `paths`; the first unreadable one is the error.
+    pub fn load(paths: &[PathBuf]) -> Result<TrustedKeys, String> {
+        let keys = paths.iter().map(|p| load_verifying_key(p).map(|k| (k, p.clone()))).collect::<Result<_, _>>()?;
+        Ok(TrustedKeys { keys, unusable: None })
+    }
+
+    /// Like [`TrustedKeys::load`], but keys that cannot be read refuse every version instead.
+    pub fn load_or_refuse(paths: &[PathBuf]) -> TrustedKeys {
+        TrustedKeys::load(paths).unwrap_or_else(|e| TrustedKeys { keys: Vec::new(), unusable: Some(e) })
+    }
+
+    /// Whether this app requires signed versions.
+    pub fn required(&self) -> bool {
+        !self.keys.is_empty() || self.unusable.is_some()
+    }
+
+    /// Accepts content only with a valid signature by a trusted key; says who signed.
+    pub fn verify(&self, sig: Option<&VersionSignature>, app: &str, sha256_hex: &str, size: usize) -> Result<String, String> {
+        if let Some(e) = &self.unusable {
+            return Err(format!("trusted_keys cannot be read ({e}); not installing"));
+        }
+        let Some(sig) = sig else {
+            return Err("version is not signed and this app requires a signature by a trusted key; not installing".into());
+        };
+        let key = check(sig, app, sha256_hex, size).map_err(|e| format!("{e}; not installing"))?;
+        match self.keys.iter().find(|(k, _)| *k == key) {
+            Some((_, path)) => Ok(format!("key {} ({})", key_id(&key), path.display())),
+            None => Err(format!("version is signed by key {}, which is not in trusted_keys; not installing", key_id(&key))),
+        }
+    }
+}
+
+/// A new key pair as (private PKCS#8 PEM, public SPKI PEM).
+pub fn generate() -> (String, String) {
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let key = SigningKey::from_bytes(&seed);
+    let private = key.to_pkcs8_pem(Default::default()).expect("encodes").to_string();
+    let public = key.verifying_key().to_public_key_pem(Default::default()).expect("encodes");
+    (private, public)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_binds_app_hash_and_size() {
+        let (private, public) = generate();
+        let key = SigningKey::from_pkcs8_pem(&private).unwrap();
+        let sig = sign(&key, "web", "ab", 3);
+        let trusted = TrustedKeys { keys: vec![(parse_verifying_key(&public).unwrap(), "k.pub".into())], unusable: None };
+        assert!(trusted.verify(Some(&sig), "web", "ab", 3).unwrap().contains("k.pub"));
+        assert!(trusted.verify(Some(&sig), "other", "ab", 3).unwrap_err().contains("does not match"));
+        assert!(trusted.verify(Some(&sig), "web", "ac", 3).is_err());
+        assert!(trusted.verify(Some(&sig), "web", "ab", 4).is_err());
+        assert!(trusted.verify(None, "web", "ab", 3).unwrap_err().contains("not signed"));
+        let stranger = SigningKey::from_pkcs8_pem(&generate().0).unwrap();
+        let e = trusted.verify(Some(&sign(&stranger, "web", "ab", 3)), "web", "ab", 3).unwrap_err();
+        assert!(e.contains("not in trusted_keys"), "{e}");
+    }
+
+    #[test]
+    fn public_keys_read_as_pem_or_base64() {
+        let (private, public) = generate();
+        let key = SigningKey::from_pkcs8_pem(&private).unwrap().verifying_key();
+        assert_eq!(parse_verifying_key(&public).unwrap(), key);
+        assert_eq!(parse_verifying_key(&B64.encode(key.as_bytes())).unwrap(), key);
+        assert!(parse_verifying_key("nonsense").is_err());
+    }
+}
