@@ -23,42 +23,54 @@ use zookeeper_client as zk;
 pub struct Credentials {
     /// `user:password`, as ZooKeeper's digest scheme wants it.
     pub user_password: String,
+    /// How the session proves it: `addauth digest`, or SASL DIGEST-MD5 with the same secret.
+    pub scheme: AuthScheme,
+}
+
+/// How sessions authenticate with the `auth_file`'s `user:password`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthScheme {
+    /// ZooKeeper's built-in digest scheme (identity `digest:user:hash`).
+    #[default]
+    Digest,
+    /// SASL DIGEST-MD5 against the server's JAAS `Server` section (identity `sasl:user`), for
+    /// ensembles that enforce SASL.
+    Sasl,
+}
+
+impl AuthScheme {
+    /// The ZooKeeper scheme name identities of this kind carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthScheme::Digest => "digest",
+            AuthScheme::Sasl => "sasl",
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let user = self.user_password.split(':').next().unwrap_or_default();
-        write!(f, "Credentials({user}:***)")
+        write!(f, "Credentials({}:{user}:***)", self.scheme.as_str())
     }
 }
 
 impl Credentials {
     /// Reads `path`, refusing a file that group or others can read (the secret is root's).
-    pub fn load(path: &Path) -> Result<Credentials, String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{} is readable by others (mode {mode:04o}); run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            ));
-        }
+    pub fn load(path: &Path, scheme: AuthScheme) -> Result<Credentials, String> {
+        refuse_if_shared(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let line = text.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).unwrap_or("").trim();
         match line.split_once(':') {
-            Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(Credentials { user_password: line.to_string() }),
+            Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(Credentials { user_password: line.to_string(), scheme }),
             _ => Err(format!("{} must hold one line `user:password`", path.display())),
         }
     }
 
     /// Reads a one-line secret (such as the trigger token) with the same mode check.
     pub fn load_secret(path: &Path) -> Result<String, String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!("{} is readable by others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display()));
-        }
+        refuse_if_shared(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let secret = text.trim().to_string();
         if secret.is_empty() || secret.contains('|') || secret.contains('\n') {
@@ -73,6 +85,16 @@ impl Credentials {
     }
 }
 
+/// Refuses a secret file (credentials, keys, tokens) that group or others can read.
+pub fn refuse_if_shared(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!("{} is readable by others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display()));
+    }
+    Ok(())
+}
+
 /// ZooKeeper's digest identity for `user:password`, as `zkcoordctl acl digest` prints it and as
 /// the `[acl]` lists name roles.
 pub fn digest_id(user_password: &str) -> String {
@@ -81,6 +103,17 @@ pub fn digest_id(user_password: &str) -> String {
     let user = user_password.split(':').next().unwrap_or_default();
     let hash = sha1::Sha1::digest(user_password.as_bytes());
     format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+}
+
+/// Splits an `[acl]` list entry into ZooKeeper scheme and id: `sasl:web1` and
+/// `x509:CN=web1,O=ops` name those schemes; anything else is a digest identity `user:hash`.
+pub fn identity(entry: &str) -> (&'static str, &str) {
+    for scheme in ["sasl", "x509"] {
+        if let Some(id) = entry.strip_prefix(scheme).and_then(|r| r.strip_prefix(':')) {
+            return (scheme, id);
+        }
+    }
+    ("digest", entry.strip_prefix("digest:").unwrap_or(entry))
 }
 
 /// What kind of node is being created, which decides its ACL.
@@ -125,7 +158,8 @@ impl AclPolicy {
         ];
         let grant = |acl: &mut Vec<zk::Acl>, ids: &[String], perm: zk::Permission| {
             for id in ids {
-                acl.push(zk::Acl::new(perm, zk::AuthId::new("digest", id)));
+                let (scheme, id) = identity(id);
+                acl.push(zk::Acl::new(perm, zk::AuthId::new(scheme, id)));
             }
         };
         match kind {
@@ -170,10 +204,12 @@ pub fn for_node(kind: NodeKind) -> Vec<zk::Acl> {
     }
 }
 
-/// Installs the identity and policy a config names (used by both binaries).
+/// Installs the identity and policy a config names (used by both binaries), with the TLS
+/// options that go with them.
 pub fn install_from(config: &crate::config::Config) {
-    let credentials = config.zookeeper.auth_file.as_deref().and_then(|f| Credentials::load(f).ok());
+    let credentials = config.zookeeper.auth_file.as_deref().and_then(|f| Credentials::load(f, config.zookeeper.auth_scheme).ok());
     install(config.acl.policy(), credentials);
+    crate::tls::install(config.zookeeper.tls.as_ref().and_then(|t| t.options().ok()));
 }
 
 /// Turns NoAuth into a message that names the node, the action and who we are.
@@ -184,7 +220,7 @@ pub fn explain(e: &zk::Error, path: &str, action: &str) -> Option<String> {
 /// Says which node and which permission when ZooKeeper answers NoAuth.
 pub fn explain_noauth(path: &str, action: &str, who: Option<&Credentials>) -> String {
     let as_whom = match who {
-        Some(c) => format!("authenticated as digest:{}", c.user_password.split(':').next().unwrap_or_default()),
+        Some(c) => format!("authenticated as {}:{}", c.scheme.as_str(), c.user_password.split(':').next().unwrap_or_default()),
         None => "not authenticated (set [zookeeper] auth_file)".to_string(),
     };
     format!("not authorized to {action} {path} ({as_whom}); see `zkcoordctl acl` and SECURITY.md")
@@ -206,13 +242,13 @@ mod tests {
         let p = d.path().join("auth");
         std::fs::write(&p, "agent:s3cret\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Credentials::load(&p).unwrap_err().contains("chmod 600"));
+        assert!(Credentials::load(&p, AuthScheme::Digest).unwrap_err().contains("chmod 600"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = Credentials::load(&p).unwrap();
+        let c = Credentials::load(&p, AuthScheme::Digest).unwrap();
         assert_eq!(c.user_password, "agent:s3cret");
-        assert_eq!(format!("{c:?}"), "Credentials(agent:***)");
+        assert_eq!(format!("{c:?}"), "Credentials(digest:agent:***)");
         std::fs::write(&p, "nocolon\n").unwrap();
-        assert!(Credentials::load(&p).unwrap_err().contains("user:password"));
+        assert!(Credentials::load(&p, AuthScheme::Sasl).unwrap_err().contains("user:password"));
     }
 
     #[test]
@@ -226,5 +262,8 @@ mod tests {
         let status = p.acl_for(NodeKind::StatusParent);
         assert!(status.iter().any(|a| a.id() == "app:y" && a.permission().has(zk::Permission::CREATE)));
         assert!(!status.iter().any(|a| a.id() == "ops:z"));
+        let p = AclPolicy { enabled: true, agents: vec!["sasl:agent".into(), "x509:CN=a,O=ops".into()], ..Default::default() };
+        let ids: Vec<_> = p.acl_for(NodeKind::AgentParent).iter().map(|a| (a.scheme().to_string(), a.id().to_string())).collect();
+        assert!(ids.contains(&("sasl".into(), "agent".into())) && ids.contains(&("x509".into(), "CN=a,O=ops".into())), "{ids:?}");
     }
 }

@@ -141,9 +141,15 @@ pub struct ZkConfig {
     /// Parent of each application's `conf-` versions.
     #[serde(default = "default_applications")]
     pub applications: String,
-    /// File holding this host's digest credentials (`user:password`, mode 0600).
+    /// File holding this host's credentials (`user:password`, mode 0600).
     #[serde(default)]
     pub auth_file: Option<PathBuf>,
+    /// How the credentials are presented: "digest" (addauth) or "sasl" (SASL DIGEST-MD5).
+    #[serde(default)]
+    pub auth_scheme: crate::acl::AuthScheme,
+    /// TLS to ZooKeeper; absent means plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// The `[agent]` section.
@@ -406,14 +412,25 @@ impl Config {
             return Err(invalid("log_level", "expected a level like \"info\" or a filter like \"zkcoord=debug,info\""));
         }
         if let Some(f) = &self.zookeeper.auth_file {
-            crate::acl::Credentials::load(f).map_err(|m| invalid("zookeeper.auth_file", &m))?;
+            crate::acl::Credentials::load(f, self.zookeeper.auth_scheme).map_err(|m| invalid("zookeeper.auth_file", &m))?;
         }
-        if self.acl.enabled && self.zookeeper.auth_file.is_none() {
-            return Err(invalid("acl.enabled", "needs [zookeeper] auth_file: nodes are owned by the identity that creates them"));
+        if self.zookeeper.auth_scheme == crate::acl::AuthScheme::Sasl && self.zookeeper.auth_file.is_none() {
+            return Err(invalid("zookeeper.auth_scheme", "\"sasl\" needs [zookeeper] auth_file with the SASL user:password"));
+        }
+        if let Some(tls) = &self.zookeeper.tls {
+            tls.options().map_err(|m| invalid("zookeeper.tls", &m))?;
+        }
+        let has_client_cert = self.zookeeper.tls.as_ref().is_some_and(|t| t.cert_file.is_some());
+        if self.acl.enabled && self.zookeeper.auth_file.is_none() && !has_client_cert {
+            return Err(invalid("acl.enabled", "needs [zookeeper] auth_file (or a TLS client certificate): nodes are owned by the identity that creates them"));
         }
         for (key, ids) in [("acl.agents", &self.acl.agents), ("acl.apps", &self.acl.apps), ("acl.publishers", &self.acl.publishers)] {
-            if let Some(bad) = ids.iter().find(|id| !matches!(id.split_once(':'), Some((u, h)) if !u.is_empty() && h.len() == 28 && h.ends_with('='))) {
-                return Err(invalid(key, &format!("expected digest identities like \"ops:lK75jTNcA+U9vtVEw5vB51mj/w4=\" (from `zkcoordctl acl digest ops:password`), got {bad:?}")));
+            let well_formed = |entry: &String| match crate::acl::identity(entry) {
+                ("digest", id) => matches!(id.split_once(':'), Some((u, h)) if !u.is_empty() && h.len() == 28 && h.ends_with('=')),
+                (_, id) => !id.is_empty(),
+            };
+            if let Some(bad) = ids.iter().find(|id| !well_formed(id)) {
+                return Err(invalid(key, &format!("expected digest identities like \"ops:lK75jTNcA+U9vtVEw5vB51mj/w4=\" (from `zkcoordctl acl digest ops:password`), \"sasl:<user>\" or \"x509:<certificate subject>\", got {bad:?}")));
             }
         }
         if let Some(f) = &self.agent.trigger_token_file {

@@ -4,6 +4,7 @@
 //! - [`acl`]: credentials, digest identities and the ACL each kind of node gets.
 //! - [`config`]: the TOML file, environment overrides, and errors that name file and key.
 //! - [`layout`]: where every znode lives, and the one "newest version" rule.
+//! - [`tls`]: TLS to ZooKeeper (CA, client certificate and key).
 //! - [`session`]: the one owner of the ZooKeeper session (connect, reconnect, expiry).
 //! - [`registration`]: keeps an ephemeral node alive for as long as the daemon runs.
 //! - [`election`]: agents elect `leaders` leaders from their registration nodes.
@@ -54,4 +55,5 @@ pub mod signals;
 pub mod state;
 pub mod status;
 pub mod systemd;
+pub mod tls;
 pub mod trigger;

@@ -216,9 +216,15 @@ fn commands(app: &AppConfig) -> String {
 async fn connect(config: &Config) -> Result<zk::Client, i32> {
     session::connect_within(&config.zookeeper.hosts, config.zookeeper.session_timeout, CONNECT_PATIENCE)
         .await
-        .map_err(|why| {
-            eprintln!("zkcoordd: {why}; nothing was changed (check that ZooKeeper is running and zookeeper.hosts in the config)");
-            exit::UNAVAILABLE
+        .map_err(|why| match why {
+            session::ConnectFailure::Refused(m) => {
+                eprintln!("zkcoordd: {m}; nothing was changed");
+                exit::NOPERM
+            }
+            session::ConnectFailure::Unreachable(m) => {
+                eprintln!("zkcoordd: {m}; nothing was changed (check that ZooKeeper is running and zookeeper.hosts in the config)");
+                exit::UNAVAILABLE
+            }
         })
 }
 

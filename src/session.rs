@@ -167,9 +167,18 @@ pub fn channel(metrics: Arc<Metrics>) -> (SessionSupervisor, SessionHandle) {
 pub async fn connect_once(hosts: &str, session_timeout: Duration) -> Result<zk::Client, zk::Error> {
     let mut connector = zk::Client::connector().with_session_timeout(session_timeout).with_fail_eagerly();
     if let Some(c) = crate::acl::credentials() {
-        connector = connector.with_auth("digest", c.user_password.as_bytes());
+        connector = match c.scheme {
+            crate::acl::AuthScheme::Digest => connector.with_auth("digest", c.user_password.as_bytes()),
+            crate::acl::AuthScheme::Sasl => {
+                let (user, password) = c.user_password.split_once(':').unwrap_or((&c.user_password, ""));
+                connector.with_sasl(zk::SaslOptions::digest_md5(user.to_string(), password.to_string()))
+            }
+        };
     }
-    connector.connect(hosts).await
+    match crate::tls::options() {
+        Some(tls) => connector.with_tls(tls.clone()).secure_connect(hosts).await,
+        None => connector.connect(hosts).await,
+    }
 }
 
 impl SessionSupervisor {
@@ -292,21 +301,46 @@ pub async fn close(client: zk::Client) {
     wait_closed(states).await;
 }
 
+/// Why a one-shot connect gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectFailure {
+    /// ZooKeeper answered and refused our credentials: retrying cannot help.
+    #[error("{0}")]
+    Refused(String),
+    /// No server answered (down, wrong address, or a TLS handshake that failed).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
 /// Connects, retrying with backoff until `patience` runs out: for one-shot runs, which must
 /// ride out a quorum election but give up on a ZooKeeper that is down. The error says what was
-/// tried and the last reason.
-pub async fn connect_within(hosts: &str, session_timeout: Duration, patience: Duration) -> Result<zk::Client, String> {
+/// tried and the last reason; refused credentials end it at once.
+pub async fn connect_within(hosts: &str, session_timeout: Duration, patience: Duration) -> Result<zk::Client, ConnectFailure> {
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let why = match tokio::time::timeout_at(deadline, connect_once(hosts, session_timeout)).await {
             Ok(Ok(c)) => return Ok(c),
+            Ok(Err(zk::Error::AuthFailed)) => {
+                let who = crate::acl::credentials().map(|c| format!("{:?}", c)).unwrap_or_else(|| "no credentials".into());
+                return Err(ConnectFailure::Refused(format!(
+                    "ZooKeeper at {hosts} refused our credentials ({who}): authentication failed; check [zookeeper] auth_file and auth_scheme"
+                )));
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
         let delay = backoff.next_delay();
         if tokio::time::Instant::now() + delay >= deadline {
-            return Err(format!("cannot reach ZooKeeper at {hosts} within {}: {why}", humantime::format_duration(patience)));
+            let hint = if crate::tls::options().is_some() {
+                " (over TLS: check that the servers' certificates chain to ca_file and name the hosts, and that the client certificate is accepted)"
+            } else {
+                ""
+            };
+            return Err(ConnectFailure::Unreachable(format!(
+                "cannot reach ZooKeeper at {hosts} within {}: {why}{hint}",
+                humantime::format_duration(patience)
+            )));
         }
         tracing::debug!(hosts, "cannot reach ZooKeeper ({why}); retrying in {delay:?}");
         tokio::time::sleep(delay).await;

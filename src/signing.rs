@@ -38,12 +38,7 @@ pub fn key_id(key: &VerifyingKey) -> String {
 
 /// Reads a PKCS#8 PEM private key, refusing a file that group or others can read.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!("{} is readable by others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display()));
-    }
+    crate::acl::refuse_if_shared(path)?;
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     SigningKey::from_pkcs8_pem(&pem)
         .map_err(|e| format!("{} is not an ed25519 private key in PKCS#8 PEM ({e}); make one with `zkcoordctl key generate`", path.display()))

@@ -243,7 +243,10 @@ impl Target {
     pub async fn connect(&self) -> Result<zk::Client, CtlError> {
         crate::session::connect_within(&self.hosts, self.session_timeout, CONNECT_PATIENCE)
             .await
-            .map_err(|why| fail(exit::UNAVAILABLE, why))
+            .map_err(|why| match why {
+                crate::session::ConnectFailure::Refused(m) => fail(exit::NOPERM, m),
+                crate::session::ConnectFailure::Unreachable(m) => fail(exit::UNAVAILABLE, m),
+            })
     }
 
     /// `app`'s versions, oldest first; an app without a node is an error that says so.

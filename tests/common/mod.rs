@@ -280,6 +280,16 @@ pub struct ZkServer {
     election_port: u16,
     child: Option<Child>,
     starts: usize,
+    /// Extra JVM arguments (e.g. a JAAS file for SASL).
+    jvm_args: Vec<String>,
+}
+
+/// Extra server settings for tests of TLS and SASL: zoo.cfg lines (`{dir}` is the server's own
+/// directory) and JVM arguments.
+#[derive(Clone, Debug, Default)]
+pub struct ZkExtra {
+    pub cfg: String,
+    pub jvm_args: Vec<String>,
 }
 
 impl ZkServer {
@@ -338,6 +348,8 @@ impl ZkServer {
         for extra in [
             "/usr/share/java/slf4j-log4j12.jar",
             "/usr/share/java/log4j-1.2.jar",
+            // The secure client port (Netty) needs netty-codec, which the jar's manifest omits.
+            "/usr/share/java/netty-codec.jar",
         ] {
             if Path::new(extra).exists() {
                 cp.push(':');
@@ -345,7 +357,7 @@ impl ZkServer {
             }
         }
         let mut cmd = Command::new(java);
-        cmd.arg("-Xmx256m")
+        cmd.arg("-Xmx256m").args(&self.jvm_args)
             .arg("-cp")
             .arg(cp)
             .arg("-Dzookeeper.root.logger=INFO,CONSOLE")
@@ -438,11 +450,21 @@ impl ZkEnsemble {
 
     /// `n` servers (1 = standalone). Retries with fresh ports if a port was taken meanwhile.
     pub fn with_size(n: usize) -> ZkEnsemble {
+        Self::with_extra(n, &ZkExtra::default())
+    }
+
+    /// One standalone server with extra settings.
+    pub fn single_with(extra: &ZkExtra) -> ZkEnsemble {
+        Self::with_extra(1, extra)
+    }
+
+    /// `n` servers with extra settings.
+    pub fn with_extra(n: usize, extra: &ZkExtra) -> ZkEnsemble {
         assert!(n >= 1);
         let started = Instant::now();
         let mut failures = Vec::new();
         for attempt in 1..=4 {
-            let mut ens = Self::configure(n);
+            let mut ens = Self::configure(n, extra);
             for s in ens.servers.iter_mut() {
                 s.spawn();
             }
@@ -470,7 +492,7 @@ impl ZkEnsemble {
         panic!("ZooKeeper x{n} did not start:\n{}", failures.join("\n"));
     }
 
-    fn configure(n: usize) -> ZkEnsemble {
+    fn configure(n: usize, extra: &ZkExtra) -> ZkEnsemble {
         let mut servers = Vec::with_capacity(n);
         for index in 0..n {
             let dir = make_tempdir(&format!("zk{}", index + 1));
@@ -484,6 +506,7 @@ impl ZkEnsemble {
                 election_port: free_port(),
                 child: None,
                 starts: 0,
+                jvm_args: extra.jvm_args.clone(),
             });
         }
         let quorum: String = if n > 1 {
@@ -520,9 +543,10 @@ impl ZkEnsemble {
                  maxSessionTimeout=20000\n\
                  maxClientCnxns=0\n\
                  preAllocSize=4096\n\
-                 {quorum}",
+                 {quorum}{}",
                 data.display(),
-                s.client_port
+                s.client_port,
+                extra.cfg.replace("{dir}", &s.dir.path().display().to_string())
             );
             fs::write(&s.cfg_path, cfg).expect("write zoo.cfg");
         }
