@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what zkcoord's tests and demo need on Debian 12: ZooKeeper (Debian's `zookeeper`
 # package, run by the tests themselves, never as a service), a Java runtime, and the tools the
-# package tests use (rpm, debootstrap, systemd-nspawn, file).
+# package tests use (rpm, debootstrap, systemd-nspawn, file), and keytool and openssl for the TLS test.
 # Idempotent: when everything is present it does not touch apt at all. Run as root.
 set -euo pipefail
 
@@ -25,7 +25,8 @@ else
 fi
 # For the package tests: rpm (inspect and install the .rpm), debootstrap and systemd-container
 # (a real systemd booted with systemd-nspawn), file (check that binaries are stripped).
-for pair in rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container file:file; do
+# keytool and openssl make the TLS test's keystores and certificates.
+for pair in rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container file:file keytool:default-jre-headless openssl:openssl; do
     cmd=${pair%%:*} pkg=${pair##*:}
     if command -v "$cmd" >/dev/null 2>&1; then
         say "$cmd already installed"
