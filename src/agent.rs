@@ -164,7 +164,10 @@ async fn handle_request(
     name: &str,
 ) -> Result<Option<String>, AgentError> {
     let req_path = format!("{}/{}", layout.requests(), name);
-    if !claim(layout, client, fence, name).await? {
+    // With one leader the fence alone makes it the only writer, so the claim (a quorum write
+    // on every publish's path) is only needed when several leaders share the requests.
+    let claimed = config.agent.leaders > 1;
+    if claimed && !claim(layout, client, fence, name).await? {
         return Ok(None);
     }
     let bytes = match client.get_data(&req_path).await {
@@ -181,7 +184,7 @@ async fn handle_request(
     };
     tracing::info!(request = %name, outcome = %outcome, "publish request handled");
     let published = matches!(outcome, Outcome::Published { .. });
-    finish(layout, client, fence, name, &outcome, meta_for).await?;
+    finish(layout, client, fence, name, &outcome, meta_for, claimed).await?;
     // Counted once the outcome is written: a request whose answer was lost with the connection
     // is handled again, and counted then.
     metrics.publish_handled(&outcome);
@@ -297,7 +300,8 @@ async fn decide(
     Ok((Outcome::Published { version: version.clone() }, Some((h.app.clone(), version, meta))))
 }
 
-/// Writes metadata and the outcome and removes the request, in one fenced multi-op.
+/// Writes metadata and the outcome and removes the request (and its claim), in one fenced
+/// multi-op.
 async fn finish(
     layout: &Layout,
     client: &zk::Client,
@@ -305,30 +309,39 @@ async fn finish(
     req: &str,
     outcome: &Outcome,
     meta_for: MetaFor,
+    claimed: bool,
 ) -> Result<(), AgentError> {
     let outcome_path = layout.outcome(req);
-    match client.delete(&outcome_path, None).await {
-        Ok(()) | Err(zk::Error::NoNode) => {}
-        Err(e) => return Err(e.into()),
-    }
     let owned = crate::acl::for_node(NodeKind::Owned);
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
-    let mut w = fence.writer(client)?;
-    if let Some((app, version, meta)) = &meta_for {
-        w.add_create(&format!("{}/{version}", layout.meta(app)), &serde_json::to_vec(meta).expect("meta"), &persistent)?;
-    }
-    w.add_create(&outcome_path, &serde_json::to_vec(outcome).expect("outcome"), &persistent)?;
-    w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
-    w.add_delete(&layout.claim(req), None)?;
-    match fence.commit(w).await {
-        Ok(_) => Ok(()),
-        // The publisher withdrew the request (timed out) at the last moment: nothing to answer.
-        Err(AgentError::Zk(zk::Error::NoNode)) => {
-            let _ = client.delete(&layout.claim(req), None).await;
-            Ok(())
+    for attempt in 0..2 {
+        let mut w = fence.writer(client)?;
+        if let Some((app, version, meta)) = &meta_for {
+            w.add_create(&format!("{}/{version}", layout.meta(app)), &serde_json::to_vec(meta).expect("meta"), &persistent)?;
         }
-        Err(e) => Err(e),
+        w.add_create(&outcome_path, &serde_json::to_vec(outcome).expect("outcome"), &persistent)?;
+        w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
+        if claimed {
+            w.add_delete(&layout.claim(req), None)?;
+        }
+        match fence.commit(w).await {
+            Ok(_) => return Ok(()),
+            // The publisher withdrew the request (timed out) at the last moment: nothing to answer.
+            Err(AgentError::Zk(zk::Error::NoNode)) => {
+                if claimed {
+                    let _ = client.delete(&layout.claim(req), None).await;
+                }
+                return Ok(());
+            }
+            // An earlier attempt answered, and the answer was lost with the connection: replace it.
+            Err(AgentError::Zk(zk::Error::NodeExists)) if attempt == 0 => match client.delete(&outcome_path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e),
+        }
     }
+    Err(AgentError::Zk(zk::Error::NodeExists))
 }
 
 /// Deletes versions (and their metadata) beyond `keep_versions`, oldest first.
