@@ -30,6 +30,9 @@ pub struct RequestHeader {
     pub size: usize,
     /// How it came in: "zkcoordctl" or "trigger".
     pub origin: String,
+    /// Bundle or file, compression, chunked storage (all absent for a plain file).
+    #[serde(flatten, default)]
+    pub content: crate::chunks::ContentInfo,
 }
 
 /// The leader's answer to a request, at `<root>/outcomes/<request>`.
@@ -79,6 +82,9 @@ pub struct VersionMeta {
     pub time: u64,
     /// "zkcoordctl" or "trigger".
     pub origin: String,
+    /// Bundle or file, compression, chunked storage (all absent for a plain file).
+    #[serde(flatten, default)]
+    pub content: crate::chunks::ContentInfo,
 }
 
 /// Lowercase hex sha256.
@@ -129,6 +135,7 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
         sha256: sha256_hex(data),
         size: data.len(),
         origin: origin.to_string(),
+        content: Default::default(),
     })
 }
 
