@@ -126,6 +126,8 @@ async fn serve(
     session::ensure_path(client, &layout.requests(), NodeKind::RequestsParent).await?;
     session::ensure_path(client, &layout.outcomes(), NodeKind::OutcomesParent).await?;
     session::ensure_path(client, &layout.claims(), NodeKind::AgentParent).await?;
+    // Publishers upload the chunks of large configs here; with ACLs they cannot create it.
+    session::ensure_path(client, &crate::chunks::blobs_root(layout), NodeKind::Blobs).await?;
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let mut touched = BTreeSet::new();

@@ -231,6 +231,9 @@ impl Applier {
         };
         // Chunked content is read from its chunks and verified whole (see crate::chunks).
         let content = meta.as_ref().map(|m| &m.content);
+        if let Some(why) = crate::bundle::kind_mismatch(&self.app, content) {
+            return Ok(Fetched::Refused(why));
+        }
         let bytes = match crate::chunks::resolve(client, &self.layout, &self.app.name, bytes, content, self.max_config_size).await? {
             Ok(b) => b,
             Err(reason) => return Ok(Fetched::Refused(format!("{reason}; not installing"))),

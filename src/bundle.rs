@@ -283,6 +283,19 @@ pub fn holds(app: &AppConfig, sha256: &str) -> bool {
     }
 }
 
+/// Why a version must not be installed by `app` because it is the wrong kind: a bundle (by its
+/// metadata) for a single-file app. The other way round, unpacking refuses what is no archive.
+pub fn kind_mismatch(app: &AppConfig, content: Option<&ContentInfo>) -> Option<String> {
+    let is_bundle = content.and_then(|c| c.kind.as_deref()) == Some(KIND_BUNDLE);
+    (app.kind == AppKind::File && is_bundle).then(|| {
+        format!(
+            "this version is a bundle (published from a directory), but app {} is kind = \"file\"; not installing (set kind = \"bundle\" to manage {} as a directory)",
+            app.name,
+            app.dest.display()
+        )
+    })
+}
+
 /// Installs `bytes` for `app`: in place for a file app, as a new version directory behind the
 /// symlink for a bundle app. `version` names the directory.
 pub async fn install_any(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {

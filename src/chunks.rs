@@ -346,6 +346,31 @@ mod tests {
     }
 
     #[test]
+    fn max_config_size_reads_bytes_or_units_and_bundle_keys_are_checked() {
+        use crate::config::{parse_size, AppKind, Config};
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("500 KiB"), Some(500 << 10));
+        assert_eq!(parse_size("1000000"), Some(1_000_000));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("lots"), None);
+        let base = "role = \"app\"\n{top}\n[zookeeper]\nhosts = \"h:1\"\n[[app]]\nname = \"a\"\ndest = \"/tmp/x\"\n{app}\n";
+        let load = |top: &str, app: &str| {
+            Config::from_toml(std::path::Path::new("z.toml"), &base.replace("{top}", top).replace("{app}", app), |_| None)
+        };
+        let c = load("", "").unwrap();
+        assert_eq!((c.max_config_size, c.apps[0].kind, c.apps[0].keep_local), (DEFAULT_MAX_CONFIG_SIZE, AppKind::File, 3));
+        let c = load("max_config_size = \"8MiB\"", "kind = \"bundle\"\nkeep_local = 5").unwrap();
+        assert_eq!((c.max_config_size, c.apps[0].kind, c.apps[0].keep_local), (8 << 20, AppKind::Bundle, 5));
+        assert_eq!(load("max_config_size = 2000000", "").unwrap().max_config_size, 2_000_000);
+        let e = load("max_config_size = \"huge\"", "").unwrap_err().to_string();
+        assert!(e.contains("z.toml") && e.contains("max_config_size") && e.contains("64MiB"), "{e}");
+        let e = load("", "kind = \"bundle\"\nkeep_local = 1").unwrap_err().to_string();
+        assert!(e.contains("app[0].keep_local") && e.contains("at least 2"), "{e}");
+        let e = load("", "kind = \"tree\"").unwrap_err().to_string();
+        assert!(e.contains("kind"), "{e}");
+    }
+
+    #[test]
     fn plain_metadata_json_is_unchanged() {
         assert_eq!(serde_json::to_string(&ContentInfo::default()).unwrap(), "{}");
     }
