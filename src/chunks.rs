@@ -172,9 +172,17 @@ pub fn prepare<'a>(
 /// leader verifies the whole blob anyway.
 pub async fn upload(client: &zk::Client, layout: &Layout, app: &str, sha256: &str, data: &[u8]) -> Result<u32, zk::Error> {
     crate::session::ensure_path(client, &blobs_root(layout), NodeKind::Blobs).await?;
-    crate::session::ensure_path(client, &app_blobs(layout, app), NodeKind::Blobs).await?;
+    // One level at a time: under ACLs a publisher may create only inside `blobs` (ZooKeeper
+    // checks CREATE on the parent before it says NodeExists, so ensure_path's walk from the root
+    // would be refused).
     let blob = blob(layout, app, sha256);
-    crate::session::ensure_path(client, &blob, NodeKind::Blobs).await?;
+    let blob_acl = crate::acl::for_node(NodeKind::Blobs);
+    for dir in [app_blobs(layout, app), blob.clone()] {
+        match client.create(&dir, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&blob_acl))).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let acl = crate::acl::for_node(NodeKind::Owned);
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl));
     let mut n = 0;

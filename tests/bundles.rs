@@ -355,3 +355,79 @@ async fn packing_refuses_fifos_and_symlinks_before_zookeeper() {
     assert_eq!(out.status.code(), Some(65), "{text}");
     assert!(text.contains("sub/escape is a symlink (to ../../../etc/passwd)"), "{text}");
 }
+
+/// Writes a 0600 secret file in `dir`.
+fn secret(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn acl_section() -> String {
+    let d = zkcoord::acl::digest_id;
+    format!(
+        "\n[acl]\nenabled = true\nagents = [\"{}\"]\napps = [\"{}\"]\npublishers = [\"{}\"]\n",
+        d("agent:apw"),
+        d("web1:w1pw"),
+        d("ops:opw")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acls_a_publisher_uploads_chunks_the_agent_prunes_them_and_others_are_refused() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let mut daemons = Vec::new();
+    for (mut spec, up) in [(Spec::agent("agent-1", &hosts), "agent:apw"), (Spec::app("web-1", &hosts), "web1:w1pw")] {
+        spec.agent_extra = "keep_versions = 1".into();
+        let mut d = Daemon::prepare(&spec.node);
+        std::fs::create_dir_all(d.dir().join("www")).unwrap();
+        let auth = secret(d.dir(), "zk-auth", &format!("{up}\n"));
+        let toml = spec.toml().replace("start_timeout = \"5s\"\n", &format!("start_timeout = \"5s\"\nauth_file = \"{auth}\"\n")) + &acl_section();
+        d.set_config(&toml);
+        d.spawn();
+        daemons.push(d);
+    }
+    let web1 = &daemons[1];
+    let client = zk_client(&hosts).await;
+    wait_until("the agent created the blobs parent", Duration::from_secs(20), || async {
+        client.check_stat("/zkcoord/blobs").await.unwrap().is_some()
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let auth = secret(dir.path(), "ops-auth", "ops:opw\n");
+    let cfg = dir.path().join("ops.toml");
+    std::fs::write(&cfg, format!("role = \"agent\"\n[zookeeper]\nhosts = \"{hosts}\"\nauth_file = \"{auth}\"\n{}", acl_section())).unwrap();
+    let big = noise(2_500_000, 3);
+    let file = dir.path().join("big.conf");
+    std::fs::write(&file, &big).unwrap();
+    let out = ctl_async(&["--config", cfg.to_str().unwrap(), "publish", APP, file.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    wait_on_disk(web1, &big, Duration::from_secs(60)).await;
+    let blob = format!("/zkcoord/blobs/{APP}/{}", sha256_hex(&big));
+    assert_eq!(children_sorted(&client, &blob).await.len(), 3);
+
+    // An app host's identity, or nobody, cannot plant chunks.
+    for who in [Some("web1:w1pw"), None] {
+        let mut c = zookeeper_client::Client::connector().with_session_timeout(Duration::from_secs(4));
+        if let Some(up) = who {
+            c = c.with_auth("digest", up.as_bytes());
+        }
+        let c = c.connect(&hosts).await.unwrap();
+        let e = c.create(&format!("{blob}/chunk-0009"), b"evil", &open_acl_persistent()).await.unwrap_err();
+        assert_eq!(e, zookeeper_client::Error::NoAuth, "{who:?}");
+    }
+
+    // The next version prunes the big one; the agent may delete the publisher's chunks.
+    let file = dir.path().join("small.conf");
+    std::fs::write(&file, b"small\n").unwrap();
+    let out = ctl_async(&["--config", cfg.to_str().unwrap(), "publish", APP, file.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    wait_on_disk(web1, b"small\n", Duration::from_secs(30)).await;
+    wait_until("the pruned version's chunks are deleted", Duration::from_secs(30), || async {
+        client.check_stat(&blob).await.unwrap().is_none()
+    })
+    .await;
+}
