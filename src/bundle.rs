@@ -634,10 +634,10 @@ mod tests {
     #[tokio::test]
     async fn bundles_switch_by_symlink_keep_a_few_and_roll_back() {
         let d = tempfile::tempdir().unwrap();
-        let a = bundle_app(d.path(), Some("grep -q good {src}/sub/x.conf"), Some("test -e ok-to-reload"));
+        // The "service" reloads while the file `ok` exists.
+        let reload = format!("test -e {}", d.path().join("ok").display());
+        let a = bundle_app(d.path(), Some("grep -q good {src}/sub/x.conf"), Some(&reload));
         let m = Metrics::new();
-        // Reload runs in the daemon's directory; give it a file to find there.
-        let a = AppConfig { reload: Some(crate::config::HookCommand::Shell(format!("test -e {}", d.path().join("ok").display()))), ..a };
         fs::write(d.path().join("ok"), b"").unwrap();
         for (i, v) in ["conf-0000000001", "conf-0000000002", "conf-0000000003"].iter().enumerate() {
             let bytes = packed(d.path(), v, &format!("good {i}\n"));
@@ -662,6 +662,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(fs::read_to_string(a.dest.join("sub/x.conf")).unwrap(), "good 2\n");
+    }
+
+    #[test]
+    fn a_file_app_refuses_a_bundle_version() {
+        let d = tempfile::tempdir().unwrap();
+        let bundle = ContentInfo { kind: Some(KIND_BUNDLE.into()), compression: Some(GZIP.into()), ..Default::default() };
+        let file_app = AppConfig { kind: AppKind::File, ..bundle_app(d.path(), None, None) };
+        assert!(kind_mismatch(&file_app, Some(&bundle)).unwrap().contains("kind = \"file\""));
+        assert_eq!(kind_mismatch(&file_app, Some(&ContentInfo::default())), None);
+        assert_eq!(kind_mismatch(&file_app, None), None);
+        assert_eq!(kind_mismatch(&bundle_app(d.path(), None, None), Some(&bundle)), None);
+    }
+
+    #[tokio::test]
+    async fn a_plain_file_version_is_refused_by_a_bundle_app() {
+        let d = tempfile::tempdir().unwrap();
+        let a = bundle_app(d.path(), None, None);
+        let r = install(&a, "conf-0000000001", b"worker_processes 4;\n".to_vec(), MAX, &Metrics::new()).await.unwrap();
+        match r {
+            InstallResult::CheckFailed(why) => assert!(why.starts_with("bundle refused"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(fs::symlink_metadata(&a.dest).is_err(), "nothing at dest");
+        assert_eq!(fs::read_dir(versions_dir(&a.dest)).unwrap().count(), 0, "no leftovers");
     }
 
     #[tokio::test]
