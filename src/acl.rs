@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | version parents, `meta`, `claims` | agents | creator |
 //! | `requests` | agents and publishers | creator |
+//! | `blobs`, `blobs/<app>`, `blobs/<app>/<sha256>` | agents and publishers (chunks of large configs) | creator; agents may delete (pruning) |
 //! | `outcomes` | agents (publishers may delete the answer they read) | creator |
 //! | `status/<app>` | agents and app hosts | creator |
 //! | election parent | agents | creator |
@@ -126,6 +127,9 @@ pub enum NodeKind {
     RequestsParent,
     /// The outcomes parent: publishers delete the outcome they have read.
     OutcomesParent,
+    /// Blob parents (`blobs`, `blobs/<app>`, `blobs/<app>/<sha256>`): publishers create the
+    /// chunks of large configs in them, agents prune them.
+    Blobs,
     /// A status directory: app hosts create their status nodes in it.
     StatusParent,
     /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
@@ -165,6 +169,10 @@ impl AclPolicy {
         match kind {
             NodeKind::AgentParent => grant(&mut acl, &self.agents, P::ALL),
             NodeKind::RequestsParent => {
+                grant(&mut acl, &self.agents, P::ALL);
+                grant(&mut acl, &self.publishers, P::CREATE | P::READ);
+            }
+            NodeKind::Blobs => {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.publishers, P::CREATE | P::READ);
             }
@@ -259,6 +267,10 @@ mod tests {
         assert_eq!(owned.len(), 2);
         let req = p.acl_for(NodeKind::RequestsParent);
         assert!(req.iter().any(|a| a.id() == "ops:z" && a.permission().has(zk::Permission::CREATE) && !a.permission().has(zk::Permission::WRITE)));
+        let blobs = p.acl_for(NodeKind::Blobs);
+        assert!(blobs.iter().any(|a| a.id() == "ops:z" && a.permission().has(zk::Permission::CREATE) && !a.permission().has(zk::Permission::DELETE)));
+        assert!(blobs.iter().any(|a| a.id() == "agent:x" && a.permission().has(zk::Permission::DELETE)));
+        assert!(!blobs.iter().any(|a| a.id() == "app:y"));
         let status = p.acl_for(NodeKind::StatusParent);
         assert!(status.iter().any(|a| a.id() == "app:y" && a.permission().has(zk::Permission::CREATE)));
         assert!(!status.iter().any(|a| a.id() == "ops:z"));

@@ -126,6 +126,8 @@ async fn serve(
     session::ensure_path(client, &layout.requests(), NodeKind::RequestsParent).await?;
     session::ensure_path(client, &layout.outcomes(), NodeKind::OutcomesParent).await?;
     session::ensure_path(client, &layout.claims(), NodeKind::AgentParent).await?;
+    // Publishers upload the chunks of large configs here; with ACLs they cannot create it.
+    session::ensure_path(client, &crate::chunks::blobs_root(layout), NodeKind::Blobs).await?;
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let mut touched = BTreeSet::new();
@@ -175,10 +177,17 @@ async fn handle_request(
         Err(zk::Error::NoNode) => return Ok(None), // withdrawn by its publisher
         Err(e) => return Err(e.into()),
     };
-    let (outcome, meta_for, app) = match request::decode(&bytes).and_then(|(h, d)| validate(&h, d).map(|_| (h, d))) {
+    let checked = match request::decode(&bytes) {
+        // Chunked content: verify the blob; the version node will hold its marker.
+        Ok((h, d)) if h.content.is_chunked() => {
+            crate::chunks::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
+        }
+        decoded => decoded.and_then(|(h, d)| validate(&h, d).map(|_| (h, d.to_vec()))),
+    };
+    let (outcome, meta_for, app) = match checked {
         Err(reason) => (Outcome::Rejected { reason }, None, None),
         Ok((header, data)) => {
-            let (outcome, meta_for) = decide(config, client, fence, &header, data).await?;
+            let (outcome, meta_for) = decide(config, client, fence, &header, &data).await?;
             (outcome, meta_for, Some(header.app))
         }
     };
@@ -246,10 +255,11 @@ async fn decide(
         author: h.author.clone(),
         message: h.message.clone(),
         sha256: h.sha256.clone(),
-        size: data.len(),
+        size: h.size,
         time: crate::state::now_secs(),
         origin: h.origin.clone(),
         signature: h.signature.clone(),
+        content: h.content.clone(),
     };
     // The listing also says whether the parent exists, so the first publish alone creates it.
     let (children, parent_exists) = match client.list_children(&parent).await {
@@ -259,7 +269,7 @@ async fn decide(
     };
     if let Some(newest) = layout::newest_version(&children) {
         match client.get_data(&format!("{parent}/{}", newest.name)).await {
-            Ok((bytes, _)) if request::sha256_hex(&bytes) == h.sha256 => {
+            Ok((bytes, _)) if crate::chunks::content_sha256(&bytes) == h.sha256 => {
                 // A leader that died between creating a version and answering leaves the request
                 // behind; this path answers it, and fills in the metadata if it is missing.
                 let newest_meta = match client.get_data(&format!("{meta_parent}/{}", newest.name)).await {
@@ -349,8 +359,9 @@ async fn prune(config: &Config, client: &zk::Client, fence: &Fence, app: &str) -
     let keep = config.agent.keep_versions as usize;
     let parent = versions_path(config, app);
     let all = layout::versions(&client.list_children(&parent).await?);
+    let blobs = crate::chunks::doomed_blobs(client, &config.layout(), app, &parent, &all, all.len().saturating_sub(keep)).await?;
     if all.len() <= keep {
-        return Ok(());
+        return prune_blobs(client, fence, app, blobs).await;
     }
     let meta_parent = config.layout().meta(app);
     let metas: BTreeSet<String> = match client.list_children(&meta_parent).await {
@@ -375,5 +386,27 @@ async fn prune(config: &Config, client: &zk::Client, fence: &Fence, app: &str) -
         }
     }
     tracing::info!(app, pruned = doomed.len(), kept = keep, "pruned old versions");
+    prune_blobs(client, fence, app, blobs).await
+}
+
+/// Deletes the chunks of large configs that no kept version needs (see [`crate::chunks`]),
+/// each blob in one fenced multi-op, after the versions that referenced them.
+async fn prune_blobs(client: &zk::Client, fence: &Fence, app: &str, blobs: Vec<crate::chunks::DoomedBlob>) -> Result<(), AgentError> {
+    let n = blobs.len();
+    for (blob, chunks) in blobs {
+        let mut w = fence.writer(client)?;
+        for c in &chunks {
+            w.add_delete(c, None)?;
+        }
+        w.add_delete(&blob, None)?;
+        match fence.commit(w).await {
+            // Gone meanwhile, or a publisher is re-uploading into it: the next prune looks again.
+            Ok(_) | Err(AgentError::Zk(zk::Error::NoNode | zk::Error::NotEmpty)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if n > 0 {
+        tracing::info!(app, blobs = n, "pruned chunks of large configs");
+    }
     Ok(())
 }

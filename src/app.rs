@@ -9,7 +9,7 @@
 
 use crate::backoff::Backoff;
 use crate::config::{AppConfig, Config};
-use crate::install::{self, InstallResult};
+use crate::install::InstallResult;
 use crate::layout::{self, Layout, VersionId};
 use crate::metrics::Metrics;
 use crate::registration::{self, NodeSpec};
@@ -42,6 +42,8 @@ pub struct Applier {
     pub trusted: crate::signing::TrustedKeys,
     /// Where applies, hook durations, latency and versions behind are recorded.
     pub metrics: Arc<Metrics>,
+    /// Largest content installed (`max_config_size`); chunked versions may reach it.
+    pub max_config_size: u64,
 }
 
 /// What is known about one application between looks: what was applied, what failed, and the
@@ -142,6 +144,7 @@ impl Applier {
             state: StateStore::new(&config.state_dir),
             trusted: crate::signing::TrustedKeys::load_or_refuse(&app.trusted_keys),
             metrics,
+            max_config_size: config.max_config_size,
         }
     }
 
@@ -208,7 +211,7 @@ impl Applier {
             }
             Some(a) if newest.seq > a.seq => true,
             Some(a) if newest.seq == a.seq => {
-                let drifted = !install::holds(&self.app.dest, &a.sha256);
+                let drifted = !crate::bundle::holds(&self.app, &a.sha256);
                 if drifted {
                     tracing::warn!(app = %self.app.name, dest = %self.app.dest.display(), version = %a.version, "destination drifted from the applied version; re-applying");
                 }
@@ -228,7 +231,6 @@ impl Applier {
             Err(zk::Error::NoNode) => return Ok(Fetched::Gone),
             Err(e) => return Err(e),
         };
-        let sha = request::sha256_hex(&bytes);
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
         let mut meta: Option<VersionMeta> = match client.get_data(&meta_path).await {
             Ok((m, _)) => serde_json::from_slice(&m).ok(),
@@ -239,7 +241,17 @@ impl Applier {
             // The leader writes metadata just after the version; give it a moment.
             meta = self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await?;
         }
-        if let Err(e) = request::check_size(bytes.len()) {
+        // Chunked content is read from its chunks and verified whole (see crate::chunks).
+        let content = meta.as_ref().map(|m| &m.content);
+        if let Some(why) = crate::bundle::kind_mismatch(&self.app, content) {
+            return Ok(Fetched::Refused(why));
+        }
+        let bytes = match crate::chunks::resolve(client, &self.layout, &self.app.name, bytes, content, self.max_config_size).await? {
+            Ok(b) => b,
+            Err(reason) => return Ok(Fetched::Refused(format!("{reason}; not installing"))),
+        };
+        let sha = request::sha256_hex(&bytes);
+        if let Err(e) = crate::chunks::check_max(bytes.len() as u64, self.max_config_size) {
             return Ok(Fetched::Refused(e));
         }
         if let Some(m) = meta.as_ref().filter(|m| m.sha256 != sha) {
@@ -299,13 +311,13 @@ impl Applier {
         };
         let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - ctime_ms).max(0);
         let since_publish = Duration::from_millis(age_ms as u64);
-        if install::holds(&self.app.dest, &sha) {
+        if crate::bundle::holds(&self.app, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
             self.record_success(p, v, stream, &sha);
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
-        match install::install(&self.app, bytes, &self.metrics).await {
+        match crate::bundle::install_any(&self.app, &v.name, bytes, self.max_config_size, &self.metrics).await {
             Ok(InstallResult::Applied { reload }) => {
                 if let Some(r) = reload.filter(|r| !r.output.trim().is_empty()) {
                     tracing::info!(app = %name, "reload said: {}", r.output.trim());

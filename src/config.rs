@@ -81,6 +81,21 @@ pub struct Config {
     /// The optional HTTP listener for `/healthz` and `/metrics`; off when absent.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Largest config (or packed bundle) accepted, in bytes or like "64MiB"; content beyond
+    /// one node's 1 MB limit is stored in chunk nodes ([`crate::chunks`]).
+    #[serde(default = "default_max_config_size", deserialize_with = "deserialize_size")]
+    pub max_config_size: u64,
+}
+
+/// What an `[[app]]` keeps at its `dest`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppKind {
+    /// One file, written in place atomically.
+    #[default]
+    File,
+    /// A directory tree: `dest` is a symlink to a versioned directory ([`crate::bundle`]).
+    Bundle,
 }
 
 /// The `[acl]` section: ACLs on every node we create, by role (see SECURITY.md).
@@ -266,6 +281,49 @@ pub struct AppConfig {
     /// when set, unsigned versions and versions signed by other keys are refused.
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
+    /// "file" (one file) or "bundle" (a directory tree behind a symlink at `dest`).
+    #[serde(default)]
+    pub kind: AppKind,
+    /// Bundles: how many version directories stay on disk, the current one included.
+    #[serde(default = "default_keep_local")]
+    pub keep_local: usize,
+}
+
+fn default_keep_local() -> usize {
+    3
+}
+fn default_max_config_size() -> u64 {
+    crate::chunks::DEFAULT_MAX_CONFIG_SIZE
+}
+
+fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    let parsed = match Size::deserialize(d)? {
+        Size::Bytes(n) => Some(n),
+        Size::Text(s) => parse_size(&s),
+    };
+    parsed.ok_or_else(|| serde::de::Error::custom("expected a size in bytes or like \"64MiB\", \"500KiB\""))
+}
+
+/// Parses "67108864", "64MiB", "64M", "500KiB" (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 fn default_node_id() -> String {
@@ -439,6 +497,9 @@ impl Config {
         if self.agent.leaders == 0 {
             return Err(invalid("agent.leaders", "expected at least 1"));
         }
+        if self.max_config_size == 0 || self.max_config_size > 1 << 30 {
+            return Err(invalid("max_config_size", "expected between 1 byte and 1GiB"));
+        }
         if self.agent.keep_versions == 0 {
             return Err(invalid("agent.keep_versions", "expected at least 1"));
         }
@@ -487,6 +548,9 @@ impl Config {
                 if user.parse::<u32>().is_err() && nix::unistd::User::from_name(user).ok().flatten().is_none() {
                     return Err(invalid(&key("run_as"), &format!("expected a user name or uid; there is no user {user:?}")));
                 }
+            }
+            if app.kind == AppKind::Bundle && app.keep_local < 2 {
+                return Err(invalid(&key("keep_local"), "expected at least 2 (the current version and the one to flip back to)"));
             }
             if app.hook_timeout.is_zero() {
                 return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));

@@ -256,7 +256,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
 }
 
 /// Runs one of `app`'s hooks with its timeout, and records how long it ran.
-async fn run_hook(app: &AppConfig, metrics: &Metrics, hook: Hook, cmd: &HookCommand, src: Option<&Path>) -> HookRun {
+pub(crate) async fn run_hook(app: &AppConfig, metrics: &Metrics, hook: Hook, cmd: &HookCommand, src: Option<&Path>) -> HookRun {
     let run = hooks::run_as(cmd, src, app.hook_timeout, app.run_as.as_deref()).await;
     metrics.hook_ran(&app.name, hook, run.elapsed);
     run
@@ -295,6 +295,8 @@ mod tests {
             run_as: None,
             follow_symlinks: false,
             trusted_keys: Vec::new(),
+            kind: Default::default(),
+            keep_local: 3,
         }
     }
 

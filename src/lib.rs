@@ -15,6 +15,8 @@
 //! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
 //! - [`signing`]: ed25519-signed versions, and the keys an app trusts.
 //! - [`install`]: atomic write, check, reload, rollback.
+//! - [`bundle`]: directory trees: pack, unpack, install by an atomic symlink flip.
+//! - [`chunks`]: content beyond one node's limit, stored as chunk nodes.
 //! - [`hooks`]: runs check and reload commands with a timeout.
 //! - [`state`]: what this host applied, remembered across restarts.
 //! - [`status`]: the per-host status report.
@@ -34,6 +36,8 @@ pub mod acl;
 pub mod agent;
 pub mod app;
 pub mod backoff;
+pub mod bundle;
+pub mod chunks;
 pub mod cli;
 pub mod config;
 pub mod ctl;

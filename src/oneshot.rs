@@ -156,6 +156,10 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
         Fetched::Refused(reason) | Fetched::Pending(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),
         Fetched::Verified { bytes, sha256, .. } => (bytes, sha256),
     };
+    if app.kind == crate::config::AppKind::Bundle {
+        let what = if crate::bundle::holds(app, &sha) { "already holds" } else { "would switch to" };
+        return Ok(format!("{name}: {} {what} bundle {newest} ({} bytes packed)\n", app.dest.display(), bytes.len()));
+    }
     if let Err(e) = install::resolve_dest(app) {
         return Ok(format!("{name}: would fail to apply {newest}: {e}\n"));
     }
@@ -263,6 +267,8 @@ mod tests {
             run_as: None,
             follow_symlinks: false,
             trusted_keys: Vec::new(),
+            kind: Default::default(),
+            keep_local: 3,
         }
     }
 

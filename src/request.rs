@@ -34,6 +34,9 @@ pub struct RequestHeader {
     /// The publisher's signature over app, sha256 and size, when it signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<VersionSignature>,
+    /// Bundle or file, compression, chunked storage (all absent for a plain file).
+    #[serde(flatten, default)]
+    pub content: crate::chunks::ContentInfo,
 }
 
 /// The leader's answer to a request, at `<root>/outcomes/<request>`.
@@ -86,6 +89,9 @@ pub struct VersionMeta {
     /// The publisher's signature, which apps with `trusted_keys` require.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<VersionSignature>,
+    /// Bundle or file, compression, chunked storage (all absent for a plain file).
+    #[serde(flatten, default)]
+    pub content: crate::chunks::ContentInfo,
 }
 
 /// Lowercase hex sha256.
@@ -137,6 +143,7 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
         size: data.len(),
         origin: origin.to_string(),
         signature: None,
+        content: Default::default(),
     })
 }
 

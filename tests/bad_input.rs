@@ -60,19 +60,25 @@ async fn an_oversized_publish_is_refused_before_it_reaches_zookeeper_and_the_lar
     let client = zk_client(&hosts).await;
     publish_ok(&hosts, b"small\n").await;
 
-    let big = vec![b'x'; 1_100 * 1024];
+    // Over max_config_size (default 64 MiB): refused, naming the limit, before ZooKeeper.
+    let big = vec![b'x'; (64 << 20) + 1];
     let out = publish(&hosts, &big).await;
     assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("limit is 1000000 bytes"), "{err}");
+    assert!(err.contains("limit is 67108864 bytes (max_config_size = 64 MiB)"), "{err}");
     assert!(children_sorted(&client, "/zkcoord/requests").await.is_empty(), "nothing was queued");
+    assert!(children_sorted(&client, "/zkcoord/blobs").await.is_empty(), "no chunk was written");
     assert_eq!(versions(&client).await.len(), 1, "nothing was published");
 
-    // Exactly at the limit: accepted end to end, byte for byte.
+    // Exactly at one node's limit: stored inline, accepted end to end, byte for byte.
     let mut limit = vec![b'y'; 1_000_000];
     limit[999_999] = b'\n';
     publish_ok(&hosts, &limit).await;
     wait_on_disk(&web, &limit, Duration::from_secs(30)).await;
+    // Beyond it (1,100 KiB made the server drop the connection as one node): stored as chunks.
+    let over = vec![b'z'; 1_100 * 1024];
+    publish_ok(&hosts, &over).await;
+    wait_on_disk(&web, &over, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -326,7 +326,15 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         (l.claims(), NodeKind::AgentParent),
         (l.status_root(), NodeKind::StatusParent),
         (l.meta_root(), NodeKind::AgentParent),
+        (crate::chunks::blobs_root(l), NodeKind::Blobs),
     ];
+    for app in children_or_empty(&client, &crate::chunks::blobs_root(l)).await? {
+        let dir = crate::chunks::app_blobs(l, &app);
+        for blob in children_or_empty(&client, &dir).await? {
+            plan.push((format!("{dir}/{blob}"), NodeKind::Blobs));
+        }
+        plan.push((dir, NodeKind::Blobs));
+    }
     for app in children_or_empty(&client, l.applications()).await? {
         plan.push((t.versions_path(&app), NodeKind::AgentParent));
         plan.push((l.meta(&app), NodeKind::AgentParent));

@@ -43,7 +43,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Publish a file (or - for stdin) as the newest version of an app.
+    /// Publish a file (or - for stdin), or a directory as a bundle, as the newest version of an app.
     #[command(after_help = "Examples:\n  zkcoordctl publish nginxconf nginx.conf -m \"more workers\"\n  zkcoordctl publish nginxconf nginx.conf --wait=2m   # until every live host applied it\n  render-config | zkcoordctl publish nginxconf -")]
     Publish {
         /// The application.
@@ -269,11 +269,21 @@ impl Target {
         arg.resolve(&all, app).map_err(|e| fail(exit::DATAERR, e))
     }
 
-    /// A version's bytes.
+    /// The largest config this publisher sends (`max_config_size`, default 64 MiB).
+    pub fn max_config_size(&self) -> u64 {
+        self.config.as_ref().map(|c| c.max_config_size).unwrap_or(crate::chunks::DEFAULT_MAX_CONFIG_SIZE)
+    }
+
+    /// A version's bytes (read from its chunks when it is chunked).
     pub async fn bytes_of(&self, client: &zk::Client, app: &str, v: &VersionId) -> Result<Vec<u8>, CtlError> {
-        match client.get_data(&format!("{}/{}", self.versions_path(app), v.name)).await {
-            Ok((b, _)) => Ok(b),
-            Err(zk::Error::NoNode) => Err(fail(exit::DATAERR, format!("{app} has no version {}", v.name))),
+        let data = match client.get_data(&format!("{}/{}", self.versions_path(app), v.name)).await {
+            Ok((b, _)) => b,
+            Err(zk::Error::NoNode) => return Err(fail(exit::DATAERR, format!("{app} has no version {}", v.name))),
+            Err(e) => return Err(zk_fail(e)),
+        };
+        match crate::chunks::resolve(client, &self.layout, app, data, None, self.max_config_size()).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(why)) => Err(fail(exit::DATAERR, format!("{app} {}: {why}", v.name))),
             Err(e) => Err(zk_fail(e)),
         }
     }
@@ -301,8 +311,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Acl(AclCommand::Init) => inspect::acl_init(&target).await,
         Command::Acl(AclCommand::Digest { .. }) | Command::Key(_) => unreachable!("handled above"),
         Command::Publish { app, file, opts } => {
-            let data = publish::read_input(&file)?;
-            publish::publish(&target, &app, data, opts).await
+            let (data, content) = publish::read_input(&file, target.max_config_size())?;
+            publish::publish(&target, &app, data, content, opts).await
         }
         Command::Rollback { app, to, opts } => publish::rollback(&target, &app, &to, opts).await,
         Command::Get { app, version } => inspect::get(&target, &app, version.as_deref()).await,

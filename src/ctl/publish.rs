@@ -3,6 +3,7 @@
 //! a failure.
 
 use super::{fail, zk_fail, CtlError, PublishOptions, Target};
+use crate::chunks::ContentInfo;
 use crate::exit;
 use crate::layout::VersionId;
 use crate::request::{self, AwaitError, Outcome};
@@ -16,9 +17,13 @@ use std::time::Duration;
 use zookeeper_client as zk;
 
 /// Reads a file (or stdin for `-`), at most one byte past the size limit so a huge file is
-/// refused without reading it all.
-pub fn read_input(file: &str) -> Result<Vec<u8>, CtlError> {
-    let limit = request::MAX_CONFIG_BYTES as u64 + 1;
+/// refused without reading it all; a directory is packed as a bundle ([`crate::bundle`]).
+pub fn read_input(file: &str, max: u64) -> Result<(Vec<u8>, ContentInfo), CtlError> {
+    if file != "-" && std::path::Path::new(file).is_dir() {
+        let p = crate::bundle::pack(std::path::Path::new(file), max).map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
+        return Ok((p.bytes, p.content));
+    }
+    let limit = max + 1;
     let mut data = Vec::new();
     let res = if file == "-" {
         std::io::stdin().take(limit).read_to_end(&mut data)
@@ -26,7 +31,7 @@ pub fn read_input(file: &str) -> Result<Vec<u8>, CtlError> {
         std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut data))
     };
     res.map_err(|e| fail(exit::DATAERR, format!("cannot read {file}: {e}")))?;
-    Ok(data)
+    Ok((data, ContentInfo::default()))
 }
 
 fn author() -> String {
@@ -39,17 +44,26 @@ fn author() -> String {
 }
 
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
-pub async fn publish(t: &Target, app: &str, data: Vec<u8>, opts: PublishOptions) -> Result<(), CtlError> {
+/// `content` says whether `data` is a bundle; data beyond one node goes as chunks first.
+pub async fn publish(t: &Target, app: &str, data: Vec<u8>, content: ContentInfo, opts: PublishOptions) -> Result<(), CtlError> {
     let PublishOptions { message, timeout, wait, sign_key } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
-    let mut header = request::header_for(app, &author(), message, "zkcoordctl", &data)
+    let (mut header, body) = crate::chunks::prepare(app, &author(), message, &data, content, t.max_config_size())
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
     if let Some(path) = &sign_key {
         let key = signing::load_signing_key(path).map_err(|e| fail(exit::NOPERM, format!("not published: {e}")))?;
         header.signature = Some(signing::sign(&key, app, &header.sha256, header.size));
     }
     let client = t.connect().await?;
-    let req = request::submit(&client, &t.layout, &header, &data).await.map_err(|e| match crate::acl::explain(&e, &t.layout.requests(), "create a publish request in") {
+    if header.content.is_chunked() {
+        crate::chunks::upload(&client, &t.layout, app, &header.sha256, &data).await.map_err(|e| {
+            match crate::acl::explain(&e, &crate::chunks::blobs_root(&t.layout), "create chunks of a large config in") {
+                Some(why) => fail(exit::NOPERM, why),
+                None => zk_fail(e),
+            }
+        })?;
+    }
+    let req = request::submit(&client, &t.layout, &header, body).await.map_err(|e| match crate::acl::explain(&e, &t.layout.requests(), "create a publish request in") {
         Some(why) => fail(exit::NOPERM, why),
         None => zk_fail(e),
     })?;
@@ -78,12 +92,17 @@ pub async fn rollback(t: &Target, app: &str, to: &str, opts: PublishOptions) -> 
     let client = t.connect().await?;
     let v = t.resolve_version(&client, app, Some(to)).await?;
     let bytes = t.bytes_of(&client, app, &v).await?;
+    // A bundle stays a bundle: take kind and compression from the old version's metadata.
+    let content = match client.get_data(&format!("{}/{}", t.layout.meta(app), v.name)).await {
+        Ok((m, _)) => serde_json::from_slice::<request::VersionMeta>(&m).map(|m| ContentInfo { storage: None, chunks: None, ..m.content }).unwrap_or_default(),
+        Err(_) => ContentInfo::default(),
+    };
     drop(client);
     let note = match &opts.message {
         Some(m) => format!("rollback to {}: {m}", v.name),
         None => format!("rollback to {}", v.name),
     };
-    publish(t, app, bytes, PublishOptions { message: Some(note), ..opts }).await
+    publish(t, app, bytes, content, PublishOptions { message: Some(note), ..opts }).await
 }
 
 /// `zkcoordctl key generate`: a new key pair, the private half never overwriting a file.
