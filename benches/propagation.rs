@@ -3,12 +3,21 @@
 //!
 //! - the floor: a plain client's create -> child watch fires -> read, the least any
 //!   publish-to-applied can take;
-//! - publish-to-applied for 1 and 10 app daemons (no reload hook), p50/p90/p99/max, measured
-//!   from the publish call's start and from its return;
+//! - publish-to-applied for 1, 10 and 50 app daemons (no reload hook), and for 10 with
+//!   `/bin/true` as the reload hook, p50/p90/p99/max, from the publish call's return (the
+//!   issue's definition) and from its start;
+//! - fan-out: 1,000 app followers in this process (the library's own app code, one ZooKeeper
+//!   session and one scratch directory each), time until all of them applied a publish;
+//! - throughput: versions per second through the library's publish calls and through the
+//!   legacy trigger, one client and 16 concurrent clients;
 //! - failover: SIGTERM and kill -9 of the leading agent until a publish is acknowledged;
-//! - footprint: an idle app daemon's RSS and CPU over 10 s, and the binaries' sizes.
+//!   re-registration of an app host's status node and an agent's election node after expiry;
+//! - footprint: an idle app daemon's RSS, CPU and context switches over 60 s, the same under a
+//!   publish every 100 ms, and the binaries' sizes.
 //!
-//! `ZKCOORD_BENCH_PUBLISHES` sets the publishes per run (default 200).
+//! `ZKCOORD_BENCH_PUBLISHES` sets the publishes per propagation row (default 200),
+//! `ZKCOORD_BENCH_IDLE_SECS` the idle window (default 60), and `ZKCOORD_BENCH_ONLY` a comma list
+//! of sections (floor, propagation, fanout, throughput, failover, footprint; default all).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -17,7 +26,10 @@ mod fleet;
 
 use common::*;
 use fleet::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use zkcoord::layout::Layout;
 use zookeeper_client as zk;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -58,10 +70,25 @@ async fn floor(hosts: &str, n: usize) -> Vec<Duration> {
     out
 }
 
+fn layout() -> Layout {
+    Layout::new("/zkcoord", "/applications", "/roles/workers")
+}
+
+/// One publish through the library, as `zkcoordctl publish` does it; returns the version.
+async fn publish_lib(client: &zk::Client, bytes: &[u8]) -> String {
+    let layout = layout();
+    let header = zkcoord::request::header_for(APP, "bench", None, "zkcoordctl", bytes).unwrap();
+    let req = zkcoord::request::submit(client, &layout, &header, bytes).await.unwrap();
+    match zkcoord::request::await_outcome(client, &layout, &req, Duration::from_secs(30)).await.unwrap() {
+        zkcoord::request::Outcome::Published { version } => version,
+        other => panic!("publish answered {other}"),
+    }
+}
+
 /// Publishes through the leading agent and waits until every app's file holds the bytes.
 async fn propagation(hosts: &str, apps: &[Daemon], n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let client = zk_client(hosts).await;
-    let layout = zkcoord::layout::Layout::new("/zkcoord", "/applications", "/roles/workers");
+    let layout = layout();
     let (mut from_start, mut from_return) = (Vec::new(), Vec::new());
     for i in 0..n {
         let bytes = format!("worker_processes {i};\n").into_bytes();
@@ -131,73 +158,367 @@ async fn failover(hosts: &str, agents: &mut [Daemon], graceful: bool) -> Duratio
     took
 }
 
+fn wanted(section: &str) -> bool {
+    match std::env::var("ZKCOORD_BENCH_ONLY") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|s| s.trim() == section),
+        _ => true,
+    }
+}
+
+fn table(report: &mut Vec<String>, title: &str) {
+    report.push(String::new());
+    report.push(format!("| {title} | n | p50 | p90 | p99 | max |"));
+    report.push("|---|---|---|---|---|---|".into());
+}
+
+/// Starts `count` app daemons (reload hook `reload`, or none) and waits until all report.
+async fn start_apps(hosts: &str, count: usize, reload: Option<&str>) -> Vec<Daemon> {
+    let apps: Vec<Daemon> = (0..count)
+        .map(|i| {
+            let mut s = Spec::app(&format!("web-{i:02}"), hosts);
+            s.reload = reload.map(String::from);
+            s.session = "4s";
+            s.start()
+        })
+        .collect();
+    let client = zk_client(hosts).await;
+    wait_until("apps report", Duration::from_secs(120), || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() >= count
+    })
+    .await;
+    apps
+}
+
+/// Waits until no status node is left under the app (the daemons were stopped).
+async fn wait_no_status(hosts: &str) {
+    let client = zk_client(hosts).await;
+    wait_until("status nodes gone", Duration::from_secs(60), || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.is_empty()
+    })
+    .await;
+}
+
+/// Publish-to-applied for several fleet sizes and hooks.
+async fn section_propagation(hosts: &str, n: usize, report: &mut Vec<String>) {
+    table(report, "publish -> applied (ms)");
+    for (count, reload, label, publishes) in [
+        (1usize, None, "no hook", n),
+        (10, None, "no hook", n),
+        (10, Some(r#"["/bin/true"]"#), "reload /bin/true", n),
+        (50, None, "no hook", n),
+    ] {
+        let mut apps = start_apps(hosts, count, reload).await;
+        let (start, ret) = propagation(hosts, &apps, publishes).await;
+        report.push(row(&format!("{count} app daemon(s), {label}, from publish return"), ret));
+        report.push(row(&format!("{count} app daemon(s), {label}, from publish start"), start));
+        for a in apps.iter_mut() {
+            a.term();
+        }
+        drop(apps);
+        wait_no_status(hosts).await;
+    }
+}
+
+/// 1,000 app followers in this process, each with its own session and scratch directory.
+async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: &mut Vec<String>) {
+    use zkcoord::app::{AppFollower, AppView, Applier};
+    // tmpfs when there is one: a thousand hosts each fsync their own disk; one machine's disk
+    // fsyncing for all of them would measure the disk, not the fan-out.
+    let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
+    let scratch = tempfile::Builder::new().prefix("zkcoord-fanout-").tempdir_in(base).unwrap();
+    let metrics = Arc::new(zkcoord::metrics::Metrics::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gate = zkcoord::systemd::ReadyGate::new();
+    // (watcher, version) -> when that watcher's view first showed the version applied.
+    let applied: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let t0 = Instant::now();
+    for i in 0..watchers {
+        let dir = scratch.path().join(format!("w{i:04}"));
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        let toml = format!(
+            "role = \"app\"\nnode_id = \"sim-{i:04}\"\nstate_dir = \"{d}/state\"\n[zookeeper]\nhosts = \"{hosts}\"\nsession_timeout = \"10s\"\n[[app]]\nname = \"{APP}\"\ndest = \"{d}/www/nginx.conf\"\n",
+            d = dir.display()
+        );
+        let path = dir.join("zkcoord.toml");
+        let config = zkcoord::config::Config::from_toml(&path, &toml, |_| None).unwrap();
+        let (sup, handle) = zkcoord::session::channel(metrics.clone());
+        tokio::spawn(sup.supervise(config.zookeeper.clone(), shutdown.clone()));
+        let (view_tx, mut view_rx) = tokio::sync::watch::channel(AppView::starting(APP));
+        let follower = AppFollower { applier: Applier::new(&config, &config.apps[0], metrics.clone()), ready: gate.part(), view: view_tx };
+        tokio::spawn(follower.run(handle, shutdown.clone()));
+        let applied = applied.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            while view_rx.changed().await.is_ok() {
+                let version = view_rx.borrow_and_update().report.as_ref().and_then(|r| r.version.clone());
+                if version.is_some() && version != last {
+                    let now = Instant::now();
+                    applied.lock().unwrap().entry(version.clone().unwrap()).or_default().push(now);
+                    last = version;
+                }
+            }
+        });
+    }
+    let client = zk_client(hosts).await;
+    wait_until("1,000 followers report", Duration::from_secs(300), || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() >= watchers
+    })
+    .await;
+    let start_up = t0.elapsed();
+    let rss = rss_kib(std::process::id());
+    let (mut all_from_return, mut all_from_start, mut each_from_return) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..publishes {
+        let bytes = format!("fanout {i}\n").into_bytes();
+        let start = Instant::now();
+        let version = publish_lib(&client, &bytes).await;
+        let returned = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let times = loop {
+            let done = applied.lock().unwrap().get(&version).map(|v| v.len()).unwrap_or(0);
+            if done >= watchers {
+                break applied.lock().unwrap().remove(&version).unwrap();
+            }
+            assert!(Instant::now() < deadline, "publish {i}: only {done} of {watchers} applied {version}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let last = *times.iter().max().unwrap();
+        all_from_return.push(last.saturating_duration_since(returned));
+        all_from_start.push(last - start);
+        each_from_return.extend(times.iter().map(|t| t.saturating_duration_since(returned)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Spot check: the files hold the last publish.
+    let last = format!("fanout {}\n", publishes - 1).into_bytes();
+    let wrong = (0..watchers)
+        .filter(|i| std::fs::read(scratch.path().join(format!("w{i:04}/www/nginx.conf"))).ok().as_deref() != Some(&last[..]))
+        .count();
+    table(report, &format!("fan-out to {watchers} in-process followers (ms)"));
+    report.push(row(&format!("all {watchers} applied, from publish return"), all_from_return));
+    report.push(row(&format!("all {watchers} applied, from publish start"), all_from_start));
+    report.push(row("each follower, from publish return", each_from_return));
+    report.push(format!(
+        "\n{watchers} followers (scratch dirs on {base}): all sessions up and reporting in {:.1?}; this process's RSS {} MiB; files not holding the last publish: {wrong}",
+        start_up,
+        rss / 1024
+    ));
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Versions per second: library calls and the legacy trigger, 1 and 16 clients.
+async fn section_throughput(hosts: &str, trigger_port: u16, per_client: usize, report: &mut Vec<String>) {
+    report.push(String::new());
+    report.push("| publish throughput | clients | versions | seconds | versions/s |".into());
+    report.push("|---|---|---|---|---|".into());
+    for clients in [1usize, 16] {
+        let mut tasks = Vec::new();
+        let t = Instant::now();
+        for c in 0..clients {
+            let hosts = hosts.to_string();
+            tasks.push(tokio::spawn(async move {
+                let client = zk_client(&hosts).await;
+                for i in 0..per_client {
+                    publish_lib(&client, format!("lib {clients} {c} {i}\n").as_bytes()).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let total = clients * per_client;
+        report.push(format!("| library (submit + await outcome) | {clients} | {total} | {secs:.2} | {:.0} |", total as f64 / secs));
+    }
+    for clients in [1usize, 16] {
+        let t = Instant::now();
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    for i in 0..per_client {
+                        let reply = trigger(trigger_port, format!("add|trigger {clients} {c} {i}\n").as_bytes());
+                        assert!(reply.starts_with("published"), "{reply}");
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let total = clients * per_client;
+        report.push(format!("| legacy trigger (`add|<data>`) | {clients} | {total} | {secs:.2} | {:.0} |", total as f64 / secs));
+    }
+}
+
+/// Time until a node with `prefix` under `parent` is owned by a session other than `old`.
+async fn wait_reowned(client: &zk::Client, parent: &str, name_prefix: &str, old: i64) -> Instant {
+    loop {
+        if let Ok(children) = client.list_children(parent).await {
+            for c in children.iter().filter(|c| c.starts_with(name_prefix)) {
+                if let Ok(Some(stat)) = client.check_stat(&format!("{parent}/{c}")).await {
+                    if stat.ephemeral_owner != 0 && stat.ephemeral_owner != old {
+                        return Instant::now();
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn owner(client: &zk::Client, parent: &str, name_prefix: &str) -> i64 {
+    let children = client.list_children(parent).await.unwrap();
+    let c = children.iter().find(|c| c.starts_with(name_prefix)).expect("node");
+    client.check_stat(&format!("{parent}/{c}")).await.unwrap().unwrap().ephemeral_owner
+}
+
+/// Failover of the leading agent, and re-registration after a session expiry.
+async fn section_failover(hosts: &str, agents: &mut [Daemon], report: &mut Vec<String>) {
+    let mut graceful = Vec::new();
+    let mut killed = Vec::new();
+    for _ in 0..5 {
+        graceful.push(failover(hosts, agents, true).await);
+        killed.push(failover(hosts, agents, false).await);
+    }
+    table(report, "failover and re-registration (ms)");
+    report.push(row("SIGTERM of the leader -> publish acknowledged", graceful));
+    report.push(row("kill -9 of the leader (session 2s) -> publish acknowledged", killed));
+
+    // Expiry: SIGSTOP past the session timeout, SIGCONT, and time until the node is back
+    // under a new session.
+    let client = zk_client(hosts).await;
+    let mut app = start_apps(hosts, 1, None).await.pop().unwrap();
+    let status_parent = format!("/zkcoord/status/{APP}");
+    let (mut app_times, mut agent_times) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let old = owner(&client, &status_parent, "web-00").await;
+        app.stop_signal();
+        tokio::time::sleep(Duration::from_secs(6)).await; // session 4s
+        let t = Instant::now();
+        app.cont();
+        app_times.push(wait_reowned(&client, &status_parent, "web-00", old).await - t);
+
+        let standby = agents.iter().position(|a| a.pid() != leader_pid_sync(hosts)).unwrap();
+        let name = election_node_of(&client, agents[standby].pid()).await;
+        let old = owner(&client, "/roles/workers", &name).await;
+        agents[standby].stop_signal();
+        tokio::time::sleep(Duration::from_secs(4)).await; // session 2s
+        let t = Instant::now();
+        agents[standby].cont();
+        agent_times.push(wait_reowned(&client, "/roles/workers", "worker", old).await - t);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    report.push(row("app host status node back after expiry (from SIGCONT)", app_times));
+    report.push(row("agent election node back after expiry (from SIGCONT)", agent_times));
+    app.term();
+    wait_no_status(hosts).await;
+}
+
+fn leader_pid_sync(hosts: &str) -> u32 {
+    let hosts = hosts.to_string();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let client = zk_client(&hosts).await;
+            leader_pid(&client).await.expect("a leader")
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The election node whose data names `pid`.
+async fn election_node_of(client: &zk::Client, pid: u32) -> String {
+    for c in client.list_children("/roles/workers").await.unwrap() {
+        let (data, _) = client.get_data(&format!("/roles/workers/{c}")).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+        if v["pid"].as_u64() == Some(pid as u64) {
+            return c;
+        }
+    }
+    panic!("no election node for pid {pid}");
+}
+
+/// RSS, CPU and context switches of an app daemon, idle and under a publish every 100 ms.
+async fn section_footprint(hosts: &str, idle_secs: u64, report: &mut Vec<String>) {
+    let app = start_apps(hosts, 1, None).await.pop().unwrap();
+    let pid = app.pid();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sample = |secs: f64, cpu0: u64, ctx0: u64| {
+        (
+            rss_kib(pid),
+            (cpu_ticks(pid) - cpu0) as f64 / 100.0 / secs * 100.0,
+            ctx_switches(pid).saturating_sub(ctx0) as f64 / secs,
+        )
+    };
+    let (cpu0, ctx0, t0) = (cpu_ticks(pid), ctx_switches(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let (rss, cpu, ctx) = sample(t0.elapsed().as_secs_f64(), cpu0, ctx0);
+    report.push(String::new());
+    report.push("| app daemon footprint | window | RSS (KiB) | CPU (% of a core) | context switches/s |".into());
+    report.push("|---|---|---|---|---|".into());
+    report.push(format!("| idle (session 4s, no watchdog) | {idle_secs} s | {rss} | {cpu:.3} | {ctx:.1} |"));
+    let client = zk_client(hosts).await;
+    let (cpu0, ctx0, t0) = (cpu_ticks(pid), ctx_switches(pid), Instant::now());
+    let mut peak = 0;
+    let mut i = 0;
+    while t0.elapsed() < Duration::from_secs(10) {
+        let tick = Instant::now();
+        publish_lib(&client, format!("busy {i}\n").as_bytes()).await;
+        peak = peak.max(rss_kib(pid));
+        i += 1;
+        if let Some(rest) = Duration::from_millis(100).checked_sub(tick.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+    }
+    let (rss, cpu, ctx) = sample(t0.elapsed().as_secs_f64(), cpu0, ctx0);
+    report.push(format!("| a publish every 100 ms ({i} publishes) | 10 s | {rss} (peak {peak}) | {cpu:.3} | {ctx:.1} |"));
+    report.push("\n(context switches are summed over the threads alive at both samples; threads that exited in between are not counted)".into());
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: usize = std::env::var("ZKCOORD_BENCH_PUBLISHES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let idle_secs: u64 = std::env::var("ZKCOORD_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let zk = ZkEnsemble::three();
     let hosts = zk.connect_string();
-    let mut report = vec![
-        format!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH),
-        String::new(),
-        "| measurement (ms) | n | p50 | p90 | p99 | max |".into(),
-        "|---|---|---|---|---|---|".into(),
-    ];
-    report.push(row("plain client create -> watch -> read (the floor)", floor(&hosts, n).await));
-
+    let mut report = vec![format!(
+        "machine: {} cores, {}; ZooKeeper x3 on loopback (tickTime 200)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::env::consts::ARCH
+    )];
+    if wanted("floor") {
+        table(&mut report, "the floor (ms)");
+        report.push(row("plain client create -> watch -> read", floor(&hosts, n).await));
+    }
+    let trigger_port = free_port();
     let mut agents: Vec<Daemon> = (0..2)
         .map(|i| {
             let mut s = Spec::agent(&format!("agent-{i}"), &hosts);
             s.session = "2s";
-            s.agent_extra = "keep_versions = 100000".into();
+            s.agent_extra = format!("keep_versions = 100000\ntrigger_listen = \"127.0.0.1:{}\"\ntrigger_app = \"{APP}\"", trigger_port + i as u16 * 0);
             s.start()
         })
         .collect();
-    for count in [1usize, 10] {
-        let apps: Vec<Daemon> = (0..count)
-            .map(|i| {
-                let mut s = Spec::app(&format!("web-{i:02}"), &hosts);
-                s.reload = None;
-                s.start()
-            })
-            .collect();
-        let client = zk_client(&hosts).await;
-        let want = count;
-        wait_until("apps report", Duration::from_secs(60), || async {
-            children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() >= want
-        })
-        .await;
-        let (start, ret) = propagation(&hosts, &apps, n).await;
-        report.push(row(&format!("publish -> applied on {count} app(s), from publish start"), start));
-        report.push(row(&format!("publish -> applied on {count} app(s), from publish return"), ret));
-        if count == 1 {
-            let pid = apps[0].pid();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let (cpu0, ctx0, t0) = (cpu_ticks(pid), ctx_switches(pid), Instant::now());
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let secs = t0.elapsed().as_secs_f64();
-            report.push(String::new());
-            report.push(format!(
-                "idle app daemon (session 1s): RSS {} KiB; CPU {:.3}% over {secs:.0}s; {:.1} context switches/s (threads alive at both samples; exited threads undercount)",
-                rss_kib(pid),
-                (cpu_ticks(pid) - cpu0) as f64 / 100.0 / secs * 100.0,
-                ctx_switches(pid).saturating_sub(ctx0) as f64 / secs
-            ));
-        }
-        drop(apps);
-        let _ = client.delete(&format!("/zkcoord/status/{APP}"), None).await;
+    // Only one agent can bind the trigger port; the other logs it and goes on, which is
+    // what the trigger benchmark needs (one listener).
+    let client = zk_client(&hosts).await;
+    wait_until("a leader", Duration::from_secs(30), || async { leader_pid(&client).await.is_some() }).await;
+    if wanted("propagation") {
+        section_propagation(&hosts, n, &mut report).await;
     }
-
-    let mut graceful = Vec::new();
-    let mut killed = Vec::new();
-    for _ in 0..5 {
-        graceful.push(failover(&hosts, &mut agents, true).await);
-        killed.push(failover(&hosts, &mut agents, false).await);
+    if wanted("fanout") {
+        section_fanout(&hosts, 1000, 50, &mut report).await;
+        wait_no_status(&hosts).await;
     }
-    report.push(String::new());
-    report.push("| failover to an acknowledged publish (ms) | n | p50 | p90 | p99 | max |".into());
-    report.push("|---|---|---|---|---|---|".into());
-    report.push(row("SIGTERM of the leader", graceful));
-    report.push(row("kill -9 of the leader (session 2s)", killed));
+    if wanted("throughput") {
+        section_throughput(&hosts, trigger_port, 100, &mut report).await;
+    }
+    if wanted("failover") {
+        section_failover(&hosts, &mut agents, &mut report).await;
+    }
+    if wanted("footprint") {
+        section_footprint(&hosts, idle_secs, &mut report).await;
+    }
     let size = |b: &str| std::fs::metadata(b).map(|m| m.len() / 1024).unwrap_or(0);
     report.push(String::new());
     report.push(format!("binaries (this build): zkcoordd {} KiB, zkcoordctl {} KiB", size(daemon_bin()), size(ctl_bin())));
