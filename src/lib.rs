@@ -12,6 +12,8 @@
 //! - [`trigger`]: the legacy `add|<data>` TCP listener.
 //! - [`app`]: watches an application's versions and applies the newest.
 //! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
+//! - [`rollout`]: staged rollouts: canaries, soak, promote, abort (record, app filter, leader supervisor).
+//! - [`pacing`]: reload pacing: the `max_parallel_reloads` semaphore and the splay.
 //! - [`install`]: atomic write, check, reload, rollback.
 //! - [`hooks`]: runs check and reload commands with a timeout.
 //! - [`state`]: what this host applied, remembered across restarts.
@@ -45,8 +47,10 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;
+pub mod pacing;
 pub mod registration;
 pub mod request;
+pub mod rollout;
 pub mod session;
 pub mod signals;
 pub mod state;

@@ -256,6 +256,8 @@ mod tests {
             hook_timeout: Duration::from_secs(1),
             run_as: None,
             follow_symlinks: false,
+            max_parallel_reloads: None,
+            splay: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct RequestHeader {
     pub size: usize,
     /// How it came in: "zkcoordctl" or "trigger".
     pub origin: String,
+    /// Stage the rollout on these canaries first (`--canary`, `--soak`); absent: every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::rollout::CanarySpec>,
 }
 
 /// The leader's answer to a request, at `<root>/outcomes/<request>`.
@@ -129,6 +132,7 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
         sha256: sha256_hex(data),
         size: data.len(),
         origin: origin.to_string(),
+        canary: None,
     })
 }
 
