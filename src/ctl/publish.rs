@@ -28,7 +28,7 @@ pub fn read_input(file: &str) -> Result<Vec<u8>, CtlError> {
     Ok(data)
 }
 
-fn author() -> String {
+pub(crate) fn author() -> String {
     let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
         let uid = nix::unistd::Uid::current();
         nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
@@ -39,10 +39,12 @@ fn author() -> String {
 
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
 pub async fn publish(t: &Target, app: &str, data: Vec<u8>, opts: PublishOptions) -> Result<(), CtlError> {
-    let PublishOptions { message, timeout, wait } = opts;
+    let PublishOptions { message, timeout, wait, canary, soak } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
-    let header = request::header_for(app, &author(), message, "zkcoordctl", &data)
+    let mut header = request::header_for(app, &author(), message, "zkcoordctl", &data)
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
+    header.canary = crate::rollout::canary_spec(canary.as_deref(), soak).map_err(|e| fail(exit::USAGE, e))?;
+    let staged = header.canary.is_some();
     let client = t.connect().await?;
     let req = request::submit(&client, &t.layout, &header, &data).await.map_err(|e| match crate::acl::explain(&e, &t.layout.requests(), "create a publish request in") {
         Some(why) => fail(exit::NOPERM, why),
@@ -55,6 +57,9 @@ pub async fn publish(t: &Target, app: &str, data: Vec<u8>, opts: PublishOptions)
         Err(e) => return Err(fail(exit::SOFTWARE, e.to_string())),
     };
     println!("{outcome}");
+    if staged && matches!(outcome, Outcome::Published { .. }) {
+        super::rollout::announce(&client, t, app).await;
+    }
     let version = match outcome {
         Outcome::Rejected { .. } => return Err(fail(exit::DATAERR, String::new())),
         Outcome::Published { version } | Outcome::Unchanged { version } => version,
