@@ -315,6 +315,9 @@ async fn with_max_parallel_reloads_1_reloads_of_different_hosts_never_overlap() 
         }
         eprintln!("figures: round {} on all {n} hosts after {:?}", round + 1, t.elapsed());
     }
+    // The file is in place before its reload ends: wait for the last reload to finish.
+    let ends = || std::fs::read_to_string(&record).unwrap_or_default().lines().filter(|l| l.starts_with("end ")).count();
+    wait_until("every reload finished", LONG, || async { ends() >= 3 * n }).await;
     let log = std::fs::read_to_string(&record).unwrap();
     let iv = intervals(&log);
     assert_eq!(iv.len(), 3 * n, "one reload per host per version:\n{log}");
