@@ -71,9 +71,10 @@ async fn fleet(hosts: &str, n: usize, check: Option<&str>) -> (Daemon, Vec<Daemo
         children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
     })
     .await;
-    publish_ok(hosts, b"v1 good\n").await;
+    let v1 = publish_ok(hosts, b"v1 good\n").await;
+    // The status says ok once the reload ended (the file is in place before that).
     for a in &apps {
-        wait_on_disk(a, b"v1 good\n", LONG).await;
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
     }
     (agent, apps)
 }
@@ -92,6 +93,8 @@ async fn a_canary_gets_the_version_first_and_everyone_else_after_the_soak() {
 
     let t = Instant::now();
     let v2 = publish_canary(&hosts, b"v2 good\n", "web-1", "2s").await;
+    let staged = rollout(&client).await.expect("the record exists as soon as the version does");
+    assert_eq!((staged["state"].as_str(), staged["previous"].as_str()), (Some("canary"), versions(&client).await.first().map(|s| s.as_str())), "{staged}");
     wait_on_disk(&apps[0], b"v2 good\n", LONG).await;
     let canary_at = t.elapsed();
     // Until the record says promoted, no other host may hold v2: read the files first, then the
@@ -120,6 +123,7 @@ async fn a_canary_gets_the_version_first_and_everyone_else_after_the_soak() {
     assert_eq!(r["canaries"], serde_json::json!(["web-1"]));
     assert!(r["reason"].as_str().unwrap().contains("promoted by the leader"), "{r}");
     for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v2)).await;
         assert_eq!(reloads(a), 2, "{}: one reload for v1, one for v2", a.name());
     }
     eprintln!(
@@ -171,7 +175,7 @@ async fn operators_promote_and_abort_by_hand() {
     let (_agent, apps) = fleet(&hosts, 3, None).await;
 
     // A soak of an hour: only a person ends it.
-    publish_canary(&hosts, b"v2\n", "web-1", "1h").await;
+    let v2 = publish_canary(&hosts, b"v2\n", "web-1", "1h").await;
     wait_on_disk(&apps[0], b"v2\n", LONG).await;
     wait_rollout_state(&client, "soaking").await;
     let out = ctl_ok(&ctl_async(&["--zk", &hosts, "promote", APP, "-m", "looks fine"]).await);
@@ -189,6 +193,7 @@ async fn operators_promote_and_abort_by_hand() {
     publish_canary(&hosts, b"v3\n", "web-2,web-3", "1h").await;
     wait_on_disk(&apps[1], b"v3\n", LONG).await;
     wait_on_disk(&apps[2], b"v3\n", LONG).await;
+    wait_status(&client, "web-1", "ok", Some(&v2)).await;
     let reloads_web1 = reloads(&apps[0]);
     let out = ctl_ok(&ctl_async(&["--zk", &hosts, "abort", APP]).await);
     assert!(out.contains("aborted"), "{out}");
