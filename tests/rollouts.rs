@@ -342,3 +342,50 @@ async fn with_max_parallel_reloads_1_reloads_of_different_hosts_never_overlap() 
     // Leases are gone once done.
     assert!(children_sorted(&client, &format!("/zkcoord/reloads/{APP}")).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splay_spreads_applies_but_a_fresh_host_does_not_wait() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let n = 3;
+    let apps: Vec<Daemon> = (1..=n)
+        .map(|i| {
+            let s = Spec::app(&format!("web-{i}"), &hosts);
+            let mut d = s.prepare();
+            d.set_config(&format!("{}splay = \"3s\"\n", s.toml()));
+            d.spawn();
+            d
+        })
+        .collect();
+    wait_until("every app host reports", LONG, || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
+    })
+    .await;
+    let t = Instant::now();
+    publish_ok(&hosts, b"one\n").await;
+    for a in &apps {
+        wait_on_disk(a, b"one\n", LONG).await;
+    }
+    let first = t.elapsed();
+    assert!(apps.iter().all(|a| !a.log().contains("splay:")), "hosts with nothing applied do not wait");
+
+    let t = Instant::now();
+    publish_ok(&hosts, b"two\n").await;
+    let mut at: Vec<Option<Duration>> = vec![None; n];
+    while at.iter().any(Option::is_none) {
+        for (i, a) in apps.iter().enumerate() {
+            if at[i].is_none() && on_disk(a).as_deref() == Some(&b"two\n"[..]) {
+                at[i] = Some(t.elapsed());
+            }
+        }
+        assert!(t.elapsed() < LONG, "not all hosts applied: {at:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = t.elapsed();
+    for a in &apps {
+        assert!(a.log().contains("splay: applying in"), "{} waited a random delay:\n{}", a.name(), a.log_tail(20));
+    }
+    eprintln!("figures: fresh hosts, no splay: all applied in {first:?}; splay 3s: all applied in {all:?} (each host from the publish: {at:?})");
+}
