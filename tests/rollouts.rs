@@ -389,3 +389,19 @@ async fn a_splay_spreads_applies_but_a_fresh_host_does_not_wait() {
     }
     eprintln!("figures: fresh hosts, no splay: all applied in {first:?}; splay 3s: all applied in {all:?} (each host from the publish: {at:?})");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_wait_follows_a_staged_rollout_to_its_end() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let check = r#"["sh", "-c", "! grep -q bad {src}"]"#;
+    let (_agent, _apps) = fleet(&hosts, 2, Some(check)).await;
+
+    let out = publish_with(&hosts, b"v2 good\n", &["--canary", "web-1", "--soak", "1s", "--wait=60s"]).await;
+    let text = ctl_ok(&out);
+    assert!(text.contains("soaking") && text.contains("promoted by the leader") && text.contains("2/2 applied"), "{text}");
+
+    let out = publish_with(&hosts, b"v3 bad\n", &["--canary", "web-2", "--soak", "1s", "--wait=60s"]).await;
+    assert_eq!(out.status.code(), Some(1), "an aborted rollout fails the wait:\n{}", output_text(&out));
+    assert!(output_text(&out).contains("aborted by the leader: check-failed on canary web-2"), "{}", output_text(&out));
+}

@@ -158,7 +158,8 @@ pub struct PublishOptions {
     /// How long to wait for the leading agent's answer.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Then wait until every live host of the app reports the version (default 5m).
+    /// Then wait until every live host of the app reports the version (default 5m); with
+    /// --canary, first until the rollout is promoted (exit 1 if it is aborted).
     #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
     /// Stage the rollout: first only these hosts (web-1,web-2) or N% of the live hosts (10%);

@@ -57,7 +57,9 @@ pub async fn publish(t: &Target, app: &str, data: Vec<u8>, opts: PublishOptions)
         Err(e) => return Err(fail(exit::SOFTWARE, e.to_string())),
     };
     println!("{outcome}");
-    if staged && matches!(outcome, Outcome::Published { .. }) {
+    // Content equal to the newest version stages nothing.
+    let staged = staged && matches!(outcome, Outcome::Published { .. });
+    if staged {
         super::rollout::announce(&client, t, app).await;
     }
     let version = match outcome {
@@ -68,6 +70,7 @@ pub async fn publish(t: &Target, app: &str, data: Vec<u8>, opts: PublishOptions)
         None => Ok(()),
         Some(limit) => {
             let v = VersionId::parse(&version).ok_or_else(|| fail(exit::SOFTWARE, format!("odd version name {version}")))?;
+            let limit = if staged { super::rollout::wait_decided(&client, t, app, &version, limit).await? } else { limit };
             wait_rollout(&client, t, app, &v, limit).await
         }
     }

@@ -7,6 +7,7 @@ use crate::exit;
 use crate::layout::VersionId;
 use crate::rollout::{self, CanaryState, Rollout, State};
 use crate::status::StatusReport;
+use std::time::Duration;
 use zookeeper_client as zk;
 
 /// What the operator asks for.
@@ -101,13 +102,45 @@ pub async fn show(t: &Target, app: &str, json: bool) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// `publish --canary --wait`: follows the rollout of `version` until the leader (or an operator)
+/// promotes it, printing each state; returns the time left of `limit`. An aborted rollout is a
+/// failed one (exit 1), and waiting longer than `limit` exits 75.
+pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &str, limit: Duration) -> Result<Duration, CtlError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = String::new();
+    loop {
+        let (r, changed) = rollout::read_and_watch(client, &t.layout, app).await.map_err(zk_fail)?;
+        let Some(r) = r else {
+            println!("the rollout record is gone (superseded by a newer publish)");
+            return Ok(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        };
+        if r.version.as_deref().is_some_and(|v| v != version) {
+            println!("superseded by a rollout of {}", r.version.as_deref().unwrap_or_default());
+            return Err(fail(1, String::new()));
+        }
+        let line = format!("rollout {}", r.describe());
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        match r.state {
+            State::Promoted => return Ok(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            State::Aborted => return Err(fail(1, String::new())),
+            State::Canary | State::Soaking => {}
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Err(fail(exit::TEMPFAIL, format!("timed out after {}: {last}", humantime::format_duration(limit))));
+        }
+    }
+}
+
 /// After a publish with `--canary`: one line saying how the rollout starts.
 pub async fn announce(client: &zk::Client, t: &Target, app: &str) {
     if let Ok(Some((r, _))) = rollout::read(client, &t.layout, app).await {
         println!(
             "staged on canaries {} (soak {}); others stay on {} until promoted (zkcoordctl rollout|promote|abort {app})",
             r.canaries.join(","),
-            humantime::format_duration(std::time::Duration::from_millis(r.soak_ms)),
+            humantime::format_duration(Duration::from_millis(r.soak_ms)),
             r.previous.as_deref().unwrap_or("nothing")
         );
     }
