@@ -43,9 +43,14 @@ pub fn validate(app: &AppConfig) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// Parent of every app's reload lease directory.
+pub fn leases_root(layout: &Layout) -> String {
+    format!("{}/reloads", layout.root())
+}
+
 /// Where `app`'s reload leases live.
 pub fn leases(layout: &Layout, app: &str) -> String {
-    format!("{}/reloads/{app}", layout.root())
+    format!("{}/{app}", leases_root(layout))
 }
 
 /// Runs `work` (an install) holding one of `app`'s `max_parallel_reloads` slots, if it has a

@@ -440,12 +440,37 @@ pub fn decide(r: &Rollout, canaries: &[(String, CanaryState)], now: u64) -> Deci
     }
 }
 
-/// The leader's rollout supervisor: drives every open rollout until something fails. Runs only
-/// while leading (the agent selects it against step-down); writes are fenced and version-checked.
+/// The leader's rollout supervisor: drives every open rollout. Runs only while leading (the
+/// agent selects it against step-down and against its intake); writes are fenced and
+/// version-checked. It returns only when leadership itself is in doubt (fenced, connection or
+/// session lost), so a rollout problem (say, an ACL refusing the rollouts node) never stops the
+/// intake of publish requests: it is logged and retried.
 pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
+    loop {
+        let err = match run_supervisor(config, client, fence).await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        match &err {
+            AgentError::Zk(e) if crate::session::classify(e) == crate::session::ErrorKind::Other => {
+                tracing::warn!("rollout supervisor: {err}; retrying in 2s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
     let layout = config.layout();
     let parent = parent(&layout);
     crate::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+    // Parents app hosts create their directories in (status, reload leases), made by the leader
+    // so that with ACLs they carry the policy that lets app hosts do so: an app host that finds
+    // the root made by an agent cannot make them itself.
+    for p in [layout.status_root(), crate::pacing::leases_root(&layout)] {
+        crate::session::ensure_path(client, &p, NodeKind::StatusParent).await?;
+    }
     loop {
         let (apps, children_w) = client.list_and_watch_children(&parent).await?;
         let mut wakes: Vec<Wake> = vec![Box::pin(async move {

@@ -405,3 +405,83 @@ async fn publish_wait_follows_a_staged_rollout_to_its_end() {
     assert_eq!(out.status.code(), Some(1), "an aborted rollout fails the wait:\n{}", output_text(&out));
     assert!(output_text(&out).contains("aborted by the leader: check-failed on canary web-2"), "{}", output_text(&out));
 }
+
+/// A 0600 file in `dir` holding `text`.
+fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn acl_section() -> String {
+    let d = zkcoord::acl::digest_id;
+    format!(
+        "\n[acl]\nenabled = true\nagents = [\"{}\"]\napps = [\"{}\", \"{}\"]\npublishers = [\"{}\"]\n",
+        d("agent:apw"),
+        d("web1:w1pw"),
+        d("web2:w2pw"),
+        d("ops:opw")
+    )
+}
+
+/// The TOML of `spec` with an auth file, the [acl] section and `app_extra` for the [[app]].
+fn secured_toml(d: &Daemon, spec: &Spec, user_password: &str, app_extra: &str) -> String {
+    let auth = secret(d.dir(), "zk-auth", &format!("{user_password}\n"));
+    let toml = spec.toml().replace("start_timeout = \"5s\"\n", &format!("start_timeout = \"5s\"\nauth_file = \"{auth}\"\n"));
+    // [acl] must not land inside [[app]]: put the app's extra keys first, then the section.
+    format!("{toml}{app_extra}{}", acl_section())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acls_rollouts_and_reload_slots_work_and_only_publishers_decide() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let mut agent = Daemon::prepare("agent-1");
+    let agent_spec = Spec::agent("agent-1", &hosts);
+    agent.set_config(&secured_toml(&agent, &agent_spec, "agent:apw", ""));
+    agent.spawn();
+    wait_until("the agent leads", LONG, || async { leader_pid(&client).await == Some(agent.pid()) }).await;
+    let apps: Vec<Daemon> = [("web-1", "web1:w1pw"), ("web-2", "web2:w2pw")]
+        .into_iter()
+        .map(|(node, up)| {
+            let spec = Spec::app(node, &hosts);
+            let mut d = spec.prepare();
+            d.set_config(&secured_toml(&d, &spec, up, "max_parallel_reloads = 1\n"));
+            d.spawn();
+            d
+        })
+        .collect();
+    wait_until("both hosts report", LONG, || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == 2
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = secret(dir.path(), "ops-auth", "ops:opw\n");
+    let cfg = dir.path().join("ops.toml");
+    std::fs::write(&cfg, format!("role = \"agent\"\n[zookeeper]\nhosts = \"{hosts}\"\nauth_file = \"{auth}\"\n{}", acl_section())).unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let ops = |args: &[&str], input: &[u8]| {
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        ctl_stdin(&all, input)
+    };
+
+    ctl_ok(&ops(&["publish", APP, "-"], b"v1\n"));
+    for a in &apps {
+        wait_on_disk(a, b"v1\n", LONG).await;
+    }
+    ctl_ok(&ops(&["publish", APP, "-", "--canary", "web-1", "--soak", "1h"], b"v2\n"));
+    wait_on_disk(&apps[0], b"v2\n", LONG).await;
+    // Anyone can read the record; no one but agents and publishers may decide it.
+    let anonymous = ctl(&["--zk", &hosts, "abort", APP]);
+    assert_eq!(anonymous.status.code(), Some(77), "{}", output_text(&anonymous));
+    let out = ctl_ok(&ops(&["promote", APP], b""));
+    assert!(out.contains("promoted"), "{out}");
+    wait_on_disk(&apps[1], b"v2\n", LONG).await;
+    for a in &apps {
+        assert!(a.log().contains("reload slot taken"), "{}:\n{}", a.name(), a.log_tail(20));
+    }
+}

@@ -326,11 +326,15 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         (l.claims(), NodeKind::AgentParent),
         (l.status_root(), NodeKind::StatusParent),
         (l.meta_root(), NodeKind::AgentParent),
+        (crate::rollout::parent(l), NodeKind::AgentParent),
+        (crate::pacing::leases_root(l), NodeKind::StatusParent),
     ];
     for app in children_or_empty(&client, l.applications()).await? {
         plan.push((t.versions_path(&app), NodeKind::AgentParent));
         plan.push((l.meta(&app), NodeKind::AgentParent));
         plan.push((l.status(&app), NodeKind::StatusParent));
+        plan.push((crate::rollout::path(l, &app), NodeKind::Rollout));
+        plan.push((crate::pacing::leases(l, &app), NodeKind::StatusParent));
     }
     let mut set = 0;
     for (path, kind) in plan {
