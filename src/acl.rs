@@ -12,6 +12,8 @@
 //! | `status/<app>` | agents and app hosts | creator |
 //! | election parent | agents | creator |
 //! | versions, metadata, requests, status nodes | — | creator (an app host writes only its own status) |
+//! | `rollouts/<app>` | — | agents; publishers may write (promote, abort) |
+//! | `reloads/<app>` (reload leases) | agents and app hosts | creator |
 //!
 //! Everyone keeps READ: versions are what every host applies, and status is for everyone to see.
 
@@ -134,6 +136,8 @@ pub enum NodeKind {
     StatusParent,
     /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
     Owned,
+    /// A rollout record: the leader writes it, publishers may promote or abort it.
+    Rollout,
 }
 
 /// The ACL policy from the config.
@@ -185,6 +189,10 @@ impl AclPolicy {
                 grant(&mut acl, &self.apps, P::CREATE | P::DELETE | P::READ);
             }
             NodeKind::Owned => {}
+            NodeKind::Rollout => {
+                grant(&mut acl, &self.agents, P::ALL);
+                grant(&mut acl, &self.publishers, P::WRITE | P::READ);
+            }
         }
         acl
     }

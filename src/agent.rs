@@ -40,7 +40,7 @@ impl From<zk::CheckWriteError> for AgentError {
 
 /// The leader's fence: the election node every write checks.
 #[derive(Debug, Clone)]
-struct Fence {
+pub(crate) struct Fence {
     /// Our election node.
     node: String,
     /// Its data version when leadership was confirmed.
@@ -48,11 +48,11 @@ struct Fence {
 }
 
 impl Fence {
-    fn writer<'a>(&self, client: &'a zk::Client) -> Result<zk::CheckWriter<'a>, AgentError> {
+    pub(crate) fn writer<'a>(&self, client: &'a zk::Client) -> Result<zk::CheckWriter<'a>, AgentError> {
         Ok(client.new_check_writer(&self.node, Some(self.version))?)
     }
 
-    async fn commit(&self, writer: zk::CheckWriter<'_>) -> Result<Vec<zk::MultiWriteResult>, AgentError> {
+    pub(crate) async fn commit(&self, writer: zk::CheckWriter<'_>) -> Result<Vec<zk::MultiWriteResult>, AgentError> {
         writer.commit().await.map_err(|e| match AgentError::from(e) {
             AgentError::Fenced(_) => AgentError::Fenced(self.node.clone()),
             other => other,
@@ -97,6 +97,7 @@ pub async fn run(
             _ = leadership.changed() => continue,
             _ = session.changed() => continue,
             r = serve(&config, &layout, &client, &fence, &metrics) => r,
+            r = crate::rollout::supervise(&config, &client, &fence) => r,
         };
         let err = match result {
             Ok(never) => match never {},
@@ -294,6 +295,10 @@ async fn decide(
             Err(e) => return Err(e.into()),
         }
     }
+    let rollout = match crate::rollout::plan_publish(client, &config.layout(), &h.app, h.canary.as_ref(), &children).await? {
+        Ok(plan) => plan,
+        Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
+    };
     if !parent_exists {
         session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
     }
@@ -301,6 +306,7 @@ async fn decide(
     let owned = crate::acl::for_node(NodeKind::Owned);
     let mut w = fence.writer(client)?;
     w.add_create(&format!("{parent}/{}", layout::VERSION_PREFIX), data, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&owned)))?;
+    rollout.add_to(&mut w)?;
     let results = fence.commit(w).await?;
     let created = match results.into_iter().next() {
         Some(zk::MultiWriteResult::Create { path, .. }) => path,

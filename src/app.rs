@@ -44,6 +44,8 @@ pub struct Applier {
     pub metrics: Arc<Metrics>,
     /// Largest content installed (`max_config_size`); chunked versions may reach it.
     pub max_config_size: u64,
+    /// The random delay before applying a new version (`splay`).
+    pub splay: crate::pacing::Splay,
 }
 
 /// What is known about one application between looks: what was applied, what failed, and the
@@ -145,6 +147,7 @@ impl Applier {
             trusted: crate::signing::TrustedKeys::load_or_refuse(&app.trusted_keys),
             metrics,
             max_config_size: config.max_config_size,
+            splay: crate::pacing::Splay::of(app),
         }
     }
 
@@ -185,7 +188,11 @@ impl Applier {
     /// Lists the versions once, without a watch; None when the versions node does not exist.
     pub async fn list(&self, client: &zk::Client) -> Result<Option<Listing>, zk::Error> {
         match client.get_children(&self.versions).await {
-            Ok((children, parent)) => Ok(Some(Listing::new(&children, &parent))),
+            Ok((children, parent)) => {
+                let rollout = crate::rollout::read(client, &self.layout, &self.app.name).await?.map(|(r, _)| r);
+                let children = crate::rollout::visible(children, rollout.as_ref(), &self.node_id);
+                Ok(Some(Listing::new(&children, &parent)))
+            }
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(e),
         }
@@ -317,7 +324,8 @@ impl Applier {
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
-        match crate::bundle::install_any(&self.app, &v.name, bytes, self.max_config_size, &self.metrics).await {
+        let installed = crate::bundle::install_any(&self.app, &v.name, bytes, self.max_config_size, &self.metrics);
+        match crate::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed).await? {
             Ok(InstallResult::Applied { reload }) => {
                 if let Some(r) = reload.filter(|r| !r.output.trim().is_empty()) {
                     tracing::info!(app = %name, "reload said: {}", r.output.trim());
@@ -560,13 +568,30 @@ impl AppFollower {
             }
             Err(e) => return Err(e),
         };
+        // A staged rollout may hold this host at an older version: the rollout record decides
+        // which versions it sees, and its changes (promote, abort) wake it like new versions.
+        let (rollout, rollout_changed) = crate::rollout::read_and_watch(client, &a.layout, &a.app.name).await?;
+        let children = crate::rollout::visible(children, rollout.as_ref(), &a.node_id);
         let wake = Box::pin(async move {
-            watcher.changed().await;
+            tokio::select! {
+                _ = watcher.changed() => {}
+                _ = rollout_changed => {}
+            }
         });
         let listing = Listing::new(&children, &parent);
         *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
         if let Some(newest) = listing.newest.clone() {
             if a.needs_apply(&newest, listing.stream, p) {
+                if let Some(delay) = a.splay.wait(p.applied().is_some()) {
+                    tracing::info!(app = %a.app.name, version = %newest, "splay: applying in {delay:?}");
+                    self.publish(p, seen, false);
+                    return Ok(Box::pin(async move {
+                        tokio::select! {
+                            _ = wake => {}
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }));
+                }
                 self.publish(p, seen, true);
                 a.apply(client, &newest, listing.stream, p).await?;
                 seen.behind = listing.behind(p);

@@ -608,20 +608,12 @@ mod tests {
     fn bundle_app(dir: &Path, check: Option<&str>, reload: Option<&str>) -> AppConfig {
         use crate::config::HookCommand;
         AppConfig {
-            name: "b".into(),
-            path: None,
-            dest: dir.join("conf.d"),
-            mode: 0o644,
-            owner: None,
-            group: None,
             check: check.map(|s| HookCommand::Shell(s.into())),
             reload: reload.map(|s| HookCommand::Shell(s.into())),
             hook_timeout: Duration::from_secs(5),
-            run_as: None,
-            follow_symlinks: false,
-            trusted_keys: Vec::new(),
             kind: AppKind::Bundle,
             keep_local: 2,
+            ..AppConfig::for_tests("b", &dir.join("conf.d"))
         }
     }
 

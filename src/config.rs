@@ -277,6 +277,13 @@ pub struct AppConfig {
     /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
+    /// semaphore ([`crate::pacing`]); absent means no limit.
+    #[serde(default)]
+    pub max_parallel_reloads: Option<u32>,
+    /// Wait a random delay below this before applying a new version ([`crate::pacing`]).
+    #[serde(default, with = "humantime_serde")]
+    pub splay: Option<Duration>,
     /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
     /// when set, unsigned versions and versions signed by other keys are refused.
     #[serde(default)]
@@ -287,6 +294,15 @@ pub struct AppConfig {
     /// Bundles: how many version directories stay on disk, the current one included.
     #[serde(default = "default_keep_local")]
     pub keep_local: usize,
+}
+
+impl AppConfig {
+    /// An entry with every default, for unit tests: built through serde so that a new key
+    /// never has to be added to each test's struct literal.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, dest: &Path) -> AppConfig {
+        toml::from_str(&format!("name = {name:?}\ndest = {:?}\n", dest.display().to_string())).expect("minimal app entry")
+    }
 }
 
 fn default_keep_local() -> usize {
@@ -556,6 +572,7 @@ impl Config {
                 return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));
             }
             crate::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
+            crate::pacing::validate(app).map_err(|(k, m)| invalid(&key(k), &m))?;
         }
         Ok(())
     }
@@ -686,6 +703,22 @@ reload = ["nginx", "-s", "reload"]
         assert!(err.contains("http.listen") && err.contains("127.0.0.1:9877"), "{err}");
         let err = load(&format!("{MINIMAL}\n[http]\nlisten = \"127.0.0.1:1\"\nport = 2\n")).unwrap_err().to_string();
         assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn pacing_keys_are_optional_and_errors_name_the_key() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!((c.apps[0].max_parallel_reloads, c.apps[0].splay), (None, None));
+        let c = load(&format!("{MINIMAL}max_parallel_reloads = 2\nsplay = \"10s\"\n")).unwrap();
+        assert_eq!((c.apps[0].max_parallel_reloads, c.apps[0].splay), (Some(2), Some(Duration::from_secs(10))));
+        let err = load(&format!("{MINIMAL}max_parallel_reloads = 0\n")).unwrap_err().to_string();
+        assert!(err.contains("app[0].max_parallel_reloads") && err.contains("at least 1"), "{err}");
+        let err = load(&format!("{MINIMAL}splay = \"soon\"\n")).unwrap_err().to_string();
+        assert!(err.contains("splay"), "{err}");
+        let err = load(&format!("{MINIMAL}splay = \"2h\"\n")).unwrap_err().to_string();
+        assert!(err.contains("app[0].splay") && err.contains("at most"), "{err}");
+        let err = load(&format!("{MINIMAL}max_parallel_reloads = -1\n")).unwrap_err().to_string();
+        assert!(err.contains("max_parallel_reloads"), "{err}");
     }
 
     #[test]

@@ -283,20 +283,11 @@ mod tests {
 
     fn app(dir: &Path, check: Option<&str>, reload: Option<&str>) -> AppConfig {
         AppConfig {
-            name: "t".into(),
-            path: None,
-            dest: dir.join("app.conf"),
             mode: 0o640,
-            owner: None,
-            group: None,
             check: check.map(|s| HookCommand::Shell(s.into())),
             reload: reload.map(|s| HookCommand::Shell(s.into())),
             hook_timeout: Duration::from_secs(5),
-            run_as: None,
-            follow_symlinks: false,
-            trusted_keys: Vec::new(),
-            kind: Default::default(),
-            keep_local: 3,
+            ..AppConfig::for_tests("t", &dir.join("app.conf"))
         }
     }
 

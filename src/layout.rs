@@ -7,6 +7,8 @@
 //! | `<root>/requests/req-<seq>` | PERSISTENT_SEQUENTIAL | a publish request |
 //! | `<root>/claims/req-<seq>` | EPHEMERAL | the leader handling a request (with `leaders > 1`) |
 //! | `<root>/outcomes/req-<seq>` | PERSISTENT | what the leader made of a request (JSON) |
+//! | `<root>/rollouts/<app>` | PERSISTENT | a staged rollout (JSON; see [`crate::rollout`]) |
+//! | `<root>/reloads/<app>/lease-<seq>` | EPHEMERAL_SEQUENTIAL | a reload slot (see [`crate::pacing`]) |
 //! | `<root>/meta/<app>/conf-<seq>` | PERSISTENT | a version's metadata (JSON) |
 //! | `<root>/status/<app>/<node_id>` | EPHEMERAL | what a host applied (JSON) |
 

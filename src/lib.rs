@@ -14,6 +14,8 @@
 //! - [`app`]: watches an application's versions and applies the newest.
 //! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
 //! - [`signing`]: ed25519-signed versions, and the keys an app trusts.
+//! - [`rollout`]: staged rollouts: canaries, soak, promote, abort (record, app filter, leader supervisor).
+//! - [`pacing`]: reload pacing: the `max_parallel_reloads` semaphore and the splay.
 //! - [`install`]: atomic write, check, reload, rollback.
 //! - [`bundle`]: directory trees: pack, unpack, install by an atomic symlink flip.
 //! - [`chunks`]: content beyond one node's limit, stored as chunk nodes.
@@ -51,8 +53,10 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;
+pub mod pacing;
 pub mod registration;
 pub mod request;
+pub mod rollout;
 pub mod session;
 pub mod signing;
 pub mod signals;

@@ -255,20 +255,9 @@ mod tests {
 
     fn app() -> AppConfig {
         AppConfig {
-            name: "web".into(),
-            path: None,
-            dest: PathBuf::from("/etc/web.conf"),
-            mode: 0o644,
-            owner: None,
-            group: None,
             check: Some(HookCommand::Argv(vec!["web".into(), "-t".into(), "{src}".into()])),
-            reload: None,
             hook_timeout: Duration::from_secs(1),
-            run_as: None,
-            follow_symlinks: false,
-            trusted_keys: Vec::new(),
-            kind: Default::default(),
-            keep_local: 3,
+            ..AppConfig::for_tests("web", &PathBuf::from("/etc/web.conf"))
         }
     }
 

@@ -37,6 +37,9 @@ pub struct RequestHeader {
     /// Bundle or file, compression, chunked storage (all absent for a plain file).
     #[serde(flatten, default)]
     pub content: crate::chunks::ContentInfo,
+    /// Stage the rollout on these canaries first (`--canary`, `--soak`); absent: every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::rollout::CanarySpec>,
 }
 
 /// The leader's answer to a request, at `<root>/outcomes/<request>`.
@@ -144,6 +147,7 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
         origin: origin.to_string(),
         signature: None,
         content: Default::default(),
+        canary: None,
     })
 }
 

@@ -327,6 +327,8 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         (l.status_root(), NodeKind::StatusParent),
         (l.meta_root(), NodeKind::AgentParent),
         (crate::chunks::blobs_root(l), NodeKind::Blobs),
+        (crate::rollout::parent(l), NodeKind::AgentParent),
+        (crate::pacing::leases_root(l), NodeKind::StatusParent),
     ];
     for app in children_or_empty(&client, &crate::chunks::blobs_root(l)).await? {
         let dir = crate::chunks::app_blobs(l, &app);
@@ -339,6 +341,8 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((t.versions_path(&app), NodeKind::AgentParent));
         plan.push((l.meta(&app), NodeKind::AgentParent));
         plan.push((l.status(&app), NodeKind::StatusParent));
+        plan.push((crate::rollout::path(l, &app), NodeKind::Rollout));
+        plan.push((crate::pacing::leases(l, &app), NodeKind::StatusParent));
     }
     let mut set = 0;
     for (path, kind) in plan {

@@ -5,9 +5,11 @@
 //! - [`inspect`]: get, history, status, diff.
 //! - [`watch`]: follow publishes and host reports live.
 //! - [`versions`]: version arguments (`12`, `conf-0000000012`, `-1`).
+//! - [`rollout`]: staged rollouts: show, promote, abort.
 
 pub mod inspect;
 pub mod publish;
+pub mod rollout;
 pub mod versions;
 pub mod watch;
 
@@ -107,6 +109,30 @@ pub enum Command {
         #[arg(long, value_name = "PATH", conflicts_with = "b")]
         file: Option<PathBuf>,
     },
+    /// Show an app's staged rollout (from publish --canary) and how each canary stands.
+    Rollout {
+        /// The application.
+        app: String,
+        /// Machine-readable output (the rollout record).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote an app's staged rollout now: every host takes the version.
+    Promote {
+        /// The application.
+        app: String,
+        /// Why; kept in the rollout record.
+        #[arg(long, short)]
+        message: Option<String>,
+    },
+    /// Abort an app's staged rollout: hosts that are not canaries stay on the previous version.
+    Abort {
+        /// The application.
+        app: String,
+        /// Why; kept in the rollout record.
+        #[arg(long, short)]
+        message: Option<String>,
+    },
     /// Follow publishes and host reports live until interrupted.
     Watch {
         /// Only this application.
@@ -135,13 +161,22 @@ pub struct PublishOptions {
     /// How long to wait for the leading agent's answer.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Then wait until every live host of the app reports the version (default 5m).
+    /// Then wait until every live host of the app reports the version (default 5m); with
+    /// --canary, first until the rollout is promoted (exit 1 if it is aborted).
     #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
     /// Sign the version with this ed25519 private key (PKCS#8 PEM, mode 0600); apps with
     /// `trusted_keys` install only versions signed by a key they trust.
     #[arg(long, value_name = "PATH", env = "ZKCOORD_SIGN_KEY")]
     pub sign_key: Option<PathBuf>,
+    /// Stage the rollout: first only these hosts (web-1,web-2) or N% of the live hosts (10%);
+    /// the leading agent promotes it to all once every canary applied it and --soak passed, and
+    /// stops it if a canary fails.
+    #[arg(long, value_name = "HOSTS|N%")]
+    pub canary: Option<String>,
+    /// With --canary: how long the canaries must run the version before promotion (default 5m).
+    #[arg(long, requires = "canary", value_parser = humantime::parse_duration)]
+    pub soak: Option<Duration>,
 }
 
 /// `zkcoordctl acl ...`.
@@ -320,6 +355,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Status { app, json } => inspect::status(&target, app.as_deref(), json).await,
         Command::Diff { app, a, b, file } => inspect::diff(&target, &app, a.as_deref(), b.as_deref(), file.as_deref()).await,
         Command::Watch { app } => watch::watch(&target, app.as_deref()).await,
+        Command::Rollout { app, json } => rollout::show(&target, &app, json).await,
+        Command::Promote { app, message } => rollout::decide(&target, &app, rollout::Verdict::Promote, message.as_deref()).await,
+        Command::Abort { app, message } => rollout::decide(&target, &app, rollout::Verdict::Abort, message.as_deref()).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -34,7 +34,7 @@ pub fn read_input(file: &str, max: u64) -> Result<(Vec<u8>, ContentInfo), CtlErr
     Ok((data, ContentInfo::default()))
 }
 
-fn author() -> String {
+pub(crate) fn author() -> String {
     let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
         let uid = nix::unistd::Uid::current();
         nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
@@ -46,7 +46,7 @@ fn author() -> String {
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
 /// `content` says whether `data` is a bundle; data beyond one node goes as chunks first.
 pub async fn publish(t: &Target, app: &str, data: Vec<u8>, content: ContentInfo, opts: PublishOptions) -> Result<(), CtlError> {
-    let PublishOptions { message, timeout, wait, sign_key } = opts;
+    let PublishOptions { message, timeout, wait, sign_key, canary, soak } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
     let (mut header, body) = crate::chunks::prepare(app, &author(), message, &data, content, t.max_config_size())
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
@@ -54,6 +54,8 @@ pub async fn publish(t: &Target, app: &str, data: Vec<u8>, content: ContentInfo,
         let key = signing::load_signing_key(path).map_err(|e| fail(exit::NOPERM, format!("not published: {e}")))?;
         header.signature = Some(signing::sign(&key, app, &header.sha256, header.size));
     }
+    header.canary = crate::rollout::canary_spec(canary.as_deref(), soak).map_err(|e| fail(exit::USAGE, e))?;
+    let staged = header.canary.is_some();
     let client = t.connect().await?;
     if header.content.is_chunked() {
         crate::chunks::upload(&client, &t.layout, app, &header.sha256, &data).await.map_err(|e| {
@@ -74,6 +76,11 @@ pub async fn publish(t: &Target, app: &str, data: Vec<u8>, content: ContentInfo,
         Err(e) => return Err(fail(exit::SOFTWARE, e.to_string())),
     };
     println!("{outcome}");
+    // Content equal to the newest version stages nothing.
+    let staged = staged && matches!(outcome, Outcome::Published { .. });
+    if staged {
+        super::rollout::announce(&client, t, app).await;
+    }
     let version = match outcome {
         Outcome::Rejected { .. } => return Err(fail(exit::DATAERR, String::new())),
         Outcome::Published { version } | Outcome::Unchanged { version } => version,
@@ -82,6 +89,7 @@ pub async fn publish(t: &Target, app: &str, data: Vec<u8>, content: ContentInfo,
         None => Ok(()),
         Some(limit) => {
             let v = VersionId::parse(&version).ok_or_else(|| fail(exit::SOFTWARE, format!("odd version name {version}")))?;
+            let limit = if staged { super::rollout::wait_decided(&client, t, app, &version, limit).await? } else { limit };
             wait_rollout(&client, t, app, &v, limit).await
         }
     }

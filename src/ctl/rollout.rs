@@ -1,0 +1,176 @@
+//! `zkcoordctl rollout`, `promote` and `abort`: show a staged rollout and decide it by hand.
+//! A decision is a setData on the rollout record with a version check, so it never overwrites
+//! a change it did not see (the leader's own promotion, another operator).
+
+use super::{fail, zk_fail, CtlError, Target};
+use crate::exit;
+use crate::layout::VersionId;
+use crate::rollout::{self, CanaryState, Rollout, State};
+use crate::status::StatusReport;
+use std::time::Duration;
+use zookeeper_client as zk;
+
+/// What the operator asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every host takes the version now.
+    Promote,
+    /// Hosts that are not canaries stay on the previous version.
+    Abort,
+}
+
+/// The record after `verdict`, or the line to print when nothing changes (Ok) or the verdict
+/// makes no sense (Err).
+pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>) -> Result<Result<Rollout, String>, String> {
+    let why = why.map(|w| format!(": {w}")).unwrap_or_default();
+    match (verdict, r.state) {
+        (Verdict::Promote, State::Promoted) => Ok(Err(format!("already promoted: {}", r.describe()))),
+        (Verdict::Abort, State::Aborted) => Ok(Err(format!("already aborted: {}", r.describe()))),
+        (Verdict::Abort, State::Promoted) => Err(format!(
+            "cannot abort: already promoted, every host takes it ({}); publish a rollback instead (zkcoordctl rollback APP --to -1)",
+            r.describe()
+        )),
+        (Verdict::Promote, _) => Ok(Ok(Rollout { state: State::Promoted, reason: Some(format!("promoted by {who}{why}")), ..r.clone() })),
+        (Verdict::Abort, _) => Ok(Ok(Rollout { state: State::Aborted, reason: Some(format!("aborted by {who}{why}")), ..r.clone() })),
+    }
+}
+
+/// Promotes or aborts `app`'s rollout, printing what happened.
+pub async fn decide(t: &Target, app: &str, verdict: Verdict, why: Option<&str>) -> Result<(), CtlError> {
+    let client = t.connect().await?;
+    let who = super::publish::author();
+    let path = rollout::path(&t.layout, app);
+    for _ in 0..5 {
+        let Some((r, stat)) = rollout::read(&client, &t.layout, app).await.map_err(zk_fail)? else {
+            return Err(fail(exit::DATAERR, format!("{app} has no rollout (no node {path})")));
+        };
+        let next = match apply_verdict(&r, verdict, &who, why) {
+            Ok(Ok(next)) => next,
+            Ok(Err(line)) => {
+                println!("{line}");
+                return Ok(());
+            }
+            Err(why) => return Err(fail(exit::DATAERR, why)),
+        };
+        match client.set_data(&path, &next.to_bytes(), Some(stat.version)).await {
+            Ok(_) => {
+                println!("{} (was {})", next.describe(), r.state.as_str());
+                return Ok(());
+            }
+            // Changed meanwhile (the leader moved it on): look again.
+            Err(zk::Error::BadVersion) => continue,
+            Err(e) => {
+                return Err(match crate::acl::explain(&e, &path, "change") {
+                    Some(why) => fail(exit::NOPERM, why),
+                    None => zk_fail(e),
+                })
+            }
+        }
+    }
+    Err(fail(exit::TEMPFAIL, format!("{path} kept changing; try again")))
+}
+
+/// Prints `app`'s rollout and how each canary stands.
+pub async fn show(t: &Target, app: &str, json: bool) -> Result<(), CtlError> {
+    let client = t.connect().await?;
+    let Some((r, _)) = rollout::read(&client, &t.layout, app).await.map_err(zk_fail)? else {
+        return Err(fail(exit::DATAERR, format!("{app} has no rollout")));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("rollout serializes"));
+        return Ok(());
+    }
+    println!("{app} {}", r.describe());
+    let version = r.version.as_deref().and_then(VersionId::parse);
+    for host in &r.canaries {
+        let report: Option<StatusReport> = match client.get_data(&format!("{}/{host}", t.layout.status(app))).await {
+            Ok((b, _)) => serde_json::from_slice(&b).ok(),
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(zk_fail(e)),
+        };
+        let state = match (&version, &report) {
+            (_, None) => "not alive".to_string(),
+            (None, Some(_)) => "pending".to_string(),
+            (Some(v), Some(rep)) => match rollout::canary_state(Some(rep), v) {
+                CanaryState::Ok => "ok".to_string(),
+                CanaryState::Pending => format!("pending (runs {})", rep.version.as_deref().unwrap_or("nothing")),
+                CanaryState::Failed(result, error) => format!("{result}: {error}"),
+            },
+        };
+        println!("  canary {host}: {state}");
+    }
+    Ok(())
+}
+
+/// `publish --canary --wait`: follows the rollout of `version` until the leader (or an operator)
+/// promotes it, printing each state; returns the time left of `limit`. An aborted rollout is a
+/// failed one (exit 1), and waiting longer than `limit` exits 75.
+pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &str, limit: Duration) -> Result<Duration, CtlError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = String::new();
+    loop {
+        let (r, changed) = rollout::read_and_watch(client, &t.layout, app).await.map_err(zk_fail)?;
+        let Some(r) = r else {
+            println!("the rollout record is gone (superseded by a newer publish)");
+            return Ok(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        };
+        if r.version.as_deref().is_some_and(|v| v != version) {
+            println!("superseded by a rollout of {}", r.version.as_deref().unwrap_or_default());
+            return Err(fail(1, String::new()));
+        }
+        let line = format!("rollout {}", r.describe());
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        match r.state {
+            State::Promoted => return Ok(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            State::Aborted => return Err(fail(1, String::new())),
+            State::Canary | State::Soaking => {}
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Err(fail(exit::TEMPFAIL, format!("timed out after {}: {last}", humantime::format_duration(limit))));
+        }
+    }
+}
+
+/// After a publish with `--canary`: one line saying how the rollout starts.
+pub async fn announce(client: &zk::Client, t: &Target, app: &str) {
+    if let Ok(Some((r, _))) = rollout::read(client, &t.layout, app).await {
+        println!(
+            "staged on canaries {} (soak {}); others stay on {} until promoted (zkcoordctl rollout|promote|abort {app})",
+            r.canaries.join(","),
+            humantime::format_duration(Duration::from_millis(r.soak_ms)),
+            r.previous.as_deref().unwrap_or("nothing")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: State) -> Rollout {
+        Rollout {
+            version: Some("conf-0000000012".into()),
+            previous: Some("conf-0000000011".into()),
+            canaries: vec!["web-1".into()],
+            soak_ms: 1000,
+            started_ms: 0,
+            state,
+            soak_started_ms: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn verdicts_move_open_rollouts_and_refuse_to_abort_a_promoted_one() {
+        let p = apply_verdict(&record(State::Soaking), Verdict::Promote, "ops@h", Some("looks good")).unwrap().unwrap();
+        assert_eq!((p.state, p.reason.as_deref()), (State::Promoted, Some("promoted by ops@h: looks good")));
+        let a = apply_verdict(&record(State::Canary), Verdict::Abort, "ops@h", None).unwrap().unwrap();
+        assert_eq!(a.state, State::Aborted);
+        assert!(apply_verdict(&record(State::Aborted), Verdict::Promote, "ops@h", None).unwrap().is_ok(), "an aborted rollout may still be promoted by hand");
+        assert!(apply_verdict(&record(State::Promoted), Verdict::Promote, "ops@h", None).unwrap().unwrap_err().starts_with("already promoted"));
+        assert!(apply_verdict(&record(State::Promoted), Verdict::Abort, "ops@h", None).unwrap_err().contains("rollback"));
+    }
+}

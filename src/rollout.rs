@@ -1,0 +1,686 @@
+//! Staged rollouts: a version goes to a few canary hosts first, and to everyone else only once
+//! the leading agent promotes it; a failing canary stops it.
+//!
+//! One persistent record per application, `<root>/rollouts/<app>` (JSON, [`Rollout`]), says who
+//! may run what:
+//! - The leader creates (or replaces) it in the same fenced multi-op that creates the version,
+//!   so no app host ever sees a canary version without its rollout. A publish without
+//!   `--canary` deletes the record in that multi-op: the newer version supersedes the rollout
+//!   and goes to every host.
+//! - App hosts read it (with a data watch) in the one place that decides their target:
+//!   [`visible`] hides versions newer than `previous` from a host that is not a canary while the
+//!   rollout is `canary`, `soaking` or `aborted`; [`crate::layout::newest_version`] then picks
+//!   the newest of what is left, as always.
+//! - [`supervise`] runs on the leader only (it stops at step-down): all canaries report the
+//!   version applied ok → `soaking` (the soak start is written to the record); soak passed →
+//!   `promoted`; any canary reports check-failed or reload-failed for it → `aborted`. Every
+//!   state lives in ZooKeeper, so the next leader resumes where the last one stopped.
+//! - `zkcoordctl promote` / `abort` set the state by hand (a setData with a version check).
+
+use crate::acl::NodeKind;
+use crate::agent::{AgentError, Fence};
+use crate::config::Config;
+use crate::layout::{self, Layout, VersionId};
+use crate::status::{ApplyResult, StatusReport};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use zookeeper_client as zk;
+
+/// Soak time when `--canary` is given without `--soak`.
+pub const DEFAULT_SOAK: Duration = Duration::from_secs(300);
+
+/// A future that resolves when a watched node changes.
+pub type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Published to the canaries; waiting for each to report it applied.
+    Canary,
+    /// Every canary applied it; waiting for the soak time to pass.
+    Soaking,
+    /// Every host takes the version.
+    Promoted,
+    /// Stopped: hosts that are not canaries stay on `previous`.
+    Aborted,
+}
+
+impl State {
+    /// The record's name for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Canary => "canary",
+            State::Soaking => "soaking",
+            State::Promoted => "promoted",
+            State::Aborted => "aborted",
+        }
+    }
+    /// Whether hosts that are not canaries are held at `previous`.
+    pub fn holds_back(self) -> bool {
+        !matches!(self, State::Promoted)
+    }
+    /// Whether the leader still has work to do on it.
+    pub fn is_open(self) -> bool {
+        matches!(self, State::Canary | State::Soaking)
+    }
+}
+
+/// The JSON at `<root>/rollouts/<app>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The version being rolled out; None only between the publish and the leader's next look
+    /// (the multi-op that creates the version cannot know its sequence number in advance).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// What every host that is not a canary keeps running until promotion (None: nothing yet).
+    pub previous: Option<String>,
+    /// Node ids of the hosts that take the version first.
+    pub canaries: Vec<String>,
+    /// How long every canary must run the version before promotion, in milliseconds.
+    pub soak_ms: u64,
+    /// When the leader created the record (ms since the epoch).
+    pub started_ms: u64,
+    /// Where the rollout stands.
+    pub state: State,
+    /// When every canary first reported the version applied (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_started_ms: Option<u64>,
+    /// Why it was promoted or aborted, and by whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Rollout {
+    /// Whether host `node` is held at `previous` by this rollout.
+    pub fn holds_back(&self, node: &str) -> bool {
+        self.state.holds_back() && !self.canaries.iter().any(|c| c == node)
+    }
+
+    /// JSON bytes for the znode.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("rollout serializes")
+    }
+
+    /// One line for logs and `zkcoordctl`.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} {}: canaries {} (soak {}), others on {}",
+            self.version.as_deref().unwrap_or("(new version)"),
+            self.state.as_str(),
+            self.canaries.join(","),
+            humantime::format_duration(Duration::from_millis(self.soak_ms)),
+            self.previous.as_deref().unwrap_or("nothing")
+        );
+        if let Some(r) = &self.reason {
+            s.push_str(&format!("; {r}"));
+        }
+        s
+    }
+}
+
+/// What `--canary` and `--soak` ask for, travelling in the publish request's header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    /// Named canary hosts (node ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Or a share of the live hosts, 1..=100, picked by the leader at publish time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Soak time in milliseconds.
+    pub soak_ms: u64,
+}
+
+/// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak`.
+pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>) -> Result<Option<CanarySpec>, String> {
+    let Some(c) = canary else {
+        return match soak {
+            Some(_) => Err("--soak needs --canary".into()),
+            None => Ok(None),
+        };
+    };
+    let soak_ms = soak.unwrap_or(DEFAULT_SOAK).as_millis() as u64;
+    let c = c.trim();
+    if let Some(p) = c.strip_suffix('%') {
+        let percent: u32 = p.trim().parse().map_err(|_| format!("--canary {c:?}: expected a percentage like 10%"))?;
+        if !(1..=100).contains(&percent) {
+            return Err(format!("--canary {c:?}: expected a percentage from 1% to 100%"));
+        }
+        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms }));
+    }
+    let mut hosts: Vec<String> = c.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+    hosts.dedup();
+    if hosts.is_empty() {
+        return Err("--canary: expected host names (web-1,web-2) or a percentage (10%)".into());
+    }
+    if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.chars().any(char::is_control)) {
+        return Err(format!("--canary: {bad:?} is not a node id"));
+    }
+    Ok(Some(CanarySpec { hosts, percent: None, soak_ms }))
+}
+
+/// Parent of every application's rollout record.
+pub fn parent(layout: &Layout) -> String {
+    format!("{}/rollouts", layout.root())
+}
+
+/// The rollout record of `app`.
+pub fn path(layout: &Layout, app: &str) -> String {
+    format!("{}/{app}", parent(layout))
+}
+
+/// The version children host `node` may apply: all of them, or, while `rollout` holds it back,
+/// only those no newer than the rollout's `previous`. Names that are not versions pass through.
+pub fn visible(children: Vec<String>, rollout: Option<&Rollout>, node: &str) -> Vec<String> {
+    let Some(r) = rollout.filter(|r| r.holds_back(node)) else {
+        return children;
+    };
+    let limit = r.previous.as_deref().and_then(VersionId::parse).map(|v| v.seq);
+    children
+        .into_iter()
+        .filter(|c| match VersionId::parse(c) {
+            Some(v) => limit.is_some_and(|l| v.seq <= l),
+            None => true,
+        })
+        .collect()
+}
+
+fn parse(app: &str, bytes: &[u8]) -> Option<Rollout> {
+    match serde_json::from_slice(bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(app, "unreadable rollout record ({e}); ignoring it");
+            None
+        }
+    }
+}
+
+/// Reads `app`'s rollout record and its stat, if there is one.
+pub async fn read(client: &zk::Client, layout: &Layout, app: &str) -> Result<Option<(Rollout, zk::Stat)>, zk::Error> {
+    match client.get_data(&path(layout, app)).await {
+        Ok((bytes, stat)) => Ok(parse(app, &bytes).map(|r| (r, stat))),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads `app`'s rollout record and watches it (its creation when there is none).
+pub async fn read_and_watch(client: &zk::Client, layout: &Layout, app: &str) -> Result<(Option<Rollout>, Wake), zk::Error> {
+    let p = path(layout, app);
+    loop {
+        match client.get_and_watch_data(&p).await {
+            Ok((bytes, _, w)) => {
+                let wake: Wake = Box::pin(async move {
+                    w.changed().await;
+                });
+                return Ok((parse(app, &bytes), wake));
+            }
+            Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+        let (stat, w) = client.check_and_watch_stat(&p).await?;
+        if stat.is_none() {
+            let wake: Wake = Box::pin(async move {
+                w.changed().await;
+            });
+            return Ok((None, wake));
+        }
+        // Created between the two reads: read it again.
+    }
+}
+
+/// What a publish does to the rollout record, decided before the fenced multi-op that creates
+/// the version and carried out inside it.
+#[derive(Debug, Default)]
+pub struct PublishPlan {
+    /// The operation, if any.
+    op: Option<PlanOp>,
+}
+
+#[derive(Debug)]
+enum PlanOp {
+    Create(String, Vec<u8>),
+    Replace(String, Vec<u8>, i32),
+    Delete(String, i32),
+}
+
+impl PublishPlan {
+    /// Adds the record's create, replace or delete to the publish's fenced multi-op; a record
+    /// changed meanwhile makes the whole multi-op fail, and the leader handles the request again.
+    pub fn add_to(&self, w: &mut zk::CheckWriter<'_>) -> Result<(), zk::Error> {
+        let acl = crate::acl::for_node(NodeKind::Rollout);
+        match &self.op {
+            None => Ok(()),
+            Some(PlanOp::Create(p, data)) => w.add_create(p, data, &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))),
+            Some(PlanOp::Replace(p, data, v)) => w.add_set_data(p, data, Some(*v)),
+            Some(PlanOp::Delete(p, v)) => w.add_delete(p, Some(*v)),
+        }
+    }
+}
+
+/// Plans the rollout side of publishing to `app` (whose versions are `children` before the new
+/// one): with a canary spec, a new record (the canaries resolved against the live hosts now);
+/// without one, the deletion of any record, since the new version supersedes it. Err is a reason
+/// to reject the request.
+pub async fn plan_publish(
+    client: &zk::Client,
+    layout: &Layout,
+    app: &str,
+    spec: Option<&CanarySpec>,
+    children: &[String],
+) -> Result<Result<PublishPlan, String>, zk::Error> {
+    let existing = read_any(client, layout, app).await?;
+    let Some(spec) = spec else {
+        return Ok(Ok(PublishPlan {
+            op: existing.map(|(r, stat)| {
+                if let Some(r) = r.filter(|r| r.state.is_open()) {
+                    tracing::info!(app, "rollout {} superseded by a publish without --canary", r.describe());
+                }
+                PlanOp::Delete(path(layout, app), stat.version)
+            }),
+        }));
+    };
+    let live = match client.list_children(&layout.status(app)).await {
+        Ok(c) => c,
+        Err(zk::Error::NoNode) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let canaries = match pick_canaries(app, spec, &live) {
+        Ok(c) => c,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    // Hosts that are not canaries keep what they run: the previous rollout's `previous` when
+    // that one never reached them, else the newest version so far.
+    let previous = match existing.as_ref().and_then(|(r, _)| r.as_ref()) {
+        Some(r) if r.state.holds_back() => r.previous.clone(),
+        _ => layout::newest_version(children).map(|v| v.name),
+    };
+    let record = Rollout {
+        version: None,
+        previous,
+        canaries,
+        soak_ms: spec.soak_ms,
+        started_ms: now_ms(),
+        state: State::Canary,
+        soak_started_ms: None,
+        reason: None,
+    };
+    let p = path(layout, app);
+    let op = match existing {
+        Some((_, stat)) => PlanOp::Replace(p, record.to_bytes(), stat.version),
+        None => {
+            crate::session::ensure_path(client, &parent(layout), NodeKind::AgentParent).await?;
+            PlanOp::Create(p, record.to_bytes())
+        }
+    };
+    tracing::info!(app, "starting rollout: {}", record.describe());
+    Ok(Ok(PublishPlan { op: Some(op) }))
+}
+
+/// The record (None when unreadable) and its stat, when a node exists.
+async fn read_any(client: &zk::Client, layout: &Layout, app: &str) -> Result<Option<(Option<Rollout>, zk::Stat)>, zk::Error> {
+    match client.get_data(&path(layout, app)).await {
+        Ok((bytes, stat)) => Ok(Some((parse(app, &bytes), stat))),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Resolves a canary spec against the live hosts (`live`: node ids with a status node).
+/// Named canaries must be live (a canary that never reports would hold the rollout forever).
+/// N% picks ceil(N% of the live hosts), at least one, ordered by sha256(app/host): the same
+/// hosts for the same app and fleet, spread differently across apps.
+pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Vec<String>, String> {
+    if let Some(p) = spec.percent {
+        if live.is_empty() {
+            return Err(format!("no live host reports {app}: cannot pick {p}% of them as canaries"));
+        }
+        let k = ((live.len() as u64 * p as u64).div_ceil(100) as usize).clamp(1, live.len());
+        let mut ranked: Vec<(String, &String)> =
+            live.iter().map(|h| (hex::encode(Sha256::digest(format!("{app}/{h}").as_bytes())), h)).collect();
+        ranked.sort();
+        let mut picked: Vec<String> = ranked.into_iter().take(k).map(|(_, h)| h.clone()).collect();
+        picked.sort();
+        return Ok(picked);
+    }
+    let missing: Vec<&str> = spec.hosts.iter().filter(|h| !live.contains(h)).map(|h| h.as_str()).collect();
+    if !missing.is_empty() {
+        let mut known = live.to_vec();
+        known.sort();
+        return Err(format!(
+            "canary host(s) {} do not report {app} (no live status node); live hosts: {}",
+            missing.join(", "),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ));
+    }
+    Ok(spec.hosts.clone())
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// How one canary stands with the rollout's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryState {
+    /// Applied and reloaded ok.
+    Ok,
+    /// Its check or reload refused the version: result and first line of the error.
+    Failed(String, String),
+    /// No report yet, not there yet, or not alive.
+    Pending,
+}
+
+/// Where a canary's status report puts it relative to `version`.
+pub fn canary_state(report: Option<&StatusReport>, version: &VersionId) -> CanaryState {
+    let Some(r) = report else { return CanaryState::Pending };
+    let seq = |n: Option<&str>| n.and_then(VersionId::parse).map(|v| v.seq);
+    if seq(r.version.as_deref()) == Some(version.seq) && r.result == ApplyResult::Ok {
+        return CanaryState::Ok;
+    }
+    if matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed) && seq(r.attempted.as_deref()) == Some(version.seq) {
+        let error = r.error.as_deref().unwrap_or_default().lines().next().unwrap_or_default().to_string();
+        return CanaryState::Failed(r.result.as_str().to_string(), error);
+    }
+    CanaryState::Pending
+}
+
+/// What the leader does with an open rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing now; look again by this time (ms since the epoch), if any.
+    Wait(Option<u64>),
+    /// Write this record.
+    Write(Rollout),
+}
+
+/// The rollout state machine, all transitions in one place: `canaries` holds each canary's
+/// state (in the record's order), `now` is ms since the epoch.
+pub fn decide(r: &Rollout, canaries: &[(String, CanaryState)], now: u64) -> Decision {
+    if !r.state.is_open() {
+        return Decision::Wait(None);
+    }
+    if let Some((host, CanaryState::Failed(result, error))) = canaries.iter().find(|(_, s)| matches!(s, CanaryState::Failed(..))) {
+        return Decision::Write(Rollout {
+            state: State::Aborted,
+            reason: Some(format!("aborted by the leader: {result} on canary {host}: {error}")),
+            ..r.clone()
+        });
+    }
+    let all_ok = canaries.iter().all(|(_, s)| *s == CanaryState::Ok);
+    match (r.state, r.soak_started_ms) {
+        (State::Canary, _) if all_ok => Decision::Write(Rollout { state: State::Soaking, soak_started_ms: Some(now), ..r.clone() }),
+        (State::Canary, _) => Decision::Wait(None),
+        (State::Soaking, since) => {
+            let due = since.unwrap_or(now) + r.soak_ms;
+            if !all_ok {
+                // A canary went away (or is restarting): promote only once all report ok again.
+                Decision::Wait(None)
+            } else if now >= due {
+                Decision::Write(Rollout {
+                    state: State::Promoted,
+                    reason: Some(format!(
+                        "promoted by the leader: {} canar{} ok, soaked {}",
+                        canaries.len(),
+                        if canaries.len() == 1 { "y" } else { "ies" },
+                        humantime::format_duration(Duration::from_millis(r.soak_ms))
+                    )),
+                    ..r.clone()
+                })
+            } else {
+                Decision::Wait(Some(due))
+            }
+        }
+        _ => Decision::Wait(None),
+    }
+}
+
+/// The leader's rollout supervisor: drives every open rollout. Runs only while leading (the
+/// agent selects it against step-down and against its intake); writes are fenced and
+/// version-checked. It returns only when leadership itself is in doubt (fenced, connection or
+/// session lost), so a rollout problem (say, an ACL refusing the rollouts node) never stops the
+/// intake of publish requests: it is logged and retried.
+pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
+    loop {
+        let err = match run_supervisor(config, client, fence).await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        match &err {
+            AgentError::Zk(e) if crate::session::classify(e) == crate::session::ErrorKind::Other => {
+                tracing::warn!("rollout supervisor: {err}; retrying in 2s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
+    let layout = config.layout();
+    let parent = parent(&layout);
+    crate::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+    // Parents app hosts create their directories in (status, reload leases), made by the leader
+    // so that with ACLs they carry the policy that lets app hosts do so: an app host that finds
+    // the root made by an agent cannot make them itself.
+    for p in [layout.status_root(), crate::pacing::leases_root(&layout)] {
+        crate::session::ensure_path(client, &p, NodeKind::StatusParent).await?;
+    }
+    loop {
+        let (apps, children_w) = client.list_and_watch_children(&parent).await?;
+        let mut wakes: Vec<Wake> = vec![Box::pin(async move {
+            children_w.changed().await;
+        })];
+        let mut next: Option<u64> = None;
+        for app in &apps {
+            if let Some(due) = step(config, &layout, client, fence, app, &mut wakes).await? {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        // Watches wake it at once; the timer covers soak ends and anything a watch missed.
+        let wait = match next {
+            Some(due) => Duration::from_millis(due.saturating_sub(now_ms())).min(Duration::from_secs(5)),
+            None => Duration::from_secs(5),
+        };
+        tokio::select! {
+            _ = futures::future::select_all(wakes) => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One look at `app`'s rollout: returns when to look again for a soak end.
+async fn step(
+    config: &Config,
+    layout: &Layout,
+    client: &zk::Client,
+    fence: &Fence,
+    app: &str,
+    wakes: &mut Vec<Wake>,
+) -> Result<Option<u64>, AgentError> {
+    let p = path(layout, app);
+    let (bytes, stat, w) = match client.get_and_watch_data(&p).await {
+        Ok(r) => r,
+        Err(zk::Error::NoNode) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    wakes.push(Box::pin(async move {
+        w.changed().await;
+    }));
+    let Some(mut r) = parse(app, &bytes) else { return Ok(None) };
+    if !r.state.is_open() {
+        return Ok(None);
+    }
+    let version = match r.version.as_deref().and_then(VersionId::parse) {
+        Some(v) => v,
+        None => {
+            // Fill in the version the publish created: the newest (a later publish would have
+            // replaced or deleted this record in its own multi-op).
+            let versions = crate::agent::versions_path(config, app);
+            let newest = match client.list_children(&versions).await {
+                Ok(c) => layout::newest_version(&c),
+                Err(zk::Error::NoNode) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(newest) = newest else { return Ok(None) };
+            r.version = Some(newest.name.clone());
+            write(client, fence, &p, &r, stat.version).await?;
+            return Ok(Some(now_ms()));
+        }
+    };
+    let mut canaries = Vec::with_capacity(r.canaries.len());
+    for host in &r.canaries {
+        let sp = format!("{}/{host}", layout.status(app));
+        let state = match client.get_and_watch_data(&sp).await {
+            Ok((data, _, w)) => {
+                wakes.push(Box::pin(async move {
+                    w.changed().await;
+                }));
+                canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), &version)
+            }
+            Err(zk::Error::NoNode) => {
+                let (_, w) = client.check_and_watch_stat(&sp).await?;
+                wakes.push(Box::pin(async move {
+                    w.changed().await;
+                }));
+                CanaryState::Pending
+            }
+            Err(e) => return Err(e.into()),
+        };
+        canaries.push((host.clone(), state));
+    }
+    match decide(&r, &canaries, now_ms()) {
+        Decision::Wait(due) => Ok(due),
+        Decision::Write(next) => {
+            if write(client, fence, &p, &next, stat.version).await? {
+                tracing::info!(app, mono_us = crate::election::monotonic_us(), "rollout {}", next.describe());
+            }
+            Ok(Some(now_ms()))
+        }
+    }
+}
+
+/// Fenced, version-checked write of a record; false when someone changed it meanwhile.
+async fn write(client: &zk::Client, fence: &Fence, p: &str, r: &Rollout, version: i32) -> Result<bool, AgentError> {
+    let mut w = fence.writer(client)?;
+    w.add_set_data(p, &r.to_bytes(), Some(version))?;
+    match fence.commit(w).await {
+        Ok(_) => Ok(true),
+        Err(AgentError::Zk(zk::Error::BadVersion | zk::Error::NoNode)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn record(state: State) -> Rollout {
+        Rollout {
+            version: Some("conf-0000000012".into()),
+            previous: Some("conf-0000000011".into()),
+            canaries: names(&["web-1"]),
+            soak_ms: 1000,
+            started_ms: 0,
+            state,
+            soak_started_ms: None,
+            reason: None,
+        }
+    }
+
+    fn report(version: &str, result: ApplyResult, attempted: Option<&str>) -> StatusReport {
+        StatusReport {
+            host: "web-1".into(),
+            pid: 1,
+            app: "a".into(),
+            version: Some(version.into()),
+            sha256: None,
+            result,
+            attempted: attempted.map(String::from),
+            error: Some("nginx: bad\nmore".into()),
+            time: 0,
+        }
+    }
+
+    #[test]
+    fn hosts_that_are_not_canaries_see_nothing_newer_than_previous_until_promotion() {
+        let c = names(&["conf-0000000010", "conf-0000000011", "conf-0000000012", "lock"]);
+        for state in [State::Canary, State::Soaking, State::Aborted] {
+            let r = record(state);
+            let seen = visible(c.clone(), Some(&r), "web-2");
+            assert_eq!(layout::newest_version(&seen).unwrap().name, "conf-0000000011", "{state:?}");
+            assert_eq!(layout::newest_version(&visible(c.clone(), Some(&r), "web-1")).unwrap().name, "conf-0000000012");
+        }
+        assert_eq!(visible(c.clone(), Some(&record(State::Promoted)), "web-2"), c);
+        assert_eq!(visible(c.clone(), None, "web-2"), c);
+        let first = Rollout { previous: None, ..record(State::Canary) };
+        assert_eq!(layout::newest_version(&visible(c, Some(&first), "web-2")), None, "no previous: nothing to apply yet");
+    }
+
+    #[test]
+    fn canary_specs_parse_names_and_percentages() {
+        let s = canary_spec(Some("web-1, web-2"), Some(Duration::from_secs(1))).unwrap().unwrap();
+        assert_eq!((s.hosts, s.percent, s.soak_ms), (names(&["web-1", "web-2"]), None, 1000));
+        let s = canary_spec(Some("10%"), None).unwrap().unwrap();
+        assert_eq!((s.percent, s.soak_ms), (Some(10), 300_000));
+        assert!(canary_spec(Some("0%"), None).is_err());
+        assert!(canary_spec(Some("x%"), None).is_err());
+        assert!(canary_spec(None, Some(Duration::from_secs(1))).is_err());
+        assert_eq!(canary_spec(None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn percent_picks_at_least_one_live_host_deterministically() {
+        let live = names(&["web-1", "web-2", "web-3", "web-4"]);
+        let spec = CanarySpec { hosts: vec![], percent: Some(10), soak_ms: 0 };
+        let a = pick_canaries("app", &spec, &live).unwrap();
+        assert_eq!(a.len(), 1);
+        let mut shuffled = live.clone();
+        shuffled.reverse();
+        assert_eq!(pick_canaries("app", &spec, &shuffled).unwrap(), a, "order of the listing does not matter");
+        let half = CanarySpec { percent: Some(50), ..spec.clone() };
+        assert_eq!(pick_canaries("app", &half, &live).unwrap().len(), 2);
+        assert!(pick_canaries("app", &spec, &[]).unwrap_err().contains("no live host"));
+        let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0 };
+        let e = pick_canaries("app", &named, &live).unwrap_err();
+        assert!(e.contains("web-9") && e.contains("web-1, web-2"), "{e}");
+    }
+
+    #[test]
+    fn canaries_ok_then_soak_then_promote() {
+        let v = VersionId::from_seq(12);
+        let ok = canary_state(Some(&report("conf-0000000012", ApplyResult::Ok, None)), &v);
+        assert_eq!(ok, CanaryState::Ok);
+        let r = record(State::Canary);
+        assert_eq!(decide(&r, &[("web-1".into(), CanaryState::Pending)], 100), Decision::Wait(None));
+        let Decision::Write(soaking) = decide(&r, &[("web-1".into(), ok.clone())], 100) else { panic!() };
+        assert_eq!((soaking.state, soaking.soak_started_ms), (State::Soaking, Some(100)));
+        assert_eq!(decide(&soaking, &[("web-1".into(), ok.clone())], 500), Decision::Wait(Some(1100)));
+        assert_eq!(decide(&soaking, &[("web-1".into(), CanaryState::Pending)], 5000), Decision::Wait(None));
+        let Decision::Write(done) = decide(&soaking, &[("web-1".into(), ok)], 1100) else { panic!() };
+        assert_eq!(done.state, State::Promoted);
+        assert_eq!(decide(&done, &[], 9999), Decision::Wait(None));
+    }
+
+    #[test]
+    fn a_failing_canary_aborts_naming_host_and_error() {
+        let v = VersionId::from_seq(12);
+        let failed = canary_state(Some(&report("conf-0000000011", ApplyResult::CheckFailed, Some("conf-0000000012"))), &v);
+        assert_eq!(failed, CanaryState::Failed("check-failed".into(), "nginx: bad".into()));
+        // A failure of an older version is not this rollout's.
+        let old = canary_state(Some(&report("conf-0000000010", ApplyResult::ReloadFailed, Some("conf-0000000011"))), &v);
+        assert_eq!(old, CanaryState::Pending);
+        let Decision::Write(r) = decide(&record(State::Soaking), &[("web-1".into(), failed)], 0) else { panic!() };
+        assert_eq!(r.state, State::Aborted);
+        assert!(r.reason.unwrap().contains("check-failed on canary web-1: nginx: bad"));
+    }
+}

@@ -1,0 +1,487 @@
+//! Staged rollouts and reload pacing against a real ZooKeeper with real `zkcoordd` and
+//! `zkcoordctl` processes: canaries first, promotion after the soak, a failing canary stops
+//! everything, promote and abort by hand, a leader killed mid-rollout, and at most one host
+//! reloading at a time with `max_parallel_reloads = 1`.
+
+mod common;
+mod fleet;
+
+use common::*;
+use fleet::*;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use zookeeper_client::Client;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Publishes `bytes` with extra arguments (`--canary web-1 --soak 1s`).
+async fn publish_with(zk: &str, bytes: &[u8], extra: &[&str]) -> Output {
+    let mut args: Vec<String> = ["--zk", zk, "publish", APP, "-", "--message", "test"].iter().map(|s| s.to_string()).collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        ctl_stdin(&refs, &bytes)
+    })
+    .await
+    .unwrap()
+}
+
+/// Publishes as a canary rollout and returns the version name.
+async fn publish_canary(zk: &str, bytes: &[u8], canary: &str, soak: &str) -> String {
+    let out = publish_with(zk, bytes, &["--canary", canary, "--soak", soak]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.starts_with("published conf-"), "canary publish failed:\n{}", output_text(&out));
+    assert!(text.contains("staged on canaries"), "publish says how the rollout starts:\n{text}");
+    text.lines().next().unwrap().trim_start_matches("published ").to_string()
+}
+
+/// The rollout record of APP.
+async fn rollout(client: &Client) -> Option<serde_json::Value> {
+    get(client, &format!("/zkcoord/rollouts/{APP}")).await.and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+async fn wait_rollout_state(client: &Client, state: &str) -> serde_json::Value {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < LONG {
+        if let Some(r) = rollout(client).await {
+            if r["state"] == state {
+                return r;
+            }
+            last = Some(r);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("rollout never became {state}; last: {last:?}");
+}
+
+/// Starts one agent and `n` app hosts web-1..web-n (with `check`, if given), all on v1.
+async fn fleet(hosts: &str, n: usize, check: Option<&str>) -> (Daemon, Vec<Daemon>) {
+    let agent = Spec::agent("agent-1", hosts).start();
+    let apps: Vec<Daemon> = (1..=n)
+        .map(|i| {
+            let mut s = Spec::app(&format!("web-{i}"), hosts);
+            s.check = check.map(String::from);
+            s.start()
+        })
+        .collect();
+    let client = zk_client(hosts).await;
+    wait_until("every app host reports", LONG, || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
+    })
+    .await;
+    let v1 = publish_ok(hosts, b"v1 good\n").await;
+    // The status says ok once the reload ended (the file is in place before that).
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
+    }
+    (agent, apps)
+}
+
+fn ctl_ok(out: &Output) -> String {
+    assert!(out.status.success(), "zkcoordctl failed:\n{}", output_text(out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_gets_the_version_first_and_everyone_else_after_the_soak() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let (_agent, apps) = fleet(&hosts, 3, None).await;
+
+    let t = Instant::now();
+    let v2 = publish_canary(&hosts, b"v2 good\n", "web-1", "2s").await;
+    let staged = rollout(&client).await.expect("the record exists as soon as the version does");
+    assert!(staged["state"] == "canary" || staged["state"] == "soaking", "{staged}");
+    assert_eq!(staged["previous"].as_str(), versions(&client).await.first().map(|s| s.as_str()), "{staged}");
+    wait_on_disk(&apps[0], b"v2 good\n", LONG).await;
+    let canary_at = t.elapsed();
+    // Until the record says promoted, no other host may hold v2: read the files first, then the
+    // record, so a file that already changed is always explained by a promotion before it.
+    let mut samples = 0;
+    loop {
+        let others: Vec<Option<Vec<u8>>> = apps[1..].iter().map(on_disk).collect();
+        let r = rollout(&client).await.expect("the publish made a rollout record");
+        if r["state"] == "promoted" {
+            break;
+        }
+        for (i, f) in others.iter().enumerate() {
+            assert_eq!(f.as_deref(), Some(&b"v1 good\n"[..]), "web-{} changed before promotion (record {r})", i + 2);
+        }
+        samples += 1;
+        assert!(t.elapsed() < LONG, "never promoted: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let promoted_at = t.elapsed();
+    for a in &apps[1..] {
+        wait_on_disk(a, b"v2 good\n", LONG).await;
+    }
+    let all_at = t.elapsed();
+    let r = rollout(&client).await.unwrap();
+    assert_eq!(r["version"], v2);
+    assert_eq!(r["canaries"], serde_json::json!(["web-1"]));
+    assert!(r["reason"].as_str().unwrap().contains("promoted by the leader"), "{r}");
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v2)).await;
+        assert_eq!(reloads(a), 2, "{}: one reload for v1, one for v2", a.name());
+    }
+    eprintln!(
+        "figures: canary on disk {canary_at:?}; promoted (soak 2s) {promoted_at:?}; all hosts {all_at:?}; {samples} samples saw the others on v1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_stops_the_rollout_and_the_other_hosts_never_change() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let check = r#"["sh", "-c", "! grep -q bad {src}"]"#;
+    let (_agent, apps) = fleet(&hosts, 3, Some(check)).await;
+    let before: Vec<usize> = apps.iter().map(reloads).collect();
+
+    let bad = publish_canary(&hosts, b"v2 bad\n", "web-1", "1s").await;
+    wait_status(&client, "web-1", "check-failed", Some(&bad)).await;
+    let r = wait_rollout_state(&client, "aborted").await;
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("check-failed on canary web-1"), "{reason}");
+    // Long past the soak: nothing moves.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rollout(&client).await.unwrap()["state"], "aborted");
+    for (a, n) in apps.iter().zip(&before) {
+        assert_eq!(on_disk(a).as_deref(), Some(&b"v1 good\n"[..]), "{} keeps v1", a.name());
+        assert_eq!(reloads(a), *n, "{} never reloaded", a.name());
+    }
+    for node in ["web-2", "web-3"] {
+        let s = status(&client, node).await.unwrap();
+        assert_eq!((s["result"].as_str(), s.get("attempted")), (Some("ok"), None), "{node} never tried {bad}: {s}");
+    }
+    let shown = ctl_ok(&ctl_async(&["--zk", &hosts, "rollout", APP]).await);
+    assert!(shown.contains("aborted") && shown.contains("canary web-1: check-failed"), "{shown}");
+
+    // A fixed version published normally supersedes the aborted rollout and reaches everyone.
+    publish_ok(&hosts, b"v3 good\n").await;
+    for a in &apps {
+        wait_on_disk(a, b"v3 good\n", LONG).await;
+    }
+    assert!(rollout(&client).await.is_none(), "a publish without --canary removes the record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_promote_and_abort_by_hand() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let (_agent, apps) = fleet(&hosts, 3, None).await;
+
+    // A soak of an hour: only a person ends it.
+    let v2 = publish_canary(&hosts, b"v2\n", "web-1", "1h").await;
+    wait_on_disk(&apps[0], b"v2\n", LONG).await;
+    wait_rollout_state(&client, "soaking").await;
+    let out = ctl_ok(&ctl_async(&["--zk", &hosts, "promote", APP, "-m", "looks fine"]).await);
+    assert!(out.contains("promoted") && out.contains("was soaking"), "{out}");
+    for a in &apps {
+        wait_on_disk(a, b"v2\n", LONG).await;
+    }
+    let r = rollout(&client).await.unwrap();
+    assert!(r["reason"].as_str().unwrap().contains("looks fine"), "{r}");
+    let refused = ctl_async(&["--zk", &hosts, "abort", APP]).await;
+    assert_eq!(refused.status.code(), Some(65), "a promoted rollout cannot be aborted:\n{}", output_text(&refused));
+    assert!(output_text(&refused).contains("rollback"), "{}", output_text(&refused));
+
+    // Next one with two canaries, aborted by hand: the third host stays where it was.
+    publish_canary(&hosts, b"v3\n", "web-2,web-3", "1h").await;
+    wait_on_disk(&apps[1], b"v3\n", LONG).await;
+    wait_on_disk(&apps[2], b"v3\n", LONG).await;
+    wait_status(&client, "web-1", "ok", Some(&v2)).await;
+    let reloads_web1 = reloads(&apps[0]);
+    let out = ctl_ok(&ctl_async(&["--zk", &hosts, "abort", APP]).await);
+    assert!(out.contains("aborted"), "{out}");
+    let again = ctl_ok(&ctl_async(&["--zk", &hosts, "abort", APP]).await);
+    assert!(again.starts_with("already aborted"), "{again}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rollout(&client).await.unwrap()["state"], "aborted", "the leader leaves an aborted rollout alone");
+    assert_eq!(on_disk(&apps[0]).as_deref(), Some(&b"v2\n"[..]));
+    assert_eq!(reloads(&apps[0]), reloads_web1);
+
+    let none = ctl_async(&["--zk", &hosts, "promote", "no-such-app"]).await;
+    assert_eq!(none.status.code(), Some(65), "{}", output_text(&none));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percentage_of_the_live_hosts_becomes_the_canaries() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let (_agent, apps) = fleet(&hosts, 3, None).await;
+    publish_canary(&hosts, b"v2\n", "34%", "1h").await;
+    let r = wait_rollout_state(&client, "soaking").await;
+    let canaries: Vec<String> = r["canaries"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert_eq!(canaries.len(), 2, "ceil(34% of 3) = 2: {r}");
+    for a in &apps {
+        let want: &[u8] = if canaries.iter().any(|c| c == a.name()) { b"v2\n" } else { b"v1 good\n" };
+        wait_on_disk(a, want, LONG).await;
+    }
+    // A named canary that is not a live host is refused, and nothing is published.
+    let out = publish_with(&hosts, b"v3\n", &["--canary", "web-9"]).await;
+    assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
+    assert!(output_text(&out).contains("web-9"), "{}", output_text(&out));
+    assert_eq!(versions(&client).await.len(), 2);
+}
+
+async fn leader_finishes_after(signal: &str) {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let (mut a1, apps) = fleet(&hosts, 2, None).await;
+    let a2 = Spec::agent("agent-2", &hosts).start();
+    wait_until("two agents registered", LONG, || async { workers(&client).await.len() == 2 }).await;
+    assert_eq!(leader_pid(&client).await, Some(a1.pid()));
+
+    let v2 = publish_canary(&hosts, b"v2\n", "web-1", "3s").await;
+    wait_on_disk(&apps[0], b"v2\n", LONG).await;
+    wait_rollout_state(&client, "soaking").await;
+    let t = Instant::now();
+    match signal {
+        "kill" => a1.kill9(),
+        _ => assert!(a1.term().success()),
+    }
+    wait_on_disk(&apps[1], b"v2\n", LONG).await;
+    let finished = t.elapsed();
+    let r = rollout(&client).await.unwrap();
+    assert_eq!((r["state"].as_str(), r["version"].as_str()), (Some("promoted"), Some(v2.as_str())), "{r}");
+    assert_eq!(leader_pid(&client).await, Some(a2.pid()));
+    assert!(a2.log().contains(&format!("rollout {v2} promoted")), "the new leader promoted it:\n{}", a2.log_tail(30));
+    assert!(!a1.log().contains(&format!("rollout {v2} promoted")), "the old leader did not");
+    eprintln!("figures: {signal} of the leader during a 3s soak to the other host holding v2: {finished:?} (session 1s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_rollout_leaves_it_to_the_next_leader() {
+    leader_finishes_after("kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_mid_rollout_leaves_it_to_the_next_leader() {
+    leader_finishes_after("term").await;
+}
+
+/// Reload intervals `(start_ns, end_ns, host)` as the hooks recorded them.
+fn intervals(log: &str) -> Vec<(u128, u128, String)> {
+    let mut open = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [what, at, host] = f[..] else { panic!("odd line {line:?}") };
+        let at: u128 = at.parse().unwrap();
+        match what {
+            "start" => assert!(open.insert(host.to_string(), at).is_none(), "{host} started twice: {log}"),
+            "end" => out.push((open.remove(host).expect("end without start"), at, host.to_string())),
+            _ => panic!("odd line {line:?}"),
+        }
+    }
+    assert!(open.is_empty(), "unfinished reloads: {open:?}");
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_parallel_reloads_1_reloads_of_different_hosts_never_overlap() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let shared = tempfile::tempdir().unwrap();
+    let record = shared.path().join("reloads.log");
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let n = 4;
+    let apps: Vec<Daemon> = (1..=n)
+        .map(|i| {
+            let node = format!("web-{i}");
+            let mut s = Spec::app(&node, &hosts);
+            s.reload = Some(format!(
+                r#"["sh", "-c", "echo start $(date +%s%N) {node} >> {r}; sleep 0.3; echo end $(date +%s%N) {node} >> {r}"]"#,
+                r = record.display()
+            ));
+            let mut d = s.prepare();
+            d.set_config(&format!("{}max_parallel_reloads = 1\n", s.toml()));
+            d.spawn();
+            d
+        })
+        .collect();
+    wait_until("every app host reports", LONG, || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
+    })
+    .await;
+    let t = Instant::now();
+    for (round, body) in [&b"one\n"[..], b"two\n", b"three\n"].into_iter().enumerate() {
+        publish_ok(&hosts, body).await;
+        for a in &apps {
+            wait_on_disk(a, body, LONG).await;
+        }
+        eprintln!("figures: round {} on all {n} hosts after {:?}", round + 1, t.elapsed());
+    }
+    // The file is in place before its reload ends: wait for the last reload to finish.
+    let ends = || std::fs::read_to_string(&record).unwrap_or_default().lines().filter(|l| l.starts_with("end ")).count();
+    wait_until("every reload finished", LONG, || async { ends() >= 3 * n }).await;
+    let log = std::fs::read_to_string(&record).unwrap();
+    let iv = intervals(&log);
+    assert_eq!(iv.len(), 3 * n, "one reload per host per version:\n{log}");
+    let mut gaps = Vec::new();
+    for w in iv.windows(2) {
+        assert!(w[0].1 <= w[1].0, "{} reloaded {}..{} while {} started at {}:\n{log}", w[0].2, w[0].0, w[0].1, w[1].2, w[1].0);
+        gaps.push((w[1].0 - w[0].1) / 1_000_000);
+    }
+    let busy: u128 = iv.iter().map(|(s, e, _)| (e - s) / 1_000_000).sum();
+    let span = (iv.last().unwrap().1 - iv[0].0) / 1_000_000;
+    eprintln!("figures: {} reloads of 0.3s, none overlapping; reload time {busy} ms; gaps between consecutive reloads (ms) {gaps:?}; first start to last end {span} ms", iv.len());
+    for a in &apps {
+        assert!(a.log().contains("reload slot taken"), "{} used the semaphore", a.name());
+    }
+    assert!(apps.iter().any(|a| a.log().contains("waiting for a reload slot")), "someone had to wait");
+    // Leases are gone once done.
+    assert!(children_sorted(&client, &format!("/zkcoord/reloads/{APP}")).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splay_spreads_applies_but_a_fresh_host_does_not_wait() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let n = 3;
+    let apps: Vec<Daemon> = (1..=n)
+        .map(|i| {
+            let s = Spec::app(&format!("web-{i}"), &hosts);
+            let mut d = s.prepare();
+            d.set_config(&format!("{}splay = \"3s\"\n", s.toml()));
+            d.spawn();
+            d
+        })
+        .collect();
+    wait_until("every app host reports", LONG, || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
+    })
+    .await;
+    let t = Instant::now();
+    publish_ok(&hosts, b"one\n").await;
+    for a in &apps {
+        wait_on_disk(a, b"one\n", LONG).await;
+    }
+    let first = t.elapsed();
+    assert!(apps.iter().all(|a| !a.log().contains("splay:")), "hosts with nothing applied do not wait");
+
+    let t = Instant::now();
+    publish_ok(&hosts, b"two\n").await;
+    let mut at: Vec<Option<Duration>> = vec![None; n];
+    while at.iter().any(Option::is_none) {
+        for (i, a) in apps.iter().enumerate() {
+            if at[i].is_none() && on_disk(a).as_deref() == Some(&b"two\n"[..]) {
+                at[i] = Some(t.elapsed());
+            }
+        }
+        assert!(t.elapsed() < LONG, "not all hosts applied: {at:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = t.elapsed();
+    for a in &apps {
+        assert!(a.log().contains("splay: applying in"), "{} waited a random delay:\n{}", a.name(), a.log_tail(20));
+    }
+    eprintln!("figures: fresh hosts, no splay: all applied in {first:?}; splay 3s: all applied in {all:?} (each host from the publish: {at:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_wait_follows_a_staged_rollout_to_its_end() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let check = r#"["sh", "-c", "! grep -q bad {src}"]"#;
+    let (_agent, _apps) = fleet(&hosts, 2, Some(check)).await;
+
+    let out = publish_with(&hosts, b"v2 good\n", &["--canary", "web-1", "--soak", "1s", "--wait=60s"]).await;
+    let text = ctl_ok(&out);
+    assert!(text.contains("soaking") && text.contains("promoted by the leader") && text.contains("2/2 applied"), "{text}");
+
+    let out = publish_with(&hosts, b"v3 bad\n", &["--canary", "web-2", "--soak", "1s", "--wait=60s"]).await;
+    assert_eq!(out.status.code(), Some(1), "an aborted rollout fails the wait:\n{}", output_text(&out));
+    assert!(output_text(&out).contains("aborted by the leader: check-failed on canary web-2"), "{}", output_text(&out));
+}
+
+/// A 0600 file in `dir` holding `text`.
+fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn acl_section() -> String {
+    let d = zkcoord::acl::digest_id;
+    format!(
+        "\n[acl]\nenabled = true\nagents = [\"{}\"]\napps = [\"{}\", \"{}\"]\npublishers = [\"{}\"]\n",
+        d("agent:apw"),
+        d("web1:w1pw"),
+        d("web2:w2pw"),
+        d("ops:opw")
+    )
+}
+
+/// The TOML of `spec` with an auth file, the [acl] section and `app_extra` for the [[app]].
+fn secured_toml(d: &Daemon, spec: &Spec, user_password: &str, app_extra: &str) -> String {
+    let auth = secret(d.dir(), "zk-auth", &format!("{user_password}\n"));
+    let toml = spec.toml().replace("start_timeout = \"5s\"\n", &format!("start_timeout = \"5s\"\nauth_file = \"{auth}\"\n"));
+    // [acl] must not land inside [[app]]: put the app's extra keys first, then the section.
+    format!("{toml}{app_extra}{}", acl_section())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acls_rollouts_and_reload_slots_work_and_only_publishers_decide() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let mut agent = Daemon::prepare("agent-1");
+    let agent_spec = Spec::agent("agent-1", &hosts);
+    agent.set_config(&secured_toml(&agent, &agent_spec, "agent:apw", ""));
+    agent.spawn();
+    wait_until("the agent leads", LONG, || async { leader_pid(&client).await == Some(agent.pid()) }).await;
+    let apps: Vec<Daemon> = [("web-1", "web1:w1pw"), ("web-2", "web2:w2pw")]
+        .into_iter()
+        .map(|(node, up)| {
+            let spec = Spec::app(node, &hosts);
+            let mut d = spec.prepare();
+            d.set_config(&secured_toml(&d, &spec, up, "max_parallel_reloads = 1\n"));
+            d.spawn();
+            d
+        })
+        .collect();
+    wait_until("both hosts report", LONG, || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == 2
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = secret(dir.path(), "ops-auth", "ops:opw\n");
+    let cfg = dir.path().join("ops.toml");
+    std::fs::write(&cfg, format!("role = \"agent\"\n[zookeeper]\nhosts = \"{hosts}\"\nauth_file = \"{auth}\"\n{}", acl_section())).unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let ops = |args: &[&str], input: &[u8]| {
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        ctl_stdin(&all, input)
+    };
+
+    ctl_ok(&ops(&["publish", APP, "-"], b"v1\n"));
+    for a in &apps {
+        wait_on_disk(a, b"v1\n", LONG).await;
+    }
+    ctl_ok(&ops(&["publish", APP, "-", "--canary", "web-1", "--soak", "1h"], b"v2\n"));
+    wait_on_disk(&apps[0], b"v2\n", LONG).await;
+    // Anyone can read the record; no one but agents and publishers may decide it.
+    let anonymous = ctl(&["--zk", &hosts, "abort", APP]);
+    assert_eq!(anonymous.status.code(), Some(77), "{}", output_text(&anonymous));
+    let out = ctl_ok(&ops(&["promote", APP], b""));
+    assert!(out.contains("promoted"), "{out}");
+    wait_on_disk(&apps[1], b"v2\n", LONG).await;
+    for a in &apps {
+        assert!(a.log().contains("reload slot taken"), "{}:\n{}", a.name(), a.log_tail(20));
+    }
+}
