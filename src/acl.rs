@@ -9,8 +9,10 @@
 //! | `requests` | agents and publishers | creator |
 //! | `outcomes` | agents (publishers may delete the answer they read) | creator |
 //! | `status/<app>` | agents and app hosts | creator |
+//! | a service's members parent (`/services/<name>`) | agents and app hosts | creator |
+//! | `drain/<node>` flags | whoever creates them (`zkcoordctl drain`) | creator |
 //! | election parent | agents | creator |
-//! | versions, metadata, requests, status nodes | — | creator (an app host writes only its own status) |
+//! | versions, metadata, requests, status nodes, service members | — | creator (an app host writes only its own status) |
 //!
 //! Everyone keeps READ: versions are what every host applies, and status is for everyone to see.
 
@@ -95,6 +97,9 @@ pub enum NodeKind {
     OutcomesParent,
     /// A status directory: app hosts create their status nodes in it.
     StatusParent,
+    /// A service's members directory: hosts (agents and app hosts) register members in it.
+    /// Members stay world-readable, so any client or script can discover them.
+    ServiceParent,
     /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
     Owned,
 }
@@ -138,7 +143,7 @@ impl AclPolicy {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.publishers, P::DELETE | P::READ);
             }
-            NodeKind::StatusParent => {
+            NodeKind::StatusParent | NodeKind::ServiceParent => {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.apps, P::CREATE | P::DELETE | P::READ);
             }

@@ -294,6 +294,7 @@ mod tests {
             hook_timeout: Duration::from_secs(5),
             run_as: None,
             follow_symlinks: false,
+            render: None,
         }
     }
 

@@ -11,6 +11,9 @@
 //! - [`request`]: the publish request format shared by `zkcoordctl`, the trigger and the agent.
 //! - [`trigger`]: the legacy `add|<data>` TCP listener.
 //! - [`app`]: watches an application's versions and applies the newest.
+//! - [`render`]: an app rendered from a service's live members through a template.
+//! - [`service`]: registers this host's services while healthy and not drained.
+//! - [`members`]: reads a service's live members (for rendering and `zkcoordctl services`).
 //! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
 //! - [`install`]: atomic write, check, reload, rollback.
 //! - [`hooks`]: runs check and reload commands with a timeout.
@@ -43,10 +46,13 @@ pub mod http;
 pub mod install;
 pub mod layout;
 pub mod logging;
+pub mod members;
 pub mod metrics;
 pub mod oneshot;
 pub mod registration;
+pub mod render;
 pub mod request;
+pub mod service;
 pub mod session;
 pub mod signals;
 pub mod state;
