@@ -4,10 +4,12 @@
 //! - [`publish`]: publish, rollback, and waiting for a rollout.
 //! - [`inspect`]: get, history, status, diff.
 //! - [`watch`]: follow publishes and host reports live.
+//! - [`services`]: live service members, and draining a host out of a service.
 //! - [`versions`]: version arguments (`12`, `conf-0000000012`, `-1`).
 
 pub mod inspect;
 pub mod publish;
+pub mod services;
 pub mod versions;
 pub mod watch;
 
@@ -111,6 +113,35 @@ pub enum Command {
     Watch {
         /// Only this application.
         app: Option<String>,
+    },
+    /// Live members of a service (or of every service): address, age and data, and who is drained.
+    #[command(after_help = "Examples:\n  zkcoordctl services\n  zkcoordctl services web --json\n  zkcoordctl services rpc --path /rpc")]
+    Services {
+        /// Only this service.
+        name: Option<String>,
+        /// The members' znode, for a registry outside /services (e.g. /rpc).
+        #[arg(long, requires = "name")]
+        path: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a host's member out of a service without stopping its daemon (until `undrain`).
+    #[command(after_help = "Examples:\n  zkcoordctl drain web                # this host (the config's node_id)\n  zkcoordctl drain web --node web-02")]
+    Drain {
+        /// The service.
+        service: String,
+        /// The host's node id (default: the config's node_id, else this host's name).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Put a drained host's member back into a service.
+    Undrain {
+        /// The service.
+        service: String,
+        /// The host's node id (default: the config's node_id, else this host's name).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// ZooKeeper ACLs: print a digest identity, or apply the configured ACLs to an existing tree.
     #[command(subcommand)]
@@ -285,6 +316,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Status { app, json } => inspect::status(&target, app.as_deref(), json).await,
         Command::Diff { app, a, b, file } => inspect::diff(&target, &app, a.as_deref(), b.as_deref(), file.as_deref()).await,
         Command::Watch { app } => watch::watch(&target, app.as_deref()).await,
+        Command::Services { name, path, json } => services::services(&target, name.as_deref(), path.as_deref(), json).await,
+        Command::Drain { service, node } => services::drain(&target, &service, node.as_deref(), true).await,
+        Command::Undrain { service, node } => services::drain(&target, &service, node.as_deref(), false).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }
