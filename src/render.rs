@@ -65,6 +65,8 @@ struct Rendered {
     count: Option<usize>,
     /// The session generation we last synced on.
     synced: u64,
+    /// Children left out at the last look (not JSON objects), so the warning is not repeated.
+    skipped: Vec<String>,
 }
 
 /// One rendered application's follower.
@@ -119,6 +121,7 @@ impl RenderFollower {
             held: false,
             count: None,
             synced: 0,
+            skipped: Vec::new(),
         };
         let (status_tx, status_rx) = watch::channel(st.report.to_bytes());
         let (reg_tx, _reg_rx) = watch::channel(None);
@@ -214,9 +217,10 @@ impl RenderFollower {
         let name = &self.app.name;
         let count = snap.members.len();
         st.count = Some(count);
-        if !snap.skipped.is_empty() {
+        if !snap.skipped.is_empty() && st.skipped != snap.skipped {
             tracing::warn!(app = %name, path = %self.render.members_path(), skipped = ?snap.skipped, "members without a JSON object as data are left out");
         }
+        st.skipped = snap.skipped.clone();
         let label = format!("members:{count}");
         if count == 0 && !self.render.allow_empty {
             if !st.held {

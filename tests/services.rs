@@ -1,0 +1,275 @@
+//! Service registry and discovery: hosts register their services while healthy, a renderer
+//! turns the live members into a file through the apply pipeline. Real ZooKeeper, real
+//! daemons, real `zkcoordctl`, and a plain ZooKeeper client playing an existing script.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use zookeeper_client::{Acls, Client, CreateMode};
+
+/// Generous: tests must never fail because the machine is slow.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+const TEMPLATE: &str = "upstream web {\n{% for m in members %}    server {{ m.host }}:{{ m.port }};\n{% endfor %}}\n";
+
+/// An app-role host that only registers `[[service]]` entries (`service` is the TOML body).
+fn registering(node: &str, hosts: &str, service: &str) -> Daemon {
+    let toml = format!(
+        "role = \"app\"\nnode_id = \"{node}\"\nstate_dir = \"{{dir}}/state\"\n\n[zookeeper]\nhosts = \"{hosts}\"\nsession_timeout = \"1s\"\nstart_timeout = \"5s\"\n\n[[service]]\n{service}"
+    );
+    Daemon::start(node, &toml)
+}
+
+/// A host that renders `{dir}/www/upstream.conf` from a service's members, counting reloads.
+fn renderer(node: &str, hosts: &str, render_extra: &str) -> Daemon {
+    let mut d = Daemon::prepare(node);
+    std::fs::create_dir_all(d.dir().join("www")).unwrap();
+    std::fs::write(d.dir().join("upstream.j2"), TEMPLATE).unwrap();
+    d.set_config(&format!(
+        "role = \"app\"\nnode_id = \"{node}\"\nstate_dir = \"{{dir}}/state\"\n\n[zookeeper]\nhosts = \"{hosts}\"\nsession_timeout = \"1s\"\nstart_timeout = \"5s\"\n\n\
+         [[app]]\nname = \"upstreams\"\ndest = \"{{dir}}/www/upstream.conf\"\nreload = [\"sh\", \"-c\", \"echo reload >> {{dir}}/reloads.log\"]\n\
+         [app.render]\nservice = \"web\"\ntemplate = \"{{dir}}/upstream.j2\"\n{render_extra}"
+    ));
+    d.spawn();
+    d
+}
+
+fn rendered(d: &Daemon) -> Option<String> {
+    std::fs::read_to_string(d.dir().join("www/upstream.conf")).ok()
+}
+
+fn reloads(d: &Daemon) -> usize {
+    std::fs::read_to_string(d.dir().join("reloads.log")).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+fn upstream(servers: &[&str]) -> String {
+    let mut s = "upstream web {\n".to_string();
+    for a in servers {
+        s.push_str(&format!("    server {a};\n"));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Whether the daemon's last finished render (its reload included) had `count` members.
+fn last_render_had(d: &Daemon, count: usize) -> bool {
+    d.log().lines().rev().find(|l| l.contains(" rendered app=")).is_some_and(|l| l.ends_with(&format!(" count={count}")))
+}
+
+/// Waits until the file holds `expected` and the render that wrote it has finished (reload
+/// included), so reload counts read afterwards are settled.
+async fn wait_rendered(d: &Daemon, expected: &str) -> Duration {
+    let start = Instant::now();
+    let count = expected.lines().filter(|l| l.contains("server ")).count();
+    while start.elapsed() < PATIENCE {
+        if rendered(d).as_deref() == Some(expected) && last_render_had(d, count) {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.print_log();
+    panic!("{}: never rendered {expected:?}; the file holds {:?}", d.name(), rendered(d));
+}
+
+async fn member(client: &Client, path: &str) -> Option<serde_json::Value> {
+    get(client, path).await.and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+async fn ctl_ok(args: &[&str]) -> String {
+    let out = ctl_async(args).await;
+    assert!(out.status.success(), "zkcoordctl {args:?} failed:\n{}", output_text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a script does: an EPHEMERAL_SEQUENTIAL `<prefix>` node with JSON host/port.
+async fn script_registers(client: &Client, prefix: &str, json: &str) -> String {
+    let (_, seq) = client
+        .create(prefix, json.as_bytes(), &CreateMode::EphemeralSequential.with_acls(Acls::anyone_all()))
+        .await
+        .unwrap();
+    format!("{prefix}{seq}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_service_comes_and_goes_with_its_health_check() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let mut d = registering(
+        "web-1",
+        &hosts,
+        "name = \"web\"\nhost = \"10.0.0.1\"\nport = 8001\ndata = { weight = 2 }\ncheck = [\"test\", \"-f\", \"{dir}/healthy\"]\ninterval = \"100ms\"\nrise = 1\nfall = 1\n",
+    );
+    let path = "/services/web/web-1";
+    d.wait_for_log("health check failed", PATIENCE);
+    assert!(get(&client, path).await.is_none(), "an unhealthy service is not registered");
+
+    std::fs::write(d.dir().join("healthy"), "").unwrap();
+    wait_until("the member is registered", PATIENCE, || async { get(&client, path).await.is_some() }).await;
+    assert_eq!(member(&client, path).await.unwrap(), serde_json::json!({"host": "10.0.0.1", "port": 8001, "weight": 2}));
+    let stat = client.check_stat(path).await.unwrap().unwrap();
+    assert_ne!(stat.ephemeral_owner, 0, "members are ephemeral");
+
+    std::fs::remove_file(d.dir().join("healthy")).unwrap();
+    wait_until("the unhealthy member is removed", PATIENCE, || async { get(&client, path).await.is_none() }).await;
+    assert!(d.is_running());
+
+    std::fs::write(d.dir().join("healthy"), "").unwrap();
+    wait_until("the healthy member is back", PATIENCE, || async { get(&client, path).await.is_some() }).await;
+
+    // Someone deletes it: it comes back with the same data.
+    let before = client.check_stat(path).await.unwrap().unwrap().czxid;
+    let deleted = Instant::now();
+    assert!(delete(&client, path).await);
+    wait_until("the deleted member is re-created", PATIENCE, || async {
+        client.check_stat(path).await.ok().flatten().is_some_and(|s| s.czxid != before)
+    })
+    .await;
+    eprintln!("figures: deleted member re-created after {:?}", deleted.elapsed());
+    assert_eq!(member(&client, path).await.unwrap()["host"], "10.0.0.1");
+
+    let listed: serde_json::Value = serde_json::from_str(&ctl_ok(&["--zk", &hosts, "services", "web", "--json"]).await).unwrap();
+    assert_eq!(listed[0]["members"][0]["node"], "web-1", "{listed}");
+    assert_eq!(listed[0]["members"][0]["address"], "10.0.0.1:8001", "{listed}");
+    let text = ctl_ok(&["--zk", &hosts, "services"]).await;
+    assert!(text.contains("SERVICE web (/services/web): 1 live member") && text.contains("10.0.0.1:8001"), "{text}");
+
+    // A clean stop removes the member at once (no session timeout to wait out).
+    assert!(d.term().success());
+    assert!(get(&client, path).await.is_none(), "a stopped daemon's member is gone when it has exited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_registered_host_drops_it_and_the_renderer_reloads_with_the_smaller_set() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _a = registering("app-a", &hosts, "name = \"web\"\nhost = \"10.0.0.1\"\nport = 80\n");
+    let mut b = registering("app-b", &hosts, "name = \"web\"\nhost = \"10.0.0.2\"\nport = 80\n");
+    let lb = renderer("lb-1", &hosts, "");
+
+    wait_rendered(&lb, &upstream(&["10.0.0.1:80", "10.0.0.2:80"])).await;
+    let before = reloads(&lb);
+    assert!(before >= 1, "the first render reloaded");
+
+    let killed = Instant::now();
+    b.kill9();
+    let took = wait_rendered(&lb, &upstream(&["10.0.0.1:80"])).await;
+    eprintln!("figures: kill -9 of a member (session timeout 1s) to re-rendered file: {took:?} (measured {:?})", killed.elapsed());
+    wait_until("the reload after the smaller set", PATIENCE, || async { reloads(&lb) == before + 1 }).await;
+    let status: serde_json::Value = serde_json::from_slice(&get(&client, "/zkcoord/status/upstreams/lb-1").await.unwrap()).unwrap();
+    assert_eq!(status["result"], "ok", "{status}");
+    // Give a stray second render a chance to show itself: it would be a needless reload.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reloads(&lb), before + 1, "one change, one reload");
+    wait_until("the status says one member", PATIENCE, || async {
+        get(&client, "/zkcoord/status/upstreams/lb-1").await.is_some_and(|b| String::from_utf8_lossy(&b).contains("members:1"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_written_by_a_plain_client_renders_in_a_stable_order_and_bursts_coalesce() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    create_all(&client, "/rpc").await;
+    let first = script_registers(&client, "/rpc/server", r#"{"host": "10.0.0.5", "port": 8001}"#).await;
+    script_registers(&client, "/rpc/server", r#"{"host": "10.0.0.4", "port": "8002"}"#).await;
+    create(&client, "/rpc/lock", b"").await; // not a member: its data is not JSON
+    let lb = renderer("lb-1", &hosts, "path = \"/rpc\"\n");
+
+    wait_rendered(&lb, &upstream(&["10.0.0.4:8002", "10.0.0.5:8001"])).await;
+    let text = ctl_ok(&["--zk", &hosts, "services", "rpc", "--path", "/rpc"]).await;
+    assert!(text.contains("2 live member") && text.contains("server0000000000") && text.contains("lock"), "{text}");
+
+    // The script's member goes away, then comes back with a new sequence number: same file,
+    // so no rewrite and no reload.
+    assert!(delete(&client, &first).await);
+    wait_rendered(&lb, &upstream(&["10.0.0.4:8002"])).await;
+    let after_delete = reloads(&lb);
+    let again = script_registers(&client, "/rpc/server", r#"{"host": "10.0.0.5", "port": 8001}"#).await;
+    assert_ne!(again, first);
+    wait_rendered(&lb, &upstream(&["10.0.0.4:8002", "10.0.0.5:8001"])).await;
+    assert_eq!(reloads(&lb), after_delete + 1);
+
+    // A burst of 30 registrations at once makes far fewer renders than changes.
+    let before = reloads(&lb);
+    let burst: Vec<_> = (0..30)
+        .map(|i| {
+            let client = client.clone();
+            async move { script_registers(&client, "/rpc/server", &format!(r#"{{"host": "10.1.0.{i:02}", "port": 80}}"#)).await }
+        })
+        .collect();
+    futures::future::join_all(burst).await;
+    wait_until("all 32 members are rendered", PATIENCE, || async { rendered(&lb).is_some_and(|t| t.lines().count() == 34) }).await;
+    let text = rendered(&lb).unwrap();
+    assert!(text.find("10.0.0.4:8002").unwrap() < text.find("10.1.0.00:80").unwrap(), "sorted by address:\n{text}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let n = reloads(&lb) - before;
+    eprintln!("figures: 30 registrations in a burst -> {n} render(s) and reload(s)");
+    assert!(n < 30, "renders must coalesce: {n} reloads for 30 changes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_member_list_is_held_back_unless_allowed() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    create_all(&client, "/services/web").await;
+    let only = script_registers(&client, "/services/web/m-", r#"{"host": "10.0.0.9", "port": 80}"#).await;
+    let held = renderer("lb-held", &hosts, "");
+    let empty = renderer("lb-empty", &hosts, "allow_empty = true\n");
+    let one = upstream(&["10.0.0.9:80"]);
+    wait_rendered(&held, &one).await;
+    wait_rendered(&empty, &one).await;
+    let held_reloads = reloads(&held);
+
+    assert!(delete(&client, &only).await);
+    wait_rendered(&empty, &upstream(&[])).await;
+    held.wait_for_log("holding back the empty list", PATIENCE);
+    wait_until("the held status says so", PATIENCE, || async {
+        get(&client, "/zkcoord/status/upstreams/lb-held").await.is_some_and(|b| String::from_utf8_lossy(&b).contains("held: no live members"))
+    })
+    .await;
+    assert_eq!(rendered(&held).unwrap(), one, "the file keeps its last content");
+    assert_eq!(reloads(&held), held_reloads, "nothing was written or reloaded");
+
+    // The member returns with the content the file already has: nothing to write.
+    script_registers(&client, "/services/web/m-", r#"{"host": "10.0.0.9", "port": 80}"#).await;
+    wait_rendered(&empty, &one).await;
+    held.wait_for_log("members are back", PATIENCE);
+    assert_eq!(reloads(&held), held_reloads, "same output, no reload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_undrain_take_a_host_out_of_rotation_and_back() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let mut d = registering("web-1", &hosts, "name = \"web\"\nhost = \"10.0.0.1\"\nport = 80\n");
+    let lb = renderer("lb-1", &hosts, "allow_empty = true\n");
+    let path = "/services/web/web-1";
+    wait_rendered(&lb, &upstream(&["10.0.0.1:80"])).await;
+
+    let said = ctl_ok(&["--zk", &hosts, "drain", "web", "--node", "web-1"]).await;
+    assert!(said.contains("drained web on web-1"), "{said}");
+    wait_until("the drained member is gone", PATIENCE, || async { get(&client, path).await.is_none() }).await;
+    wait_rendered(&lb, &upstream(&[])).await;
+    assert!(d.is_running(), "draining does not stop the daemon");
+    let text = ctl_ok(&["--zk", &hosts, "services", "web"]).await;
+    assert!(text.contains("0 live member") && text.contains("drained: web-1"), "{text}");
+    assert!(ctl_ok(&["--zk", &hosts, "drain", "web", "--node", "web-1"]).await.contains("already drained"));
+
+    // Still drained across a restart of the daemon: the flag lives in ZooKeeper.
+    d.restart();
+    wait_until_sync("the restarted daemon sees the flag", PATIENCE, || d.log().matches("drain flag set").count() >= 2);
+    assert!(get(&client, path).await.is_none());
+
+    let said = ctl_ok(&["--zk", &hosts, "undrain", "web", "--node", "web-1"]).await;
+    assert!(said.contains("undrained web on web-1"), "{said}");
+    wait_until("the undrained member is back", PATIENCE, || async { get(&client, path).await.is_some() }).await;
+    wait_rendered(&lb, &upstream(&["10.0.0.1:80"])).await;
+    assert!(ctl_ok(&["--zk", &hosts, "undrain", "web", "--node", "web-1"]).await.contains("was not drained"));
+}
