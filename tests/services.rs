@@ -273,3 +273,34 @@ async fn drain_and_undrain_take_a_host_out_of_rotation_and_back() {
     wait_rendered(&lb, &upstream(&["10.0.0.1:80"])).await;
     assert!(ctl_ok(&["--zk", &hosts, "undrain", "web", "--node", "web-1"]).await.contains("was not drained"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_lost_with_its_session_is_re_created_and_a_reload_changes_its_data() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let d = registering("web-1", &hosts, "name = \"web\"\nhost = \"10.0.0.1\"\nport = 80\n");
+    let path = "/services/web/web-1";
+    wait_until("the member is registered", PATIENCE, || async { get(&client, path).await.is_some() }).await;
+    let owner = client.check_stat(path).await.unwrap().unwrap().ephemeral_owner;
+
+    // Paused past its session timeout: the server expires the session and drops the member.
+    d.stop_signal();
+    wait_until("the paused host's member expires", PATIENCE, || async { get(&client, path).await.is_none() }).await;
+    let resumed = Instant::now();
+    d.cont();
+    wait_until("the member is re-created on a new session", PATIENCE, || async {
+        client.check_stat(path).await.ok().flatten().is_some_and(|s| s.ephemeral_owner != owner)
+    })
+    .await;
+    eprintln!("figures: SIGCONT after session expiry to member re-created: {:?}", resumed.elapsed());
+
+    // SIGHUP with new data: the member is re-registered with it.
+    d.set_config(&std::fs::read_to_string(d.config_path()).unwrap().replace("port = 80", "port = 81"));
+    d.hup();
+    wait_until("the member carries the new port", PATIENCE, || async {
+        member(&client, path).await.is_some_and(|m| m["port"] == 81)
+    })
+    .await;
+    d.wait_for_log("service web restarted", PATIENCE);
+}
