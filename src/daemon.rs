@@ -330,6 +330,27 @@ impl Components {
         Ok(changes)
     }
 
+    /// Restarts every rendered app's follower, so that edited templates are read again (a
+    /// template is a file on the host, outside the config, and SIGHUP is how an operator says
+    /// "look again"). An unchanged output is not rewritten. Returns a note for the log line.
+    async fn restart_renders(&mut self) -> String {
+        let names: Vec<String> = self.apps.iter().filter(|(_, a)| a.config.render.is_some()).map(|(n, _)| n.clone()).collect();
+        if names.is_empty() {
+            return String::new();
+        }
+        let config = self.config.clone();
+        for name in &names {
+            let running = self.apps.remove(name).expect("listed");
+            running.stop.cancel();
+            let _ = running.task.await;
+            let app = config.apps.iter().find(|a| &a.name == name).expect("a running app is configured");
+            let restarted = self.start_app(&config, app);
+            self.apps.insert(name.clone(), restarted);
+        }
+        self.publish_views();
+        format!("; templates re-read for {}", names.join(", "))
+    }
+
     /// A component that ended on its own, if any: the daemon is then unhealthy.
     fn dead_component(&mut self) -> Option<String> {
         if let Some(res) = self.fixed.try_join_next() {
@@ -408,9 +429,15 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
                     notifier.reloading();
                     match Config::load(&config_path) {
                         Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
-                        Ok(new) if new == *components.config => tracing::info!("reload: configuration unchanged"),
+                        Ok(new) if new == *components.config => {
+                            let rerendered = components.restart_renders().await;
+                            tracing::info!("reload: configuration unchanged{rerendered}");
+                        }
                         Ok(new) => match components.apply(new, &log).await {
-                            Ok(changes) => tracing::info!("reload applied: {}", changes.join("; ")),
+                            Ok(changes) => {
+                                let rerendered = components.restart_renders().await;
+                                tracing::info!("reload applied: {}{rerendered}", changes.join("; "));
+                            }
                             Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
                         },
                     }

@@ -210,6 +210,14 @@ async fn a_registry_written_by_a_plain_client_renders_in_a_stable_order_and_burs
     let n = reloads(&lb) - before;
     eprintln!("figures: 30 registrations in a burst -> {n} render(s) and reload(s)");
     assert!(n < 30, "renders must coalesce: {n} reloads for 30 changes");
+
+    // An edited template is read again on SIGHUP, without any member changing.
+    std::fs::write(lb.dir().join("upstream.j2"), format!("# {{{{ count }}}} members of {{{{ service }}}}\n{TEMPLATE}")).unwrap();
+    lb.hup();
+    wait_until("the edited template is rendered", PATIENCE, || async {
+        rendered(&lb).is_some_and(|t| t.starts_with("# 32 members of web\n"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
