@@ -559,7 +559,7 @@ impl Config {
             }
         }
         if self.role.runs_app() && self.apps.is_empty() && self.services.is_empty() {
-            return Err(invalid("app", &format!("role \"{}\" needs at least one [[app]] (or [[service]]) entry", self.role)));
+            return Err(invalid("app", &format!("role \"{}\" needs at least one [[app]] entry (or a [[service]] to register)", self.role)));
         }
         self.validate_services(&invalid)?;
         let mut seen = std::collections::HashSet::new();
