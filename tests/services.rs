@@ -178,20 +178,22 @@ async fn a_registry_written_by_a_plain_client_renders_in_a_stable_order_and_burs
     let first = script_registers(&client, "/rpc/server", r#"{"host": "10.0.0.5", "port": 8001}"#).await;
     script_registers(&client, "/rpc/server", r#"{"host": "10.0.0.4", "port": "8002"}"#).await;
     create(&client, "/rpc/lock", b"").await; // not a member: its data is not JSON
+    // Our own daemon joins the same registry the way the scripts do.
+    let _ours = registering("rpc-6", &hosts, "name = \"rpc\"\npath = \"/rpc\"\nnode_name = \"server\"\nsequential = true\nhost = \"10.0.0.6\"\nport = 8003\n");
     let lb = renderer("lb-1", &hosts, "path = \"/rpc\"\n");
 
-    wait_rendered(&lb, &upstream(&["10.0.0.4:8002", "10.0.0.5:8001"])).await;
+    wait_rendered(&lb, &upstream(&["10.0.0.4:8002", "10.0.0.5:8001", "10.0.0.6:8003"])).await;
     let text = ctl_ok(&["--zk", &hosts, "services", "rpc", "--path", "/rpc"]).await;
-    assert!(text.contains("2 live member") && text.contains("server0000000000") && text.contains("lock"), "{text}");
+    assert!(text.contains("3 live member") && text.contains("server0000000000") && text.contains("lock"), "{text}");
 
     // The script's member goes away, then comes back with a new sequence number: same file,
     // so no rewrite and no reload.
     assert!(delete(&client, &first).await);
-    wait_rendered(&lb, &upstream(&["10.0.0.4:8002"])).await;
+    wait_rendered(&lb, &upstream(&["10.0.0.4:8002", "10.0.0.6:8003"])).await;
     let after_delete = reloads(&lb);
     let again = script_registers(&client, "/rpc/server", r#"{"host": "10.0.0.5", "port": 8001}"#).await;
     assert_ne!(again, first);
-    wait_rendered(&lb, &upstream(&["10.0.0.4:8002", "10.0.0.5:8001"])).await;
+    wait_rendered(&lb, &upstream(&["10.0.0.4:8002", "10.0.0.5:8001", "10.0.0.6:8003"])).await;
     assert_eq!(reloads(&lb), after_delete + 1);
 
     // A burst of 30 registrations at once makes far fewer renders than changes.
@@ -203,7 +205,7 @@ async fn a_registry_written_by_a_plain_client_renders_in_a_stable_order_and_burs
         })
         .collect();
     futures::future::join_all(burst).await;
-    wait_until("all 32 members are rendered", PATIENCE, || async { rendered(&lb).is_some_and(|t| t.lines().count() == 34) }).await;
+    wait_until("all 33 members are rendered", PATIENCE, || async { rendered(&lb).is_some_and(|t| t.lines().count() == 35) }).await;
     let text = rendered(&lb).unwrap();
     assert!(text.find("10.0.0.4:8002").unwrap() < text.find("10.1.0.00:80").unwrap(), "sorted by address:\n{text}");
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -215,7 +217,7 @@ async fn a_registry_written_by_a_plain_client_renders_in_a_stable_order_and_burs
     std::fs::write(lb.dir().join("upstream.j2"), format!("# {{{{ count }}}} members of {{{{ service }}}}\n{TEMPLATE}")).unwrap();
     lb.hup();
     wait_until("the edited template is rendered", PATIENCE, || async {
-        rendered(&lb).is_some_and(|t| t.starts_with("# 32 members of web\n"))
+        rendered(&lb).is_some_and(|t| t.starts_with("# 33 members of web\n"))
     })
     .await;
 }
