@@ -250,6 +250,8 @@ impl RenderFollower {
         let sha = crate::request::sha256_hex(&bytes);
         if install::holds(&self.app.dest, &sha) {
             tracing::debug!(app = %name, count, "rendered output unchanged; nothing to write");
+            // The file is right again: an output that failed before is tried afresh if it returns.
+            st.failed = None;
             self.record(st, &label, Some(sha), ApplyResult::Ok, None);
             return;
         }

@@ -23,12 +23,17 @@ fn registering(node: &str, hosts: &str, service: &str) -> Daemon {
 
 /// A host that renders `{dir}/www/upstream.conf` from a service's members, counting reloads.
 fn renderer(node: &str, hosts: &str, render_extra: &str) -> Daemon {
+    renderer_with(node, hosts, "", render_extra)
+}
+
+/// Like [`renderer`], with extra `[[app]]` keys (a check, say).
+fn renderer_with(node: &str, hosts: &str, app_extra: &str, render_extra: &str) -> Daemon {
     let mut d = Daemon::prepare(node);
     std::fs::create_dir_all(d.dir().join("www")).unwrap();
     std::fs::write(d.dir().join("upstream.j2"), TEMPLATE).unwrap();
     d.set_config(&format!(
         "role = \"app\"\nnode_id = \"{node}\"\nstate_dir = \"{{dir}}/state\"\n\n[zookeeper]\nhosts = \"{hosts}\"\nsession_timeout = \"1s\"\nstart_timeout = \"5s\"\n\n\
-         [[app]]\nname = \"upstreams\"\ndest = \"{{dir}}/www/upstream.conf\"\nreload = [\"sh\", \"-c\", \"echo reload >> {{dir}}/reloads.log\"]\n\
+         [[app]]\nname = \"upstreams\"\ndest = \"{{dir}}/www/upstream.conf\"\nreload = [\"sh\", \"-c\", \"echo reload >> {{dir}}/reloads.log\"]\n{app_extra}\
          [app.render]\nservice = \"web\"\ntemplate = \"{{dir}}/upstream.j2\"\n{render_extra}"
     ));
     d.spawn();
@@ -136,8 +141,10 @@ async fn a_registered_service_comes_and_goes_with_its_health_check() {
     assert!(text.contains("SERVICE web (/services/web): 1 live member") && text.contains("10.0.0.1:8001"), "{text}");
 
     // A clean stop removes the member at once (no session timeout to wait out).
+    let stopping = Instant::now();
     assert!(d.term().success());
-    assert!(get(&client, path).await.is_none(), "a stopped daemon's member is gone when it has exited");
+    wait_until("the stopped daemon's member is gone", PATIENCE, || async { get(&client, path).await.is_none() }).await;
+    eprintln!("figures: SIGTERM to member gone: {:?}", stopping.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,4 +320,45 @@ async fn a_member_lost_with_its_session_is_re_created_and_a_reload_changes_its_d
     })
     .await;
     d.wait_for_log("service web restarted", PATIENCE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rendered_file_that_fails_its_check_is_not_installed() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    create_all(&client, "/services/web").await;
+    script_registers(&client, "/services/web/m-", r#"{"host": "10.0.0.1", "port": 80}"#).await;
+    let lb = renderer_with("lb-1", &hosts, "check = [\"sh\", \"-c\", \"! grep -q 10.0.0.66 {src}\"]\n", "");
+    let good = upstream(&["10.0.0.1:80"]);
+    wait_rendered(&lb, &good).await;
+    let before = reloads(&lb);
+
+    let bad = script_registers(&client, "/services/web/m-", r#"{"host": "10.0.0.66", "port": 80}"#).await;
+    let status = "/zkcoord/status/upstreams/lb-1";
+    wait_until("the status says check-failed", PATIENCE, || async {
+        get(&client, status).await.is_some_and(|b| String::from_utf8_lossy(&b).contains("check-failed"))
+    })
+    .await;
+    let s: serde_json::Value = serde_json::from_slice(&get(&client, status).await.unwrap()).unwrap();
+    assert_eq!((s["version"].as_str(), s["attempted"].as_str()), (Some("members:1"), Some("members:2")), "{s}");
+    assert_eq!(rendered(&lb).unwrap(), good, "the old file stays");
+    assert_eq!(reloads(&lb), before, "no reload for output that failed its check");
+
+    // The bad member leaves: the output equals the file again, and the status is ok.
+    assert!(delete(&client, &bad).await);
+    wait_until("the status is ok again", PATIENCE, || async {
+        get(&client, status).await.is_some_and(|b| String::from_utf8_lossy(&b).contains("\"result\":\"ok\""))
+    })
+    .await;
+    assert_eq!(rendered(&lb).unwrap(), good);
+    assert_eq!(reloads(&lb), before);
+
+    // It comes back: checked again (not silently skipped), and refused again.
+    script_registers(&client, "/services/web/m-", r#"{"host": "10.0.0.66", "port": 80}"#).await;
+    wait_until("the status says check-failed again", PATIENCE, || async {
+        get(&client, status).await.is_some_and(|b| String::from_utf8_lossy(&b).contains("check-failed"))
+    })
+    .await;
+    assert_eq!(rendered(&lb).unwrap(), good);
 }
