@@ -10,7 +10,7 @@
 //! | `outcomes` | agents (publishers may delete the answer they read) | creator |
 //! | `status/<app>` | agents and app hosts | creator |
 //! | a service's members parent (`/services/<name>`) | agents and app hosts | creator |
-//! | `drain/<node>` flags | whoever creates them (`zkcoordctl drain`) | creator |
+//! | `drain`, `drain/<node>` | agents and publishers (`zkcoordctl drain`) | creator |
 //! | election parent | agents | creator |
 //! | versions, metadata, requests, status nodes, service members | — | creator (an app host writes only its own status) |
 //!
@@ -100,6 +100,9 @@ pub enum NodeKind {
     /// A service's members directory: hosts (agents and app hosts) register members in it.
     /// Members stay world-readable, so any client or script can discover them.
     ServiceParent,
+    /// The drain flags' parents (`<root>/drain`, `<root>/drain/<node>`): publishers (operators)
+    /// set and clear flags; daemons only read them.
+    DrainParent,
     /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
     Owned,
 }
@@ -147,9 +150,25 @@ impl AclPolicy {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.apps, P::CREATE | P::DELETE | P::READ);
             }
+            NodeKind::DrainParent => {
+                grant(&mut acl, &self.agents, P::ALL);
+                grant(&mut acl, &self.publishers, P::CREATE | P::DELETE | P::READ);
+            }
             NodeKind::Owned => {}
         }
         acl
+    }
+}
+
+impl NodeKind {
+    /// What a missing ancestor of a node of this kind is created as. A service's ancestors
+    /// (`/services`) are service parents, so that any host may register another service;
+    /// everything else's are the agents'.
+    pub fn ancestors(self) -> NodeKind {
+        match self {
+            NodeKind::ServiceParent => NodeKind::ServiceParent,
+            _ => NodeKind::AgentParent,
+        }
     }
 }
 
@@ -231,5 +250,12 @@ mod tests {
         let status = p.acl_for(NodeKind::StatusParent);
         assert!(status.iter().any(|a| a.id() == "app:y" && a.permission().has(zk::Permission::CREATE)));
         assert!(!status.iter().any(|a| a.id() == "ops:z"));
+        let services = p.acl_for(NodeKind::ServiceParent);
+        assert!(services.iter().any(|a| a.id() == "app:y" && a.permission().has(zk::Permission::CREATE)));
+        let drain = p.acl_for(NodeKind::DrainParent);
+        assert!(drain.iter().any(|a| a.id() == "ops:z" && a.permission().has(zk::Permission::DELETE) && !a.permission().has(zk::Permission::WRITE)));
+        assert!(!drain.iter().any(|a| a.id() == "app:y"), "a host cannot undrain itself");
+        assert_eq!(NodeKind::ServiceParent.ancestors(), NodeKind::ServiceParent);
+        assert_eq!(NodeKind::StatusParent.ancestors(), NodeKind::AgentParent);
     }
 }

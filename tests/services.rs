@@ -362,3 +362,62 @@ async fn a_rendered_file_that_fails_its_check_is_not_installed() {
     .await;
     assert_eq!(rendered(&lb).unwrap(), good);
 }
+
+/// Writes a 0600 secret file in `dir`; returns its path.
+fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn acl_section() -> String {
+    let d = zkcoord::acl::digest_id;
+    format!(
+        "\n[acl]\nenabled = true\napps = [\"{}\", \"{}\"]\npublishers = [\"{}\"]\n",
+        d("web1:w1pw"),
+        d("web2:w2pw"),
+        d("ops:opw")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acls_any_app_host_registers_members_are_world_readable_and_operators_drain() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let secured = |node: &str, user_password: &str, service: &str| {
+        let mut d = Daemon::prepare(node);
+        let auth = secret(d.dir(), "zk-auth", &format!("{user_password}\n"));
+        d.set_config(&format!(
+            "role = \"app\"\nnode_id = \"{node}\"\nstate_dir = \"{{dir}}/state\"\n\n[zookeeper]\nhosts = \"{hosts}\"\nsession_timeout = \"1s\"\nauth_file = \"{auth}\"\n\n[[service]]\n{service}{}",
+            acl_section()
+        ));
+        d.spawn();
+        d
+    };
+    let web1 = secured("web-1", "web1:w1pw", "name = \"web\"\nhost = \"10.0.0.1\"\nport = 80\n");
+    let _web2 = secured("web-2", "web2:w2pw", "name = \"api\"\nhost = \"10.0.0.2\"\nport = 81\n");
+    let anyone = zk_client(&hosts).await;
+    wait_until("both hosts registered their services", PATIENCE, || async {
+        get(&anyone, "/services/web/web-1").await.is_some() && get(&anyone, "/services/api/web-2").await.is_some()
+    })
+    .await;
+    assert_eq!(member(&anyone, "/services/api/web-2").await.unwrap()["port"], 81, "members are world-readable");
+    let refused = anyone.set_data("/services/web/web-1", b"{}", None).await;
+    assert!(matches!(refused, Err(zookeeper_client::Error::NoAuth)), "{refused:?}");
+
+    // The operator drains with a publisher identity.
+    let dir = tempfile::tempdir().unwrap();
+    let auth = secret(dir.path(), "ops-auth", "ops:opw\n");
+    let cfg = dir.path().join("ops.toml");
+    std::fs::write(&cfg, format!("role = \"agent\"\n[zookeeper]\nhosts = \"{hosts}\"\nauth_file = \"{auth}\"\n{}", acl_section())).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    ctl_ok(&["--config", cfg, "drain", "web", "--node", "web-1"]).await;
+    wait_until("the drained member is gone", PATIENCE, || async { get(&anyone, "/services/web/web-1").await.is_none() }).await;
+    let refused = anyone.delete("/zkcoord/drain/web-1/web", None).await;
+    assert!(matches!(refused, Err(zookeeper_client::Error::NoAuth)), "only operators clear flags: {refused:?}");
+    ctl_ok(&["--config", cfg, "undrain", "web", "--node", "web-1"]).await;
+    wait_until("the member is back", PATIENCE, || async { get(&anyone, "/services/web/web-1").await.is_some() }).await;
+    assert!(!web1.log().contains("NoAuth"), "{}", web1.log());
+}

@@ -153,8 +153,17 @@ pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> R
     let flag = t.layout.drain(&node, service);
     let client = t.connect().await?;
     let said = if on {
-        let parent = flag.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
-        crate::session::ensure_path(&client, parent, crate::acl::NodeKind::Owned).await.map_err(zk_fail)?;
+        // The root is the agents'; the drain parents let publishers (operators) set flags.
+        crate::session::ensure_path(&client, t.layout.root(), crate::acl::NodeKind::AgentParent).await.map_err(zk_fail)?;
+        let node_dir = flag.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
+        let drain_root = node_dir.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
+        let parent_acl = crate::acl::for_node(crate::acl::NodeKind::DrainParent);
+        for dir in [drain_root, node_dir] {
+            match client.create(dir, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl))).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(zk_fail(e)),
+            }
+        }
         let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
         let data = serde_json::json!({ "by": who, "time": crate::state::now_secs() }).to_string();
         let acl = crate::acl::for_node(crate::acl::NodeKind::Owned);
