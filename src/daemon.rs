@@ -225,6 +225,7 @@ impl Components {
             service: svc.clone(),
             node_id: config.node_id.clone(),
             drain_flag: config.layout().drain(&config.node_id, &svc.name),
+            metrics: self.metrics.clone(),
         };
         let stop = self.work_stop.child_token();
         let task = tokio::spawn(runner.run(self.session.clone(), stop.clone()));

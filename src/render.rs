@@ -217,6 +217,7 @@ impl RenderFollower {
         let name = &self.app.name;
         let count = snap.members.len();
         st.count = Some(count);
+        self.metrics.render_members(name, count);
         if !snap.skipped.is_empty() && st.skipped != snap.skipped {
             tracing::warn!(app = %name, path = %self.render.members_path(), skipped = ?snap.skipped, "members without a JSON object as data are left out");
         }
@@ -244,6 +245,7 @@ impl RenderFollower {
             Err(why) => {
                 tracing::error!(app = %name, template = %self.render.template.display(), "render failed, file kept: {why}");
                 self.record(st, &label, None, ApplyResult::Error, Some(why));
+                self.metrics.apply_finished(name, ApplyResult::Error);
                 return;
             }
         };
@@ -262,30 +264,36 @@ impl RenderFollower {
         let addresses: Vec<String> = snap.members.iter().map(Member::address).collect();
         tracing::info!(app = %name, count, members = ?addresses, "rendering");
         self.publish(st, true);
-        match install::install(&self.app, bytes, &self.metrics).await {
+        let result = match install::install(&self.app, bytes, &self.metrics).await {
             Ok(InstallResult::Applied { .. }) => {
                 tracing::info!(app = %name, dest = %self.app.dest.display(), count, "rendered");
                 st.failed = None;
                 self.record(st, &label, Some(sha), ApplyResult::Ok, None);
+                ApplyResult::Ok
             }
             Ok(InstallResult::CheckFailed(why)) => {
                 tracing::error!(app = %name, "check failed, old file kept: {why}");
                 st.failed = Some(sha);
                 self.record(st, &label, None, ApplyResult::CheckFailed, Some(why));
+                ApplyResult::CheckFailed
             }
             Ok(InstallResult::ReloadFailed(why)) => {
                 tracing::error!(app = %name, "reload failed: {why}");
                 st.failed = Some(sha);
                 self.record(st, &label, None, ApplyResult::ReloadFailed, Some(why));
+                ApplyResult::ReloadFailed
             }
             Err(e) => {
                 tracing::error!(app = %name, "cannot install the rendered file: {e}; old file kept; trying again at the next change");
                 self.record(st, &label, None, ApplyResult::Error, Some(e.to_string()));
+                ApplyResult::Error
             }
-        }
+        };
+        self.metrics.apply_finished(name, result);
     }
 
-    /// Updates the report: on success `version` becomes `members:<n>` with the file's sha256;
+    /// Updates the report (metrics count real attempts only, and are recorded by the caller):
+    /// on success `version` becomes `members:<n>` with the file's sha256;
     /// on failure the file (and its version) stay and `attempted` says what was tried.
     fn record(&self, st: &mut Rendered, label: &str, sha: Option<String>, result: ApplyResult, error: Option<String>) {
         let r = &mut st.report;
@@ -299,7 +307,6 @@ impl RenderFollower {
         r.result = result;
         r.error = error;
         r.time = now_secs();
-        self.metrics.apply_finished(&self.app.name, result);
     }
 
     /// Publishes this app's view (when it changed).

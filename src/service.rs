@@ -46,6 +46,8 @@ pub struct ServiceRunner {
     pub node_id: String,
     /// The drain flag this runner watches.
     pub drain_flag: String,
+    /// Where whether the member is wanted is recorded (`zkcoord_service_registered`).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl ServiceRunner {
@@ -70,6 +72,7 @@ impl ServiceRunner {
         loop {
             let wanted = Wanted::of(*healthy.borrow_and_update(), *drained.borrow_and_update());
             if last != Some(wanted) {
+                self.metrics.service_registered(&svc.name, Some(wanted == Wanted::Registered));
                 match wanted {
                     Wanted::Registered => {
                         tracing::info!(service = %svc.name, path = %spec.parent, "service healthy and not drained; registering its member");
@@ -102,6 +105,7 @@ impl ServiceRunner {
         }
         let _ = health.await;
         let _ = drain.await;
+        self.metrics.service_registered(&svc.name, None);
     }
 }
 

@@ -3,6 +3,7 @@
 //! daemons, real `zkcoordctl`, and a plain ZooKeeper client playing an existing script.
 
 mod common;
+mod fleet;
 
 use common::*;
 use std::time::{Duration, Instant};
@@ -265,16 +266,23 @@ async fn drain_and_undrain_take_a_host_out_of_rotation_and_back() {
     let zk = ZkEnsemble::single();
     let hosts = zk.connect_string();
     let client = zk_client(&hosts).await;
-    let mut d = registering("web-1", &hosts, "name = \"web\"\nhost = \"10.0.0.1\"\nport = 80\n");
+    let port = free_port();
+    let http = format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    let mut d = registering("web-1", &hosts, &format!("name = \"web\"\nhost = \"10.0.0.1\"\nport = 80\n{http}"));
     let lb = renderer("lb-1", &hosts, "allow_empty = true\n");
     let path = "/services/web/web-1";
     wait_rendered(&lb, &upstream(&["10.0.0.1:80"])).await;
+    let registered = |want: &'static str| {
+        move || fleet::http_get(port, "/metrics").is_some_and(|r| r.body.contains(&format!("zkcoord_service_registered{{service=\"web\"}} {want}")))
+    };
+    wait_until_sync("the metric says registered", PATIENCE, registered("1"));
 
     let said = ctl_ok(&["--zk", &hosts, "drain", "web", "--node", "web-1"]).await;
     assert!(said.contains("drained web on web-1"), "{said}");
     wait_until("the drained member is gone", PATIENCE, || async { get(&client, path).await.is_none() }).await;
     wait_rendered(&lb, &upstream(&[])).await;
     assert!(d.is_running(), "draining does not stop the daemon");
+    wait_until_sync("the metric says not registered", PATIENCE, registered("0"));
     let text = ctl_ok(&["--zk", &hosts, "services", "web"]).await;
     assert!(text.contains("0 live member") && text.contains("drained: web-1"), "{text}");
     assert!(ctl_ok(&["--zk", &hosts, "drain", "web", "--node", "web-1"]).await.contains("already drained"));
