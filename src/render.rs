@@ -317,7 +317,9 @@ impl RenderFollower {
             looked: st.count.is_some(),
             applying,
             newest: st.count.map(|n| format!("members:{n}")),
-            behind: 0,
+            // A failed render (template, check, reload, write) leaves the file behind the
+            // members, which `/healthz` reports; a held-back empty list is deliberate, not that.
+            behind: u64::from(st.report.result != ApplyResult::Ok && st.report.result != ApplyResult::Pending),
             retrying: false,
         };
         self.view.send_if_modified(|v| {

@@ -337,7 +337,8 @@ async fn a_rendered_file_that_fails_its_check_is_not_installed() {
     let client = zk_client(&hosts).await;
     create_all(&client, "/services/web").await;
     script_registers(&client, "/services/web/m-", r#"{"host": "10.0.0.1", "port": 80}"#).await;
-    let lb = renderer_with("lb-1", &hosts, "check = [\"sh\", \"-c\", \"! grep -q 10.0.0.66 {src}\"]\n", "");
+    let port = free_port();
+    let lb = renderer_with("lb-1", &hosts, "check = [\"sh\", \"-c\", \"! grep -q 10.0.0.66 {src}\"]\n", &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
     let good = upstream(&["10.0.0.1:80"]);
     wait_rendered(&lb, &good).await;
     let before = reloads(&lb);
@@ -352,6 +353,9 @@ async fn a_rendered_file_that_fails_its_check_is_not_installed() {
     assert_eq!((s["version"].as_str(), s["attempted"].as_str()), (Some("members:1"), Some("members:2")), "{s}");
     assert_eq!(rendered(&lb).unwrap(), good, "the old file stays");
     assert_eq!(reloads(&lb), before, "no reload for output that failed its check");
+    let health = fleet::http_get(port, "/healthz").unwrap();
+    assert_eq!(health.status, 503, "{health:?}");
+    assert!(health.body.contains("app upstreams: check-failed members:2"), "{health:?}");
 
     // The bad member leaves: the output equals the file again, and the status is ok.
     assert!(delete(&client, &bad).await);
