@@ -10,8 +10,10 @@
 //! | `blobs`, `blobs/<app>`, `blobs/<app>/<sha256>` | agents and publishers (chunks of large configs) | creator; agents may delete (pruning) |
 //! | `outcomes` | agents (publishers may delete the answer they read) | creator |
 //! | `status/<app>` | agents and app hosts | creator |
+//! | a service's members parent (`/services/<name>`) | agents and app hosts | creator |
+//! | `drain`, `drain/<node>` | agents and publishers (`zkcoordctl drain`) | creator |
 //! | election parent | agents | creator |
-//! | versions, metadata, requests, status nodes | — | creator (an app host writes only its own status) |
+//! | versions, metadata, requests, status nodes, service members | — | creator (an app host writes only its own status) |
 //! | `rollouts/<app>` | — | agents; publishers may write (promote, abort) |
 //! | `reloads/<app>` (reload leases) | agents and app hosts | creator |
 //!
@@ -134,6 +136,12 @@ pub enum NodeKind {
     Blobs,
     /// A status directory: app hosts create their status nodes in it.
     StatusParent,
+    /// A service's members directory: hosts (agents and app hosts) register members in it.
+    /// Members stay world-readable, so any client or script can discover them.
+    ServiceParent,
+    /// The drain flags' parents (`<root>/drain`, `<root>/drain/<node>`): publishers (operators)
+    /// set and clear flags; daemons only read them.
+    DrainParent,
     /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
     Owned,
     /// A rollout record: the leader writes it, publishers may promote or abort it.
@@ -184,9 +192,13 @@ impl AclPolicy {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.publishers, P::DELETE | P::READ);
             }
-            NodeKind::StatusParent => {
+            NodeKind::StatusParent | NodeKind::ServiceParent => {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.apps, P::CREATE | P::DELETE | P::READ);
+            }
+            NodeKind::DrainParent => {
+                grant(&mut acl, &self.agents, P::ALL);
+                grant(&mut acl, &self.publishers, P::CREATE | P::DELETE | P::READ);
             }
             NodeKind::Owned => {}
             NodeKind::Rollout => {
@@ -195,6 +207,18 @@ impl AclPolicy {
             }
         }
         acl
+    }
+}
+
+impl NodeKind {
+    /// What a missing ancestor of a node of this kind is created as. A service's ancestors
+    /// (`/services`) are service parents, so that any host may register another service;
+    /// everything else's are the agents'.
+    pub fn ancestors(self) -> NodeKind {
+        match self {
+            NodeKind::ServiceParent => NodeKind::ServiceParent,
+            _ => NodeKind::AgentParent,
+        }
     }
 }
 
@@ -282,6 +306,13 @@ mod tests {
         let status = p.acl_for(NodeKind::StatusParent);
         assert!(status.iter().any(|a| a.id() == "app:y" && a.permission().has(zk::Permission::CREATE)));
         assert!(!status.iter().any(|a| a.id() == "ops:z"));
+        let services = p.acl_for(NodeKind::ServiceParent);
+        assert!(services.iter().any(|a| a.id() == "app:y" && a.permission().has(zk::Permission::CREATE)));
+        let drain = p.acl_for(NodeKind::DrainParent);
+        assert!(drain.iter().any(|a| a.id() == "ops:z" && a.permission().has(zk::Permission::DELETE) && !a.permission().has(zk::Permission::WRITE)));
+        assert!(!drain.iter().any(|a| a.id() == "app:y"), "a host cannot undrain itself");
+        assert_eq!(NodeKind::ServiceParent.ancestors(), NodeKind::ServiceParent);
+        assert_eq!(NodeKind::StatusParent.ancestors(), NodeKind::AgentParent);
         let p = AclPolicy { enabled: true, agents: vec!["sasl:agent".into(), "x509:CN=a,O=ops".into()], ..Default::default() };
         let ids: Vec<_> = p.acl_for(NodeKind::AgentParent).iter().map(|a| (a.scheme().to_string(), a.id().to_string())).collect();
         assert!(ids.contains(&("sasl".into(), "agent".into())) && ids.contains(&("x509".into(), "CN=a,O=ops".into())), "{ids:?}");

@@ -85,6 +85,105 @@ pub struct Config {
     /// one node's 1 MB limit is stored in chunk nodes ([`crate::chunks`]).
     #[serde(default = "default_max_config_size", deserialize_with = "deserialize_size")]
     pub max_config_size: u64,
+    /// Local services this host registers as live members while they are healthy (any role).
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One `[[service]]` entry: a local service announced in ZooKeeper for as long as it is
+/// healthy, so that other hosts (and plain clients) can discover it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The service's name; its members live at `/services/<name>` unless `path` says.
+    pub name: String,
+    /// The znode whose children are the service's members, e.g. an existing `/rpc`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Our member node's name (default: node_id), or its prefix when `sequential`.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// EPHEMERAL_SEQUENTIAL members (`server0000000003`), as many existing registries use.
+    #[serde(default)]
+    pub sequential: bool,
+    /// The address clients should connect to (default: this machine's host name).
+    #[serde(default = "default_service_host")]
+    pub host: String,
+    /// The port clients should connect to.
+    pub port: u16,
+    /// Extra JSON fields merged into the member's data, e.g. `{ weight = 2, zone = "a" }`.
+    #[serde(default)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// The health check; without one the service counts as healthy while the daemon runs.
+    #[serde(default)]
+    pub check: Option<HookCommand>,
+    /// How often the health check runs.
+    #[serde(default = "default_check_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one health check may run before its process group is killed (and it fails).
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy (or starting) service healthy.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that make a healthy service unhealthy.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+impl ServiceConfig {
+    /// The znode whose children are this service's members.
+    pub fn members_path(&self) -> String {
+        self.path.clone().unwrap_or_else(|| services_path(&self.name))
+    }
+
+    /// The member's JSON data: the extra fields with `host` and `port` set over them.
+    pub fn member_data(&self) -> Vec<u8> {
+        let mut m = self.data.clone();
+        m.insert("host".into(), self.host.clone().into());
+        m.insert("port".into(), self.port.into());
+        serde_json::to_vec(&serde_json::Value::Object(m)).expect("member data serializes")
+    }
+}
+
+/// Where a service's members live when no `path` is configured.
+pub fn services_path(name: &str) -> String {
+    format!("{DEFAULT_SERVICES_ROOT}/{name}")
+}
+
+/// Parent of every service's members by default (beside `/applications`, outside our own
+/// root, so that existing clients and scripts find them where the pattern puts them).
+pub const DEFAULT_SERVICES_ROOT: &str = "/services";
+
+/// An `[app.render]` table: the app's file is rendered from a service's live members instead
+/// of being taken from published versions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderConfig {
+    /// The service whose members are rendered (members at `/services/<name>` unless `path`).
+    pub service: String,
+    /// The members' znode, for a registry elsewhere (e.g. `/rpc`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The template file on this host (minijinja, i.e. Jinja2 syntax).
+    pub template: PathBuf,
+    /// Write an empty member list too; off by default, so a registry outage (or every member
+    /// failing at once) does not take every upstream out of the rendered file.
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Renders wait until the members have been quiet this long, so a burst makes one reload.
+    #[serde(default = "default_render_quiet", with = "humantime_serde")]
+    pub quiet: Duration,
+    /// ... but never longer than this after the first change.
+    #[serde(default = "default_render_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl RenderConfig {
+    /// The znode whose children are the rendered members.
+    pub fn members_path(&self) -> String {
+        self.path.clone().unwrap_or_else(|| services_path(&self.service))
+    }
 }
 
 /// What an `[[app]]` keeps at its `dest`.
@@ -277,6 +376,9 @@ pub struct AppConfig {
     /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// Render `dest` from a service's live members instead of applying published versions.
+    #[serde(default)]
+    pub render: Option<RenderConfig>,
     /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
     /// semaphore ([`crate::pacing`]); absent means no limit.
     #[serde(default)]
@@ -374,6 +476,27 @@ fn default_keep_versions() -> u32 {
 }
 fn default_trigger_max_connections() -> usize {
     64
+}
+fn default_service_host() -> String {
+    default_node_id()
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_render_quiet() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_render_max_wait() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_mode() -> u32 {
     0o644
@@ -533,9 +656,10 @@ impl Config {
                 return Err(invalid("http.listen", &format!("expected an address like \"127.0.0.1:9877\", got {addr:?}")));
             }
         }
-        if self.role.runs_app() && self.apps.is_empty() {
-            return Err(invalid("app", &format!("role \"{}\" needs at least one [[app]] entry", self.role)));
+        if self.role.runs_app() && self.apps.is_empty() && self.services.is_empty() {
+            return Err(invalid("app", &format!("role \"{}\" needs at least one [[app]] entry (or a [[service]] to register)", self.role)));
         }
+        self.validate_services(&invalid)?;
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let key = |k: &str| format!("app[{i}].{k}");
@@ -573,6 +697,67 @@ impl Config {
             }
             crate::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
             crate::pacing::validate(app).map_err(|(k, m)| invalid(&key(k), &m))?;
+            if let Some(r) = &app.render {
+                if app.path.is_some() {
+                    return Err(invalid(&key("path"), "is where published versions live; a rendered app names its members with render.service or render.path"));
+                }
+                validate_app_name(&r.service).map_err(|m| invalid(&key("render.service"), &m))?;
+                if let Some(p) = &r.path {
+                    validate_znode_path(p).map_err(|m| invalid(&key("render.path"), &m))?;
+                }
+                if !r.template.is_absolute() {
+                    return Err(invalid(&key("render.template"), &format!("expected an absolute path to a template file on this host, got {:?}", r.template.display().to_string())));
+                }
+                if r.quiet.is_zero() || r.max_wait < r.quiet {
+                    return Err(invalid(&key("render.max_wait"), "expected 0 < quiet <= max_wait (e.g. quiet = \"200ms\", max_wait = \"2s\")"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_services(&self, invalid: &dyn Fn(&str, &str) -> ConfigError) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let key = |k: &str| format!("service[{i}].{k}");
+            validate_app_name(&s.name).map_err(|m| invalid(&key("name"), &m))?;
+            if !seen.insert(s.name.clone()) {
+                return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", s.name)));
+            }
+            if let Some(p) = &s.path {
+                validate_znode_path(p).map_err(|m| invalid(&key("path"), &m))?;
+            }
+            if let Some(n) = &s.node_name {
+                if n.is_empty() || n.contains('/') || n.chars().any(char::is_control) {
+                    return Err(invalid(&key("node_name"), &format!("expected a znode name without '/', got {n:?}")));
+                }
+            }
+            if s.host.trim().is_empty() {
+                return Err(invalid(&key("host"), "expected an address or host name clients can connect to"));
+            }
+            if s.port == 0 {
+                return Err(invalid(&key("port"), "expected a port from 1 to 65535"));
+            }
+            if let Some(k) = ["host", "port"].into_iter().find(|k| s.data.contains_key(*k)) {
+                return Err(invalid(&key(&format!("data.{k}")), &format!("`{k}` is set by the service's own `{k}` key; remove it from data")));
+            }
+            match &s.check {
+                Some(HookCommand::Argv(v)) if v.is_empty() || v[0].is_empty() => {
+                    return Err(invalid(&key("check"), "expected a non-empty command"))
+                }
+                Some(HookCommand::Shell(c)) if c.trim().is_empty() => return Err(invalid(&key("check"), "expected a non-empty command")),
+                _ => {}
+            }
+            for (k, d) in [("interval", s.interval), ("timeout", s.timeout)] {
+                if d.is_zero() {
+                    return Err(invalid(&key(k), "expected a positive duration like \"5s\""));
+                }
+            }
+            for (k, n) in [("rise", s.rise), ("fall", s.fall)] {
+                if n == 0 {
+                    return Err(invalid(&key(k), "expected a count of at least 1"));
+                }
+            }
         }
         Ok(())
     }
@@ -728,5 +913,66 @@ reload = ["nginx", "-s", "reload"]
         assert!(validate_znode_path("/applications").is_ok());
         assert!(validate_znode_path("/a//b").is_err());
         assert!(validate_znode_path("relative").is_err());
+    }
+
+    #[test]
+    fn services_take_defaults_and_merge_host_and_port_into_their_data() {
+        let c = load(&format!("{MINIMAL}\n[[service]]\nname = \"web\"\nhost = \"10.0.0.5\"\nport = 8001\ndata = {{ weight = 2, zone = \"a\" }}\n")).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.members_path(), "/services/web");
+        assert_eq!((s.rise, s.fall, s.interval), (2, 3, Duration::from_secs(5)));
+        let data: serde_json::Value = serde_json::from_slice(&s.member_data()).unwrap();
+        assert_eq!(data, serde_json::json!({"host": "10.0.0.5", "port": 8001, "weight": 2, "zone": "a"}));
+    }
+
+    #[test]
+    fn bad_service_entries_name_the_key() {
+        let base = format!("{MINIMAL}\n[[service]]\nname = \"web\"\nport = 8001\n");
+        for (extra, key, expected) in [
+            ("path = \"rpc\"\n", "service[0].path", "absolute znode path"),
+            ("node_name = \"a/b\"\n", "service[0].node_name", "without '/'"),
+            ("rise = 0\n", "service[0].rise", "at least 1"),
+            ("fall = 0\n", "service[0].fall", "at least 1"),
+            ("interval = \"0s\"\n", "service[0].interval", "positive duration"),
+            ("check = []\n", "service[0].check", "non-empty command"),
+            ("data = { port = 1 }\n", "service[0].data.port", "own `port` key"),
+        ] {
+            let err = load(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains("/etc/zkcoord.toml") && err.contains(key) && err.contains(expected), "{extra}: {err}");
+        }
+        let err = load(&format!("{MINIMAL}\n[[service]]\nname = \"web\"\nport = 0\n")).unwrap_err().to_string();
+        assert!(err.contains("service[0].port"), "{err}");
+        let err = load(&format!("{MINIMAL}\n[[service]]\nname = \"web\"\nport = 70000\n")).unwrap_err().to_string();
+        assert!(err.contains("service") && err.contains("port"), "{err}");
+        let err = load(&format!("{MINIMAL}\n[[service]]\nname = \"web\"\n")).unwrap_err().to_string();
+        assert!(err.contains("port"), "a missing port is named: {err}");
+        let err = load(&format!("{base}interval = \"often\"\n")).unwrap_err().to_string();
+        assert!(err.contains("service[0].interval") || err.contains("service.0.interval"), "{err}");
+        let err = load(&format!("{base}helth = 1\n")).unwrap_err().to_string();
+        assert!(err.contains("helth"), "{err}");
+        let err = load(&format!("{base}\n[[service]]\nname = \"web\"\nport = 2\n")).unwrap_err().to_string();
+        assert!(err.contains("service[1].name") && err.contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn a_rendered_app_is_validated() {
+        let render = "[app.render]\nservice = \"web\"\ntemplate = \"/etc/zkcoord/upstream.j2\"\n";
+        let c = load(&format!("{MINIMAL}{render}")).unwrap();
+        let r = c.apps[0].render.as_ref().unwrap();
+        assert_eq!((r.members_path(), r.allow_empty), ("/services/web".to_string(), false));
+        let err = load(&format!("{MINIMAL}{}", render.replace("/etc/zkcoord/upstream.j2", "upstream.j2"))).unwrap_err().to_string();
+        assert!(err.contains("app[0].render.template") && err.contains("absolute"), "{err}");
+        let err = load(&format!("{MINIMAL}{render}quiet = \"5s\"\nmax_wait = \"1s\"\n")).unwrap_err().to_string();
+        assert!(err.contains("app[0].render.max_wait"), "{err}");
+        let err = load(&format!("{MINIMAL}{render}path = \"rpc\"\n")).unwrap_err().to_string();
+        assert!(err.contains("app[0].render.path"), "{err}");
+        let err = load(&format!("{MINIMAL}path = \"/x\"\n{render}")).unwrap_err().to_string();
+        assert!(err.contains("app[0].path"), "{err}");
+    }
+
+    #[test]
+    fn an_app_host_that_only_registers_services_is_valid() {
+        let c = load("role = \"app\"\n[zookeeper]\nhosts = \"h:1\"\n[[service]]\nname = \"web\"\nport = 80\n").unwrap();
+        assert_eq!(c.services.len(), 1);
     }
 }

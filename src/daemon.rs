@@ -6,7 +6,9 @@
 use crate::agent;
 use crate::app::{AppFollower, AppView, Applier};
 use crate::http::{self, HttpState};
-use crate::config::{AppConfig, Config};
+use crate::config::{AppConfig, Config, ServiceConfig};
+use crate::render::RenderFollower;
+use crate::service::ServiceRunner;
 use crate::election::{self, Leadership};
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
@@ -51,6 +53,16 @@ struct RunningApp {
     view: watch::Receiver<AppView>,
 }
 
+/// One registered `[[service]]`.
+struct RunningService {
+    /// The config it runs with; a reload that changes it restarts the registration.
+    config: ServiceConfig,
+    /// Stops just this service's registration (its member is removed).
+    stop: CancellationToken,
+    /// Its task.
+    task: JoinHandle<()>,
+}
+
 /// The HTTP listener, restartable by a reload that changes `[http]`.
 struct RunningHttp {
     /// Stops it.
@@ -83,6 +95,8 @@ struct Components {
     intake: Option<RunningIntake>,
     /// App followers by name.
     apps: BTreeMap<String, RunningApp>,
+    /// Service registrations by name (every role).
+    services: BTreeMap<String, RunningService>,
     /// Counts components that still owe their first sync (for READY).
     gate: ReadyGate,
     /// Shared with every component, which records its own events.
@@ -104,6 +118,7 @@ impl Components {
             leadership: lead_rx,
             intake: None,
             apps: BTreeMap::new(),
+            services: BTreeMap::new(),
             gate: ReadyGate::new(),
             metrics,
             http: None,
@@ -118,6 +133,10 @@ impl Components {
                 let running = c.start_app(&config, app);
                 c.apps.insert(app.name.clone(), running);
             }
+        }
+        for svc in &config.services {
+            let running = c.start_service(&config, svc);
+            c.services.insert(svc.name.clone(), running);
         }
         c.publish_views();
         c.http = c.start_http(&config);
@@ -190,10 +209,27 @@ impl Components {
 
     fn start_app(&self, config: &Config, app: &AppConfig) -> RunningApp {
         let (view_tx, view) = watch::channel(AppView::starting(&app.name));
-        let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), view: view_tx };
         let stop = self.work_stop.child_token();
-        let task = tokio::spawn(follower.run(self.session.clone(), stop.clone()));
+        let task = if app.render.is_some() {
+            let follower = RenderFollower::new(config, app, self.metrics.clone(), self.gate.part(), view_tx);
+            tokio::spawn(follower.run(self.session.clone(), stop.clone()))
+        } else {
+            let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), view: view_tx };
+            tokio::spawn(follower.run(self.session.clone(), stop.clone()))
+        };
         RunningApp { config: app.clone(), stop, task, view }
+    }
+
+    fn start_service(&self, config: &Config, svc: &ServiceConfig) -> RunningService {
+        let runner = ServiceRunner {
+            service: svc.clone(),
+            node_id: config.node_id.clone(),
+            drain_flag: config.layout().drain(&config.node_id, &svc.name),
+            metrics: self.metrics.clone(),
+        };
+        let stop = self.work_stop.child_token();
+        let task = tokio::spawn(runner.run(self.session.clone(), stop.clone()));
+        RunningService { config: svc.clone(), stop, task }
     }
 
     /// Applies a new configuration: apps added, removed or changed, intake settings, log level,
@@ -255,6 +291,29 @@ impl Components {
             }
             self.publish_views();
         }
+        let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        let stale: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(name, running)| wanted.get(name.as_str()).is_none_or(|w| **w != running.config))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &stale {
+            let running = self.services.remove(name).expect("listed");
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
+        for svc in &new.services {
+            if !self.services.contains_key(&svc.name) {
+                let running = self.start_service(&new, svc);
+                self.services.insert(svc.name.clone(), running);
+                let verb = if stale.contains(&svc.name) { "restarted" } else { "added" };
+                changes.push(format!("service {} {verb}", svc.name));
+            }
+        }
+        for name in stale.iter().filter(|n| !wanted.contains_key(n.as_str())) {
+            changes.push(format!("service {name} removed"));
+        }
         if old.http != new.http {
             if let Some(running) = self.http.take() {
                 running.stop.cancel();
@@ -272,6 +331,27 @@ impl Components {
         Ok(changes)
     }
 
+    /// Restarts every rendered app's follower, so that edited templates are read again (a
+    /// template is a file on the host, outside the config, and SIGHUP is how an operator says
+    /// "look again"). An unchanged output is not rewritten. Returns a note for the log line.
+    async fn restart_renders(&mut self) -> String {
+        let names: Vec<String> = self.apps.iter().filter(|(_, a)| a.config.render.is_some()).map(|(n, _)| n.clone()).collect();
+        if names.is_empty() {
+            return String::new();
+        }
+        let config = self.config.clone();
+        for name in &names {
+            let running = self.apps.remove(name).expect("listed");
+            running.stop.cancel();
+            let _ = running.task.await;
+            let app = config.apps.iter().find(|a| &a.name == name).expect("a running app is configured");
+            let restarted = self.start_app(&config, app);
+            self.apps.insert(name.clone(), restarted);
+        }
+        self.publish_views();
+        format!("; templates re-read for {}", names.join(", "))
+    }
+
     /// A component that ended on its own, if any: the daemon is then unhealthy.
     fn dead_component(&mut self) -> Option<String> {
         if let Some(res) = self.fixed.try_join_next() {
@@ -279,6 +359,9 @@ impl Components {
         }
         if let Some(name) = self.apps.iter().find(|(_, a)| a.task.is_finished()).map(|(n, _)| n.clone()) {
             return Some(format!("the follower of app {name} ended"));
+        }
+        if let Some(name) = self.services.iter().find(|(_, s)| s.task.is_finished()).map(|(n, _)| n.clone()) {
+            return Some(format!("the registration of service {name} ended"));
         }
         if self.intake.as_ref().is_some_and(|i| i.tasks.iter().any(|t| t.is_finished())) {
             return Some("agent intake ended".into());
@@ -298,6 +381,7 @@ impl Components {
         self.work_stop.cancel();
         let longest_hook = self.config.apps.iter().map(|a| a.hook_timeout).max().unwrap_or_default();
         let mut handles: Vec<JoinHandle<()>> = self.apps.into_values().map(|a| a.task).collect();
+        handles.extend(self.services.into_values().map(|s| s.task));
         if let Some(intake) = self.intake.take() {
             handles.extend(intake.tasks);
         }
@@ -346,9 +430,15 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
                     notifier.reloading();
                     match Config::load(&config_path) {
                         Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
-                        Ok(new) if new == *components.config => tracing::info!("reload: configuration unchanged"),
+                        Ok(new) if new == *components.config => {
+                            let rerendered = components.restart_renders().await;
+                            tracing::info!("reload: configuration unchanged{rerendered}");
+                        }
                         Ok(new) => match components.apply(new, &log).await {
-                            Ok(changes) => tracing::info!("reload applied: {}", changes.join("; ")),
+                            Ok(changes) => {
+                                let rerendered = components.restart_renders().await;
+                                tracing::info!("reload applied: {}{rerendered}", changes.join("; "));
+                            }
                             Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
                         },
                     }

@@ -11,6 +11,8 @@
 //! | `<root>/reloads/<app>/lease-<seq>` | EPHEMERAL_SEQUENTIAL | a reload slot (see [`crate::pacing`]) |
 //! | `<root>/meta/<app>/conf-<seq>` | PERSISTENT | a version's metadata (JSON) |
 //! | `<root>/status/<app>/<node_id>` | EPHEMERAL | what a host applied (JSON) |
+//! | `<root>/drain/<node_id>/<service>` | PERSISTENT | flag: this host's member of the service is drained |
+//! | `/services/<service>/<node_id>` (or a configured path and name) | EPHEMERAL(_SEQUENTIAL) | a live member: `{"host", "port", ...}` |
 
 /// Name prefix of version nodes.
 pub const VERSION_PREFIX: &str = "conf-";
@@ -83,6 +85,10 @@ impl Layout {
     /// Parent of `app`'s version metadata.
     pub fn meta(&self, app: &str) -> String {
         format!("{}/{}", self.meta_root(), app)
+    }
+    /// The flag that takes `node`'s member of `service` out of rotation while it exists.
+    pub fn drain(&self, node: &str, service: &str) -> String {
+        format!("{}/drain/{node}/{service}", self.root)
     }
     /// Parent of `app`'s per-host status nodes.
     pub fn status(&self, app: &str) -> String {

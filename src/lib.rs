@@ -12,6 +12,9 @@
 //! - [`request`]: the publish request format shared by `zkcoordctl`, the trigger and the agent.
 //! - [`trigger`]: the legacy `add|<data>` TCP listener.
 //! - [`app`]: watches an application's versions and applies the newest.
+//! - [`render`]: an app rendered from a service's live members through a template.
+//! - [`service`]: registers this host's services while healthy and not drained.
+//! - [`members`]: reads a service's live members (for rendering and `zkcoordctl services`).
 //! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
 //! - [`signing`]: ed25519-signed versions, and the keys an app trusts.
 //! - [`rollout`]: staged rollouts: canaries, soak, promote, abort (record, app filter, leader supervisor).
@@ -51,12 +54,15 @@ pub mod http;
 pub mod install;
 pub mod layout;
 pub mod logging;
+pub mod members;
 pub mod metrics;
 pub mod oneshot;
 pub mod pacing;
 pub mod registration;
+pub mod render;
 pub mod request;
 pub mod rollout;
+pub mod service;
 pub mod session;
 pub mod signing;
 pub mod signals;

@@ -62,6 +62,13 @@ struct AppLabels {
     app: String,
 }
 
+/// `service="web"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    /// The service's name.
+    service: String,
+}
+
 /// `app="nginxconf",result="check-failed"`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApplyLabels {
@@ -132,6 +139,10 @@ pub struct Metrics {
     publish_to_apply: Family<AppLabels, Histogram, fn() -> Histogram>,
     /// Versions newer than the one applied here.
     versions_behind: Family<AppLabels, Gauge>,
+    /// 1 while this host's member of a service is wanted (healthy and not drained).
+    service_registered: Family<ServiceLabels, Gauge>,
+    /// Live members a rendered app saw at its last look.
+    render_members: Family<AppLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -161,6 +172,8 @@ impl Metrics {
             hook_seconds: Family::new_with_constructor(hook_histogram),
             publish_to_apply: Family::new_with_constructor(latency_histogram),
             versions_behind: Family::default(),
+            service_registered: Family::default(),
+            render_members: Family::default(),
         };
         let registry = &mut m.registry;
         registry.register("zkcoord_session_state", "ZooKeeper session state: 1 for the current one", m.session_state.clone());
@@ -177,6 +190,12 @@ impl Metrics {
             m.publish_to_apply.clone(),
         );
         registry.register("zkcoord_versions_behind", "Published versions newer than the one applied here", m.versions_behind.clone());
+        registry.register(
+            "zkcoord_service_registered",
+            "1 while this host's member of the service is wanted (healthy and not drained)",
+            m.service_registered.clone(),
+        );
+        registry.register("zkcoord_render_members", "Live members a rendered app saw at its last look", m.render_members.clone());
         for outcome in OUTCOMES {
             let _ = m.publishes.get_or_create(&OutcomeLabels { outcome: outcome.into() });
         }
@@ -232,6 +251,7 @@ impl Metrics {
     /// A follower for `app` stopped (removed by a reload): its gauge goes; counters stay.
     pub fn app_stopped(&self, app: &str) {
         self.versions_behind.remove(&AppLabels { app: app.into() });
+        self.render_members.remove(&AppLabels { app: app.into() });
     }
 
     /// An apply of `app` ended with `result`.
@@ -252,6 +272,25 @@ impl Metrics {
     /// `app` is `behind` versions behind the newest.
     pub fn versions_behind(&self, app: &str, behind: u64) {
         self.versions_behind.get_or_create(&AppLabels { app: app.into() }).set(behind.min(i64::MAX as u64) as i64);
+    }
+
+    /// This host's member of `service` is now wanted (or not); None when its registration
+    /// stopped (removed by a reload), which removes the series.
+    pub fn service_registered(&self, service: &str, wanted: Option<bool>) {
+        let labels = ServiceLabels { service: service.into() };
+        match wanted {
+            Some(w) => {
+                self.service_registered.get_or_create(&labels).set(i64::from(w));
+            }
+            None => {
+                self.service_registered.remove(&labels);
+            }
+        }
+    }
+
+    /// Rendered app `app` saw `count` live members.
+    pub fn render_members(&self, app: &str, count: usize) {
+        self.render_members.get_or_create(&AppLabels { app: app.into() }).set(count as i64);
     }
 
     /// Everything, in the OpenMetrics text format (which Prometheus scrapes as such).

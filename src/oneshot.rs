@@ -57,6 +57,10 @@ pub async fn once(config: &Config) -> i32 {
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
     for app in &config.apps {
+        if let Some(r) = &app.render {
+            println!("{}: rendered from service {} by the running daemon; skipped", app.name, r.service);
+            continue;
+        }
         let applier = Applier::new(config, app, metrics.clone());
         match apply_once(&applier, &client).await {
             Ok(Outcome::UpToDate(v)) => println!("{}: up to date at {v}", app.name),
@@ -126,6 +130,10 @@ pub async fn dry_run(config: &Config) -> i32 {
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
     for app in &config.apps {
+        if let Some(r) = &app.render {
+            println!("{}: rendered from service {} by the running daemon; --dry-run does not render it", app.name, r.service);
+            continue;
+        }
         let applier = Applier::new(config, app, metrics.clone());
         match describe(&applier, &client).await {
             Ok(text) => print!("{text}"),

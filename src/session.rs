@@ -379,8 +379,9 @@ pub fn state_error(state: zk::SessionState) -> zk::Error {
     }
 }
 
-/// Creates `path` (with the ACL of `kind`) and its missing ancestors (with the agents' parent
-/// ACL) as persistent nodes. Existing nodes are left as they are.
+/// Creates `path` (with the ACL of `kind`) and its missing ancestors (with the ACL of
+/// `kind.ancestors()`, the agents' parent ACL but for services) as persistent nodes. Existing
+/// nodes are left as they are.
 pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::acl::NodeKind) -> Result<(), zk::Error> {
     if client.check_stat(path).await?.is_some() {
         return Ok(());
@@ -391,7 +392,7 @@ pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::acl::Node
         prefix.push('/');
         prefix.push_str(seg);
         let last = i + 1 == segments.len();
-        let acl = crate::acl::for_node(if last { kind } else { crate::acl::NodeKind::AgentParent });
+        let acl = crate::acl::for_node(if last { kind } else { kind.ancestors() });
         match client.create(&prefix, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             // ZooKeeper checks CREATE on the parent before it looks for the node, so an app host

@@ -27,8 +27,12 @@ fn main() {
             Some(listen) => format!(", HTTP on {listen}"),
             None => String::new(),
         };
+        let services = match config.services.len() {
+            0 => String::new(),
+            n => format!(", {n} service(s)"),
+        };
         println!(
-            "{}: ok (role {}, node {}, {} app(s), ZooKeeper {}{http})",
+            "{}: ok (role {}, node {}, {} app(s){services}, ZooKeeper {}{http})",
             args.config.display(),
             config.role,
             config.node_id,

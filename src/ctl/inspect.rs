@@ -344,6 +344,18 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((crate::rollout::path(l, &app), NodeKind::Rollout));
         plan.push((crate::pacing::leases(l, &app), NodeKind::StatusParent));
     }
+    plan.push((crate::config::DEFAULT_SERVICES_ROOT.to_string(), NodeKind::ServiceParent));
+    for service in children_or_empty(&client, crate::config::DEFAULT_SERVICES_ROOT).await? {
+        plan.push((crate::config::services_path(&service), NodeKind::ServiceParent));
+    }
+    if let Some(c) = &t.config {
+        plan.extend(c.services.iter().map(|s| (s.members_path(), NodeKind::ServiceParent)));
+    }
+    let drain_root = format!("{}/drain", l.root());
+    for node in children_or_empty(&client, &drain_root).await? {
+        plan.push((format!("{drain_root}/{node}"), NodeKind::DrainParent));
+    }
+    plan.push((drain_root, NodeKind::DrainParent));
     let mut set = 0;
     for (path, kind) in plan {
         match client.set_acl(&path, &policy.acl_for(kind), None).await {

@@ -4,12 +4,14 @@
 //! - [`publish`]: publish, rollback, and waiting for a rollout.
 //! - [`inspect`]: get, history, status, diff.
 //! - [`watch`]: follow publishes and host reports live.
+//! - [`services`]: live service members, and draining a host out of a service.
 //! - [`versions`]: version arguments (`12`, `conf-0000000012`, `-1`).
 //! - [`rollout`]: staged rollouts: show, promote, abort.
 
 pub mod inspect;
 pub mod publish;
 pub mod rollout;
+pub mod services;
 pub mod versions;
 pub mod watch;
 
@@ -137,6 +139,35 @@ pub enum Command {
     Watch {
         /// Only this application.
         app: Option<String>,
+    },
+    /// Live members of a service (or of every service): address, age and data, and who is drained.
+    #[command(after_help = "Examples:\n  zkcoordctl services\n  zkcoordctl services web --json\n  zkcoordctl services rpc --path /rpc")]
+    Services {
+        /// Only this service.
+        name: Option<String>,
+        /// The members' znode, for a registry outside /services (e.g. /rpc).
+        #[arg(long, requires = "name")]
+        path: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a host's member out of a service without stopping its daemon (until `undrain`).
+    #[command(after_help = "Examples:\n  zkcoordctl drain web                # this host (the config's node_id)\n  zkcoordctl drain web --node web-02")]
+    Drain {
+        /// The service.
+        service: String,
+        /// The host's node id (default: the config's node_id, else this host's name).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Put a drained host's member back into a service.
+    Undrain {
+        /// The service.
+        service: String,
+        /// The host's node id (default: the config's node_id, else this host's name).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// ZooKeeper ACLs: print a digest identity, or apply the configured ACLs to an existing tree.
     #[command(subcommand)]
@@ -358,6 +389,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Rollout { app, json } => rollout::show(&target, &app, json).await,
         Command::Promote { app, message } => rollout::decide(&target, &app, rollout::Verdict::Promote, message.as_deref()).await,
         Command::Abort { app, message } => rollout::decide(&target, &app, rollout::Verdict::Abort, message.as_deref()).await,
+        Command::Services { name, path, json } => services::services(&target, name.as_deref(), path.as_deref(), json).await,
+        Command::Drain { service, node } => services::drain(&target, &service, node.as_deref(), true).await,
+        Command::Undrain { service, node } => services::drain(&target, &service, node.as_deref(), false).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -1,0 +1,355 @@
+//! The app role for an application rendered from a service's live members (`[app.render]`):
+//! watch the members, render the host's template with them, and put the result in place
+//! through the same [`install`] pipeline as a published version (check, atomic write, reload,
+//! rollback), reporting in the same status node.
+//!
+//! Three rules keep a registry's churn from hurting the service that reads the file:
+//! - renders coalesce: after a change, wait until the members were quiet for `quiet`, but no
+//!   longer than `max_wait` after the first change;
+//! - only a changed output is written (and reloaded);
+//! - an empty member list is held back (the file keeps its last content) unless the entry says
+//!   `allow_empty`, because a registry outage must not take every upstream out of nginx.
+
+use crate::app::AppView;
+use crate::config::{AppConfig, Config, RenderConfig};
+use crate::install::{self, InstallResult};
+use crate::layout::Layout;
+use crate::members::{self, Member, Snapshot};
+use crate::metrics::Metrics;
+use crate::registration::{self, NodeSpec};
+use crate::session::{classify, ErrorKind, SessionHandle};
+use crate::state::now_secs;
+use crate::status::{ApplyResult, StatusReport};
+use crate::systemd::ReadyPart;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+/// Renders `template` (minijinja, Jinja2 syntax) with the members. The template sees
+/// `members` (sorted; each with `node`, `host`, `port`, `data` and `ctime_ms`), `count`,
+/// `service` and `node` (this host's node id). Undefined names are errors, so a typo fails the
+/// render instead of writing an upstream block without servers.
+pub fn render(template: &str, service: &str, node_id: &str, members: &[Member]) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("default delimiters"));
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let tmpl = env.template_from_str(template).map_err(|e| describe(&e))?;
+    let ctx = minijinja::context! {
+        members => minijinja::Value::from(minijinja::value::Serde(members)),
+        count => members.len(),
+        service => service,
+        node => node_id,
+    };
+    tmpl.render(ctx).map_err(|e| describe(&e))
+}
+
+/// A template error with its line, as minijinja reports it.
+fn describe(e: &minijinja::Error) -> String {
+    match e.line() {
+        Some(line) => format!("{e} (line {line})"),
+        None => e.to_string(),
+    }
+}
+
+/// What the renderer remembers between renders.
+struct Rendered {
+    /// The status report the node shows.
+    report: StatusReport,
+    /// sha256 of an output whose check or reload failed: not tried again until it changes.
+    failed: Option<String>,
+    /// Whether the last render was held back for an empty member list (logged once).
+    held: bool,
+    /// Members at the last look, for the view.
+    count: Option<usize>,
+    /// The session generation we last synced on.
+    synced: u64,
+    /// Children left out at the last look (not JSON objects), so the warning is not repeated.
+    skipped: Vec<String>,
+}
+
+/// One rendered application's follower.
+pub struct RenderFollower {
+    /// The `[[app]]` entry (dest, mode, check, reload, hook timeout).
+    pub app: AppConfig,
+    /// Its `[app.render]` table.
+    pub render: RenderConfig,
+    /// This host's node id, for the status report and the template.
+    pub node_id: String,
+    /// Where the status node lives.
+    pub layout: Layout,
+    /// Records renders like applies (result counts, hook durations).
+    pub metrics: Arc<Metrics>,
+    /// Told once the first look at the members is done.
+    pub ready: ReadyPart,
+    /// Where this app's view is published, for STATUS and `/healthz`.
+    pub view: watch::Sender<AppView>,
+}
+
+impl RenderFollower {
+    /// The follower of `app`, which must have a render table.
+    pub fn new(config: &Config, app: &AppConfig, metrics: Arc<Metrics>, ready: ReadyPart, view: watch::Sender<AppView>) -> RenderFollower {
+        RenderFollower {
+            app: app.clone(),
+            render: app.render.clone().expect("a rendered app"),
+            node_id: config.node_id.clone(),
+            layout: config.layout(),
+            metrics,
+            ready,
+            view,
+        }
+    }
+
+    /// Follows the members until `shutdown`; a render in progress is finished first.
+    pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
+        let name = self.app.name.clone();
+        let on_disk = std::fs::read(&self.app.dest).ok().map(|b| crate::request::sha256_hex(&b));
+        let mut st = Rendered {
+            report: StatusReport {
+                host: self.node_id.clone(),
+                pid: std::process::id(),
+                app: name.clone(),
+                version: None,
+                sha256: on_disk,
+                result: ApplyResult::Pending,
+                attempted: None,
+                error: None,
+                time: now_secs(),
+            },
+            failed: None,
+            held: false,
+            count: None,
+            synced: 0,
+            skipped: Vec::new(),
+        };
+        let (status_tx, status_rx) = watch::channel(st.report.to_bytes());
+        let (reg_tx, _reg_rx) = watch::channel(None);
+        let spec = NodeSpec {
+            parent: self.layout.status(&name),
+            name: self.node_id.clone(),
+            sequential: false,
+            parent_kind: crate::acl::NodeKind::StatusParent,
+        };
+        let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
+        self.metrics.app_started(&name);
+        self.publish(&st, false);
+        loop {
+            let Some((generation, client)) = (tokio::select! {
+                _ = shutdown.cancelled() => break,
+                c = session.connected() => c,
+            }) else {
+                break;
+            };
+            let r = self.follow(&client, generation, &mut st, &status_tx, &mut session, &shutdown).await;
+            drop(client);
+            match r {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => match classify(&e) {
+                    ErrorKind::SessionGone => session.wait_replaced(generation).await,
+                    ErrorKind::ConnectionLost => {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = session.settle(generation) => {}
+                        }
+                    }
+                    ErrorKind::Other => {
+                        tracing::warn!(app = %name, path = %self.render.members_path(), "reading members failed: {e}; retrying in 1s");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                },
+            }
+        }
+        let _ = keeper.await;
+        self.metrics.app_stopped(&name);
+    }
+
+    /// Reads, renders, and waits for changes on one session. Ok(true) at shutdown, Ok(false)
+    /// when the session changed (the caller looks again), Err on a ZooKeeper error.
+    async fn follow(
+        &self,
+        client: &zk::Client,
+        generation: u64,
+        st: &mut Rendered,
+        status: &watch::Sender<Vec<u8>>,
+        session: &mut SessionHandle,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, zk::Error> {
+        let path = self.render.members_path();
+        if st.synced != generation {
+            match client.sync(&path).await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e),
+            }
+            st.synced = generation;
+        }
+        let (mut snap, mut wake) = members::read_and_watch(client, &path).await?;
+        self.ready.mark();
+        loop {
+            self.render_and_install(&snap, st).await;
+            status.send_replace(st.report.to_bytes());
+            self.publish(st, false);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(true),
+                _ = session.changed() => return Ok(false),
+                _ = &mut wake => {}
+            }
+            // Coalesce: re-read (re-arming the watches) until quiet, or until max_wait.
+            let deadline = tokio::time::Instant::now() + self.render.max_wait;
+            loop {
+                (snap, wake) = members::read_and_watch(client, &path).await?;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(true),
+                    _ = tokio::time::sleep(self.render.quiet) => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = &mut wake => {}
+                }
+            }
+        }
+    }
+
+    /// Renders the snapshot and installs the output when it differs from the file.
+    async fn render_and_install(&self, snap: &Snapshot, st: &mut Rendered) {
+        let name = &self.app.name;
+        let count = snap.members.len();
+        st.count = Some(count);
+        self.metrics.render_members(name, count);
+        if !snap.skipped.is_empty() && st.skipped != snap.skipped {
+            tracing::warn!(app = %name, path = %self.render.members_path(), skipped = ?snap.skipped, "members without a JSON object as data are left out");
+        }
+        st.skipped = snap.skipped.clone();
+        let label = format!("members:{count}");
+        if count == 0 && !self.render.allow_empty {
+            if !st.held {
+                tracing::warn!(app = %name, service = %self.render.service, dest = %self.app.dest.display(), "no live members; holding back the empty list and keeping the file as it is (set allow_empty = true to write it)");
+            }
+            st.held = true;
+            st.report.attempted = Some(label);
+            st.report.error = Some("held: no live members; the file keeps its last content (allow_empty = false)".into());
+            st.report.time = now_secs();
+            return;
+        }
+        if st.held {
+            tracing::info!(app = %name, count, "members are back; rendering again");
+        }
+        st.held = false;
+        let output = std::fs::read_to_string(&self.render.template)
+            .map_err(|e| format!("cannot read template {}: {e}", self.render.template.display()))
+            .and_then(|t| render(&t, &self.render.service, &self.node_id, &snap.members));
+        let bytes = match output {
+            Ok(s) => s.into_bytes(),
+            Err(why) => {
+                tracing::error!(app = %name, template = %self.render.template.display(), "render failed, file kept: {why}");
+                self.record(st, &label, None, ApplyResult::Error, Some(why));
+                self.metrics.apply_finished(name, ApplyResult::Error);
+                return;
+            }
+        };
+        let sha = crate::request::sha256_hex(&bytes);
+        if install::holds(&self.app.dest, &sha) {
+            tracing::debug!(app = %name, count, "rendered output unchanged; nothing to write");
+            // The file is right again: an output that failed before is tried afresh if it returns.
+            st.failed = None;
+            self.record(st, &label, Some(sha), ApplyResult::Ok, None);
+            return;
+        }
+        if st.failed.as_deref() == Some(sha.as_str()) {
+            tracing::debug!(app = %name, "this output already failed its check or reload; waiting for a change");
+            return;
+        }
+        let addresses: Vec<String> = snap.members.iter().map(Member::address).collect();
+        tracing::info!(app = %name, count, members = ?addresses, "rendering");
+        self.publish(st, true);
+        let result = match install::install(&self.app, bytes, &self.metrics).await {
+            Ok(InstallResult::Applied { .. }) => {
+                tracing::info!(app = %name, dest = %self.app.dest.display(), count, "rendered");
+                st.failed = None;
+                self.record(st, &label, Some(sha), ApplyResult::Ok, None);
+                ApplyResult::Ok
+            }
+            Ok(InstallResult::CheckFailed(why)) => {
+                tracing::error!(app = %name, "check failed, old file kept: {why}");
+                st.failed = Some(sha);
+                self.record(st, &label, None, ApplyResult::CheckFailed, Some(why));
+                ApplyResult::CheckFailed
+            }
+            Ok(InstallResult::ReloadFailed(why)) => {
+                tracing::error!(app = %name, "reload failed: {why}");
+                st.failed = Some(sha);
+                self.record(st, &label, None, ApplyResult::ReloadFailed, Some(why));
+                ApplyResult::ReloadFailed
+            }
+            Err(e) => {
+                tracing::error!(app = %name, "cannot install the rendered file: {e}; old file kept; trying again at the next change");
+                self.record(st, &label, None, ApplyResult::Error, Some(e.to_string()));
+                ApplyResult::Error
+            }
+        };
+        self.metrics.apply_finished(name, result);
+    }
+
+    /// Updates the report (metrics count real attempts only, and are recorded by the caller):
+    /// on success `version` becomes `members:<n>` with the file's sha256;
+    /// on failure the file (and its version) stay and `attempted` says what was tried.
+    fn record(&self, st: &mut Rendered, label: &str, sha: Option<String>, result: ApplyResult, error: Option<String>) {
+        let r = &mut st.report;
+        if let Some(sha) = sha {
+            r.version = Some(label.to_string());
+            r.sha256 = Some(sha);
+            r.attempted = None;
+        } else {
+            r.attempted = Some(label.to_string());
+        }
+        r.result = result;
+        r.error = error;
+        r.time = now_secs();
+    }
+
+    /// Publishes this app's view (when it changed).
+    fn publish(&self, st: &Rendered, applying: bool) {
+        let view = AppView {
+            name: self.app.name.clone(),
+            report: Some(st.report.clone()),
+            looked: st.count.is_some(),
+            applying,
+            newest: st.count.map(|n| format!("members:{n}")),
+            // A failed render (template, check, reload, write) leaves the file behind the
+            // members, which `/healthz` reports; a held-back empty list is deliberate, not that.
+            behind: u64::from(st.report.result != ApplyResult::Ok && st.report.result != ApplyResult::Pending),
+            retrying: false,
+        };
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(node: &str, json: &str) -> Member {
+        Member::parse(node, json.as_bytes(), 0, 0).unwrap()
+    }
+
+    #[test]
+    fn an_upstream_block_renders_with_extra_data_and_defaults() {
+        let t = "upstream {{ service }} {\n{% for m in members %}    server {{ m.host }}:{{ m.port }} weight={{ m.data.weight | default(1) }};\n{% endfor %}}\n";
+        let members = [m("a", r#"{"host": "10.0.0.1", "port": 80, "weight": 3}"#), m("b", r#"{"host": "10.0.0.2", "port": 80}"#)];
+        let out = render(t, "web", "lb-1", &members).unwrap();
+        assert_eq!(out, "upstream web {\n    server 10.0.0.1:80 weight=3;\n    server 10.0.0.2:80 weight=1;\n}\n");
+    }
+
+    #[test]
+    fn template_mistakes_are_errors_with_a_line() {
+        let err = render("ok\n{{ memebrs | length }}\n", "web", "n", &[]).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(render("{% for %}", "web", "n", &[]).is_err());
+    }
+}
