@@ -178,12 +178,13 @@ async fn handle_request(
         Err(zk::Error::NoNode) => return Ok(None), // withdrawn by its publisher
         Err(e) => return Err(e.into()),
     };
-    let checked = match request::decode(&bytes) {
+    // The header is checked first, whatever carries the bytes: its app name becomes znode paths.
+    let checked = match request::decode(&bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
         // Chunked content: verify the blob; the version node will hold its marker.
         Ok((h, d)) if h.content.is_chunked() => {
             crate::chunks::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
         }
-        decoded => decoded.and_then(|(h, d)| validate(&h, d).map(|_| (h, d.to_vec()))),
+        decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec()))),
     };
     let (outcome, meta_for, app) = match checked {
         Err(reason) => (Outcome::Rejected { reason }, None, None),
@@ -223,8 +224,21 @@ async fn claim(layout: &Layout, client: &zk::Client, fence: &Fence, req: &str) -
     }
 }
 
-fn validate(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
+/// What every request must get right before anything is read on its behalf: a safe app name,
+/// a well-formed sha256, and a signature (if any) that matches what it claims.
+fn validate_header(h: &RequestHeader) -> Result<(), String> {
     crate::config::validate_app_name(&h.app)?;
+    if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(format!("sha256 must be 64 lowercase hex digits, got {:?}", h.sha256));
+    }
+    if let Some(sig) = &h.signature {
+        crate::signing::check(sig, &h.app, &h.sha256, h.size)?;
+    }
+    Ok(())
+}
+
+/// Checks a request that carries its bytes inline against its header.
+fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
     request::check_size(data.len())?;
     if data.len() != h.size {
         return Err(format!("size mismatch: header says {} bytes, got {}", h.size, data.len()));
@@ -232,9 +246,6 @@ fn validate(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
     let sum = request::sha256_hex(data);
     if sum != h.sha256 {
         return Err(format!("sha256 mismatch: header says {}, bytes hash to {sum}", h.sha256));
-    }
-    if let Some(sig) = &h.signature {
-        crate::signing::check(sig, &h.app, &h.sha256, h.size)?;
     }
     Ok(())
 }
@@ -284,9 +295,18 @@ async fn decide(
                 let same_signer = match (&h.signature, &newest_meta) {
                     (None, _) => true,
                     (Some(s), Some(Some(m))) => signer(m).as_ref() == Some(&s.public_key),
-                    (Some(_), _) => false,
+                    // No metadata yet: our own earlier attempt; it gets this request's, signature included.
+                    (Some(_), None) => true,
+                    (Some(_), Some(None)) => false,
                 };
-                if same_signer {
+                // A rollout holding the newest back (aborted, or still on canaries) is superseded
+                // only by a new version, and a --canary publish starts its own rollout: neither
+                // may be answered "unchanged".
+                let held = match crate::rollout::read(client, &config.layout(), &h.app).await? {
+                    Some((r, _)) => r.state.holds_back(),
+                    None => false,
+                };
+                if same_signer && !held && h.canary.is_none() {
                     let meta_for = newest_meta.is_none().then(|| (h.app.clone(), newest.name.clone(), meta));
                     return Ok((Outcome::Unchanged { version: newest.name }, meta_for));
                 }

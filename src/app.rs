@@ -24,6 +24,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+/// How long after a version's creation its missing metadata is still awaited (Pending) before
+/// an app that requires signatures refuses it for good.
+const META_PATIENCE: Duration = Duration::from_secs(60);
+
 /// One application's decide-and-apply logic, shared by the long-running follower and by
 /// `zkcoordd --once`/`--dry-run`, so a one-shot run behaves exactly like the daemon (same
 /// checks, same state file, same status report) without a second copy of the pipeline.
@@ -46,6 +50,8 @@ pub struct Applier {
     pub max_config_size: u64,
     /// The random delay before applying a new version (`splay`).
     pub splay: crate::pacing::Splay,
+    /// Cancelled when the follower stops: ends a wait for a reload slot (never an install).
+    pub stop: CancellationToken,
 }
 
 /// What is known about one application between looks: what was applied, what failed, and the
@@ -148,6 +154,7 @@ impl Applier {
             metrics,
             max_config_size: config.max_config_size,
             splay: crate::pacing::Splay::of(app),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -239,14 +246,33 @@ impl Applier {
             Err(e) => return Err(e),
         };
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
-        let mut meta: Option<VersionMeta> = match client.get_data(&meta_path).await {
-            Ok((m, _)) => serde_json::from_slice(&m).ok(),
-            Err(zk::Error::NoNode) => None,
-            Err(e) => return Err(e),
+        let mut meta = match self.read_meta(client, &meta_path).await? {
+            Ok(m) => m,
+            Err(reason) => return Ok(Fetched::Refused(reason)),
         };
+        // The leader writes metadata just after the version. Wait a moment for it when it
+        // decides what the bytes are: a signature is required, the app keeps bundles, or the
+        // bytes look like an archive that a file app must not take for a config.
+        let needs_meta = self.trusted.required() || self.app.kind == crate::config::AppKind::Bundle || crate::bundle::looks_like_archive(&bytes)
+            || crate::chunks::Marker::parse(&bytes).is_some();
+        if meta.is_none() && needs_meta {
+            meta = match self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await? {
+                Ok(m) => m,
+                Err(reason) => return Ok(Fetched::Refused(reason)),
+            };
+        }
         if meta.is_none() && self.trusted.required() {
-            // The leader writes metadata just after the version; give it a moment.
-            meta = self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await?;
+            // Still none: a plain client's version, or a leader that died before answering
+            // (its successor fills the metadata in). Keep looking for a while, then refuse.
+            let age_ms = (crate::rollout::now_ms() as i64 - stat.ctime).max(0);
+            return Ok(if age_ms < META_PATIENCE.as_millis() as i64 {
+                Fetched::Pending("version has no metadata, so no signature, yet; not installing".into())
+            } else {
+                Fetched::Refused(format!(
+                    "version has no metadata, so no signature, {}s after it was created; not installing",
+                    age_ms / 1000
+                ))
+            });
         }
         // Chunked content is read from its chunks and verified whole (see crate::chunks).
         let content = meta.as_ref().map(|m| &m.content);
@@ -268,9 +294,7 @@ impl Applier {
             )));
         }
         if self.trusted.required() {
-            let Some(m) = &meta else {
-                return Ok(Fetched::Pending("version has no metadata, so no signature, yet; not installing".into()));
-            };
+            let m = meta.as_ref().expect("metadata was required above");
             match self.trusted.verify(m.signature.as_ref(), &self.app.name, &sha, bytes.len()) {
                 Ok(signer) => tracing::debug!(app = %self.app.name, version = %v, "signed by {signer}"),
                 Err(reason) => return Ok(Fetched::Refused(reason)),
@@ -279,20 +303,26 @@ impl Applier {
         Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
     }
 
+    /// Reads a version's metadata: None when there is none, an error message when it does not
+    /// parse (metadata that lies or is garbled never counts as absent).
+    async fn read_meta(&self, client: &zk::Client, path: &str) -> Result<Result<Option<VersionMeta>, String>, zk::Error> {
+        match client.get_data(path).await {
+            Ok((m, _)) => Ok(serde_json::from_slice(&m).map(Some).map_err(|e| format!("metadata {path} does not parse ({e}); not installing"))),
+            Err(zk::Error::NoNode) => Ok(Ok(None)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Waits up to `limit` for metadata to appear at `path`.
-    async fn wait_for_meta(&self, client: &zk::Client, path: &str, limit: Duration) -> Result<Option<VersionMeta>, zk::Error> {
+    async fn wait_for_meta(&self, client: &zk::Client, path: &str, limit: Duration) -> Result<Result<Option<VersionMeta>, String>, zk::Error> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let (stat, watcher) = client.check_and_watch_stat(path).await?;
             if stat.is_some() {
-                return match client.get_data(path).await {
-                    Ok((m, _)) => Ok(serde_json::from_slice(&m).ok()),
-                    Err(zk::Error::NoNode) => Ok(None),
-                    Err(e) => Err(e),
-                };
+                return self.read_meta(client, path).await;
             }
             if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
-                return Ok(None);
+                return Ok(Ok(None));
             }
         }
     }
@@ -325,7 +355,11 @@ impl Applier {
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
         let installed = crate::bundle::install_any(&self.app, &v.name, bytes, self.max_config_size, &self.metrics);
-        match crate::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed).await? {
+        let Some(installed) = crate::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop).await? else {
+            tracing::info!(app = %name, version = %v, "stopped while waiting for a reload slot; nothing was changed");
+            return Ok(());
+        };
+        match installed {
             Ok(InstallResult::Applied { reload }) => {
                 if let Some(r) = reload.filter(|r| !r.output.trim().is_empty()) {
                     tracing::info!(app = %name, "reload said: {}", r.output.trim());
@@ -478,7 +512,8 @@ pub struct AppFollower {
 
 impl AppFollower {
     /// Follows until `shutdown`; an apply in progress is finished first.
-    pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
+    pub async fn run(mut self, mut session: SessionHandle, shutdown: CancellationToken) {
+        self.applier.stop = shutdown.clone();
         let a = &self.applier;
         let mut p = a.progress();
         let mut seen = Seen::default();

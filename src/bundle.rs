@@ -283,6 +283,12 @@ pub fn holds(app: &AppConfig, sha256: &str) -> bool {
     }
 }
 
+/// Whether `bytes` look like what `pack` makes (gzip, or a tar header), so that a file app waits
+/// for the metadata that says whether they are a bundle before it writes them as a config.
+pub fn looks_like_archive(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b]) || bytes.get(257..262) == Some(b"ustar")
+}
+
 /// Why a version must not be installed by `app` because it is the wrong kind: a bundle (by its
 /// metadata) for a single-file app. The other way round, unpacking refuses what is no archive.
 pub fn kind_mismatch(app: &AppConfig, content: Option<&ContentInfo>) -> Option<String> {

@@ -695,9 +695,19 @@ impl Config {
             if app.hook_timeout.is_zero() {
                 return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));
             }
-            crate::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
             crate::pacing::validate(app).map_err(|(k, m)| invalid(&key(k), &m))?;
             if let Some(r) = &app.render {
+                // A rendered file comes from live members, not from published versions: these
+                // keys would be silently ignored, which an operator must not mistake for safety.
+                let versions_only = [
+                    ("trusted_keys", !app.trusted_keys.is_empty()),
+                    ("kind", app.kind != AppKind::File),
+                    ("max_parallel_reloads", app.max_parallel_reloads.is_some()),
+                    ("splay", app.splay.is_some()),
+                ];
+                if let Some((k, _)) = versions_only.iter().find(|(_, set)| *set) {
+                    return Err(invalid(&key(k), "applies to published versions; a rendered app ([app.render]) cannot use it"));
+                }
                 if app.path.is_some() {
                     return Err(invalid(&key("path"), "is where published versions live; a rendered app names its members with render.service or render.path"));
                 }
@@ -712,6 +722,7 @@ impl Config {
                     return Err(invalid(&key("render.max_wait"), "expected 0 < quiet <= max_wait (e.g. quiet = \"200ms\", max_wait = \"2s\")"));
                 }
             }
+            crate::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
         }
         Ok(())
     }
@@ -968,6 +979,10 @@ reload = ["nginx", "-s", "reload"]
         assert!(err.contains("app[0].render.path"), "{err}");
         let err = load(&format!("{MINIMAL}path = \"/x\"\n{render}")).unwrap_err().to_string();
         assert!(err.contains("app[0].path"), "{err}");
+        for (k, v) in [("trusted_keys", "[\"/k.pub\"]"), ("kind", "\"bundle\""), ("max_parallel_reloads", "1"), ("splay", "\"1s\"")] {
+            let err = load(&format!("{MINIMAL}{k} = {v}\n{render}")).unwrap_err().to_string();
+            assert!(err.contains(&format!("app[0].{k}")) && err.contains("rendered app"), "{k}: {err}");
+        }
     }
 
     #[test]

@@ -244,6 +244,7 @@ impl Components {
             ("[zookeeper]", old.zookeeper != new.zookeeper),
             ("agent.election_path", old.agent.election_path != new.agent.election_path),
             ("agent.leaders", old.agent.leaders != new.agent.leaders),
+            ("max_config_size", old.max_config_size != new.max_config_size),
         ];
         let needs_restart: Vec<&str> = fixed.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k).collect();
         if !needs_restart.is_empty() {
@@ -334,8 +335,15 @@ impl Components {
     /// Restarts every rendered app's follower, so that edited templates are read again (a
     /// template is a file on the host, outside the config, and SIGHUP is how an operator says
     /// "look again"). An unchanged output is not rewritten. Returns a note for the log line.
-    async fn restart_renders(&mut self) -> String {
-        let names: Vec<String> = self.apps.iter().filter(|(_, a)| a.config.render.is_some()).map(|(n, _)| n.clone()).collect();
+    async fn reread_app_files(&mut self) -> String {
+        // Rendered apps re-read their templates; apps with trusted_keys re-read the key files,
+        // so replacing a compromised key takes effect on SIGHUP even at the same path.
+        let names: Vec<String> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.config.render.is_some() || !a.config.trusted_keys.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
         if names.is_empty() {
             return String::new();
         }
@@ -349,7 +357,7 @@ impl Components {
             self.apps.insert(name.clone(), restarted);
         }
         self.publish_views();
-        format!("; templates re-read for {}", names.join(", "))
+        format!("; templates and trusted keys re-read for {}", names.join(", "))
     }
 
     /// A component that ended on its own, if any: the daemon is then unhealthy.
@@ -431,12 +439,12 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
                     match Config::load(&config_path) {
                         Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
                         Ok(new) if new == *components.config => {
-                            let rerendered = components.restart_renders().await;
+                            let rerendered = components.reread_app_files().await;
                             tracing::info!("reload: configuration unchanged{rerendered}");
                         }
                         Ok(new) => match components.apply(new, &log).await {
                             Ok(changes) => {
-                                let rerendered = components.restart_renders().await;
+                                let rerendered = components.reread_app_files().await;
                                 tracing::info!("reload applied: {}{rerendered}", changes.join("; "));
                             }
                             Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),

@@ -54,15 +54,25 @@ pub fn leases(layout: &Layout, app: &str) -> String {
 }
 
 /// Runs `work` (an install) holding one of `app`'s `max_parallel_reloads` slots, if it has a
-/// limit. A ZooKeeper failure while waiting for a slot is returned before `work` starts.
-pub async fn paced<T>(client: &zk::Client, layout: &Layout, app: &AppConfig, node_id: &str, work: impl Future<Output = T>) -> Result<T, zk::Error> {
+/// limit. A ZooKeeper failure while waiting for a slot is returned before `work` starts; `stop`
+/// ends the wait (Ok(None), our lease deleted) but never an install that has begun.
+pub async fn paced<T>(
+    client: &zk::Client,
+    layout: &Layout,
+    app: &AppConfig,
+    node_id: &str,
+    work: impl Future<Output = T>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<T>, zk::Error> {
     let Some(limit) = app.max_parallel_reloads else {
-        return Ok(work.await);
+        return Ok(Some(work.await));
     };
-    let lease = Lease::acquire(client, &leases(layout, &app.name), node_id, limit as usize, &app.name).await?;
+    let Some(lease) = Lease::acquire(client, &leases(layout, &app.name), node_id, limit as usize, &app.name, stop).await? else {
+        return Ok(None);
+    };
     let out = work.await;
     lease.release(client).await;
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// A held slot: our lease node.
@@ -76,7 +86,14 @@ struct Lease {
 }
 
 impl Lease {
-    async fn acquire(client: &zk::Client, dir: &str, node_id: &str, limit: usize, app: &str) -> Result<Lease, zk::Error> {
+    async fn acquire(
+        client: &zk::Client,
+        dir: &str,
+        node_id: &str,
+        limit: usize,
+        app: &str,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<Lease>, zk::Error> {
         crate::session::ensure_path(client, dir, NodeKind::StatusParent).await?;
         remove_own_leftovers(client, dir).await?;
         let acl = crate::acl::for_node(NodeKind::Owned);
@@ -102,14 +119,21 @@ impl Lease {
             let ahead = layout::sorted_by_sequence(&children, LEASE_PREFIX).iter().filter(|(s, _)| *s < mine).count();
             if ahead < limit {
                 tracing::info!(app, lease = %name, waited_ms = asked.elapsed().as_millis() as u64, mono_us = monotonic_us(), "reload slot taken");
-                return Ok(Lease { path, app: app.to_string(), since: Instant::now() });
+                return Ok(Some(Lease { path, app: app.to_string(), since: Instant::now() }));
             }
             if !said {
                 tracing::info!(app, ahead, max_parallel_reloads = limit, "waiting for a reload slot");
                 said = true;
             }
             // The watch wakes us when any lease goes; the timer is a safety net.
-            let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = client.delete(&path, None).await;
+                    tracing::info!(app, lease = %name, "stopped while waiting for a reload slot; lease withdrawn");
+                    return Ok(None);
+                }
+                _ = tokio::time::timeout(Duration::from_secs(5), w.changed()) => {}
+            }
         }
     }
 

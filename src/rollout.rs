@@ -383,7 +383,10 @@ pub fn canary_state(report: Option<&StatusReport>, version: &VersionId) -> Canar
     if seq(r.version.as_deref()) == Some(version.seq) && r.result == ApplyResult::Ok {
         return CanaryState::Ok;
     }
-    if matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed) && seq(r.attempted.as_deref()) == Some(version.seq) {
+    // A canary that refused the version (bad signature, hash mismatch) failed it too.
+    if matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Rejected)
+        && seq(r.attempted.as_deref()) == Some(version.seq)
+    {
         let error = r.error.as_deref().unwrap_or_default().lines().next().unwrap_or_default().to_string();
         return CanaryState::Failed(r.result.as_str().to_string(), error);
     }

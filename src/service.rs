@@ -26,14 +26,18 @@ pub enum Wanted {
     Unhealthy,
     /// An operator drained this host's member.
     Drained,
+    /// The drain flag has not been read yet: a drained host must not flash back into rotation
+    /// at every start.
+    Unknown,
 }
 
 impl Wanted {
-    fn of(healthy: bool, drained: bool) -> Wanted {
+    fn of(healthy: bool, drained: Option<bool>) -> Wanted {
         match (healthy, drained) {
-            (_, true) => Wanted::Drained,
-            (false, false) => Wanted::Unhealthy,
-            (true, false) => Wanted::Registered,
+            (_, None) => Wanted::Unknown,
+            (_, Some(true)) => Wanted::Drained,
+            (false, Some(false)) => Wanted::Unhealthy,
+            (true, Some(false)) => Wanted::Registered,
         }
     }
 }
@@ -56,7 +60,7 @@ impl ServiceRunner {
     pub async fn run(self, session: SessionHandle, shutdown: CancellationToken) {
         let svc = &self.service;
         let (health_tx, mut healthy) = watch::channel(svc.check.is_none());
-        let (drain_tx, mut drained) = watch::channel(false);
+        let (drain_tx, mut drained) = watch::channel(None);
         let helpers = shutdown.child_token();
         let health = tokio::spawn(watch_health(svc.clone(), health_tx, helpers.clone()));
         let drain = tokio::spawn(watch_drain(self.drain_flag.clone(), session.clone(), drain_tx, helpers.clone()));
@@ -86,7 +90,11 @@ impl ServiceRunner {
                             stop.cancel();
                             let _ = task.await;
                         }
-                        let why = if other == Wanted::Drained { "drained" } else { "not healthy" };
+                        let why = match other {
+                            Wanted::Drained => "drained",
+                            Wanted::Unknown => "waiting for its drain flag to be read",
+                            _ => "not healthy",
+                        };
                         tracing::info!(service = %svc.name, path = %spec.parent, "service {why}; its member is not registered");
                     }
                 }
@@ -154,7 +162,7 @@ async fn watch_health(svc: ServiceConfig, tx: watch::Sender<bool>, stop: Cancell
 /// Watches the drain flag (an exists watch, which also fires when the flag is created), and
 /// publishes whether it is there. While ZooKeeper is unreachable the last answer stands: the
 /// member cannot be registered then anyway.
-async fn watch_drain(flag: String, mut session: SessionHandle, tx: watch::Sender<bool>, stop: CancellationToken) {
+async fn watch_drain(flag: String, mut session: SessionHandle, tx: watch::Sender<Option<bool>>, stop: CancellationToken) {
     loop {
         let Some((generation, client)) = (tokio::select! {
             _ = stop.cancelled() => return,
@@ -167,9 +175,11 @@ async fn watch_drain(flag: String, mut session: SessionHandle, tx: watch::Sender
                 Ok(r) => r,
                 Err(e) => break e,
             };
-            let drained = stat.is_some();
-            if tx.send_if_modified(|d| std::mem::replace(d, drained) != drained) {
-                tracing::info!(flag = %flag, "drain flag {}", if drained { "set" } else { "cleared" });
+            let drained = Some(stat.is_some());
+            let was = *tx.borrow();
+            // Logged on every change, and at the first read only when the flag is there.
+            if tx.send_if_modified(|d| std::mem::replace(d, drained) != drained) && (was.is_some() || drained == Some(true)) {
+                tracing::info!(flag = %flag, "drain flag {}", if drained == Some(true) { "set" } else { "cleared" });
             }
             let ev = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -205,10 +215,11 @@ mod tests {
 
     #[test]
     fn drained_wins_over_healthy() {
-        assert_eq!(Wanted::of(true, false), Wanted::Registered);
-        assert_eq!(Wanted::of(true, true), Wanted::Drained);
-        assert_eq!(Wanted::of(false, true), Wanted::Drained);
-        assert_eq!(Wanted::of(false, false), Wanted::Unhealthy);
+        assert_eq!(Wanted::of(true, Some(false)), Wanted::Registered);
+        assert_eq!(Wanted::of(true, Some(true)), Wanted::Drained);
+        assert_eq!(Wanted::of(false, Some(true)), Wanted::Drained);
+        assert_eq!(Wanted::of(false, Some(false)), Wanted::Unhealthy);
+        assert_eq!(Wanted::of(true, None), Wanted::Unknown, "nothing registers before the drain flag was read");
     }
 
     #[tokio::test]

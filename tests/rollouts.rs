@@ -205,6 +205,13 @@ async fn operators_promote_and_abort_by_hand() {
     assert_eq!(on_disk(&apps[0]).as_deref(), Some(&b"v2\n"[..]));
     assert_eq!(reloads(&apps[0]), reloads_web1);
 
+    // The same bytes published again without --canary are not "unchanged": the aborted rollout
+    // held them back from web-1, and a new version supersedes it for everyone.
+    let v4 = publish_ok(&hosts, b"v3\n").await;
+    wait_on_disk(&apps[0], b"v3\n", LONG).await;
+    wait_status(&client, "web-1", "ok", Some(&v4)).await;
+    assert!(rollout(&client).await.is_none(), "the new version removed the aborted record");
+
     let none = ctl_async(&["--zk", &hosts, "promote", "no-such-app"]).await;
     assert_eq!(none.status.code(), Some(65), "{}", output_text(&none));
 }

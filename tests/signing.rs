@@ -88,11 +88,31 @@ async fn an_app_with_trusted_keys_installs_only_versions_signed_by_them() {
     assert_eq!(on_disk(&d).unwrap(), good, "nothing but the signed version was ever installed");
     assert_eq!(reloads(&d), 1);
 
-    // Alice signs the bytes that arrived unsigned: a new version (not "unchanged"), installed.
-    let v6 = published(&publish_signed(&hosts, b"plain;\n", &alice).await);
-    assert_ne!(v6, v5);
+    // Alice signs the bytes that arrived without metadata: the version exists, so the answer is
+    // "unchanged", and the agent fills in the missing metadata with her signature. The host,
+    // still looking (metadata may come late), then installs that very version.
+    let out = publish_signed(&hosts, b"plain;\n", &alice).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("unchanged, same as {v5}"));
     wait_on_disk(&d, b"plain;\n", Duration::from_secs(20)).await;
+    wait_status(&client, "web-1", "ok", Some(&v5)).await;
+
+    // Bytes that exist unsigned with metadata (v2) become a new version when signed.
+    let v6 = published(&publish_signed(&hosts, b"unsigned;\n", &alice).await);
+    assert_ne!(v6, v2);
+    wait_on_disk(&d, b"unsigned;\n", Duration::from_secs(20)).await;
     wait_status(&client, "web-1", "ok", Some(&v6)).await;
+
+    // A rollback without a key keeps the old version's signature, so it installs.
+    let out = tokio::task::spawn_blocking({
+        let (hosts, v1) = (hosts.clone(), v1.clone());
+        move || ctl(&["--zk", &hosts, "rollback", APP, "--to", &v1])
+    })
+    .await
+    .unwrap();
+    let v7 = published(&out);
+    wait_on_disk(&d, good, Duration::from_secs(20)).await;
+    wait_status(&client, "web-1", "ok", Some(&v7)).await;
     d.term();
 }
 

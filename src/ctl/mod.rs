@@ -378,7 +378,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Acl(AclCommand::Digest { .. }) | Command::Key(_) => unreachable!("handled above"),
         Command::Publish { app, file, opts } => {
             let (data, content) = publish::read_input(&file, target.max_config_size())?;
-            publish::publish(&target, &app, data, content, opts).await
+            publish::publish(&target, &app, data, content, opts, None).await
         }
         Command::Rollback { app, to, opts } => publish::rollback(&target, &app, &to, opts).await,
         Command::Get { app, version } => inspect::get(&target, &app, version.as_deref()).await,

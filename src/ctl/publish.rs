@@ -45,7 +45,16 @@ pub(crate) fn author() -> String {
 
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
 /// `content` says whether `data` is a bundle; data beyond one node goes as chunks first.
-pub async fn publish(t: &Target, app: &str, data: Vec<u8>, content: ContentInfo, opts: PublishOptions) -> Result<(), CtlError> {
+/// `carried` is an earlier version's signature, kept when no `--sign-key` is given (a rollback
+/// of signed bytes stays installable where signatures are required).
+pub async fn publish(
+    t: &Target,
+    app: &str,
+    data: Vec<u8>,
+    content: ContentInfo,
+    opts: PublishOptions,
+    carried: Option<signing::VersionSignature>,
+) -> Result<(), CtlError> {
     let PublishOptions { message, timeout, wait, sign_key, canary, soak } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
     let (mut header, body) = crate::chunks::prepare(app, &author(), message, &data, content, t.max_config_size())
@@ -53,6 +62,8 @@ pub async fn publish(t: &Target, app: &str, data: Vec<u8>, content: ContentInfo,
     if let Some(path) = &sign_key {
         let key = signing::load_signing_key(path).map_err(|e| fail(exit::NOPERM, format!("not published: {e}")))?;
         header.signature = Some(signing::sign(&key, app, &header.sha256, header.size));
+    } else {
+        header.signature = carried.filter(|s| signing::check(s, app, &header.sha256, header.size).is_ok());
     }
     header.canary = crate::rollout::canary_spec(canary.as_deref(), soak).map_err(|e| fail(exit::USAGE, e))?;
     let staged = header.canary.is_some();
@@ -100,17 +111,20 @@ pub async fn rollback(t: &Target, app: &str, to: &str, opts: PublishOptions) -> 
     let client = t.connect().await?;
     let v = t.resolve_version(&client, app, Some(to)).await?;
     let bytes = t.bytes_of(&client, app, &v).await?;
-    // A bundle stays a bundle: take kind and compression from the old version's metadata.
-    let content = match client.get_data(&format!("{}/{}", t.layout.meta(app), v.name)).await {
-        Ok((m, _)) => serde_json::from_slice::<request::VersionMeta>(&m).map(|m| ContentInfo { storage: None, chunks: None, ..m.content }).unwrap_or_default(),
-        Err(_) => ContentInfo::default(),
+    // A bundle stays a bundle, and signed bytes stay signed: take kind, compression and the
+    // signature from the old version's metadata.
+    let old_meta = match client.get_data(&format!("{}/{}", t.layout.meta(app), v.name)).await {
+        Ok((m, _)) => serde_json::from_slice::<request::VersionMeta>(&m).ok(),
+        Err(_) => None,
     };
+    let carried = old_meta.as_ref().and_then(|m| m.signature.clone());
+    let content = old_meta.map(|m| ContentInfo { storage: None, chunks: None, ..m.content }).unwrap_or_default();
     drop(client);
     let note = match &opts.message {
         Some(m) => format!("rollback to {}: {m}", v.name),
         None => format!("rollback to {}", v.name),
     };
-    publish(t, app, bytes, content, PublishOptions { message: Some(note), ..opts }).await
+    publish(t, app, bytes, content, PublishOptions { message: Some(note), ..opts }, carried).await
 }
 
 /// `zkcoordctl key generate`: a new key pair, the private half never overwriting a file.
