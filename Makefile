@@ -28,7 +28,7 @@ test: deps packages
 	$(CARGO) test $(LOCKED) -- --test-threads=$(TEST_THREADS)
 	$(MAKE) fuzz
 
-# Each fuzz target (config parser, publish requests, legacy trigger) for FUZZ_SECONDS (60).
+# Each fuzz target (config parser, publish requests, legacy trigger, bundle unpacking) for FUZZ_SECONDS (60).
 fuzz:
 	@echo "==> fuzz: scripts/fuzz.sh (each target for $${FUZZ_SECONDS:-60}s)"
 	bash scripts/fuzz.sh
