@@ -7,7 +7,8 @@
 //!   `/bin/true` as the reload hook, p50/p90/p99/max, from the publish call's return (the
 //!   issue's definition) and from its start;
 //! - fan-out: 1,000 app followers in this process (the library's own app code, one ZooKeeper
-//!   session and one scratch directory each), time until all of them applied a publish;
+//!   session and one scratch directory each), time until all of them applied a publish, beside
+//!   1,000 plain sessions that only watch and read (the floor);
 //! - throughput: versions per second through the library's publish calls and through the
 //!   legacy trigger, one client and 16 concurrent clients;
 //! - failover: SIGTERM and kill -9 of the leading agent until a publish is acknowledged;
@@ -267,11 +268,17 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
     let start_up = t0.elapsed();
     let rss = rss_kib(std::process::id());
     let (mut all_from_return, mut all_from_start, mut each_from_return) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..publishes {
+    let mut all_from_created = Vec::new();
+    let (cpu0, wall0) = (cpu_ticks(std::process::id()), Instant::now());
+    // The first few publishes warm the servers' JIT and are not counted; between publishes the
+    // fleet's status writes (one quorum write per follower) drain, as they would between real
+    // publishes, which are rarely 50 ms apart.
+    for i in 0..publishes + FANOUT_WARMUP {
         let bytes = format!("fanout {i}\n").into_bytes();
         let start = Instant::now();
         let version = publish_lib(&client, &bytes).await;
         let returned = Instant::now();
+        let returned_wall_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
         let deadline = Instant::now() + Duration::from_secs(60);
         let times = loop {
             let done = applied.lock().unwrap().get(&version).map(|v| v.len()).unwrap_or(0);
@@ -282,17 +289,31 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         let last = *times.iter().max().unwrap();
-        all_from_return.push(last.saturating_duration_since(returned));
-        all_from_start.push(last - start);
-        each_from_return.extend(times.iter().map(|t| t.saturating_duration_since(returned)));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if i >= FANOUT_WARMUP {
+            // The version node's ctime (server clock, this machine, ms) against the last apply.
+            let ctime = client.check_stat(&format!("/applications/{APP}/{version}")).await.unwrap().map(|st| st.ctime as f64).unwrap_or(returned_wall_ms);
+            let last_wall_ms = returned_wall_ms + (last.saturating_duration_since(returned).as_secs_f64() - returned.saturating_duration_since(last).as_secs_f64()) * 1000.0;
+            all_from_created.push(Duration::from_secs_f64(((last_wall_ms - ctime).max(0.0)) / 1000.0));
+            all_from_return.push(last.saturating_duration_since(returned));
+            all_from_start.push(last - start);
+            each_from_return.extend(times.iter().map(|t| t.saturating_duration_since(returned)));
+        }
+        tokio::time::sleep(FANOUT_GAP).await;
     }
+    let cpu_ms = (cpu_ticks(std::process::id()) - cpu0) as f64 * 10.0;
+    let busy = format!(
+        "this process (1,000 followers, the publisher, the bench's own polling) used {:.1} s of CPU over {:.1} s: {:.2} ms per follower per publish",
+        cpu_ms / 1000.0,
+        wall0.elapsed().as_secs_f64(),
+        cpu_ms / ((publishes + FANOUT_WARMUP) * watchers) as f64
+    );
     // Spot check: the files hold the last publish.
-    let last = format!("fanout {}\n", publishes - 1).into_bytes();
+    let last = format!("fanout {}\n", publishes + FANOUT_WARMUP - 1).into_bytes();
     let wrong = (0..watchers)
         .filter(|i| std::fs::read(scratch.path().join(format!("w{i:04}/www/nginx.conf"))).ok().as_deref() != Some(&last[..]))
         .count();
     table(report, &format!("fan-out to {watchers} in-process followers (ms)"));
+    report.push(row(&format!("all {watchers} applied, from the version's creation (ctime, ms resolution)"), all_from_created));
     report.push(row(&format!("all {watchers} applied, from publish return"), all_from_return));
     report.push(row(&format!("all {watchers} applied, from publish start"), all_from_start));
     report.push(row("each follower, from publish return", each_from_return));
@@ -301,6 +322,70 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
         start_up,
         rss / 1024
     ));
+    report.push(busy);
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Fan-out publishes not counted (they warm up the servers' JIT).
+const FANOUT_WARMUP: usize = 5;
+/// Pause between fan-out publishes.
+const FANOUT_GAP: Duration = Duration::from_millis(500);
+
+/// The floor for fan-out: `watchers` plain sessions in this process, each watching the children
+/// of one node and reading the newest child when they change: what ZooKeeper itself allows on
+/// this machine, with no apply, no status write, no files.
+async fn section_fanout_floor(hosts: &str, watchers: usize, publishes: usize, report: &mut Vec<String>) {
+    let parent = "/bench/fanout-floor";
+    let writer = zk_client(hosts).await;
+    create_all(&writer, parent).await;
+    let seen: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..watchers {
+        let (hosts, seen, stop, ready) = (hosts.to_string(), seen.clone(), shutdown.clone(), ready.clone());
+        tokio::spawn(async move {
+            let client = zk_client(&hosts).await;
+            let mut first = true;
+            loop {
+                let (children, w) = client.list_and_watch_children(parent).await.unwrap();
+                if first {
+                    ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    first = false;
+                }
+                if let Some(newest) = zkcoord::layout::newest_version(&children) {
+                    let (data, _) = client.get_data(&format!("{parent}/{}", newest.name)).await.unwrap();
+                    seen.lock().unwrap().entry(String::from_utf8_lossy(&data).into_owned()).or_default().push(Instant::now());
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = w.changed() => {}
+                }
+            }
+        });
+    }
+    wait_until("plain watchers ready", Duration::from_secs(120), || async { ready.load(std::sync::atomic::Ordering::SeqCst) >= watchers }).await;
+    let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+    let mut all = Vec::new();
+    for i in 0..publishes + FANOUT_WARMUP {
+        let data = format!("floor {i}");
+        writer.create(&format!("{parent}/conf-"), data.as_bytes(), &opts).await.unwrap();
+        let returned = Instant::now();
+        let deadline = returned + Duration::from_secs(60);
+        let times = loop {
+            if seen.lock().unwrap().get(&data).map(|v| v.len()).unwrap_or(0) >= watchers {
+                break seen.lock().unwrap().remove(&data).unwrap();
+            }
+            assert!(Instant::now() < deadline, "plain fan-out {i} incomplete");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if i >= FANOUT_WARMUP {
+            all.push(times.iter().max().unwrap().saturating_duration_since(returned));
+        }
+        tokio::time::sleep(FANOUT_GAP).await;
+    }
+    table(report, &format!("fan-out floor: {watchers} plain sessions, watch + read (ms)"));
+    report.push(row(&format!("all {watchers} read the new node, from create return"), all));
     shutdown.cancel();
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
@@ -495,7 +580,7 @@ async fn main() {
         .map(|i| {
             let mut s = Spec::agent(&format!("agent-{i}"), &hosts);
             s.session = "2s";
-            s.agent_extra = format!("keep_versions = 100000\ntrigger_listen = \"127.0.0.1:{}\"\ntrigger_app = \"{APP}\"", trigger_port + i as u16 * 0);
+            s.agent_extra = format!("trigger_listen = \"127.0.0.1:{}\"\ntrigger_app = \"{APP}\"", trigger_port + i as u16 * 0);
             s.start()
         })
         .collect();
@@ -507,6 +592,7 @@ async fn main() {
         section_propagation(&hosts, n, &mut report).await;
     }
     if wanted("fanout") {
+        section_fanout_floor(&hosts, 1000, 50, &mut report).await;
         section_fanout(&hosts, 1000, 50, &mut report).await;
         wait_no_status(&hosts).await;
     }

@@ -240,13 +240,16 @@ impl Applier {
 
     /// Reads version `v` and its metadata and verifies size and hash. Reads only.
     pub async fn fetch(&self, client: &zk::Client, v: &VersionId) -> Result<Fetched, zk::Error> {
-        let (bytes, stat) = match client.get_data(&format!("{}/{}", self.versions, v.name)).await {
+        let version_path = format!("{}/{}", self.versions, v.name);
+        let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
+        // Version and metadata in one round trip (two pipelined requests).
+        let (version, meta) = tokio::join!(client.get_data(&version_path), self.read_meta(client, &meta_path));
+        let (bytes, stat) = match version {
             Ok(r) => r,
             Err(zk::Error::NoNode) => return Ok(Fetched::Gone),
             Err(e) => return Err(e),
         };
-        let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
-        let mut meta = match self.read_meta(client, &meta_path).await? {
+        let mut meta = match meta? {
             Ok(m) => m,
             Err(reason) => return Ok(Fetched::Refused(reason)),
         };
@@ -586,7 +589,13 @@ impl AppFollower {
             a.sync(client).await?;
             p.synced = generation;
         }
-        let (children, parent, watcher) = match client.get_and_watch_children(&a.versions).await {
+        // The listing and the rollout record are asked for together: on a busy ensemble every
+        // round trip in a row is what a thousand hosts wait for.
+        let (listed, rollout) = tokio::join!(
+            client.get_and_watch_children(&a.versions),
+            crate::rollout::read_and_watch(client, &a.layout, &a.app.name)
+        );
+        let (children, parent, watcher) = match listed {
             Ok(r) => r,
             Err(zk::Error::NoNode) => {
                 // Nothing published yet: wait for the parent to appear.
@@ -605,7 +614,7 @@ impl AppFollower {
         };
         // A staged rollout may hold this host at an older version: the rollout record decides
         // which versions it sees, and its changes (promote, abort) wake it like new versions.
-        let (rollout, rollout_changed) = crate::rollout::read_and_watch(client, &a.layout, &a.app.name).await?;
+        let (rollout, rollout_changed) = rollout?;
         let children = crate::rollout::visible(children, rollout.as_ref(), &a.node_id);
         let wake = Box::pin(async move {
             tokio::select! {
