@@ -605,8 +605,15 @@ async fn main() {
     if wanted("footprint") {
         section_footprint(&hosts, idle_secs, &mut report).await;
     }
-    let size = |b: &str| std::fs::metadata(b).map(|m| m.len() / 1024).unwrap_or(0);
+    // The bench profile keeps symbols for perf; what the packages ship is stripped.
+    let size = |b: &str| {
+        let out = std::env::temp_dir().join(format!("zkcoord-size-{}", std::process::id()));
+        let stripped = std::process::Command::new("strip").arg("-o").arg(&out).arg(b).status().is_ok_and(|s| s.success());
+        let kib = std::fs::metadata(if stripped { out.as_path() } else { std::path::Path::new(b) }).map(|m| m.len() / 1024).unwrap_or(0);
+        let _ = std::fs::remove_file(&out);
+        format!("{kib} KiB{}", if stripped { " stripped" } else { "" })
+    };
     report.push(String::new());
-    report.push(format!("binaries (this build): zkcoordd {} KiB, zkcoordctl {} KiB", size(daemon_bin()), size(ctl_bin())));
+    report.push(format!("binaries: zkcoordd {}, zkcoordctl {}", size(daemon_bin()), size(ctl_bin())));
     println!("{}", report.join("\n"));
 }
