@@ -196,3 +196,55 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
     let help = ctl(&["publish", "--help"]);
     assert!(text(&help).contains("Examples:") && text(&help).contains("--wait"));
 }
+
+/// An agent from before staged rollouts and signed versions: it publishes what it is asked to,
+/// ignoring the header fields it does not know (plain ZooKeeper calls, as an old agent makes).
+async fn old_agent(client: zookeeper_client::Client, stop: tokio_util::sync::CancellationToken) {
+    use zookeeper_client as zk;
+    let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    for p in ["/zkcoord/requests", "/zkcoord/outcomes", "/zkcoord/meta/nginxconf", "/applications/nginxconf"] {
+        create_all(&client, p).await;
+    }
+    loop {
+        let (children, watcher) = client.list_and_watch_children("/zkcoord/requests").await.unwrap();
+        for req in children {
+            let path = format!("/zkcoord/requests/{req}");
+            let Ok((bytes, _)) = client.get_data(&path).await else { continue };
+            let (header, body) = zkcoord::request::decode(&bytes).unwrap();
+            let seq_mode = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+            let (_, seq) = client.create("/applications/nginxconf/conf-", body, &seq_mode).await.unwrap();
+            let version = format!("conf-{seq}");
+            // What the old agent knew of metadata: no signature, no canary.
+            let meta = serde_json::json!({"author": header.author, "sha256": header.sha256, "size": header.size, "time": 0, "origin": header.origin});
+            client.create(&format!("/zkcoord/meta/nginxconf/{version}"), &serde_json::to_vec(&meta).unwrap(), &open).await.unwrap();
+            let outcome = serde_json::json!({"result": "published", "version": version});
+            client.create(&format!("/zkcoord/outcomes/{req}"), &serde_json::to_vec(&outcome).unwrap(), &open).await.unwrap();
+            client.delete(&path, None).await.unwrap();
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = watcher.changed() => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_drops_canary_or_signature_makes_the_publish_fail_loudly() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let agent = tokio::spawn(old_agent(zk_client(&hosts).await, stop.clone()));
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("k.key").display().to_string();
+    assert!(ctl(&["key", "generate", &key]).status.success());
+
+    let staged = ctl_run(args(&["--zk", &hosts, "publish", APP, "-", "--canary", "web-1"]), b"v1\n".to_vec()).await;
+    assert_eq!(staged.status.code(), Some(70), "{}", output_text(&staged));
+    assert!(output_text(&staged).contains("went to every host, not staged"), "{}", output_text(&staged));
+
+    let signed = ctl_run(args(&["--zk", &hosts, "publish", APP, "-", "--sign-key", &key]), b"v2\n".to_vec()).await;
+    assert_eq!(signed.status.code(), Some(70), "{}", output_text(&signed));
+    assert!(output_text(&signed).contains("without its signature"), "{}", output_text(&signed));
+    stop.cancel();
+    agent.await.unwrap();
+}

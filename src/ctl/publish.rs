@@ -89,8 +89,22 @@ pub async fn publish(
     println!("{outcome}");
     // Content equal to the newest version stages nothing.
     let staged = staged && matches!(outcome, Outcome::Published { .. });
-    if staged {
-        super::rollout::announce(&client, t, app).await;
+    if staged && !super::rollout::announce(&client, t, app).await {
+        return Err(fail(
+            exit::SOFTWARE,
+            format!("{outcome} went to every host, not staged: the leading agent has no rollout record for it (an agent older than staged rollouts ignores --canary, or a newer publish superseded it)"),
+        ));
+    }
+    if let (Some(_), Outcome::Published { version }) = (&sign_key, &outcome) {
+        // An agent older than signed versions drops the signature; hosts with trusted_keys
+        // would then refuse the version, so say it here rather than let the rollout stall.
+        let signed = match client.get_data(&format!("{}/{version}", t.layout.meta(app))).await {
+            Ok((m, _)) => serde_json::from_slice::<request::VersionMeta>(&m).map(|m| m.signature.is_some()).unwrap_or(false),
+            Err(_) => true,
+        };
+        if !signed {
+            return Err(fail(exit::SOFTWARE, format!("{version} was published without its signature (the leading agent is older than signed versions); hosts with trusted_keys will refuse it")));
+        }
     }
     let version = match outcome {
         Outcome::Rejected { .. } => return Err(fail(exit::DATAERR, String::new())),

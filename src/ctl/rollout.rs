@@ -135,14 +135,22 @@ pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &
 }
 
 /// After a publish with `--canary`: one line saying how the rollout starts.
-pub async fn announce(client: &zk::Client, t: &Target, app: &str) {
-    if let Ok(Some((r, _))) = rollout::read(client, &t.layout, app).await {
-        println!(
-            "staged on canaries {} (soak {}); others stay on {} until promoted (zkcoordctl rollout|promote|abort {app})",
-            r.canaries.join(","),
-            humantime::format_duration(Duration::from_millis(r.soak_ms)),
-            r.previous.as_deref().unwrap_or("nothing")
-        );
+/// Returns false when there is no record: the leader did not stage the version (an agent from
+/// before staged rollouts drops `--canary`), or a newer publish already superseded it.
+pub async fn announce(client: &zk::Client, t: &Target, app: &str) -> bool {
+    match rollout::read(client, &t.layout, app).await {
+        Ok(Some((r, _))) => {
+            println!(
+                "staged on canaries {} (soak {}); others stay on {} until promoted (zkcoordctl rollout|promote|abort {app})",
+                r.canaries.join(","),
+                humantime::format_duration(Duration::from_millis(r.soak_ms)),
+                r.previous.as_deref().unwrap_or("nothing")
+            );
+            true
+        }
+        Ok(None) => false,
+        // Cannot tell; the rollout commands will say.
+        Err(_) => true,
     }
 }
 
