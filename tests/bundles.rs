@@ -356,22 +356,8 @@ async fn packing_refuses_fifos_and_symlinks_before_zookeeper() {
     assert!(text.contains("sub/escape is a symlink (to ../../../etc/passwd)"), "{text}");
 }
 
-/// Writes a 0600 secret file in `dir`.
-fn secret(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p.display().to_string()
-}
-
 fn acl_section() -> String {
-    let d = zkcoord::acl::digest_id;
-    format!(
-        "\n[acl]\nenabled = true\nagents = [\"{}\"]\napps = [\"{}\"]\npublishers = [\"{}\"]\n",
-        d("agent:apw"),
-        d("web1:w1pw"),
-        d("ops:opw")
-    )
+    fleet::acl_section(&["agent:apw"], &["web1:w1pw"], &["ops:opw"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -413,24 +413,8 @@ async fn publish_wait_follows_a_staged_rollout_to_its_end() {
     assert!(output_text(&out).contains("aborted by the leader: check-failed on canary web-2"), "{}", output_text(&out));
 }
 
-/// A 0600 file in `dir` holding `text`.
-fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p.display().to_string()
-}
-
 fn acl_section() -> String {
-    let d = zkcoord::acl::digest_id;
-    format!(
-        "\n[acl]\nenabled = true\nagents = [\"{}\"]\napps = [\"{}\", \"{}\"]\npublishers = [\"{}\"]\n",
-        d("agent:apw"),
-        d("web1:w1pw"),
-        d("web2:w2pw"),
-        d("ops:opw")
-    )
+    fleet::acl_section(&["agent:apw"], &["web1:w1pw", "web2:w2pw"], &["ops:opw"])
 }
 
 /// The TOML of `spec` with an auth file, the [acl] section and `app_extra` for the [[app]].

@@ -14,22 +14,8 @@ fn digest(user_password: &str) -> String {
     zkcoord::acl::digest_id(user_password)
 }
 
-/// Writes a 0600 secret file in `dir`.
-fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p.display().to_string()
-}
-
 fn acl_section() -> String {
-    format!(
-        "\n[acl]\nenabled = true\nagents = [\"{}\"]\napps = [\"{}\", \"{}\"]\npublishers = [\"{}\"]\n",
-        digest("agent:apw"),
-        digest("web1:w1pw"),
-        digest("web2:w2pw"),
-        digest("ops:opw")
-    )
+    fleet::acl_section(&["agent:apw"], &["web1:w1pw", "web2:w2pw"], &["ops:opw"])
 }
 
 /// A daemon whose config has an auth file and the [acl] section.

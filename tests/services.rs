@@ -5,6 +5,8 @@
 mod common;
 mod fleet;
 
+use fleet::secret;
+
 use common::*;
 use std::time::{Duration, Instant};
 use zookeeper_client::{Acls, Client, CreateMode};
@@ -375,23 +377,8 @@ async fn a_rendered_file_that_fails_its_check_is_not_installed() {
     assert_eq!(rendered(&lb).unwrap(), good);
 }
 
-/// Writes a 0600 secret file in `dir`; returns its path.
-fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p.display().to_string()
-}
-
 fn acl_section() -> String {
-    let d = zkcoord::acl::digest_id;
-    format!(
-        "\n[acl]\nenabled = true\napps = [\"{}\", \"{}\"]\npublishers = [\"{}\"]\n",
-        d("web1:w1pw"),
-        d("web2:w2pw"),
-        d("ops:opw")
-    )
+    fleet::acl_section(&[], &["web1:w1pw", "web2:w2pw"], &["ops:opw"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

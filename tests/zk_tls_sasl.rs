@@ -199,12 +199,10 @@ async fn with_sasl_enforced_only_configured_users_get_in_and_acls_name_them() {
 
     let mut d = Daemon::prepare("web-1");
     std::fs::create_dir_all(d.dir().join("www")).unwrap();
-    let auth = d.dir().join("zk-auth");
-    std::fs::write(&auth, "agent:apw\n").unwrap();
-    std::fs::set_permissions(&auth, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let auth = secret(d.dir(), "zk-auth", "agent:apw\n");
     let toml = Spec::both("web-1", &hosts).toml().replace(
         "start_timeout = \"5s\"\n",
-        &format!("start_timeout = \"5s\"\nauth_file = \"{}\"\nauth_scheme = \"sasl\"\n", auth.display()),
+        &format!("start_timeout = \"5s\"\nauth_file = \"{auth}\"\nauth_scheme = \"sasl\"\n"),
     );
     let (head, app) = toml.split_once("\n[[app]]").unwrap();
     d.set_config(&format!(
@@ -215,13 +213,11 @@ async fn with_sasl_enforced_only_configured_users_get_in_and_acls_name_them() {
 
     // The publisher authenticates as ops, through the same config keys.
     let ops_dir = tempfile::tempdir().unwrap();
-    let ops_auth = ops_dir.path().join("auth");
-    std::fs::write(&ops_auth, "ops:opw\n").unwrap();
-    std::fs::set_permissions(&ops_auth, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let ops_auth = secret(ops_dir.path(), "auth", "ops:opw\n");
     let ops_cfg = config_for(
         ops_dir.path(),
         "ops.toml",
-        &format!("role = \"agent\"\n[zookeeper]\nhosts = \"{hosts}\"\nauth_file = \"{}\"\nauth_scheme = \"sasl\"\n", ops_auth.display()),
+        &format!("role = \"agent\"\n[zookeeper]\nhosts = \"{hosts}\"\nauth_file = \"{ops_auth}\"\nauth_scheme = \"sasl\"\n"),
     );
     let out = tokio::task::spawn_blocking({
         let cfg = ops_cfg.clone();

@@ -315,3 +315,18 @@ pub fn trigger(port: u16, payload: &[u8]) -> String {
     let _ = s.read_to_string(&mut reply);
     reply
 }
+
+/// Writes a 0600 secret file (credentials, tokens, keys) in `dir`; returns its path.
+pub fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+/// An enabled `[acl]` section naming, by role, the digest identities of `user:password` pairs.
+pub fn acl_section(agents: &[&str], apps: &[&str], publishers: &[&str]) -> String {
+    let ids = |pairs: &[&str]| pairs.iter().map(|p| format!("\"{}\"", zkcoord::acl::digest_id(p))).collect::<Vec<_>>().join(", ");
+    format!("\n[acl]\nenabled = true\nagents = [{}]\napps = [{}]\npublishers = [{}]\n", ids(agents), ids(apps), ids(publishers))
+}
