@@ -14,7 +14,7 @@ use crate::layout::{self, Layout, VersionId};
 use crate::metrics::Metrics;
 use crate::registration::{self, NodeSpec};
 use crate::request::{self, VersionMeta};
-use crate::session::{classify, ErrorKind, SessionHandle};
+use crate::session::SessionHandle;
 use crate::state::{now_secs, Applied, StateStore};
 use crate::status::{ApplyResult, StatusReport};
 use crate::systemd::ReadyPart;
@@ -553,21 +553,8 @@ impl AppFollower {
             };
             if let Err(e) = waited {
                 drop(client);
-                match classify(&e) {
-                    ErrorKind::SessionGone => session.wait_replaced(generation).await,
-                    ErrorKind::ConnectionLost => {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = session.settle(generation) => {}
-                        }
-                    }
-                    ErrorKind::Other => {
-                        tracing::warn!(app = %a.app.name, "reading versions failed: {e}; retrying in 1s");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
+                if !session.recover(generation, &e, &format!("reading versions of app {}", a.app.name), &shutdown).await {
+                    break;
                 }
             }
         }

@@ -17,12 +17,11 @@ use crate::layout::Layout;
 use crate::members::{self, Member, Snapshot};
 use crate::metrics::Metrics;
 use crate::registration::{self, NodeSpec};
-use crate::session::{classify, ErrorKind, SessionHandle};
+use crate::session::SessionHandle;
 use crate::state::now_secs;
 use crate::status::{ApplyResult, StatusReport};
 use crate::systemd::ReadyPart;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
@@ -146,22 +145,12 @@ impl RenderFollower {
             match r {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(e) => match classify(&e) {
-                    ErrorKind::SessionGone => session.wait_replaced(generation).await,
-                    ErrorKind::ConnectionLost => {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = session.settle(generation) => {}
-                        }
+                Err(e) => {
+                    let what = format!("reading members of {} for app {name}", self.render.members_path());
+                    if !session.recover(generation, &e, &what, &shutdown).await {
+                        break;
                     }
-                    ErrorKind::Other => {
-                        tracing::warn!(app = %name, path = %self.render.members_path(), "reading members failed: {e}; retrying in 1s");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                },
+                }
             }
         }
         let _ = keeper.await;

@@ -10,8 +10,7 @@
 use crate::config::ServiceConfig;
 use crate::hooks;
 use crate::registration::{self, NodeSpec};
-use crate::session::{self, classify, ErrorKind, SessionHandle};
-use std::time::Duration;
+use crate::session::{self, SessionHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -190,21 +189,8 @@ async fn watch_drain(flag: String, mut session: SessionHandle, tx: watch::Sender
             }
         };
         drop(client);
-        match classify(&err) {
-            ErrorKind::SessionGone => session.wait_replaced(generation).await,
-            ErrorKind::ConnectionLost => {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = session.settle(generation) => {}
-                }
-            }
-            ErrorKind::Other => {
-                tracing::warn!(flag = %flag, "cannot watch the drain flag: {err}; retrying in 1s");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
+        if !session.recover(generation, &err, &format!("watching the drain flag {flag}"), &stop).await {
+            return;
         }
     }
 }
@@ -212,6 +198,7 @@ async fn watch_drain(flag: String, mut session: SessionHandle, tx: watch::Sender
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn drained_wins_over_healthy() {

@@ -135,6 +135,29 @@ impl SessionHandle {
         let _ = tokio::time::timeout(Duration::from_secs(2), replaced).await;
     }
 
+    /// After `err` on session `generation`, waits for what the error calls for: the next
+    /// session, a reconnect, or a second before `what` is tried again. False when `stop` came
+    /// first. The one recovery rule every watching component shares.
+    pub async fn recover(&mut self, generation: u64, err: &zk::Error, what: &str, stop: &CancellationToken) -> bool {
+        match classify(err) {
+            ErrorKind::SessionGone => {
+                self.wait_replaced(generation).await;
+                true
+            }
+            ErrorKind::ConnectionLost => tokio::select! {
+                _ = stop.cancelled() => false,
+                _ = self.settle(generation) => true,
+            },
+            ErrorKind::Other => {
+                tracing::warn!("{what} failed: {err}; retrying in 1s");
+                tokio::select! {
+                    _ = stop.cancelled() => false,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+                }
+            }
+        }
+    }
+
     /// The phase right now, without marking it seen (for readers that do not wait on changes).
     pub fn phase(&self) -> Phase {
         self.rx.borrow().phase
