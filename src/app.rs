@@ -532,10 +532,7 @@ impl AppFollower {
         a.metrics.app_started(&a.app.name);
         self.publish(&p, &seen, false);
         loop {
-            let Some((generation, client)) = (tokio::select! {
-                _ = shutdown.cancelled() => break,
-                c = session.connected() => c,
-            }) else {
+            let Some((generation, client)) = session.connected_until(&shutdown).await else {
                 break;
             };
             let waited = match self.look(&client, generation, &mut p, &mut seen, &status_tx).await {

@@ -134,10 +134,7 @@ impl RenderFollower {
         self.metrics.app_started(&name);
         self.publish(&st, false);
         loop {
-            let Some((generation, client)) = (tokio::select! {
-                _ = shutdown.cancelled() => break,
-                c = session.connected() => c,
-            }) else {
+            let Some((generation, client)) = session.connected_until(&shutdown).await else {
                 break;
             };
             let r = self.follow(&client, generation, &mut st, &status_tx, &mut session, &shutdown).await;

@@ -163,10 +163,7 @@ async fn watch_health(svc: ServiceConfig, tx: watch::Sender<bool>, stop: Cancell
 /// member cannot be registered then anyway.
 async fn watch_drain(flag: String, mut session: SessionHandle, tx: watch::Sender<Option<bool>>, stop: CancellationToken) {
     loop {
-        let Some((generation, client)) = (tokio::select! {
-            _ = stop.cancelled() => return,
-            c = session.connected() => c,
-        }) else {
+        let Some((generation, client)) = session.connected_until(&stop).await else {
             return;
         };
         let err = loop {

@@ -89,6 +89,15 @@ impl SessionHandle {
         }
     }
 
+    /// Like [`SessionHandle::connected`], but None as soon as `stop` is cancelled too: the head
+    /// of every component's session loop.
+    pub async fn connected_until(&mut self, stop: &CancellationToken) -> Option<(u64, zk::Client)> {
+        tokio::select! {
+            _ = stop.cancelled() => None,
+            c = self.connected() => c,
+        }
+    }
+
     /// Waits for the next change of phase or generation.
     pub async fn changed(&mut self) -> SessionView {
         if self.rx.changed().await.is_err() {

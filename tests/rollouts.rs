@@ -57,13 +57,17 @@ async fn wait_rollout_state(client: &Client, state: &str) -> serde_json::Value {
 }
 
 /// Starts one agent and `n` app hosts web-1..web-n (with `check`, if given), all on v1.
-async fn fleet(hosts: &str, n: usize, check: Option<&str>) -> (Daemon, Vec<Daemon>) {
-    let agent = Spec::agent("agent-1", hosts).start();
+/// Starts app hosts web-1..=web-n, each config made by `config` from its Spec, and waits until
+/// every one reports.
+async fn app_hosts(hosts: &str, n: usize, config: impl Fn(&mut Spec) -> String) -> Vec<Daemon> {
     let apps: Vec<Daemon> = (1..=n)
         .map(|i| {
             let mut s = Spec::app(&format!("web-{i}"), hosts);
-            s.check = check.map(String::from);
-            s.start()
+            let toml = config(&mut s);
+            let mut d = s.prepare();
+            d.set_config(&toml);
+            d.spawn();
+            d
         })
         .collect();
     let client = zk_client(hosts).await;
@@ -71,6 +75,17 @@ async fn fleet(hosts: &str, n: usize, check: Option<&str>) -> (Daemon, Vec<Daemo
         children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
     })
     .await;
+    apps
+}
+
+async fn fleet(hosts: &str, n: usize, check: Option<&str>) -> (Daemon, Vec<Daemon>) {
+    let agent = Spec::agent("agent-1", hosts).start();
+    let apps = app_hosts(hosts, n, |s| {
+        s.check = check.map(String::from);
+        s.toml()
+    })
+    .await;
+    let client = zk_client(hosts).await;
     let v1 = publish_ok(hosts, b"v1 good\n").await;
     // The status says ok once the reload ended (the file is in place before that).
     for a in &apps {
@@ -302,22 +317,13 @@ async fn with_max_parallel_reloads_1_reloads_of_different_hosts_never_overlap() 
     let record = shared.path().join("reloads.log");
     let _agent = Spec::agent("agent-1", &hosts).start();
     let n = 4;
-    let apps: Vec<Daemon> = (1..=n)
-        .map(|i| {
-            let node = format!("web-{i}");
-            let mut s = Spec::app(&node, &hosts);
-            s.reload = Some(format!(
-                r#"["sh", "-c", "echo start $(date +%s%N) {node} >> {r}; sleep 0.3; echo end $(date +%s%N) {node} >> {r}"]"#,
-                r = record.display()
-            ));
-            let mut d = s.prepare();
-            d.set_config(&format!("{}max_parallel_reloads = 1\n", s.toml()));
-            d.spawn();
-            d
-        })
-        .collect();
-    wait_until("every app host reports", LONG, || async {
-        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
+    let apps = app_hosts(&hosts, n, |s| {
+        s.reload = Some(format!(
+            r#"["sh", "-c", "echo start $(date +%s%N) {node} >> {r}; sleep 0.3; echo end $(date +%s%N) {node} >> {r}"]"#,
+            node = s.node,
+            r = record.display()
+        ));
+        format!("{}max_parallel_reloads = 1\n", s.toml())
     })
     .await;
     let t = Instant::now();
@@ -354,22 +360,9 @@ async fn with_max_parallel_reloads_1_reloads_of_different_hosts_never_overlap() 
 async fn a_splay_spreads_applies_but_a_fresh_host_does_not_wait() {
     let zk = ZkEnsemble::single();
     let hosts = zk.connect_string();
-    let client = zk_client(&hosts).await;
     let _agent = Spec::agent("agent-1", &hosts).start();
     let n = 3;
-    let apps: Vec<Daemon> = (1..=n)
-        .map(|i| {
-            let s = Spec::app(&format!("web-{i}"), &hosts);
-            let mut d = s.prepare();
-            d.set_config(&format!("{}splay = \"3s\"\n", s.toml()));
-            d.spawn();
-            d
-        })
-        .collect();
-    wait_until("every app host reports", LONG, || async {
-        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == n
-    })
-    .await;
+    let apps = app_hosts(&hosts, n, |s| format!("{}splay = \"3s\"\n", s.toml())).await;
     let t = Instant::now();
     publish_ok(&hosts, b"one\n").await;
     for a in &apps {
