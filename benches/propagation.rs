@@ -30,7 +30,7 @@ use fleet::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zkcoord::layout::Layout;
+use zkcoord::model::layout::Layout;
 use zookeeper_client as zk;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -78,10 +78,10 @@ fn layout() -> Layout {
 /// One publish through the library, as `zkcoordctl publish` does it; returns the version.
 async fn publish_lib(client: &zk::Client, bytes: &[u8]) -> String {
     let layout = layout();
-    let header = zkcoord::request::header_for(APP, "bench", None, "zkcoordctl", bytes).unwrap();
-    let req = zkcoord::request::submit(client, &layout, &header, bytes).await.unwrap();
-    match zkcoord::request::await_outcome(client, &layout, &req, Duration::from_secs(30)).await.unwrap() {
-        zkcoord::request::Outcome::Published { version } => version,
+    let header = zkcoord::model::request::header_for(APP, "bench", None, "zkcoordctl", bytes).unwrap();
+    let req = zkcoord::model::request::submit(client, &layout, &header, bytes).await.unwrap();
+    match zkcoord::model::request::await_outcome(client, &layout, &req, Duration::from_secs(30)).await.unwrap() {
+        zkcoord::model::request::Outcome::Published { version } => version,
         other => panic!("publish answered {other}"),
     }
 }
@@ -93,10 +93,10 @@ async fn propagation(hosts: &str, apps: &[Daemon], n: usize) -> (Vec<Duration>, 
     let (mut from_start, mut from_return) = (Vec::new(), Vec::new());
     for i in 0..n {
         let bytes = format!("worker_processes {i};\n").into_bytes();
-        let header = zkcoord::request::header_for(APP, "bench", None, "zkcoordctl", &bytes).unwrap();
+        let header = zkcoord::model::request::header_for(APP, "bench", None, "zkcoordctl", &bytes).unwrap();
         let start = Instant::now();
-        let req = zkcoord::request::submit(&client, &layout, &header, &bytes).await.unwrap();
-        zkcoord::request::await_outcome(&client, &layout, &req, Duration::from_secs(30)).await.unwrap();
+        let req = zkcoord::model::request::submit(&client, &layout, &header, &bytes).await.unwrap();
+        zkcoord::model::request::await_outcome(&client, &layout, &req, Duration::from_secs(30)).await.unwrap();
         let returned = Instant::now();
         loop {
             if apps.iter().all(|d| on_disk(d).as_deref() == Some(&bytes[..])) {
@@ -222,14 +222,14 @@ async fn section_propagation(hosts: &str, n: usize, report: &mut Vec<String>) {
 
 /// 1,000 app followers in this process, each with its own session and scratch directory.
 async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: &mut Vec<String>) {
-    use zkcoord::app::{AppFollower, AppView, Applier};
+    use zkcoord::app::follower::{AppFollower, AppView, Applier};
     // tmpfs when there is one: a thousand hosts each fsync their own disk; one machine's disk
     // fsyncing for all of them would measure the disk, not the fan-out.
     let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
     let scratch = tempfile::Builder::new().prefix("zkcoord-fanout-").tempdir_in(base).unwrap();
     let metrics = Arc::new(zkcoord::metrics::Metrics::new());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let gate = zkcoord::systemd::ReadyGate::new();
+    let gate = zkcoord::daemon::systemd::ReadyGate::new();
     // (watcher, version) -> when that watcher's view first showed the version applied.
     let applied: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
     let t0 = Instant::now();
@@ -242,7 +242,7 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
         );
         let path = dir.join("zkcoord.toml");
         let config = zkcoord::config::Config::from_toml(&path, &toml, |_| None).unwrap();
-        let (sup, handle) = zkcoord::session::channel(metrics.clone());
+        let (sup, handle) = zkcoord::zk::session::channel(metrics.clone());
         tokio::spawn(sup.supervise(config.zookeeper.clone(), shutdown.clone()));
         let (view_tx, mut view_rx) = tokio::sync::watch::channel(AppView::starting(APP));
         let follower = AppFollower { applier: Applier::new(&config, &config.apps[0], metrics.clone()), ready: gate.part(), view: view_tx };
@@ -353,7 +353,7 @@ async fn section_fanout_floor(hosts: &str, watchers: usize, publishes: usize, re
                     ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     first = false;
                 }
-                if let Some(newest) = zkcoord::layout::newest_version(&children) {
+                if let Some(newest) = zkcoord::model::layout::newest_version(&children) {
                     let (data, _) = client.get_data(&format!("{parent}/{}", newest.name)).await.unwrap();
                     seen.lock().unwrap().entry(String::from_utf8_lossy(&data).into_owned()).or_default().push(Instant::now());
                 }

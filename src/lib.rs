@@ -1,73 +1,52 @@
 //! zkcoord: publish a configuration once; every host applies it atomically.
 //!
 //! # Layout
-//! - [`acl`]: credentials, digest identities and the ACL each kind of node gets.
+//! The code stands in layers; each may use only the layers below it (`tests/layering.rs`
+//! fails on an import that runs the other way).
+//!
+//! - Leaves, which use nothing of the crate:
+//!   [`clock`] (wall and monotonic time), [`digest`] (sha256), [`secret`] (files others must not
+//!   read), [`backoff`] (retry delays with jitter), [`exit`] (sysexits codes), [`ready`] (the
+//!   first-sync gate systemd's READY=1 waits on).
+//! - [`model`]: what lives in znodes, as data and rules: paths and the "newest version" rule,
+//!   requests, outcomes and metadata, content storage, rollout records, signatures, status.
 //! - [`config`]: the TOML file, environment overrides, and errors that name file and key.
-//! - [`layout`]: where every znode lives, and the one "newest version" rule.
-//! - [`tls`]: TLS to ZooKeeper (CA, client certificate and key).
-//! - [`session`]: the one owner of the ZooKeeper session (connect, reconnect, expiry).
-//! - [`registration`]: keeps an ephemeral node alive for as long as the daemon runs.
-//! - [`election`]: agents elect `leaders` leaders from their registration nodes.
-//! - [`agent`]: the leader's intake of publish requests, fenced writes, pruning.
-//! - [`request`]: the publish request format shared by `zkcoordctl`, the trigger and the agent.
-//! - [`trigger`]: the legacy `add|<data>` TCP listener.
-//! - [`app`]: watches an application's versions and applies the newest.
-//! - [`render`]: an app rendered from a service's live members through a template.
-//! - [`service`]: registers this host's services while healthy and not drained.
-//! - [`members`]: reads a service's live members (for rendering and `zkcoordctl services`).
-//! - [`oneshot`]: `zkcoordd --once` and `--dry-run`: one pass over the apps, then exit.
-//! - [`signing`]: ed25519-signed versions, and the keys an app trusts.
-//! - [`rollout`]: staged rollouts: canaries, soak, promote, abort (record, app filter, leader supervisor).
-//! - [`pacing`]: reload pacing: the `max_parallel_reloads` semaphore and the splay.
-//! - [`install`]: atomic write, check, reload, rollback.
-//! - [`bundle`]: directory trees: pack, unpack, install by an atomic symlink flip.
-//! - [`chunks`]: content beyond one node's limit, stored as chunk nodes.
-//! - [`hooks`]: runs check and reload commands with a timeout.
-//! - [`state`]: what this host applied, remembered across restarts.
-//! - [`status`]: the per-host status report.
 //! - [`metrics`]: counters, gauges and histograms for `/metrics`, recorded where events happen.
-//! - [`http`]: the optional `/healthz` and `/metrics` listener.
-//! - [`systemd`]: sd_notify messages.
-//! - [`signals`]: Unix signals turned into messages.
-//! - [`daemon`]: wires the above into `zkcoordd`.
-//! - [`ctl`]: the `zkcoordctl` commands.
-//! - [`cli`]: both binaries' command lines (also the source of the man pages).
-//! - [`logging`]: log output (journal or text) and its reloadable level.
-//! - [`backoff`]: retry delays with jitter.
-//! - [`exit`]: sysexits codes.
+//! - [`zk`]: everything that talks to ZooKeeper: session, identity and ACLs, registration,
+//!   election and fence, requests in flight, chunked content, rollout records, members.
+//! - [`host`]: this machine's files and processes: hooks, atomic install with check, reload and
+//!   rollback, bundles, the applied-state file.
+//! - Roles, which never use each other: [`agent`] (the leader's intake, fenced publish, prune,
+//!   rollout supervision, legacy trigger), [`app`] (follow, apply, pace, render, once/dry-run),
+//!   [`service`] (register this host's services while healthy and not drained).
+//! - [`daemon`] (wires the roles into `zkcoordd`: signals, systemd, logging, HTTP), [`ctl`] (the
+//!   `zkcoordctl` commands) and [`cli`] (both binaries' command lines, also the man pages' source).
+//! - `src/bin/`: argument parsing and a call.
 #![forbid(unsafe_code)]
 
-pub mod acl;
+// Leaves.
+pub mod backoff;
+pub mod clock;
+pub mod digest;
+pub mod exit;
+pub mod ready;
+pub mod secret;
+
+// Data and rules, configuration, measurements.
+pub mod config;
+pub mod metrics;
+pub mod model;
+
+// What talks to ZooKeeper; what touches this host.
+pub mod host;
+pub mod zk;
+
+// Roles.
 pub mod agent;
 pub mod app;
-pub mod backoff;
-pub mod bundle;
-pub mod chunks;
+pub mod service;
+
+// Entry points.
 pub mod cli;
-pub mod config;
 pub mod ctl;
 pub mod daemon;
-pub mod election;
-pub mod exit;
-pub mod hooks;
-pub mod http;
-pub mod install;
-pub mod layout;
-pub mod logging;
-pub mod members;
-pub mod metrics;
-pub mod oneshot;
-pub mod pacing;
-pub mod registration;
-pub mod render;
-pub mod request;
-pub mod rollout;
-pub mod service;
-pub mod session;
-pub mod signing;
-pub mod signals;
-pub mod state;
-pub mod status;
-pub mod systemd;
-pub mod tls;
-pub mod trigger;

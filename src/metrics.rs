@@ -17,9 +17,9 @@
 //! | `zkcoord_publish_to_apply_seconds` | histogram | `app` |
 //! | `zkcoord_versions_behind` | gauge | `app` |
 
-use crate::request::Outcome;
-use crate::session::Phase;
-use crate::status::ApplyResult;
+use crate::model::request::Outcome;
+use crate::zk::session::Phase;
+use crate::model::status::ApplyResult;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -8,9 +8,9 @@
 //! `<root>/drain/<node_id>/<service>`, which `zkcoordctl drain` creates from anywhere).
 
 use crate::config::ServiceConfig;
-use crate::hooks;
-use crate::registration::{self, NodeSpec};
-use crate::session::{self, SessionHandle};
+use crate::host::hooks;
+use crate::zk::registration::{self, NodeSpec};
+use crate::zk::session::{self, SessionHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,7 @@ impl ServiceRunner {
             parent: svc.members_path(),
             name: svc.node_name.clone().unwrap_or_else(|| self.node_id.clone()),
             sequential: svc.sequential,
-            parent_kind: crate::acl::NodeKind::ServiceParent,
+            parent_kind: crate::zk::identity::NodeKind::ServiceParent,
         };
         let (_data_tx, data_rx) = watch::channel(svc.member_data());
         let mut keeper: Option<(CancellationToken, JoinHandle<()>)> = None;

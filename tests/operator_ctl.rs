@@ -210,7 +210,7 @@ async fn old_agent(client: zookeeper_client::Client, stop: tokio_util::sync::Can
         for req in children {
             let path = format!("/zkcoord/requests/{req}");
             let Ok((bytes, _)) = client.get_data(&path).await else { continue };
-            let (header, body) = zkcoord::request::decode(&bytes).unwrap();
+            let (header, body) = zkcoord::model::request::decode(&bytes).unwrap();
             let seq_mode = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
             let (_, seq) = client.create("/applications/nginxconf/conf-", body, &seq_mode).await.unwrap();
             let version = format!("conf-{seq}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use zookeeper_client as zk;
 
 fn digest(user_password: &str) -> String {
-    zkcoord::acl::digest_id(user_password)
+    zkcoord::zk::identity::digest_id(user_password)
 }
 
 fn acl_section() -> String {

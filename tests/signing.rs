@@ -69,7 +69,7 @@ async fn an_app_with_trusted_keys_installs_only_versions_signed_by_them() {
     let meta1 = get(&client, &format!("/zkcoord/meta/{APP}/{v1}")).await.unwrap();
     let mut forged: serde_json::Value = serde_json::from_slice(&meta1).unwrap();
     let evil = b"evil;\n";
-    forged["sha256"] = zkcoord::request::sha256_hex(evil).into();
+    forged["sha256"] = zkcoord::digest::sha256_hex(evil).into();
     forged["size"] = evil.len().into();
     let v4 = create_seq(&client, &format!("/applications/{APP}/conf-"), evil).await;
     let v4 = v4.rsplit('/').next().unwrap().to_string();

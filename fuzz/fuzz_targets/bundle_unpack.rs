@@ -4,8 +4,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use zkcoord::bundle;
-use zkcoord::install::Ownership;
+use zkcoord::host::bundle;
+use zkcoord::host::install::Ownership;
 
 /// Everything under `dir`, as (path, is_dir); panics on a symlink or special file.
 fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

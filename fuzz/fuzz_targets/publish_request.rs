@@ -2,7 +2,7 @@
 //! decoding must never panic, and what decodes must round-trip.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use zkcoord::request;
+use zkcoord::model::request;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((header, body)) = request::decode(data) {
@@ -14,5 +14,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = serde_json::from_slice::<request::Outcome>(data);
     let _ = serde_json::from_slice::<request::VersionMeta>(data);
-    let _ = serde_json::from_slice::<zkcoord::status::StatusReport>(data);
+    let _ = serde_json::from_slice::<zkcoord::model::status::StatusReport>(data);
 });

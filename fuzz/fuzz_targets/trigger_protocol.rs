@@ -4,11 +4,11 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(body) = zkcoord::trigger::parse_message(data, None) {
+    if let Ok(body) = zkcoord::agent::trigger::parse_message(data, None) {
         assert_eq!(&data[4..], body);
-        assert!(body.len() <= zkcoord::request::MAX_CONFIG_BYTES);
+        assert!(body.len() <= zkcoord::model::request::MAX_NODE_BYTES);
     }
-    if let Ok(body) = zkcoord::trigger::parse_message(data, Some("s3cret")) {
+    if let Ok(body) = zkcoord::agent::trigger::parse_message(data, Some("s3cret")) {
         assert!(data.starts_with(b"add:s3cret|"));
         assert_eq!(&data[11..], body);
     }

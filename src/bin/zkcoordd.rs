@@ -6,7 +6,7 @@ use zkcoord::config::Config;
 use zkcoord::exit;
 
 fn main() {
-    let early_stop = zkcoord::signals::catch_early();
+    let early_stop = zkcoord::daemon::signals::catch_early();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -44,8 +44,8 @@ fn main() {
     // A one-shot run prints its own results, one line per app; its log is off unless
     // ZKCOORD_LOG or RUST_LOG ask for it.
     let one_shot = args.once || args.dry_run;
-    zkcoord::acl::install_from(&config);
-    let log = zkcoord::logging::init(if one_shot { "off" } else { &config.log_level });
+    zkcoord::zk::identity::install_from(&config);
+    let log = zkcoord::daemon::logging::init(if one_shot { "off" } else { &config.log_level });
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -54,9 +54,9 @@ fn main() {
         }
     };
     let code = if args.once {
-        runtime.block_on(zkcoord::oneshot::once(&config))
+        runtime.block_on(zkcoord::app::oneshot::once(&config))
     } else if args.dry_run {
-        runtime.block_on(zkcoord::oneshot::dry_run(&config))
+        runtime.block_on(zkcoord::app::oneshot::dry_run(&config))
     } else {
         runtime.block_on(zkcoord::daemon::run(config, args.config, early_stop, log))
     };

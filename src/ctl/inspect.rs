@@ -3,9 +3,9 @@
 
 use super::{fail, zk_fail, CtlError, Target};
 use crate::exit;
-use crate::layout::{self, VersionId};
-use crate::request::VersionMeta;
-use crate::status::StatusReport;
+use crate::model::layout::{self, VersionId};
+use crate::model::request::VersionMeta;
+use crate::model::status::StatusReport;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -183,7 +183,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
             names
         }
     };
-    let now = crate::state::now_secs();
+    let now = crate::clock::now_secs();
     let mut apps = Vec::new();
     for app in app_names {
         let versions = layout::versions(&children_or_empty(client, &t.versions_path(&app)).await?);
@@ -307,7 +307,7 @@ mod tests {
 
 /// Applies the configured ACL policy to every zkcoord node that exists.
 pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
-    use crate::acl::NodeKind;
+    use crate::zk::identity::NodeKind;
     let Some(config) = &t.config else {
         return Err(fail(exit::USAGE, "acl init needs --config (the [acl] section says who may do what)"));
     };
@@ -326,12 +326,12 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         (l.claims(), NodeKind::AgentParent),
         (l.status_root(), NodeKind::StatusParent),
         (l.meta_root(), NodeKind::AgentParent),
-        (crate::chunks::blobs_root(l), NodeKind::Blobs),
-        (crate::rollout::parent(l), NodeKind::AgentParent),
-        (crate::pacing::leases_root(l), NodeKind::StatusParent),
+        (crate::zk::blobs::blobs_root(l), NodeKind::Blobs),
+        (crate::model::rollout::parent(l), NodeKind::AgentParent),
+        (crate::app::pacing::leases_root(l), NodeKind::StatusParent),
     ];
-    for app in children_or_empty(&client, &crate::chunks::blobs_root(l)).await? {
-        let dir = crate::chunks::app_blobs(l, &app);
+    for app in children_or_empty(&client, &crate::zk::blobs::blobs_root(l)).await? {
+        let dir = crate::zk::blobs::app_blobs(l, &app);
         for blob in children_or_empty(&client, &dir).await? {
             plan.push((format!("{dir}/{blob}"), NodeKind::Blobs));
         }
@@ -341,8 +341,8 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((t.versions_path(&app), NodeKind::AgentParent));
         plan.push((l.meta(&app), NodeKind::AgentParent));
         plan.push((l.status(&app), NodeKind::StatusParent));
-        plan.push((crate::rollout::path(l, &app), NodeKind::Rollout));
-        plan.push((crate::pacing::leases(l, &app), NodeKind::StatusParent));
+        plan.push((crate::model::rollout::path(l, &app), NodeKind::Rollout));
+        plan.push((crate::app::pacing::leases(l, &app), NodeKind::StatusParent));
     }
     plan.push((crate::config::DEFAULT_SERVICES_ROOT.to_string(), NodeKind::ServiceParent));
     for service in children_or_empty(&client, crate::config::DEFAULT_SERVICES_ROOT).await? {
@@ -365,7 +365,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
             }
             Err(zk::Error::NoNode) => {}
             Err(zk::Error::NoAuth) => {
-                return Err(fail(exit::UNAVAILABLE, crate::acl::explain_noauth(&path, "set the ACL of", None)));
+                return Err(fail(exit::UNAVAILABLE, crate::zk::identity::explain_noauth(&path, "set the ACL of", None)));
             }
             Err(e) => return Err(zk_fail(e)),
         }

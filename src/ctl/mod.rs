@@ -17,7 +17,7 @@ pub mod watch;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::exit;
-use crate::layout::{self, Layout, VersionId};
+use crate::model::layout::{self, Layout, VersionId};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -250,7 +250,7 @@ pub(crate) fn fail(code: i32, message: impl Into<String>) -> CtlError {
 
 pub(crate) fn zk_fail(e: zk::Error) -> CtlError {
     if matches!(e, zk::Error::NoAuth) {
-        return fail(exit::NOPERM, crate::acl::explain_noauth("a zkcoord node", "change", crate::acl::credentials()));
+        return fail(exit::NOPERM, crate::zk::identity::explain_noauth("a zkcoord node", "change", crate::zk::identity::credentials()));
     }
     fail(exit::UNAVAILABLE, format!("ZooKeeper: {e}"))
 }
@@ -283,7 +283,7 @@ fn resolve(cli: &Cli) -> Result<Target, CtlError> {
         fail(exit::USAGE, format!("no ZooKeeper to talk to: pass --zk HOSTS or --config PATH ({DEFAULT_CONFIG_PATH} does not exist)"))
     })?;
     if let Some(c) = &config {
-        crate::acl::install_from(c);
+        crate::zk::identity::install_from(c);
     }
     let layout = config.as_ref().map(|c| c.layout()).unwrap_or_else(|| Layout::new("/zkcoord", "/applications", "/roles/workers"));
     let session_timeout = config.as_ref().map(|c| c.zookeeper.session_timeout).unwrap_or(Duration::from_secs(10));
@@ -307,11 +307,11 @@ impl Target {
     /// Connects, retrying for a while: an ensemble electing a new quorum leader refuses
     /// clients for a moment, and a command should ride that out rather than fail.
     pub async fn connect(&self) -> Result<zk::Client, CtlError> {
-        crate::session::connect_within(&self.hosts, self.session_timeout, CONNECT_PATIENCE)
+        crate::zk::session::connect_within(&self.hosts, self.session_timeout, CONNECT_PATIENCE)
             .await
             .map_err(|why| match why {
-                crate::session::ConnectFailure::Refused(m) => fail(exit::NOPERM, m),
-                crate::session::ConnectFailure::Unreachable(m) => fail(exit::UNAVAILABLE, m),
+                crate::zk::session::ConnectFailure::Refused(m) => fail(exit::NOPERM, m),
+                crate::zk::session::ConnectFailure::Unreachable(m) => fail(exit::UNAVAILABLE, m),
             })
     }
 
@@ -337,7 +337,7 @@ impl Target {
 
     /// The largest config this publisher sends (`max_config_size`, default 64 MiB).
     pub fn max_config_size(&self) -> u64 {
-        self.config.as_ref().map(|c| c.max_config_size).unwrap_or(crate::chunks::DEFAULT_MAX_CONFIG_SIZE)
+        self.config.as_ref().map(|c| c.max_config_size).unwrap_or(crate::config::DEFAULT_MAX_CONFIG_SIZE)
     }
 
     /// A version's bytes (read from its chunks when it is chunked).
@@ -347,7 +347,7 @@ impl Target {
             Err(zk::Error::NoNode) => return Err(fail(exit::DATAERR, format!("{app} has no version {}", v.name))),
             Err(e) => return Err(zk_fail(e)),
         };
-        match crate::chunks::resolve(client, &self.layout, app, data, None, self.max_config_size()).await {
+        match crate::zk::blobs::resolve(client, &self.layout, app, data, None, self.max_config_size()).await {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(why)) => Err(fail(exit::DATAERR, format!("{app} {}: {why}", v.name))),
             Err(e) => Err(zk_fail(e)),
@@ -366,7 +366,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         if !user_password.contains(':') {
             return Err(fail(exit::USAGE, "expected user:password"));
         }
-        println!("{}", crate::acl::digest_id(user_password));
+        println!("{}", crate::zk::identity::digest_id(user_password));
         return Ok(());
     }
     if let Command::Key(KeyCommand::Generate { path }) = &cli.command {

@@ -3,12 +3,12 @@
 //! a failure.
 
 use super::{fail, zk_fail, CtlError, PublishOptions, Target};
-use crate::chunks::ContentInfo;
+use crate::model::content::ContentInfo;
 use crate::exit;
-use crate::layout::VersionId;
-use crate::request::{self, AwaitError, Outcome};
-use crate::signing;
-use crate::status::{ApplyResult, StatusReport};
+use crate::model::layout::VersionId;
+use crate::model::request::{self, AwaitError, Outcome};
+use crate::model::signing;
+use crate::model::status::{ApplyResult, StatusReport};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
@@ -17,10 +17,10 @@ use std::time::Duration;
 use zookeeper_client as zk;
 
 /// Reads a file (or stdin for `-`), at most one byte past the size limit so a huge file is
-/// refused without reading it all; a directory is packed as a bundle ([`crate::bundle`]).
+/// refused without reading it all; a directory is packed as a bundle ([`crate::host::bundle`]).
 pub fn read_input(file: &str, max: u64) -> Result<(Vec<u8>, ContentInfo), CtlError> {
     if file != "-" && std::path::Path::new(file).is_dir() {
-        let p = crate::bundle::pack(std::path::Path::new(file), max).map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
+        let p = crate::host::bundle::pack(std::path::Path::new(file), max).map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
         return Ok((p.bytes, p.content));
     }
     let limit = max + 1;
@@ -57,7 +57,7 @@ pub async fn publish(
 ) -> Result<(), CtlError> {
     let PublishOptions { message, timeout, wait, sign_key, canary, soak } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
-    let (mut header, body) = crate::chunks::prepare(app, &author(), message, &data, content, t.max_config_size())
+    let (mut header, body) = crate::zk::blobs::prepare(app, &author(), message, &data, content, t.max_config_size())
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
     if let Some(path) = &sign_key {
         let key = signing::load_signing_key(path).map_err(|e| fail(exit::NOPERM, format!("not published: {e}")))?;
@@ -65,18 +65,18 @@ pub async fn publish(
     } else {
         header.signature = carried.filter(|s| signing::check(s, app, &header.sha256, header.size).is_ok());
     }
-    header.canary = crate::rollout::canary_spec(canary.as_deref(), soak).map_err(|e| fail(exit::USAGE, e))?;
+    header.canary = crate::model::rollout::canary_spec(canary.as_deref(), soak).map_err(|e| fail(exit::USAGE, e))?;
     let staged = header.canary.is_some();
     let client = t.connect().await?;
     if header.content.is_chunked() {
-        crate::chunks::upload(&client, &t.layout, app, &header.sha256, &data).await.map_err(|e| {
-            match crate::acl::explain(&e, &crate::chunks::blobs_root(&t.layout), "create chunks of a large config in") {
+        crate::zk::blobs::upload(&client, &t.layout, app, &header.sha256, &data).await.map_err(|e| {
+            match crate::zk::identity::explain(&e, &crate::zk::blobs::blobs_root(&t.layout), "create chunks of a large config in") {
                 Some(why) => fail(exit::NOPERM, why),
                 None => zk_fail(e),
             }
         })?;
     }
-    let req = request::submit(&client, &t.layout, &header, body).await.map_err(|e| match crate::acl::explain(&e, &t.layout.requests(), "create a publish request in") {
+    let req = request::submit(&client, &t.layout, &header, body).await.map_err(|e| match crate::zk::identity::explain(&e, &t.layout.requests(), "create a publish request in") {
         Some(why) => fail(exit::NOPERM, why),
         None => zk_fail(e),
     })?;

@@ -4,9 +4,9 @@
 
 use super::{fail, zk_fail, CtlError, Target};
 use crate::exit;
-use crate::layout::VersionId;
-use crate::rollout::{self, CanaryState, Rollout, State};
-use crate::status::StatusReport;
+use crate::model::layout::VersionId;
+use crate::model::rollout::{self, CanaryState, Rollout, State};
+use crate::model::status::StatusReport;
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -60,7 +60,7 @@ pub async fn decide(t: &Target, app: &str, verdict: Verdict, why: Option<&str>) 
             // Changed meanwhile (the leader moved it on): look again.
             Err(zk::Error::BadVersion) => continue,
             Err(e) => {
-                return Err(match crate::acl::explain(&e, &path, "change") {
+                return Err(match crate::zk::identity::explain(&e, &path, "change") {
                     Some(why) => fail(exit::NOPERM, why),
                     None => zk_fail(e),
                 })

@@ -4,7 +4,7 @@
 use super::{fail, zk_fail, CtlError, Target};
 use crate::config::services_path;
 use crate::exit;
-use crate::members::{self, Member};
+use crate::zk::members::{self, Member};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -96,7 +96,7 @@ fn view(m: &Member, now_ms: i64) -> MemberView {
 /// Lists live members with their data and age, and who is drained.
 pub async fn services(t: &Target, name: Option<&str>, path: Option<&str>, json: bool) -> Result<(), CtlError> {
     let client = t.connect().await?;
-    let now_ms = crate::state::now_secs() as i64 * 1000;
+    let now_ms = crate::clock::now_secs() as i64 * 1000;
     let mut views = Vec::new();
     for (service, path) in which(t, &client, name, path).await? {
         let snap = members::read(&client, &path).await.map_err(zk_fail)?;
@@ -145,7 +145,7 @@ fn node_of(t: &Target, node: Option<&str>) -> String {
 /// Sets (drain) or clears (undrain) the flag that keeps `node`'s member of `service` out of
 /// rotation. The daemon watches the flag, so this works from any machine.
 pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> Result<(), CtlError> {
-    crate::config::validate_app_name(service).map_err(|m| fail(exit::USAGE, format!("service: {m}")))?;
+    crate::model::layout::validate_app_name(service).map_err(|m| fail(exit::USAGE, format!("service: {m}")))?;
     let node = node_of(t, node);
     if node.is_empty() || node.contains('/') {
         return Err(fail(exit::USAGE, format!("--node: expected a node id without '/', got {node:?}")));
@@ -154,10 +154,10 @@ pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> R
     let client = t.connect().await?;
     let said = if on {
         // The root is the agents'; the drain parents let publishers (operators) set flags.
-        crate::session::ensure_path(&client, t.layout.root(), crate::acl::NodeKind::AgentParent).await.map_err(zk_fail)?;
+        crate::zk::session::ensure_path(&client, t.layout.root(), crate::zk::identity::NodeKind::AgentParent).await.map_err(zk_fail)?;
         let node_dir = flag.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
         let drain_root = node_dir.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
-        let parent_acl = crate::acl::for_node(crate::acl::NodeKind::DrainParent);
+        let parent_acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::DrainParent);
         for dir in [drain_root, node_dir] {
             match client.create(dir, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl))).await {
                 Ok(_) | Err(zk::Error::NodeExists) => {}
@@ -165,8 +165,8 @@ pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> R
             }
         }
         let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
-        let data = serde_json::json!({ "by": who, "time": crate::state::now_secs() }).to_string();
-        let acl = crate::acl::for_node(crate::acl::NodeKind::Owned);
+        let data = serde_json::json!({ "by": who, "time": crate::clock::now_secs() }).to_string();
+        let acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::Owned);
         match client.create(&flag, data.as_bytes(), &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
             Ok(_) => format!("drained {service} on {node}: its member leaves the service within a second ({flag})"),
             Err(zk::Error::NodeExists) => format!("{service} on {node} was already drained ({flag})"),
@@ -179,7 +179,7 @@ pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> R
             Err(e) => return Err(zk_fail(e)),
         }
     };
-    crate::session::close(client).await;
+    crate::zk::session::close(client).await;
     write_out(format!("{said}\n").as_bytes())
 }
 

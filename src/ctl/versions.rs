@@ -1,7 +1,7 @@
 //! Version arguments as operators type them: `conf-0000000012`, `12`, or `-1` (the one before
 //! the newest), resolved against the versions that exist.
 
-use crate::layout::VersionId;
+use crate::model::layout::VersionId;
 
 /// A version as given on the command line, before it is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 
 use super::{fail, zk_fail, CtlError, Target};
 use crate::exit;
-use crate::layout::VersionId;
-use crate::request::VersionMeta;
-use crate::status::StatusReport;
+use crate::model::layout::VersionId;
+use crate::model::request::VersionMeta;
+use crate::model::status::StatusReport;
 use std::io::Write;
 use zookeeper_client as zk;
 

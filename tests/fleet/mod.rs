@@ -188,7 +188,7 @@ pub async fn versions(client: &Client) -> Vec<String> {
 
 /// Microseconds on CLOCK_MONOTONIC, the clock the daemons log leadership with.
 pub fn monotonic_us() -> u64 {
-    zkcoord::election::monotonic_us()
+    zkcoord::zk::election::monotonic_us()
 }
 
 /// One agent's leadership intervals `(start_us, end_us)` from its log. Each process life (the
@@ -327,6 +327,6 @@ pub fn secret(dir: &std::path::Path, name: &str, text: &str) -> String {
 
 /// An enabled `[acl]` section naming, by role, the digest identities of `user:password` pairs.
 pub fn acl_section(agents: &[&str], apps: &[&str], publishers: &[&str]) -> String {
-    let ids = |pairs: &[&str]| pairs.iter().map(|p| format!("\"{}\"", zkcoord::acl::digest_id(p))).collect::<Vec<_>>().join(", ");
+    let ids = |pairs: &[&str]| pairs.iter().map(|p| format!("\"{}\"", zkcoord::zk::identity::digest_id(p))).collect::<Vec<_>>().join(", ");
     format!("\n[acl]\nenabled = true\nagents = [{}]\napps = [{}]\npublishers = [{}]\n", ids(agents), ids(apps), ids(publishers))
 }

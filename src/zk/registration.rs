@@ -2,7 +2,7 @@
 //! session, re-created within a second when someone deletes it, updated when its data changes,
 //! and never duplicated when a create is lost with the connection.
 
-use crate::session::{self, classify, ErrorKind, SessionHandle};
+use crate::zk::session::{self, classify, ErrorKind, SessionHandle};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ pub struct NodeSpec {
     /// EPHEMERAL_SEQUENTIAL (election) or plain EPHEMERAL (status).
     pub sequential: bool,
     /// What the parent is, for its ACL if we have to create it.
-    pub parent_kind: crate::acl::NodeKind,
+    pub parent_kind: crate::zk::identity::NodeKind,
 }
 
 /// Our node as it currently exists.
@@ -155,7 +155,7 @@ async fn set_or_recreate(client: &zk::Client, path: &str, bytes: &[u8]) -> Resul
 /// we look for a node owned by our session before trying again.
 async fn create(client: &zk::Client, spec: &NodeSpec, bytes: &[u8]) -> Result<String, zk::Error> {
     let mode = if spec.sequential { zk::CreateMode::EphemeralSequential } else { zk::CreateMode::Ephemeral };
-    let acl = crate::acl::for_node(crate::acl::NodeKind::Owned);
+    let acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::Owned);
     let opts = mode.with_acls(zk::Acls::new(&acl));
     let base = format!("{}/{}", spec.parent, spec.name);
     loop {
@@ -203,7 +203,7 @@ async fn find_ours(client: &zk::Client, spec: &NodeSpec) -> Result<Option<String
             .list_children(&spec.parent)
             .await?
             .into_iter()
-            .filter(|c| crate::layout::sequence_of(c, &spec.name).is_some())
+            .filter(|c| crate::model::layout::sequence_of(c, &spec.name).is_some())
             .collect()
     } else {
         vec![spec.name.clone()]

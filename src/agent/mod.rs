@@ -2,63 +2,27 @@
 //! answer the publisher, and prune old versions. Every write is fenced: a multi-op that first
 //! checks our own election node, so an agent that lost its session can never write as leader.
 
-use crate::acl::NodeKind;
+//!
+//! May use: everything below the roles (`zk`, `host`, `config`, `metrics`, `model`, leaves).
+//! Never `app`, `service`, `daemon` or `ctl`. Its own rooms: `rollout` (the leader's part of
+//! staged rollouts) and `trigger` (the legacy `add|<data>` listener).
+
+pub mod rollout;
+pub mod trigger;
+
+use crate::zk::identity::NodeKind;
 use crate::config::Config;
-use crate::election::Leadership;
-use crate::layout::{self, Layout, VersionId, REQUEST_PREFIX};
+use crate::zk::election::Leadership;
+use crate::model::layout::{self, Layout, VersionId, REQUEST_PREFIX};
 use crate::metrics::Metrics;
-use crate::request::{self, Outcome, RequestHeader, VersionMeta};
-use crate::session::{self, classify, ErrorKind, SessionHandle};
+use crate::model::request::{self, Outcome, RequestHeader, VersionMeta};
+use crate::zk::session::{self, classify, ErrorKind, SessionHandle};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
-
-/// Why leader work stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// Our election node failed the fence check: we are not the leader any more.
-    #[error("fenced: our election node {0} is gone or changed; not writing as leader")]
-    Fenced(String),
-    /// ZooKeeper failed.
-    #[error("ZooKeeper: {0}")]
-    Zk(#[from] zk::Error),
-}
-
-impl From<zk::CheckWriteError> for AgentError {
-    fn from(e: zk::CheckWriteError) -> Self {
-        match e {
-            zk::CheckWriteError::CheckFailed { .. } => AgentError::Fenced(String::new()),
-            zk::CheckWriteError::RequestFailed { source } | zk::CheckWriteError::OperationFailed { source, .. } => {
-                AgentError::Zk(source)
-            }
-        }
-    }
-}
-
-/// The leader's fence: the election node every write checks.
-#[derive(Debug, Clone)]
-pub(crate) struct Fence {
-    /// Our election node.
-    node: String,
-    /// Its data version when leadership was confirmed.
-    version: i32,
-}
-
-impl Fence {
-    pub(crate) fn writer<'a>(&self, client: &'a zk::Client) -> Result<zk::CheckWriter<'a>, AgentError> {
-        Ok(client.new_check_writer(&self.node, Some(self.version))?)
-    }
-
-    pub(crate) async fn commit(&self, writer: zk::CheckWriter<'_>) -> Result<Vec<zk::MultiWriteResult>, AgentError> {
-        writer.commit().await.map_err(|e| match AgentError::from(e) {
-            AgentError::Fenced(_) => AgentError::Fenced(self.node.clone()),
-            other => other,
-        })
-    }
-}
 
 /// Runs the agent's leader work whenever `leadership` says we lead, until `shutdown`.
 pub async fn run(
@@ -97,7 +61,7 @@ pub async fn run(
             _ = leadership.changed() => continue,
             _ = session.changed() => continue,
             r = serve(&config, &layout, &client, &fence, &metrics) => r,
-            r = crate::rollout::supervise(&config, &client, &fence) => r,
+            r = crate::agent::rollout::supervise(&config, &client, &fence) => r,
         };
         let err = match result {
             Ok(never) => match never {},
@@ -128,7 +92,7 @@ async fn serve(
     session::ensure_path(client, &layout.outcomes(), NodeKind::OutcomesParent).await?;
     session::ensure_path(client, &layout.claims(), NodeKind::AgentParent).await?;
     // Publishers upload the chunks of large configs here; with ACLs they cannot create it.
-    session::ensure_path(client, &crate::chunks::blobs_root(layout), NodeKind::Blobs).await?;
+    session::ensure_path(client, &layout.blobs(), NodeKind::Blobs).await?;
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let mut touched = BTreeSet::new();
@@ -182,7 +146,7 @@ async fn handle_request(
     let checked = match request::decode(&bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
         // Chunked content: verify the blob; the version node will hold its marker.
         Ok((h, d)) if h.content.is_chunked() => {
-            crate::chunks::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
+            crate::zk::blobs::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
         }
         decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec()))),
     };
@@ -209,7 +173,7 @@ async fn claim(layout: &Layout, client: &zk::Client, fence: &Fence, req: &str) -
     let claim = layout.claim(req);
     let mut w = fence.writer(client)?;
     w.add_check_version(&format!("{}/{req}", layout.requests()), -1)?;
-    let owned = crate::acl::for_node(NodeKind::Owned);
+    let owned = crate::zk::identity::for_node(NodeKind::Owned);
     w.add_create(&claim, b"", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::new(&owned)))?;
     match fence.commit(w).await {
         Ok(_) => Ok(true),
@@ -227,12 +191,12 @@ async fn claim(layout: &Layout, client: &zk::Client, fence: &Fence, req: &str) -
 /// What every request must get right before anything is read on its behalf: a safe app name,
 /// a well-formed sha256, and a signature (if any) that matches what it claims.
 fn validate_header(h: &RequestHeader) -> Result<(), String> {
-    crate::config::validate_app_name(&h.app)?;
+    crate::model::layout::validate_app_name(&h.app)?;
     if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(format!("sha256 must be 64 lowercase hex digits, got {:?}", h.sha256));
     }
     if let Some(sig) = &h.signature {
-        crate::signing::check(sig, &h.app, &h.sha256, h.size)?;
+        crate::model::signing::check(sig, &h.app, &h.sha256, h.size)?;
     }
     Ok(())
 }
@@ -268,7 +232,7 @@ async fn decide(
         message: h.message.clone(),
         sha256: h.sha256.clone(),
         size: h.size,
-        time: crate::state::now_secs(),
+        time: crate::clock::now_secs(),
         origin: h.origin.clone(),
         signature: h.signature.clone(),
         content: h.content.clone(),
@@ -281,7 +245,7 @@ async fn decide(
     };
     if let Some(newest) = layout::newest_version(&children) {
         match client.get_data(&format!("{parent}/{}", newest.name)).await {
-            Ok((bytes, _)) if crate::chunks::content_sha256(&bytes) == h.sha256 => {
+            Ok((bytes, _)) if crate::model::content::content_sha256(&bytes) == h.sha256 => {
                 // A leader that died between creating a version and answering leaves the request
                 // behind; this path answers it, and fills in the metadata if it is missing.
                 let newest_meta = match client.get_data(&format!("{meta_parent}/{}", newest.name)).await {
@@ -302,7 +266,7 @@ async fn decide(
                 // A rollout holding the newest back (aborted, or still on canaries) is superseded
                 // only by a new version, and a --canary publish starts its own rollout: neither
                 // may be answered "unchanged".
-                let held = match crate::rollout::read(client, &config.layout(), &h.app).await? {
+                let held = match crate::zk::rollout::read(client, &config.layout(), &h.app).await? {
                     Some((r, _)) => r.state.holds_back(),
                     None => false,
                 };
@@ -315,7 +279,7 @@ async fn decide(
             Err(e) => return Err(e.into()),
         }
     }
-    let rollout = match crate::rollout::plan_publish(client, &config.layout(), &h.app, h.canary.as_ref(), &children).await? {
+    let rollout = match crate::agent::rollout::plan_publish(client, &config.layout(), &h.app, h.canary.as_ref(), &children).await? {
         Ok(plan) => plan,
         Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
     };
@@ -323,7 +287,7 @@ async fn decide(
         session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
     }
     session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
-    let owned = crate::acl::for_node(NodeKind::Owned);
+    let owned = crate::zk::identity::for_node(NodeKind::Owned);
     let mut w = fence.writer(client)?;
     w.add_create(&format!("{parent}/{}", layout::VERSION_PREFIX), data, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&owned)))?;
     rollout.add_to(&mut w)?;
@@ -348,7 +312,7 @@ async fn finish(
     claimed: bool,
 ) -> Result<(), AgentError> {
     let outcome_path = layout.outcome(req);
-    let owned = crate::acl::for_node(NodeKind::Owned);
+    let owned = crate::zk::identity::for_node(NodeKind::Owned);
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
     for attempt in 0..2 {
         let mut w = fence.writer(client)?;
@@ -385,7 +349,7 @@ async fn prune(config: &Config, client: &zk::Client, fence: &Fence, app: &str) -
     let keep = config.agent.keep_versions as usize;
     let parent = versions_path(config, app);
     let all = layout::versions(&client.list_children(&parent).await?);
-    let blobs = crate::chunks::doomed_blobs(client, &config.layout(), app, &parent, &all, all.len().saturating_sub(keep)).await?;
+    let blobs = crate::zk::blobs::doomed_blobs(client, &config.layout(), app, &parent, &all, all.len().saturating_sub(keep)).await?;
     if all.len() <= keep {
         return prune_blobs(client, fence, app, blobs).await;
     }
@@ -415,9 +379,9 @@ async fn prune(config: &Config, client: &zk::Client, fence: &Fence, app: &str) -
     prune_blobs(client, fence, app, blobs).await
 }
 
-/// Deletes the chunks of large configs that no kept version needs (see [`crate::chunks`]),
+/// Deletes the chunks of large configs that no kept version needs (see [`crate::zk::blobs`]),
 /// each blob in one fenced multi-op, after the versions that referenced them.
-async fn prune_blobs(client: &zk::Client, fence: &Fence, app: &str, blobs: Vec<crate::chunks::DoomedBlob>) -> Result<(), AgentError> {
+async fn prune_blobs(client: &zk::Client, fence: &Fence, app: &str, blobs: Vec<crate::zk::blobs::DoomedBlob>) -> Result<(), AgentError> {
     let n = blobs.len();
     for (blob, chunks) in blobs {
         let mut w = fence.writer(client)?;

@@ -82,7 +82,7 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     /// Largest config (or packed bundle) accepted, in bytes or like "64MiB"; content beyond
-    /// one node's 1 MB limit is stored in chunk nodes ([`crate::chunks`]).
+    /// one node's 1 MB limit is stored in chunk nodes ([`crate::zk::blobs`]).
     #[serde(default = "default_max_config_size", deserialize_with = "deserialize_size")]
     pub max_config_size: u64,
     /// Local services this host registers as live members while they are healthy (any role).
@@ -193,7 +193,7 @@ pub enum AppKind {
     /// One file, written in place atomically.
     #[default]
     File,
-    /// A directory tree: `dest` is a symlink to a versioned directory ([`crate::bundle`]).
+    /// A directory tree: `dest` is a symlink to a versioned directory ([`crate::host::bundle`]).
     Bundle,
 }
 
@@ -217,8 +217,8 @@ pub struct AclConfig {
 
 impl AclConfig {
     /// The policy the nodes we create follow.
-    pub fn policy(&self) -> crate::acl::AclPolicy {
-        crate::acl::AclPolicy {
+    pub fn policy(&self) -> crate::zk::identity::AclPolicy {
+        crate::zk::identity::AclPolicy {
             enabled: self.enabled,
             agents: self.agents.clone(),
             apps: self.apps.clone(),
@@ -260,10 +260,10 @@ pub struct ZkConfig {
     pub auth_file: Option<PathBuf>,
     /// How the credentials are presented: "digest" (addauth) or "sasl" (SASL DIGEST-MD5).
     #[serde(default)]
-    pub auth_scheme: crate::acl::AuthScheme,
+    pub auth_scheme: crate::zk::identity::AuthScheme,
     /// TLS to ZooKeeper; absent means plain TCP.
     #[serde(default)]
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<crate::zk::tls::TlsConfig>,
 }
 
 /// The `[agent]` section.
@@ -380,10 +380,10 @@ pub struct AppConfig {
     #[serde(default)]
     pub render: Option<RenderConfig>,
     /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
-    /// semaphore ([`crate::pacing`]); absent means no limit.
+    /// semaphore ([`crate::app::pacing`]); absent means no limit.
     #[serde(default)]
     pub max_parallel_reloads: Option<u32>,
-    /// Wait a random delay below this before applying a new version ([`crate::pacing`]).
+    /// Wait a random delay below this before applying a new version ([`crate::app::pacing`]).
     #[serde(default, with = "humantime_serde")]
     pub splay: Option<Duration>,
     /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
@@ -411,7 +411,7 @@ fn default_keep_local() -> usize {
     3
 }
 fn default_max_config_size() -> u64 {
-    crate::chunks::DEFAULT_MAX_CONFIG_SIZE
+    crate::config::DEFAULT_MAX_CONFIG_SIZE
 }
 
 fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -609,9 +609,9 @@ impl Config {
             return Err(invalid("log_level", "expected a level like \"info\" or a filter like \"zkcoord=debug,info\""));
         }
         if let Some(f) = &self.zookeeper.auth_file {
-            crate::acl::Credentials::load(f, self.zookeeper.auth_scheme).map_err(|m| invalid("zookeeper.auth_file", &m))?;
+            crate::zk::identity::Credentials::load(f, self.zookeeper.auth_scheme).map_err(|m| invalid("zookeeper.auth_file", &m))?;
         }
-        if self.zookeeper.auth_scheme == crate::acl::AuthScheme::Sasl && self.zookeeper.auth_file.is_none() {
+        if self.zookeeper.auth_scheme == crate::zk::identity::AuthScheme::Sasl && self.zookeeper.auth_file.is_none() {
             return Err(invalid("zookeeper.auth_scheme", "\"sasl\" needs [zookeeper] auth_file with the SASL user:password"));
         }
         if let Some(tls) = &self.zookeeper.tls {
@@ -622,7 +622,7 @@ impl Config {
             return Err(invalid("acl.enabled", "needs [zookeeper] auth_file (or a TLS client certificate): nodes are owned by the identity that creates them"));
         }
         for (key, ids) in [("acl.agents", &self.acl.agents), ("acl.apps", &self.acl.apps), ("acl.publishers", &self.acl.publishers)] {
-            let well_formed = |entry: &String| match crate::acl::identity(entry) {
+            let well_formed = |entry: &String| match crate::zk::identity::identity(entry) {
                 ("digest", id) => matches!(id.split_once(':'), Some((u, h)) if !u.is_empty() && h.len() == 28 && h.ends_with('=')),
                 (_, id) => !id.is_empty(),
             };
@@ -631,7 +631,7 @@ impl Config {
             }
         }
         if let Some(f) = &self.agent.trigger_token_file {
-            crate::acl::Credentials::load_secret(f).map_err(|m| invalid("agent.trigger_token_file", &m))?;
+            crate::secret::load_line(f).map_err(|m| invalid("agent.trigger_token_file", &m))?;
         }
         if self.agent.leaders == 0 {
             return Err(invalid("agent.leaders", "expected at least 1"));
@@ -695,7 +695,7 @@ impl Config {
             if app.hook_timeout.is_zero() {
                 return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));
             }
-            crate::pacing::validate(app).map_err(|(k, m)| invalid(&key(k), &m))?;
+            crate::config::validate_pacing(app).map_err(|(k, m)| invalid(&key(k), &m))?;
             if let Some(r) = &app.render {
                 // A rendered file comes from live members, not from published versions: these
                 // keys would be silently ignored, which an operator must not mistake for safety.
@@ -722,7 +722,7 @@ impl Config {
                     return Err(invalid(&key("render.max_wait"), "expected 0 < quiet <= max_wait (e.g. quiet = \"200ms\", max_wait = \"2s\")"));
                 }
             }
-            crate::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
+            crate::model::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
         }
         Ok(())
     }
@@ -774,22 +774,8 @@ impl Config {
     }
 
     /// The znode layout this configuration names.
-    pub fn layout(&self) -> crate::layout::Layout {
-        crate::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path)
-    }
-}
-
-/// App names become znode and file names, so they are kept to a safe alphabet.
-pub fn validate_app_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("expected a name of letters, digits, '-', '_' or '.', got {name:?}"))
+    pub fn layout(&self) -> crate::model::layout::Layout {
+        crate::model::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path)
     }
 }
 
@@ -991,3 +977,22 @@ reload = ["nginx", "-s", "reload"]
         assert_eq!(c.services.len(), 1);
     }
 }
+
+/// Largest splay accepted: beyond it a fleet would look stuck.
+pub const MAX_SPLAY: Duration = Duration::from_secs(3600);
+
+/// Checks an app's pacing keys; Err is (key, what was expected).
+pub fn validate(app: &AppConfig) -> Result<(), (&'static str, String)> {
+    if app.max_parallel_reloads == Some(0) {
+        return Err(("max_parallel_reloads", "expected at least 1 (leave it out for no limit)".into()));
+    }
+    if let Some(s) = app.splay {
+        if s > MAX_SPLAY {
+            return Err(("splay", format!("expected at most {}, got {}", humantime::format_duration(MAX_SPLAY), humantime::format_duration(s))));
+        }
+    }
+    Ok(())
+}
+
+/// Default largest config (`max_config_size`): 64 MiB.
+pub const DEFAULT_MAX_CONFIG_SIZE: u64 = 64 << 20;

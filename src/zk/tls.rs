@@ -40,7 +40,7 @@ impl TlsConfig {
         match (&self.cert_file, &self.key_file) {
             (None, None) => {}
             (Some(cert), Some(key)) => {
-                crate::acl::refuse_if_shared(key)?;
+                crate::secret::refuse_if_shared(key)?;
                 let (cert_pem, key_pem) = (read(cert)?, read(key)?);
                 options = options.with_pem_identity(&cert_pem, &key_pem).map_err(|e| {
                     format!("{} and {} are not a usable certificate and key: {e}", cert.display(), key.display())

@@ -7,8 +7,8 @@
 //! | `<root>/requests/req-<seq>` | PERSISTENT_SEQUENTIAL | a publish request |
 //! | `<root>/claims/req-<seq>` | EPHEMERAL | the leader handling a request (with `leaders > 1`) |
 //! | `<root>/outcomes/req-<seq>` | PERSISTENT | what the leader made of a request (JSON) |
-//! | `<root>/rollouts/<app>` | PERSISTENT | a staged rollout (JSON; see [`crate::rollout`]) |
-//! | `<root>/reloads/<app>/lease-<seq>` | EPHEMERAL_SEQUENTIAL | a reload slot (see [`crate::pacing`]) |
+//! | `<root>/rollouts/<app>` | PERSISTENT | a staged rollout (JSON; see [`crate::model::rollout`]) |
+//! | `<root>/reloads/<app>/lease-<seq>` | EPHEMERAL_SEQUENTIAL | a reload slot (see [`crate::app::pacing`]) |
 //! | `<root>/meta/<app>/conf-<seq>` | PERSISTENT | a version's metadata (JSON) |
 //! | `<root>/status/<app>/<node_id>` | EPHEMERAL | what a host applied (JSON) |
 //! | `<root>/drain/<node_id>/<service>` | PERSISTENT | flag: this host's member of the service is drained |
@@ -30,12 +30,20 @@ pub struct Layout {
     applications: String,
     /// Parent of the agents' election nodes.
     election: String,
+    /// Apps whose `[[app]] path` puts their versions elsewhere than `<applications>/<app>`.
+    app_paths: std::collections::BTreeMap<String, String>,
 }
 
 impl Layout {
     /// A layout from the three configured roots.
     pub fn new(root: &str, applications: &str, election: &str) -> Layout {
-        Layout { root: root.into(), applications: applications.into(), election: election.into() }
+        Layout { root: root.into(), applications: applications.into(), election: election.into(), app_paths: Default::default() }
+    }
+
+    /// The same layout, with `app`'s versions at `path` (its `[[app]] path`).
+    pub fn with_app_path(mut self, app: &str, path: &str) -> Layout {
+        self.app_paths.insert(app.to_string(), path.to_string());
+        self
     }
 
     /// Parent of election nodes.
@@ -58,9 +66,12 @@ impl Layout {
     pub fn status_root(&self) -> String {
         format!("{}/status", self.root)
     }
-    /// Parent of `app`'s versions, unless the app config names another path.
+    /// Parent of `app`'s versions: its `[[app]] path` when the config names one.
     pub fn versions(&self, app: &str) -> String {
-        format!("{}/{}", self.applications, app)
+        match self.app_paths.get(app) {
+            Some(p) => p.clone(),
+            None => format!("{}/{}", self.applications, app),
+        }
     }
     /// Parent of publish requests.
     pub fn requests(&self) -> String {
@@ -94,6 +105,42 @@ impl Layout {
     pub fn status(&self, app: &str) -> String {
         format!("{}/{}", self.status_root(), app)
     }
+    /// Parent of every app's blobs (chunks of large configs).
+    pub fn blobs(&self) -> String {
+        format!("{}/blobs", self.root)
+    }
+    /// Parent of `app`'s blobs.
+    pub fn app_blobs(&self, app: &str) -> String {
+        format!("{}/{app}", self.blobs())
+    }
+    /// The blob holding the chunks of content `sha256` of `app`.
+    pub fn blob(&self, app: &str, sha256: &str) -> String {
+        format!("{}/{sha256}", self.app_blobs(app))
+    }
+    /// Parent of every application's rollout record.
+    pub fn rollouts(&self) -> String {
+        format!("{}/rollouts", self.root)
+    }
+    /// The rollout record of `app`.
+    pub fn rollout(&self, app: &str) -> String {
+        format!("{}/{app}", self.rollouts())
+    }
+    /// Parent of every app's reload leases.
+    pub fn reloads(&self) -> String {
+        format!("{}/reloads", self.root)
+    }
+    /// Where `app`'s reload leases live.
+    pub fn app_reloads(&self, app: &str) -> String {
+        format!("{}/{app}", self.reloads())
+    }
+}
+
+/// Name prefix of the chunk nodes of a blob.
+pub const CHUNK_PREFIX: &str = "chunk-";
+
+/// Chunk `i` of `blob`.
+pub fn chunk(blob: &str, i: u32) -> String {
+    format!("{blob}/{CHUNK_PREFIX}{i:04}")
 }
 
 /// A version node: its name and the sequence number that orders it.
@@ -177,5 +224,20 @@ mod tests {
         assert_eq!(VersionId::from_seq(12).name, "conf-0000000012");
         assert_eq!(VersionId::parse("conf-0000000012").unwrap().seq, 12);
         assert!(VersionId::parse("conf-").is_none());
+    }
+}
+
+
+/// App names become znode and file names, so they are kept to a safe alphabet.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("expected a name of letters, digits, '-', '_' or '.', got {name:?}"))
     }
 }

@@ -90,16 +90,6 @@ impl Credentials {
     }
 }
 
-/// Refuses a secret file (credentials, keys, tokens) that group or others can read.
-pub fn refuse_if_shared(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!("{} is readable by others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display()));
-    }
-    Ok(())
-}
-
 /// ZooKeeper's digest identity for `user:password`, as `zkcoordctl acl digest` prints it and as
 /// the `[acl]` lists name roles.
 pub fn digest_id(user_password: &str) -> String {
@@ -249,7 +239,7 @@ pub fn for_node(kind: NodeKind) -> Vec<zk::Acl> {
 pub fn install_from(config: &crate::config::Config) {
     let credentials = config.zookeeper.auth_file.as_deref().and_then(|f| Credentials::load(f, config.zookeeper.auth_scheme).ok());
     install(config.acl.policy(), credentials);
-    crate::tls::install(config.zookeeper.tls.as_ref().and_then(|t| t.options().ok()));
+    crate::zk::tls::install(config.zookeeper.tls.as_ref().and_then(|t| t.options().ok()));
 }
 
 /// Turns NoAuth into a message that names the node, the action and who we are.

@@ -9,7 +9,7 @@
 //!   and goes to every host.
 //! - App hosts read it (with a data watch) in the one place that decides their target:
 //!   [`visible`] hides versions newer than `previous` from a host that is not a canary while the
-//!   rollout is `canary`, `soaking` or `aborted`; [`crate::layout::newest_version`] then picks
+//!   rollout is `canary`, `soaking` or `aborted`; [`crate::model::layout::newest_version`] then picks
 //!   the newest of what is left, as always.
 //! - [`supervise`] runs on the leader only (it stops at step-down): all canaries report the
 //!   version applied ok → `soaking` (the soak start is written to the record); soak passed →
@@ -17,11 +17,11 @@
 //!   state lives in ZooKeeper, so the next leader resumes where the last one stopped.
 //! - `zkcoordctl promote` / `abort` set the state by hand (a setData with a version check).
 
-use crate::acl::NodeKind;
-use crate::agent::{AgentError, Fence};
+use crate::zk::identity::NodeKind;
+use crate::zk::fence::{AgentError, Fence};
 use crate::config::Config;
-use crate::layout::{self, Layout, VersionId};
-use crate::status::{ApplyResult, StatusReport};
+use crate::model::layout::{self, Layout, VersionId};
+use crate::model::status::{ApplyResult, StatusReport};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -31,9 +31,6 @@ use zookeeper_client as zk;
 
 /// Soak time when `--canary` is given without `--soak`.
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(300);
-
-/// A future that resolves when a watched node changes.
-pub type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Where a rollout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,16 +160,6 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>) -> Result<Optio
     Ok(Some(CanarySpec { hosts, percent: None, soak_ms }))
 }
 
-/// Parent of every application's rollout record.
-pub fn parent(layout: &Layout) -> String {
-    format!("{}/rollouts", layout.root())
-}
-
-/// The rollout record of `app`.
-pub fn path(layout: &Layout, app: &str) -> String {
-    format!("{}/{app}", parent(layout))
-}
-
 /// The version children host `node` may apply: all of them, or, while `rollout` holds it back,
 /// only those no newer than the rollout's `previous`. Names that are not versions pass through.
 pub fn visible(children: Vec<String>, rollout: Option<&Rollout>, node: &str) -> Vec<String> {
@@ -187,147 +174,6 @@ pub fn visible(children: Vec<String>, rollout: Option<&Rollout>, node: &str) -> 
             None => true,
         })
         .collect()
-}
-
-fn parse(app: &str, bytes: &[u8]) -> Option<Rollout> {
-    match serde_json::from_slice(bytes) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(app, "unreadable rollout record ({e}); ignoring it");
-            None
-        }
-    }
-}
-
-/// Reads `app`'s rollout record and its stat, if there is one.
-pub async fn read(client: &zk::Client, layout: &Layout, app: &str) -> Result<Option<(Rollout, zk::Stat)>, zk::Error> {
-    match client.get_data(&path(layout, app)).await {
-        Ok((bytes, stat)) => Ok(parse(app, &bytes).map(|r| (r, stat))),
-        Err(zk::Error::NoNode) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads `app`'s rollout record and watches it (its creation when there is none).
-pub async fn read_and_watch(client: &zk::Client, layout: &Layout, app: &str) -> Result<(Option<Rollout>, Wake), zk::Error> {
-    let p = path(layout, app);
-    loop {
-        match client.get_and_watch_data(&p).await {
-            Ok((bytes, _, w)) => {
-                let wake: Wake = Box::pin(async move {
-                    w.changed().await;
-                });
-                return Ok((parse(app, &bytes), wake));
-            }
-            Err(zk::Error::NoNode) => {}
-            Err(e) => return Err(e),
-        }
-        let (stat, w) = client.check_and_watch_stat(&p).await?;
-        if stat.is_none() {
-            let wake: Wake = Box::pin(async move {
-                w.changed().await;
-            });
-            return Ok((None, wake));
-        }
-        // Created between the two reads: read it again.
-    }
-}
-
-/// What a publish does to the rollout record, decided before the fenced multi-op that creates
-/// the version and carried out inside it.
-#[derive(Debug, Default)]
-pub struct PublishPlan {
-    /// The operation, if any.
-    op: Option<PlanOp>,
-}
-
-#[derive(Debug)]
-enum PlanOp {
-    Create(String, Vec<u8>),
-    Replace(String, Vec<u8>, i32),
-    Delete(String, i32),
-}
-
-impl PublishPlan {
-    /// Adds the record's create, replace or delete to the publish's fenced multi-op; a record
-    /// changed meanwhile makes the whole multi-op fail, and the leader handles the request again.
-    pub fn add_to(&self, w: &mut zk::CheckWriter<'_>) -> Result<(), zk::Error> {
-        let acl = crate::acl::for_node(NodeKind::Rollout);
-        match &self.op {
-            None => Ok(()),
-            Some(PlanOp::Create(p, data)) => w.add_create(p, data, &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))),
-            Some(PlanOp::Replace(p, data, v)) => w.add_set_data(p, data, Some(*v)),
-            Some(PlanOp::Delete(p, v)) => w.add_delete(p, Some(*v)),
-        }
-    }
-}
-
-/// Plans the rollout side of publishing to `app` (whose versions are `children` before the new
-/// one): with a canary spec, a new record (the canaries resolved against the live hosts now);
-/// without one, the deletion of any record, since the new version supersedes it. Err is a reason
-/// to reject the request.
-pub async fn plan_publish(
-    client: &zk::Client,
-    layout: &Layout,
-    app: &str,
-    spec: Option<&CanarySpec>,
-    children: &[String],
-) -> Result<Result<PublishPlan, String>, zk::Error> {
-    let existing = read_any(client, layout, app).await?;
-    let Some(spec) = spec else {
-        return Ok(Ok(PublishPlan {
-            op: existing.map(|(r, stat)| {
-                if let Some(r) = r.filter(|r| r.state.is_open()) {
-                    tracing::info!(app, "rollout {} superseded by a publish without --canary", r.describe());
-                }
-                PlanOp::Delete(path(layout, app), stat.version)
-            }),
-        }));
-    };
-    let live = match client.list_children(&layout.status(app)).await {
-        Ok(c) => c,
-        Err(zk::Error::NoNode) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let canaries = match pick_canaries(app, spec, &live) {
-        Ok(c) => c,
-        Err(reason) => return Ok(Err(reason)),
-    };
-    // Hosts that are not canaries keep what they run: the previous rollout's `previous` when
-    // that one never reached them, else the newest version so far.
-    let previous = match existing.as_ref().and_then(|(r, _)| r.as_ref()) {
-        Some(r) if r.state.holds_back() => r.previous.clone(),
-        _ => layout::newest_version(children).map(|v| v.name),
-    };
-    let record = Rollout {
-        version: None,
-        previous,
-        canaries,
-        soak_ms: spec.soak_ms,
-        started_ms: now_ms(),
-        state: State::Canary,
-        soak_started_ms: None,
-        reason: None,
-    };
-    let p = path(layout, app);
-    let op = match existing {
-        Some((_, stat)) => PlanOp::Replace(p, record.to_bytes(), stat.version),
-        None => {
-            crate::session::ensure_path(client, &parent(layout), NodeKind::AgentParent).await?;
-            PlanOp::Create(p, record.to_bytes())
-        }
-    };
-    tracing::info!(app, "starting rollout: {}", record.describe());
-    Ok(Ok(PublishPlan { op: Some(op) }))
-}
-
-/// The record (None when unreadable) and its stat, when a node exists.
-async fn read_any(client: &zk::Client, layout: &Layout, app: &str) -> Result<Option<(Option<Rollout>, zk::Stat)>, zk::Error> {
-    match client.get_data(&path(layout, app)).await {
-        Ok((bytes, stat)) => Ok(Some((parse(app, &bytes), stat))),
-        Err(zk::Error::NoNode) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Resolves a canary spec against the live hosts (`live`: node ids with a status node).
@@ -358,11 +204,6 @@ pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Ve
         ));
     }
     Ok(spec.hosts.clone())
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 /// How one canary stands with the rollout's version.
@@ -440,142 +281,6 @@ pub fn decide(r: &Rollout, canaries: &[(String, CanaryState)], now: u64) -> Deci
             }
         }
         _ => Decision::Wait(None),
-    }
-}
-
-/// The leader's rollout supervisor: drives every open rollout. Runs only while leading (the
-/// agent selects it against step-down and against its intake); writes are fenced and
-/// version-checked. It returns only when leadership itself is in doubt (fenced, connection or
-/// session lost), so a rollout problem (say, an ACL refusing the rollouts node) never stops the
-/// intake of publish requests: it is logged and retried.
-pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
-    loop {
-        let err = match run_supervisor(config, client, fence).await {
-            Ok(never) => match never {},
-            Err(e) => e,
-        };
-        match &err {
-            AgentError::Zk(e) if crate::session::classify(e) == crate::session::ErrorKind::Other => {
-                tracing::warn!("rollout supervisor: {err}; retrying in 2s");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            _ => return Err(err),
-        }
-    }
-}
-
-async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
-    let layout = config.layout();
-    let parent = parent(&layout);
-    crate::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
-    // Parents app hosts create their directories in (status, reload leases), made by the leader
-    // so that with ACLs they carry the policy that lets app hosts do so: an app host that finds
-    // the root made by an agent cannot make them itself.
-    for p in [layout.status_root(), crate::pacing::leases_root(&layout)] {
-        crate::session::ensure_path(client, &p, NodeKind::StatusParent).await?;
-    }
-    loop {
-        let (apps, children_w) = client.list_and_watch_children(&parent).await?;
-        let mut wakes: Vec<Wake> = vec![Box::pin(async move {
-            children_w.changed().await;
-        })];
-        let mut next: Option<u64> = None;
-        for app in &apps {
-            if let Some(due) = step(config, &layout, client, fence, app, &mut wakes).await? {
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
-        }
-        // Watches wake it at once; the timer covers soak ends and anything a watch missed.
-        let wait = match next {
-            Some(due) => Duration::from_millis(due.saturating_sub(now_ms())).min(Duration::from_secs(5)),
-            None => Duration::from_secs(5),
-        };
-        tokio::select! {
-            _ = futures::future::select_all(wakes) => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-/// One look at `app`'s rollout: returns when to look again for a soak end.
-async fn step(
-    config: &Config,
-    layout: &Layout,
-    client: &zk::Client,
-    fence: &Fence,
-    app: &str,
-    wakes: &mut Vec<Wake>,
-) -> Result<Option<u64>, AgentError> {
-    let p = path(layout, app);
-    let (bytes, stat, w) = match client.get_and_watch_data(&p).await {
-        Ok(r) => r,
-        Err(zk::Error::NoNode) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    wakes.push(Box::pin(async move {
-        w.changed().await;
-    }));
-    let Some(mut r) = parse(app, &bytes) else { return Ok(None) };
-    if !r.state.is_open() {
-        return Ok(None);
-    }
-    let version = match r.version.as_deref().and_then(VersionId::parse) {
-        Some(v) => v,
-        None => {
-            // Fill in the version the publish created: the newest (a later publish would have
-            // replaced or deleted this record in its own multi-op).
-            let versions = crate::agent::versions_path(config, app);
-            let newest = match client.list_children(&versions).await {
-                Ok(c) => layout::newest_version(&c),
-                Err(zk::Error::NoNode) => None,
-                Err(e) => return Err(e.into()),
-            };
-            let Some(newest) = newest else { return Ok(None) };
-            r.version = Some(newest.name.clone());
-            write(client, fence, &p, &r, stat.version).await?;
-            return Ok(Some(now_ms()));
-        }
-    };
-    let mut canaries = Vec::with_capacity(r.canaries.len());
-    for host in &r.canaries {
-        let sp = format!("{}/{host}", layout.status(app));
-        let state = match client.get_and_watch_data(&sp).await {
-            Ok((data, _, w)) => {
-                wakes.push(Box::pin(async move {
-                    w.changed().await;
-                }));
-                canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), &version)
-            }
-            Err(zk::Error::NoNode) => {
-                let (_, w) = client.check_and_watch_stat(&sp).await?;
-                wakes.push(Box::pin(async move {
-                    w.changed().await;
-                }));
-                CanaryState::Pending
-            }
-            Err(e) => return Err(e.into()),
-        };
-        canaries.push((host.clone(), state));
-    }
-    match decide(&r, &canaries, now_ms()) {
-        Decision::Wait(due) => Ok(due),
-        Decision::Write(next) => {
-            if write(client, fence, &p, &next, stat.version).await? {
-                tracing::info!(app, mono_us = crate::election::monotonic_us(), "rollout {}", next.describe());
-            }
-            Ok(Some(now_ms()))
-        }
-    }
-}
-
-/// Fenced, version-checked write of a record; false when someone changed it meanwhile.
-async fn write(client: &zk::Client, fence: &Fence, p: &str, r: &Rollout, version: i32) -> Result<bool, AgentError> {
-    let mut w = fence.writer(client)?;
-    w.add_set_data(p, &r.to_bytes(), Some(version))?;
-    match fence.commit(w).await {
-        Ok(_) => Ok(true),
-        Err(AgentError::Zk(zk::Error::BadVersion | zk::Error::NoNode)) => Ok(false),
-        Err(e) => Err(e),
     }
 }
 

@@ -5,19 +5,19 @@
 //!
 //! The decisions and the pipeline live in [`Applier`]: one function decides whether a version
 //! needs applying, one applies it. [`AppFollower`] runs them on every wake-up;
-//! `zkcoordd --once` and `--dry-run` ([`crate::oneshot`]) run the same functions once.
+//! `zkcoordd --once` and `--dry-run` ([`crate::app::oneshot`]) run the same functions once.
 
 use crate::backoff::Backoff;
 use crate::config::{AppConfig, Config};
-use crate::install::InstallResult;
-use crate::layout::{self, Layout, VersionId};
+use crate::host::install::InstallResult;
+use crate::model::layout::{self, Layout, VersionId};
 use crate::metrics::Metrics;
-use crate::registration::{self, NodeSpec};
-use crate::request::{self, VersionMeta};
-use crate::session::SessionHandle;
-use crate::state::{now_secs, Applied, StateStore};
-use crate::status::{ApplyResult, StatusReport};
-use crate::systemd::ReadyPart;
+use crate::zk::registration::{self, NodeSpec};
+use crate::model::request::{self, VersionMeta};
+use crate::zk::session::SessionHandle;
+use crate::host::state::{now_secs, Applied, StateStore};
+use crate::model::status::{ApplyResult, StatusReport};
+use crate::ready::ReadyPart;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -43,13 +43,13 @@ pub struct Applier {
     /// Where applied versions are remembered.
     pub state: StateStore,
     /// Publishers whose signatures this app requires (empty: none required).
-    pub trusted: crate::signing::TrustedKeys,
+    pub trusted: crate::model::signing::TrustedKeys,
     /// Where applies, hook durations, latency and versions behind are recorded.
     pub metrics: Arc<Metrics>,
     /// Largest content installed (`max_config_size`); chunked versions may reach it.
     pub max_config_size: u64,
     /// The random delay before applying a new version (`splay`).
-    pub splay: crate::pacing::Splay,
+    pub splay: crate::app::pacing::Splay,
     /// Cancelled when the follower stops: ends a wait for a reload slot (never an install).
     pub stop: CancellationToken,
 }
@@ -150,10 +150,10 @@ impl Applier {
             layout: config.layout(),
             node_id: config.node_id.clone(),
             state: StateStore::new(&config.state_dir),
-            trusted: crate::signing::TrustedKeys::load_or_refuse(&app.trusted_keys),
+            trusted: crate::model::signing::TrustedKeys::load_or_refuse(&app.trusted_keys),
             metrics,
             max_config_size: config.max_config_size,
-            splay: crate::pacing::Splay::of(app),
+            splay: crate::app::pacing::Splay::of(app),
             stop: CancellationToken::new(),
         }
     }
@@ -196,8 +196,8 @@ impl Applier {
     pub async fn list(&self, client: &zk::Client) -> Result<Option<Listing>, zk::Error> {
         match client.get_children(&self.versions).await {
             Ok((children, parent)) => {
-                let rollout = crate::rollout::read(client, &self.layout, &self.app.name).await?.map(|(r, _)| r);
-                let children = crate::rollout::visible(children, rollout.as_ref(), &self.node_id);
+                let rollout = crate::zk::rollout::read(client, &self.layout, &self.app.name).await?.map(|(r, _)| r);
+                let children = crate::model::rollout::visible(children, rollout.as_ref(), &self.node_id);
                 Ok(Some(Listing::new(&children, &parent)))
             }
             Err(zk::Error::NoNode) => Ok(None),
@@ -225,7 +225,7 @@ impl Applier {
             }
             Some(a) if newest.seq > a.seq => true,
             Some(a) if newest.seq == a.seq => {
-                let drifted = !crate::bundle::holds(&self.app, &a.sha256);
+                let drifted = !crate::host::bundle::holds(&self.app, &a.sha256);
                 if drifted {
                     tracing::warn!(app = %self.app.name, dest = %self.app.dest.display(), version = %a.version, "destination drifted from the applied version; re-applying");
                 }
@@ -256,8 +256,8 @@ impl Applier {
         // The leader writes metadata just after the version. Wait a moment for it when it
         // decides what the bytes are: a signature is required, the app keeps bundles, or the
         // bytes look like an archive that a file app must not take for a config.
-        let needs_meta = self.trusted.required() || self.app.kind == crate::config::AppKind::Bundle || crate::bundle::looks_like_archive(&bytes)
-            || crate::chunks::Marker::parse(&bytes).is_some();
+        let needs_meta = self.trusted.required() || self.app.kind == crate::config::AppKind::Bundle || crate::host::bundle::looks_like_archive(&bytes)
+            || crate::model::content::Marker::parse(&bytes).is_some();
         if meta.is_none() && needs_meta {
             meta = match self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await? {
                 Ok(m) => m,
@@ -267,7 +267,7 @@ impl Applier {
         if meta.is_none() && self.trusted.required() {
             // Still none: a plain client's version, or a leader that died before answering
             // (its successor fills the metadata in). Keep looking for a while, then refuse.
-            let age_ms = (crate::rollout::now_ms() as i64 - stat.ctime).max(0);
+            let age_ms = (crate::clock::now_ms() as i64 - stat.ctime).max(0);
             return Ok(if age_ms < META_PATIENCE.as_millis() as i64 {
                 Fetched::Pending("version has no metadata, so no signature, yet; not installing".into())
             } else {
@@ -277,17 +277,17 @@ impl Applier {
                 ))
             });
         }
-        // Chunked content is read from its chunks and verified whole (see crate::chunks).
+        // Chunked content is read from its chunks and verified whole (see crate::zk::blobs).
         let content = meta.as_ref().map(|m| &m.content);
-        if let Some(why) = crate::bundle::kind_mismatch(&self.app, content) {
+        if let Some(why) = crate::host::bundle::kind_mismatch(&self.app, content) {
             return Ok(Fetched::Refused(why));
         }
-        let bytes = match crate::chunks::resolve(client, &self.layout, &self.app.name, bytes, content, self.max_config_size).await? {
+        let bytes = match crate::zk::blobs::resolve(client, &self.layout, &self.app.name, bytes, content, self.max_config_size).await? {
             Ok(b) => b,
             Err(reason) => return Ok(Fetched::Refused(format!("{reason}; not installing"))),
         };
         let sha = request::sha256_hex(&bytes);
-        if let Err(e) = crate::chunks::check_max(bytes.len() as u64, self.max_config_size) {
+        if let Err(e) = crate::model::content::check_max(bytes.len() as u64, self.max_config_size) {
             return Ok(Fetched::Refused(e));
         }
         if let Some(m) = meta.as_ref().filter(|m| m.sha256 != sha) {
@@ -351,14 +351,14 @@ impl Applier {
         };
         let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - ctime_ms).max(0);
         let since_publish = Duration::from_millis(age_ms as u64);
-        if crate::bundle::holds(&self.app, &sha) {
+        if crate::host::bundle::holds(&self.app, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
             self.record_success(p, v, stream, &sha);
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
-        let installed = crate::bundle::install_any(&self.app, &v.name, bytes, self.max_config_size, &self.metrics);
-        let Some(installed) = crate::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop).await? else {
+        let installed = crate::host::bundle::install_any(&self.app, &v.name, bytes, self.max_config_size, &self.metrics);
+        let Some(installed) = crate::app::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop).await? else {
             tracing::info!(app = %name, version = %v, "stopped while waiting for a reload slot; nothing was changed");
             return Ok(());
         };
@@ -526,7 +526,7 @@ impl AppFollower {
             parent: a.layout.status(&a.app.name),
             name: a.node_id.clone(),
             sequential: false,
-            parent_kind: crate::acl::NodeKind::StatusParent,
+            parent_kind: crate::zk::identity::NodeKind::StatusParent,
         };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
         a.metrics.app_started(&a.app.name);
@@ -577,7 +577,7 @@ impl AppFollower {
         // round trip in a row is what a thousand hosts wait for.
         let (listed, rollout) = tokio::join!(
             client.get_and_watch_children(&a.versions),
-            crate::rollout::read_and_watch(client, &a.layout, &a.app.name)
+            crate::zk::rollout::read_and_watch(client, &a.layout, &a.app.name)
         );
         let (children, parent, watcher) = match listed {
             Ok(r) => r,
@@ -599,7 +599,7 @@ impl AppFollower {
         // A staged rollout may hold this host at an older version: the rollout record decides
         // which versions it sees, and its changes (promote, abort) wake it like new versions.
         let (rollout, rollout_changed) = rollout?;
-        let children = crate::rollout::visible(children, rollout.as_ref(), &a.node_id);
+        let children = crate::model::rollout::visible(children, rollout.as_ref(), &a.node_id);
         let wake = Box::pin(async move {
             tokio::select! {
                 _ = watcher.changed() => {}

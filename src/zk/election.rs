@@ -2,10 +2,10 @@
 //! `leaders` smallest sequence numbers lead. A standby watches only the `leaders` nodes just
 //! ahead of it, so a leader's death wakes its successor, not the herd.
 
-use crate::layout::{sorted_by_sequence, WORKER_PREFIX};
+use crate::model::layout::{sorted_by_sequence, WORKER_PREFIX};
 use crate::metrics::Metrics;
-use crate::registration::Registered;
-use crate::session::{classify, ErrorKind, Phase, SessionHandle};
+use crate::zk::registration::Registered;
+use crate::zk::session::{classify, ErrorKind, Phase, SessionHandle};
 use futures::future::select_all;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ pub async fn run(
     mut session: SessionHandle,
     mut registered: watch::Receiver<Option<Registered>>,
     out: watch::Sender<Leadership>,
-    first_sync: crate::systemd::ReadyPart,
+    first_sync: crate::ready::ReadyPart,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -187,12 +187,4 @@ async fn evaluate(client: &zk::Client, parent: &str, leaders: usize, reg: &Regis
         let ahead = order[idx.saturating_sub(leaders)..idx].iter().map(|(_, n)| n.to_string()).collect();
         Ok(Position::Standby { ahead })
     }
-}
-
-/// Microseconds on CLOCK_MONOTONIC: one clock for every process on the host, so leadership
-/// intervals logged by different agents can be compared.
-pub fn monotonic_us() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
-        .unwrap_or(0)
 }

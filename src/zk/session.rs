@@ -198,16 +198,16 @@ pub fn channel(metrics: Arc<Metrics>) -> (SessionSupervisor, SessionHandle) {
 /// Authenticates with this process's digest credentials, if it has any.
 pub async fn connect_once(hosts: &str, session_timeout: Duration) -> Result<zk::Client, zk::Error> {
     let mut connector = zk::Client::connector().with_session_timeout(session_timeout).with_fail_eagerly();
-    if let Some(c) = crate::acl::credentials() {
+    if let Some(c) = crate::zk::identity::credentials() {
         connector = match c.scheme {
-            crate::acl::AuthScheme::Digest => connector.with_auth("digest", c.user_password.as_bytes()),
-            crate::acl::AuthScheme::Sasl => {
+            crate::zk::identity::AuthScheme::Digest => connector.with_auth("digest", c.user_password.as_bytes()),
+            crate::zk::identity::AuthScheme::Sasl => {
                 let (user, password) = c.user_password.split_once(':').unwrap_or((&c.user_password, ""));
                 connector.with_sasl(zk::SaslOptions::digest_md5(user.to_string(), password.to_string()))
             }
         };
     }
-    match crate::tls::options() {
+    match crate::zk::tls::options() {
         Some(tls) => connector.with_tls(tls.clone()).secure_connect(hosts).await,
         None => connector.connect(hosts).await,
     }
@@ -354,7 +354,7 @@ pub async fn connect_within(hosts: &str, session_timeout: Duration, patience: Du
         let why = match tokio::time::timeout_at(deadline, connect_once(hosts, session_timeout)).await {
             Ok(Ok(c)) => return Ok(c),
             Ok(Err(zk::Error::AuthFailed)) => {
-                let who = crate::acl::credentials().map(|c| format!("{:?}", c)).unwrap_or_else(|| "no credentials".into());
+                let who = crate::zk::identity::credentials().map(|c| format!("{:?}", c)).unwrap_or_else(|| "no credentials".into());
                 return Err(ConnectFailure::Refused(format!(
                     "ZooKeeper at {hosts} refused our credentials ({who}): authentication failed; check [zookeeper] auth_file and auth_scheme"
                 )));
@@ -364,7 +364,7 @@ pub async fn connect_within(hosts: &str, session_timeout: Duration, patience: Du
         };
         let delay = backoff.next_delay();
         if tokio::time::Instant::now() + delay >= deadline {
-            let hint = if crate::tls::options().is_some() {
+            let hint = if crate::zk::tls::options().is_some() {
                 " (over TLS: check that the servers' certificates chain to ca_file and name the hosts, and that the client certificate is accepted)"
             } else {
                 ""
@@ -414,7 +414,7 @@ pub fn state_error(state: zk::SessionState) -> zk::Error {
 /// Creates `path` (with the ACL of `kind`) and its missing ancestors (with the ACL of
 /// `kind.ancestors()`, the agents' parent ACL but for services) as persistent nodes. Existing
 /// nodes are left as they are.
-pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::acl::NodeKind) -> Result<(), zk::Error> {
+pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::zk::identity::NodeKind) -> Result<(), zk::Error> {
     if client.check_stat(path).await?.is_some() {
         return Ok(());
     }
@@ -424,7 +424,7 @@ pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::acl::Node
         prefix.push('/');
         prefix.push_str(seg);
         let last = i + 1 == segments.len();
-        let acl = crate::acl::for_node(if last { kind } else { kind.ancestors() });
+        let acl = crate::zk::identity::for_node(if last { kind } else { kind.ancestors() });
         match client.create(&prefix, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             // ZooKeeper checks CREATE on the parent before it looks for the node, so an app host

@@ -18,9 +18,9 @@
 //! checks every entry again and never trusts the archive. The archive is deterministic (sorted
 //! entries, mtime 0, uid/gid 0), so publishing an unchanged tree makes no new version.
 
-use crate::chunks::ContentInfo;
+use crate::model::content::ContentInfo;
 use crate::config::{AppConfig, AppKind};
-use crate::install::{self, InstallError, InstallResult, Ownership};
+use crate::host::install::{self, InstallError, InstallResult, Ownership};
 use crate::metrics::{Hook, Metrics};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -120,7 +120,7 @@ pub fn pack(dir: &Path, max: u64) -> Result<Packed, String> {
     }
     let raw = tar.into_inner().map_err(|e| format!("cannot pack {}: {e}", dir.display()))?;
     let tar_bytes = raw.len() as u64;
-    crate::chunks::check_max(tar_bytes, max).map_err(|_| too_big(tar_bytes, max))?;
+    crate::model::content::check_max(tar_bytes, max).map_err(|_| too_big(tar_bytes, max))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&raw).and_then(|_| gz.try_finish()).map_err(|e| format!("cannot compress: {e}"))?;
     let gz = gz.finish().map_err(|e| format!("cannot compress: {e}"))?;
@@ -130,7 +130,7 @@ pub fn pack(dir: &Path, max: u64) -> Result<Packed, String> {
 }
 
 fn too_big(len: u64, max: u64) -> String {
-    format!("the bundle is {len} bytes or more as tar; the limit is {max} bytes (max_config_size = {})", crate::chunks::human(max))
+    format!("the bundle is {len} bytes or more as tar; the limit is {max} bytes (max_config_size = {})", crate::model::content::human(max))
 }
 
 /// Collects the entries under `root/rel`, sorted by name, refusing what a bundle cannot hold.
@@ -198,7 +198,7 @@ pub fn unpack(archive: &[u8], into: &Path, max: u64, owner: Ownership) -> Result
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.header().size().map_err(|e| format!("{}: bad size: {e}", rel.display()))?;
                 total = total.saturating_add(size);
-                crate::chunks::check_max(total, max).map_err(|e| format!("bundle content too large: {e}"))?;
+                crate::model::content::check_max(total, max).map_err(|e| format!("bundle content too large: {e}"))?;
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
                 }
@@ -404,7 +404,7 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
                 remove_version(&tmp);
                 io_error("rename into", &name, e)
             })?;
-            let sha = crate::request::sha256_hex(&bytes);
+            let sha = crate::digest::sha256_hex(&bytes);
             install::write_atomic(&marker_of(&name), sha.as_bytes(), 0o644, Ownership::default())?;
             File::open(&versions).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync directory", &versions, e))?;
             Ok(Ok(name))
@@ -475,7 +475,7 @@ pub fn retain(versions: &Path, live: &Path, keep: usize) -> usize {
             continue;
         }
         let base = name.split('.').next().unwrap_or_default();
-        let seq = crate::layout::VersionId::parse(base).map(|v| v.seq).unwrap_or(0);
+        let seq = crate::model::layout::VersionId::parse(base).map(|v| v.seq).unwrap_or(0);
         dirs.push((seq, name, path));
     }
     dirs.sort();
@@ -643,7 +643,7 @@ mod tests {
             let r = install(&a, v, bytes.clone(), MAX, &m).await.unwrap();
             assert!(matches!(r, InstallResult::Applied { .. }), "{r:?}");
             assert_eq!(fs::read_to_string(a.dest.join("sub/x.conf")).unwrap(), format!("good {i}\n"));
-            assert!(holds(&a, &crate::request::sha256_hex(&bytes)));
+            assert!(holds(&a, &crate::digest::sha256_hex(&bytes)));
         }
         let mut left: Vec<String> = fs::read_dir(versions_dir(&a.dest)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();

@@ -7,14 +7,14 @@
 //! re-apply); `--dry-run` stops after the read-only half (list, decide, fetch and verify) and
 //! prints what the other half would do.
 
-use crate::app::{Applier, Fetched, Progress};
+use crate::app::follower::{Applier, Fetched, Progress};
 use crate::config::{AppConfig, Config};
 use crate::exit;
-use crate::hooks;
-use crate::install;
-use crate::layout::VersionId;
-use crate::session;
-use crate::status::ApplyResult;
+use crate::host::hooks;
+use crate::host::install;
+use crate::model::layout::VersionId;
+use crate::zk::session;
+use crate::model::status::ApplyResult;
 use crate::metrics::Metrics;
 use std::path::Path;
 use std::sync::Arc;
@@ -165,7 +165,7 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
         Fetched::Verified { bytes, sha256, .. } => (bytes, sha256),
     };
     if app.kind == crate::config::AppKind::Bundle {
-        let what = if crate::bundle::holds(app, &sha) { "already holds" } else { "would switch to" };
+        let what = if crate::host::bundle::holds(app, &sha) { "already holds" } else { "would switch to" };
         return Ok(format!("{name}: {} {what} bundle {newest} ({} bytes packed)\n", app.dest.display(), bytes.len()));
     }
     if let Err(e) = install::resolve_dest(app) {

@@ -3,21 +3,31 @@
 //! stops cleanly: intake first, applies finished, session closed last so our ephemeral nodes
 //! vanish at once.
 
+//!
+//! May use: everything below it. Its own rooms: `http` (`/healthz`, `/metrics`), `systemd`
+//! (sd_notify), `signals` (Unix signals as messages), `logging` (journal or text).
+
+pub mod http;
+pub mod logging;
+pub mod signals;
+pub mod systemd;
+
 use crate::agent;
-use crate::app::{AppFollower, AppView, Applier};
-use crate::http::{self, HttpState};
+use crate::app::follower::{AppFollower, AppView, Applier};
+use crate::daemon::http::{self, HttpState};
 use crate::config::{AppConfig, Config, ServiceConfig};
-use crate::render::RenderFollower;
+use crate::app::render::RenderFollower;
 use crate::service::ServiceRunner;
-use crate::election::{self, Leadership};
-use crate::logging::LogControl;
+use crate::zk::election::{self, Leadership};
+use crate::daemon::logging::LogControl;
 use crate::metrics::Metrics;
-use crate::registration::{self, NodeSpec, Registered};
-use crate::session::{self, SessionHandle};
-use crate::signals::{self, Request};
-use crate::state::now_secs;
-use crate::systemd::{Notifier, ReadyGate};
-use crate::trigger::{self, TriggerSettings};
+use crate::zk::registration::{self, NodeSpec, Registered};
+use crate::zk::session::{self, SessionHandle};
+use crate::daemon::signals::{self, Request};
+use crate::clock::now_secs;
+use crate::daemon::systemd::Notifier;
+use crate::ready::ReadyGate;
+use crate::agent::trigger::{self, TriggerSettings};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,9 +180,9 @@ impl Components {
         let (reg_tx, reg_rx) = watch::channel::<Option<Registered>>(None);
         let spec = NodeSpec {
             parent: config.agent.election_path.clone(),
-            name: crate::layout::WORKER_PREFIX.into(),
+            name: crate::model::layout::WORKER_PREFIX.into(),
             sequential: true,
-            parent_kind: crate::acl::NodeKind::AgentParent,
+            parent_kind: crate::zk::identity::NodeKind::AgentParent,
         };
         let keeper = registration::keep(spec, self.session.clone(), data_rx, reg_tx, self.work_stop.clone());
         self.fixed.spawn(async move {
@@ -200,7 +210,7 @@ impl Components {
                 listen: listen.parse().expect("validated at load"),
                 app: app.clone(),
                 max_connections: config.agent.trigger_max_connections,
-                token: config.agent.trigger_token_file.as_deref().and_then(|f| crate::acl::Credentials::load_secret(f).ok()),
+                token: config.agent.trigger_token_file.as_deref().and_then(|f| crate::secret::load_line(f).ok()),
             };
             tasks.push(tokio::spawn(trigger::run(settings, config.layout(), self.session.clone(), stop.clone())));
         }

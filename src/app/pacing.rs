@@ -14,10 +14,10 @@
 //!   apply the newest version at that moment (bursts still coalesce). A host that has nothing
 //!   applied yet (a fresh host, whose service is waiting for its first config) does not wait.
 
-use crate::acl::NodeKind;
+use crate::zk::identity::NodeKind;
 use crate::config::AppConfig;
-use crate::election::monotonic_us;
-use crate::layout::{self, Layout};
+use crate::clock::monotonic_us;
+use crate::model::layout::{self, Layout};
 use rand::Rng;
 use std::future::Future;
 use std::sync::Mutex;
@@ -26,32 +26,6 @@ use zookeeper_client as zk;
 
 /// Name prefix of reload lease nodes.
 pub const LEASE_PREFIX: &str = "lease-";
-
-/// Largest splay accepted: beyond it a fleet would look stuck.
-pub const MAX_SPLAY: Duration = Duration::from_secs(3600);
-
-/// Checks an app's pacing keys; Err is (key, what was expected).
-pub fn validate(app: &AppConfig) -> Result<(), (&'static str, String)> {
-    if app.max_parallel_reloads == Some(0) {
-        return Err(("max_parallel_reloads", "expected at least 1 (leave it out for no limit)".into()));
-    }
-    if let Some(s) = app.splay {
-        if s > MAX_SPLAY {
-            return Err(("splay", format!("expected at most {}, got {}", humantime::format_duration(MAX_SPLAY), humantime::format_duration(s))));
-        }
-    }
-    Ok(())
-}
-
-/// Parent of every app's reload lease directory.
-pub fn leases_root(layout: &Layout) -> String {
-    format!("{}/reloads", layout.root())
-}
-
-/// Where `app`'s reload leases live.
-pub fn leases(layout: &Layout, app: &str) -> String {
-    format!("{}/{app}", leases_root(layout))
-}
 
 /// Runs `work` (an install) holding one of `app`'s `max_parallel_reloads` slots, if it has a
 /// limit. A ZooKeeper failure while waiting for a slot is returned before `work` starts; `stop`
@@ -94,9 +68,9 @@ impl Lease {
         app: &str,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Option<Lease>, zk::Error> {
-        crate::session::ensure_path(client, dir, NodeKind::StatusParent).await?;
+        crate::zk::session::ensure_path(client, dir, NodeKind::StatusParent).await?;
         remove_own_leftovers(client, dir).await?;
-        let acl = crate::acl::for_node(NodeKind::Owned);
+        let acl = crate::zk::identity::for_node(NodeKind::Owned);
         let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&acl));
         let (_, seq) = client.create(&format!("{dir}/{LEASE_PREFIX}"), node_id.as_bytes(), &opts).await?;
         let name = format!("{LEASE_PREFIX}{seq}");

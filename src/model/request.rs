@@ -2,8 +2,8 @@
 //! what the agent answers. A request node holds one JSON header line, a newline, then the
 //! config's raw bytes (no base64, so the whole size budget is the config's).
 
-use crate::layout::{Layout, REQUEST_PREFIX};
-use crate::signing::VersionSignature;
+use crate::model::layout::{Layout, REQUEST_PREFIX};
+use crate::model::signing::VersionSignature;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use zookeeper_client as zk;
 
 /// Largest config accepted. ZooKeeper's default jute.maxbuffer is 1 MiB for a whole packet, and a
 /// larger write makes the server drop the connection, so the limit leaves room for the header.
-pub const MAX_CONFIG_BYTES: usize = 1_000_000;
+pub const MAX_NODE_BYTES: usize = 1_000_000;
 /// Largest publish message.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
@@ -36,10 +36,10 @@ pub struct RequestHeader {
     pub signature: Option<VersionSignature>,
     /// Bundle or file, compression, chunked storage (all absent for a plain file).
     #[serde(flatten, default)]
-    pub content: crate::chunks::ContentInfo,
+    pub content: crate::model::content::ContentInfo,
     /// Stage the rollout on these canaries first (`--canary`, `--soak`); absent: every host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<crate::rollout::CanarySpec>,
+    pub canary: Option<crate::model::rollout::CanarySpec>,
 }
 
 /// The leader's answer to a request, at `<root>/outcomes/<request>`.
@@ -94,19 +94,14 @@ pub struct VersionMeta {
     pub signature: Option<VersionSignature>,
     /// Bundle or file, compression, chunked storage (all absent for a plain file).
     #[serde(flatten, default)]
-    pub content: crate::chunks::ContentInfo,
-}
-
-/// Lowercase hex sha256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    pub content: crate::model::content::ContentInfo,
 }
 
 /// Refuses a config over the limit, before anything reaches ZooKeeper.
 pub fn check_size(len: usize) -> Result<(), String> {
-    if len > MAX_CONFIG_BYTES {
+    if len > MAX_NODE_BYTES {
         Err(format!(
-            "config is {len} bytes; the limit is {MAX_CONFIG_BYTES} bytes (ZooKeeper's default jute.maxbuffer is 1 MiB per node)"
+            "config is {len} bytes; the limit is {MAX_NODE_BYTES} bytes (ZooKeeper's default jute.maxbuffer is 1 MiB per node)"
         ))
     } else {
         Ok(())
@@ -131,7 +126,7 @@ pub fn decode(bytes: &[u8]) -> Result<(RequestHeader, &[u8]), String> {
 
 /// Builds a header for `data`, checking size and message length.
 pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str, data: &[u8]) -> Result<RequestHeader, String> {
-    crate::config::validate_app_name(app)?;
+    crate::model::layout::validate_app_name(app)?;
     check_size(data.len())?;
     if let Some(m) = &message {
         if m.len() > MAX_MESSAGE_BYTES {
@@ -151,64 +146,6 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
     })
 }
 
-/// Queues a request for the leader; returns the request node's name.
-pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
-    crate::session::ensure_path(client, &layout.requests(), crate::acl::NodeKind::RequestsParent).await?;
-    crate::session::ensure_path(client, &layout.outcomes(), crate::acl::NodeKind::OutcomesParent).await?;
-    let prefix = format!("{}/{}", layout.requests(), REQUEST_PREFIX);
-    let acl = crate::acl::for_node(crate::acl::NodeKind::Owned);
-    let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&acl));
-    let (_, seq) = client.create(&prefix, &encode(header, data), &opts).await?;
-    Ok(format!("{REQUEST_PREFIX}{seq}"))
-}
-
-/// Why no outcome arrived.
-#[derive(Debug, thiserror::Error)]
-pub enum AwaitError {
-    /// No leader answered in time; the request was withdrawn, nothing was published.
-    #[error("no leading agent answered within {0:?}; the request was withdrawn and nothing was published")]
-    NoLeader(Duration),
-    /// ZooKeeper failed underneath.
-    #[error("ZooKeeper: {0}")]
-    Zk(#[from] zk::Error),
-    /// The outcome node held something unreadable.
-    #[error("unreadable outcome: {0}")]
-    Garbled(String),
-}
-
-/// Waits for the leader's outcome of `req`, withdrawing the request if none comes in `timeout`.
-pub async fn await_outcome(client: &zk::Client, layout: &Layout, req: &str, timeout: Duration) -> Result<Outcome, AwaitError> {
-    let path = layout.outcome(req);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (stat, watcher) = client.check_and_watch_stat(&path).await?;
-        if stat.is_some() {
-            return read_outcome(client, &path).await;
-        }
-        if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
-            // Withdraw; if the request is already gone, the leader took it: read its outcome.
-            match client.delete(&format!("{}/{}", layout.requests(), req), None).await {
-                Ok(()) => return Err(AwaitError::NoLeader(timeout)),
-                Err(zk::Error::NoNode) => {
-                    let (_, w) = client.check_and_watch_stat(&path).await?;
-                    if client.check_stat(&path).await?.is_none() {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
-                    }
-                    return read_outcome(client, &path).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-async fn read_outcome(client: &zk::Client, path: &str) -> Result<Outcome, AwaitError> {
-    let (bytes, _) = client.get_data(path).await?;
-    let outcome = serde_json::from_slice(&bytes).map_err(|e| AwaitError::Garbled(e.to_string()))?;
-    let _ = client.delete(path, None).await;
-    Ok(outcome)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +162,7 @@ mod tests {
 
     #[test]
     fn oversized_config_is_refused_naming_the_limit() {
-        let big = vec![b'x'; MAX_CONFIG_BYTES + 1];
+        let big = vec![b'x'; MAX_NODE_BYTES + 1];
         let e = header_for("a", "me", None, "zkcoordctl", &big).unwrap_err();
         assert!(e.contains("1000000"), "{e}");
     }

@@ -3,7 +3,7 @@
 //! reload fails.
 
 use crate::config::{AppConfig, HookCommand};
-use crate::hooks::{self, HookRun};
+use crate::host::hooks::{self, HookRun};
 use crate::metrics::{Hook, Metrics};
 use nix::unistd::{Gid, Group, Uid, User};
 use std::fs::{self, File};
@@ -271,7 +271,7 @@ async fn blocking<T: Send + 'static>(
 /// Whether `dest` already holds exactly `bytes` (used to avoid rewrites and to spot drift).
 pub fn holds(dest: &Path, sha256_hex: &str) -> bool {
     match fs::read(dest) {
-        Ok(b) => crate::request::sha256_hex(&b) == sha256_hex,
+        Ok(b) => crate::digest::sha256_hex(&b) == sha256_hex,
         Err(_) => false,
     }
 }

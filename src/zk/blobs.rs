@@ -15,130 +15,19 @@
 //! prunes blobs that no kept version references (those of pruned versions at once, those of
 //! publishes that never became versions after [`ORPHAN_AGE`]).
 
-use crate::acl::NodeKind;
-use crate::layout::{Layout, VersionId};
-use crate::request::{self, RequestHeader};
+use crate::zk::identity::NodeKind;
+use crate::model::layout::{Layout, VersionId};
+use crate::model::request::{self, RequestHeader};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use zookeeper_client as zk;
 
-/// Bytes per chunk node: as much as one node safely takes.
-pub const CHUNK_BYTES: usize = request::MAX_CONFIG_BYTES;
-/// Default largest config (`max_config_size`): 64 MiB.
-pub const DEFAULT_MAX_CONFIG_SIZE: u64 = 64 << 20;
 /// A blob no version references is removed once it is this old (a publish that was rejected,
 /// withdrawn, or whose publisher died mid-upload).
 pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 /// Name prefix of chunk nodes.
 pub const CHUNK_PREFIX: &str = "chunk-";
-/// First word of a chunked version's marker.
-const MARKER_MAGIC: &str = "zkcoord-chunked-v1";
-/// `storage` value of chunked versions.
-pub const STORAGE_CHUNKED: &str = "chunked";
-
-/// How a version's content is stored and what it is; travels in the request header and is kept
-/// in the version's metadata. Every field is absent for a plain single-file version, so their
-/// JSON is exactly what it was before bundles and chunks existed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContentInfo {
-    /// "bundle" for a packed directory tree ([`crate::bundle`]); absent for one file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// For bundles: "gzip" or "none".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compression: Option<String>,
-    /// "chunked" when the bytes live in chunk nodes; absent when they are the version's data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<String>,
-    /// How many chunk nodes hold the bytes (chunked only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunks: Option<u32>,
-}
-
-impl ContentInfo {
-    /// Whether the bytes live in chunk nodes.
-    pub fn is_chunked(&self) -> bool {
-        self.chunks.is_some()
-    }
-}
-
-/// Parent of every app's blobs.
-pub fn blobs_root(layout: &Layout) -> String {
-    format!("{}/blobs", layout.root())
-}
-/// Parent of `app`'s blobs.
-pub fn app_blobs(layout: &Layout, app: &str) -> String {
-    format!("{}/{app}", blobs_root(layout))
-}
-/// The blob holding the chunks of content `sha256` of `app`.
-pub fn blob(layout: &Layout, app: &str, sha256: &str) -> String {
-    format!("{}/{sha256}", app_blobs(layout, app))
-}
-/// Chunk `i` of `blob`.
-pub fn chunk(blob: &str, i: u32) -> String {
-    format!("{blob}/{CHUNK_PREFIX}{i:04}")
-}
-
-/// What a chunked version's node says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
-    /// sha256 of the whole content.
-    pub sha256: String,
-    /// Its length.
-    pub size: u64,
-    /// How many chunks.
-    pub chunks: u32,
-}
-
-impl Marker {
-    /// The marker's bytes, as the version node holds them.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        format!("{MARKER_MAGIC} sha256={} size={} chunks={}\n", self.sha256, self.size, self.chunks).into_bytes()
-    }
-
-    /// Parses a version node's data as a marker; None for anything else (raw config bytes).
-    pub fn parse(bytes: &[u8]) -> Option<Marker> {
-        if bytes.len() > 256 || !bytes.starts_with(MARKER_MAGIC.as_bytes()) {
-            return None;
-        }
-        let text = std::str::from_utf8(bytes).ok()?.trim_end();
-        let mut words = text.split(' ');
-        (words.next()? == MARKER_MAGIC).then_some(())?;
-        let sha256 = words.next()?.strip_prefix("sha256=")?;
-        let size = words.next()?.strip_prefix("size=")?.parse().ok()?;
-        let chunks = words.next()?.strip_prefix("chunks=")?.parse().ok()?;
-        let hex_ok = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
-        (hex_ok && words.next().is_none()).then(|| Marker { sha256: sha256.to_string(), size, chunks })
-    }
-}
-
-/// The sha256 of a version's content, from its node's data: the marker's for chunked content,
-/// the data's own otherwise (what dedupe compares).
-pub fn content_sha256(data: &[u8]) -> String {
-    Marker::parse(data).map(|m| m.sha256).unwrap_or_else(|| request::sha256_hex(data))
-}
-
-/// Refuses content over `max` (the configured `max_config_size`).
-pub fn check_max(len: u64, max: u64) -> Result<(), String> {
-    if len > max {
-        Err(format!("config is {len} bytes; the limit is {max} bytes (max_config_size = {})", human(max)))
-    } else {
-        Ok(())
-    }
-}
-
-/// `64 MiB`, `1000000 bytes`.
-pub fn human(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
-        format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
-        format!("{} KiB", n >> 10)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
 /// Builds the request header for `data`: plain when it fits one node, chunked (the request then
 /// carries no bytes; [`upload`] writes them) when it does not. Everything is checked here,
 /// before anything reaches ZooKeeper. Returns the header and the bytes the request carries.
@@ -153,7 +42,7 @@ pub fn prepare<'a>(
     check_max(data.len() as u64, max)?;
     content.storage = None;
     content.chunks = None;
-    if data.len() <= request::MAX_CONFIG_BYTES {
+    if data.len() <= request::MAX_NODE_BYTES {
         let mut h = request::header_for(app, author, message, "zkcoordctl", data)?;
         h.content = content;
         return Ok((h, data));
@@ -171,19 +60,19 @@ pub fn prepare<'a>(
 /// A chunk that already exists (the same content published before) is left as it is: the
 /// leader verifies the whole blob anyway.
 pub async fn upload(client: &zk::Client, layout: &Layout, app: &str, sha256: &str, data: &[u8]) -> Result<u32, zk::Error> {
-    crate::session::ensure_path(client, &blobs_root(layout), NodeKind::Blobs).await?;
+    crate::zk::session::ensure_path(client, &blobs_root(layout), NodeKind::Blobs).await?;
     // One level at a time: under ACLs a publisher may create only inside `blobs` (ZooKeeper
     // checks CREATE on the parent before it says NodeExists, so ensure_path's walk from the root
     // would be refused).
     let blob = blob(layout, app, sha256);
-    let blob_acl = crate::acl::for_node(NodeKind::Blobs);
+    let blob_acl = crate::zk::identity::for_node(NodeKind::Blobs);
     for dir in [app_blobs(layout, app), blob.clone()] {
         match client.create(&dir, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&blob_acl))).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(e),
         }
     }
-    let acl = crate::acl::for_node(NodeKind::Owned);
+    let acl = crate::zk::identity::for_node(NodeKind::Owned);
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl));
     let mut n = 0;
     for (i, part) in data.chunks(CHUNK_BYTES).enumerate() {
@@ -233,7 +122,7 @@ pub async fn verify_request(client: &zk::Client, layout: &Layout, h: &RequestHea
     if !body.is_empty() {
         return Ok(Err("a chunked request must carry no bytes of its own".into()));
     }
-    if h.size <= request::MAX_CONFIG_BYTES || chunks as usize != h.size.div_ceil(CHUNK_BYTES) {
+    if h.size <= request::MAX_NODE_BYTES || chunks as usize != h.size.div_ceil(CHUNK_BYTES) {
         return Ok(Err(format!("chunk count {chunks} does not fit size {}", h.size)));
     }
     let m = Marker { sha256: h.sha256.to_ascii_lowercase(), size: h.size as u64, chunks };
@@ -299,7 +188,7 @@ pub async fn doomed_blobs(
             if i < pruned { gone.insert(m.sha256) } else { kept.insert(m.sha256) };
         }
     }
-    let now_ms = crate::state::now_secs() as i64 * 1000;
+    let now_ms = crate::clock::now_secs() as i64 * 1000;
     let mut doomed = Vec::new();
     for sha in blobs.into_iter().filter(|b| !kept.contains(b)) {
         let path = format!("{dir}/{sha}");

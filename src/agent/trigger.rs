@@ -2,9 +2,9 @@
 //! close their side. Any agent accepts it and queues it for the leader, who publishes it as a
 //! version of the configured default app. The outcome is written back before we close.
 
-use crate::layout::Layout;
-use crate::request::{self, MAX_CONFIG_BYTES};
-use crate::session::SessionHandle;
+use crate::model::layout::Layout;
+use crate::model::request::{self, MAX_NODE_BYTES};
+use crate::zk::session::SessionHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +92,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &str, token: Optio
 
 /// Reads `add|<data>` until the sender closes, refusing anything malformed or too large.
 async fn receive(stream: &mut TcpStream, token: Option<&str>) -> Result<Vec<u8>, String> {
-    let limit = (ADD.len() + token.map_or(0, |t| t.len() + 1) + MAX_CONFIG_BYTES + 1) as u64;
+    let limit = (ADD.len() + token.map_or(0, |t| t.len() + 1) + MAX_NODE_BYTES + 1) as u64;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(READ_TIMEOUT, (&mut *stream).take(limit).read_to_end(&mut buf)).await;
     match read {
@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(parse_message(b"add|", None).unwrap(), b"");
         assert!(parse_message(b"del|x", None).unwrap_err().contains("expected `add|<data>`"));
         let mut big = b"add|".to_vec();
-        big.extend(std::iter::repeat(b'x').take(MAX_CONFIG_BYTES + 1));
+        big.extend(std::iter::repeat(b'x').take(MAX_NODE_BYTES + 1));
         assert!(parse_message(&big, None).unwrap_err().contains("limit"));
     }
 

@@ -1,7 +1,7 @@
 //! What this host applied, per application, remembered under `state_dir` so that a restart with
 //! nothing new neither rewrites nor reloads, and the applied version never goes backwards.
 
-use crate::install::{self, InstallError, Ownership};
+use crate::host::install::{self, InstallError, Ownership};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -69,11 +69,6 @@ impl StateStore {
         let bytes = serde_json::to_vec_pretty(applied).expect("state serializes");
         install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default())
     }
-}
-
-/// Seconds since the epoch, for timestamps in state and status.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! expected address; anything else is logged as a warning. A port that cannot be bound is
 //! logged and retried: monitoring is never a reason for the daemon to stop applying configs.
 
-use crate::app::AppView;
+use crate::app::follower::AppView;
 use crate::backoff::Backoff;
 use crate::metrics::{self, Metrics};
-use crate::session::{Phase, SessionHandle};
+use crate::zk::session::{Phase, SessionHandle};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::routing::get;

@@ -33,12 +33,12 @@ fn signed_message(app: &str, sha256_hex: &str, size: usize) -> Vec<u8> {
 
 /// A short, stable name for a public key in messages: the first 8 bytes of its sha256, in hex.
 pub fn key_id(key: &VerifyingKey) -> String {
-    crate::request::sha256_hex(key.as_bytes())[..16].to_string()
+    crate::digest::sha256_hex(key.as_bytes())[..16].to_string()
 }
 
 /// Reads a PKCS#8 PEM private key, refusing a file that group or others can read.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
-    crate::acl::refuse_if_shared(path)?;
+    crate::secret::refuse_if_shared(path)?;
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     SigningKey::from_pkcs8_pem(&pem)
         .map_err(|e| format!("{} is not an ed25519 private key in PKCS#8 PEM ({e}); make one with `zkcoordctl key generate`", path.display()))

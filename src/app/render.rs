@@ -10,17 +10,17 @@
 //! - an empty member list is held back (the file keeps its last content) unless the entry says
 //!   `allow_empty`, because a registry outage must not take every upstream out of nginx.
 
-use crate::app::AppView;
+use crate::app::follower::AppView;
 use crate::config::{AppConfig, Config, RenderConfig};
-use crate::install::{self, InstallResult};
-use crate::layout::Layout;
-use crate::members::{self, Member, Snapshot};
+use crate::host::install::{self, InstallResult};
+use crate::model::layout::Layout;
+use crate::zk::members::{self, Member, Snapshot};
 use crate::metrics::Metrics;
-use crate::registration::{self, NodeSpec};
-use crate::session::SessionHandle;
-use crate::state::now_secs;
-use crate::status::{ApplyResult, StatusReport};
-use crate::systemd::ReadyPart;
+use crate::zk::registration::{self, NodeSpec};
+use crate::zk::session::SessionHandle;
+use crate::clock::now_secs;
+use crate::model::status::{ApplyResult, StatusReport};
+use crate::ready::ReadyPart;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -103,7 +103,7 @@ impl RenderFollower {
     /// Follows the members until `shutdown`; a render in progress is finished first.
     pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
         let name = self.app.name.clone();
-        let on_disk = std::fs::read(&self.app.dest).ok().map(|b| crate::request::sha256_hex(&b));
+        let on_disk = std::fs::read(&self.app.dest).ok().map(|b| crate::digest::sha256_hex(&b));
         let mut st = Rendered {
             report: StatusReport {
                 host: self.node_id.clone(),
@@ -128,7 +128,7 @@ impl RenderFollower {
             parent: self.layout.status(&name),
             name: self.node_id.clone(),
             sequential: false,
-            parent_kind: crate::acl::NodeKind::StatusParent,
+            parent_kind: crate::zk::identity::NodeKind::StatusParent,
         };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
         self.metrics.app_started(&name);
@@ -235,7 +235,7 @@ impl RenderFollower {
                 return;
             }
         };
-        let sha = crate::request::sha256_hex(&bytes);
+        let sha = crate::digest::sha256_hex(&bytes);
         if install::holds(&self.app.dest, &sha) {
             tracing::debug!(app = %name, count, "rendered output unchanged; nothing to write");
             // The file is right again: an output that failed before is tried afresh if it returns.

@@ -1,0 +1,11 @@
+//! The app role: follow an application's versions and apply the newest (`follower`), or render
+//! one from a service's live members (`render`); pace reloads across the fleet (`pacing`); and
+//! `zkcoordd --once` / `--dry-run` (`oneshot`).
+//!
+//! May use: everything below the roles (`zk`, `host`, `config`, `metrics`, `model`, leaves).
+//! Never `agent`, `service`, `daemon` or `ctl`.
+
+pub mod follower;
+pub mod oneshot;
+pub mod pacing;
+pub mod render;

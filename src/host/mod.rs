@@ -1,0 +1,11 @@
+//! This machine's files and processes: hook commands with a timeout (`hooks`), the one atomic
+//! install with check, reload and rollback (`install`), directory bundles (`bundle`), and what
+//! this host applied, remembered across restarts (`state`).
+//!
+//! May use: `config`, `metrics`, `model`, the leaves. Never `zk`: what to install arrives as
+//! bytes, so every step here can be tested on a plain directory.
+
+pub mod bundle;
+pub mod hooks;
+pub mod install;
+pub mod state;

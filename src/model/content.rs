@@ -1,0 +1,100 @@
+//! How a version's content is stored: raw bytes in the version node, or, beyond one node's
+//! limit, a marker line naming chunks kept under `<root>/blobs` (see [`crate::zk::blobs`]);
+//! and what the metadata says about it (bundle or file, compression, storage).
+
+use crate::model::request::MAX_NODE_BYTES;
+use serde::{Deserialize, Serialize};
+
+/// Bytes per chunk node: as much as one node safely takes.
+pub const CHUNK_BYTES: usize = request::MAX_NODE_BYTES;
+
+/// First word of a chunked version's marker.
+const MARKER_MAGIC: &str = "zkcoord-chunked-v1";
+
+/// `storage` value of chunked versions.
+pub const STORAGE_CHUNKED: &str = "chunked";
+
+/// How a version's content is stored and what it is; travels in the request header and is kept
+/// in the version's metadata. Every field is absent for a plain single-file version, so their
+/// JSON is exactly what it was before bundles and chunks existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentInfo {
+    /// "bundle" for a packed directory tree ([`crate::host::bundle`]); absent for one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For bundles: "gzip" or "none".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// "chunked" when the bytes live in chunk nodes; absent when they are the version's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// How many chunk nodes hold the bytes (chunked only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u32>,
+}
+
+impl ContentInfo {
+    /// Whether the bytes live in chunk nodes.
+    pub fn is_chunked(&self) -> bool {
+        self.chunks.is_some()
+    }
+}
+
+/// What a chunked version's node says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// sha256 of the whole content.
+    pub sha256: String,
+    /// Its length.
+    pub size: u64,
+    /// How many chunks.
+    pub chunks: u32,
+}
+
+impl Marker {
+    /// The marker's bytes, as the version node holds them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        format!("{MARKER_MAGIC} sha256={} size={} chunks={}\n", self.sha256, self.size, self.chunks).into_bytes()
+    }
+
+    /// Parses a version node's data as a marker; None for anything else (raw config bytes).
+    pub fn parse(bytes: &[u8]) -> Option<Marker> {
+        if bytes.len() > 256 || !bytes.starts_with(MARKER_MAGIC.as_bytes()) {
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok()?.trim_end();
+        let mut words = text.split(' ');
+        (words.next()? == MARKER_MAGIC).then_some(())?;
+        let sha256 = words.next()?.strip_prefix("sha256=")?;
+        let size = words.next()?.strip_prefix("size=")?.parse().ok()?;
+        let chunks = words.next()?.strip_prefix("chunks=")?.parse().ok()?;
+        let hex_ok = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        (hex_ok && words.next().is_none()).then(|| Marker { sha256: sha256.to_string(), size, chunks })
+    }
+}
+
+/// The sha256 of a version's content, from its node's data: the marker's for chunked content,
+/// the data's own otherwise (what dedupe compares).
+pub fn content_sha256(data: &[u8]) -> String {
+    Marker::parse(data).map(|m| m.sha256).unwrap_or_else(|| request::sha256_hex(data))
+}
+
+/// Refuses content over `max` (the configured `max_config_size`).
+pub fn check_max(len: u64, max: u64) -> Result<(), String> {
+    if len > max {
+        Err(format!("config is {len} bytes; the limit is {max} bytes (max_config_size = {})", human(max)))
+    } else {
+        Ok(())
+    }
+}
+
+/// `64 MiB`, `1000000 bytes`.
+pub fn human(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}

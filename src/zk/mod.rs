@@ -1,0 +1,19 @@
+//! Everything that talks to ZooKeeper: the one session (`session`), our identity and the ACL
+//! each node gets (`identity`, `tls`), ephemeral nodes kept alive (`registration`), the agents'
+//! election (`election`) and the fence every leader write carries (`fence`), publish requests
+//! in flight (`request`), chunked content (`blobs`), rollout records (`rollout`) and a service's
+//! live members (`members`).
+//!
+//! May use: `config`, `metrics`, `model`, the leaves. Never `host` (this machine's files) nor
+//! the roles above.
+
+pub mod blobs;
+pub mod election;
+pub mod fence;
+pub mod identity;
+pub mod members;
+pub mod registration;
+pub mod request;
+pub mod rollout;
+pub mod session;
+pub mod tls;

@@ -1,0 +1,65 @@
+//! Publish requests in flight: queue one for the leader and wait for its outcome (used by
+//! `zkcoordctl` and the legacy trigger alike).
+
+use crate::model::layout::{Layout, REQUEST_PREFIX};
+use crate::model::request::{encode, Outcome, RequestHeader};
+use std::time::Duration;
+use zookeeper_client as zk;
+
+/// Queues a request for the leader; returns the request node's name.
+pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
+    crate::zk::session::ensure_path(client, &layout.requests(), crate::zk::identity::NodeKind::RequestsParent).await?;
+    crate::zk::session::ensure_path(client, &layout.outcomes(), crate::zk::identity::NodeKind::OutcomesParent).await?;
+    let prefix = format!("{}/{}", layout.requests(), REQUEST_PREFIX);
+    let acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::Owned);
+    let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&acl));
+    let (_, seq) = client.create(&prefix, &encode(header, data), &opts).await?;
+    Ok(format!("{REQUEST_PREFIX}{seq}"))
+}
+
+/// Why no outcome arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum AwaitError {
+    /// No leader answered in time; the request was withdrawn, nothing was published.
+    #[error("no leading agent answered within {0:?}; the request was withdrawn and nothing was published")]
+    NoLeader(Duration),
+    /// ZooKeeper failed underneath.
+    #[error("ZooKeeper: {0}")]
+    Zk(#[from] zk::Error),
+    /// The outcome node held something unreadable.
+    #[error("unreadable outcome: {0}")]
+    Garbled(String),
+}
+
+/// Waits for the leader's outcome of `req`, withdrawing the request if none comes in `timeout`.
+pub async fn await_outcome(client: &zk::Client, layout: &Layout, req: &str, timeout: Duration) -> Result<Outcome, AwaitError> {
+    let path = layout.outcome(req);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (stat, watcher) = client.check_and_watch_stat(&path).await?;
+        if stat.is_some() {
+            return read_outcome(client, &path).await;
+        }
+        if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
+            // Withdraw; if the request is already gone, the leader took it: read its outcome.
+            match client.delete(&format!("{}/{}", layout.requests(), req), None).await {
+                Ok(()) => return Err(AwaitError::NoLeader(timeout)),
+                Err(zk::Error::NoNode) => {
+                    let (_, w) = client.check_and_watch_stat(&path).await?;
+                    if client.check_stat(&path).await?.is_none() {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
+                    }
+                    return read_outcome(client, &path).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+async fn read_outcome(client: &zk::Client, path: &str) -> Result<Outcome, AwaitError> {
+    let (bytes, _) = client.get_data(path).await?;
+    let outcome = serde_json::from_slice(&bytes).map_err(|e| AwaitError::Garbled(e.to_string()))?;
+    let _ = client.delete(path, None).await;
+    Ok(outcome)
+}
