@@ -10,6 +10,8 @@
 pub mod rollout;
 pub mod trigger;
 
+use crate::zk::fence::AgentError;
+use crate::zk::fence::Fence;
 use crate::zk::identity::NodeKind;
 use crate::config::Config;
 use crate::zk::election::Leadership;
@@ -53,8 +55,8 @@ pub async fn run(
                 continue;
             }
         };
-        let fence = Fence { node, version: node_version };
-        tracing::info!(fence = %fence.node, "leader: taking publish requests");
+        let fence = Fence::new(node, node_version);
+        tracing::info!(fence = %fence.node(), "leader: taking publish requests");
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             // Disconnected or demoted: stop at once, mid-request if need be.
@@ -109,16 +111,6 @@ async fn serve(
             return Err(AgentError::Zk(session::state_error(ev.session_state)));
         }
     }
-}
-
-/// Where `app`'s versions live: its `[[app]]` path when this process knows one.
-pub fn versions_path(config: &Config, app: &str) -> String {
-    config
-        .apps
-        .iter()
-        .find(|a| a.name == app)
-        .and_then(|a| a.path.clone())
-        .unwrap_or_else(|| config.layout().versions(app))
 }
 
 /// Turns one request into an outcome. Returns the app when a version was created.
@@ -207,7 +199,7 @@ fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
     if data.len() != h.size {
         return Err(format!("size mismatch: header says {} bytes, got {}", h.size, data.len()));
     }
-    let sum = request::sha256_hex(data);
+    let sum = crate::digest::sha256_hex(data);
     if sum != h.sha256 {
         return Err(format!("sha256 mismatch: header says {}, bytes hash to {sum}", h.sha256));
     }
@@ -225,7 +217,7 @@ async fn decide(
     h: &RequestHeader,
     data: &[u8],
 ) -> Result<(Outcome, MetaFor), AgentError> {
-    let parent = versions_path(config, &h.app);
+    let parent = config.layout().versions(&h.app);
     let meta_parent = config.layout().meta(&h.app);
     let meta = VersionMeta {
         author: h.author.clone(),
@@ -347,7 +339,7 @@ async fn finish(
 /// Deletes versions (and their metadata) beyond `keep_versions`, oldest first.
 async fn prune(config: &Config, client: &zk::Client, fence: &Fence, app: &str) -> Result<(), AgentError> {
     let keep = config.agent.keep_versions as usize;
-    let parent = versions_path(config, app);
+    let parent = config.layout().versions(app);
     let all = layout::versions(&client.list_children(&parent).await?);
     let blobs = crate::zk::blobs::doomed_blobs(client, &config.layout(), app, &parent, &all, all.len().saturating_sub(keep)).await?;
     if all.len() <= keep {

@@ -1,6 +1,17 @@
 //! The leader's part of staged rollouts: write the record with the version (`plan_publish`),
 //! then promote after a healthy soak or abort on a failing canary (`supervise`).
 
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::model::layout::{self, Layout, VersionId};
+use crate::model::rollout::{canary_state, parse, decide, pick_canaries, CanarySpec, CanaryState, Decision, Rollout, State};
+use crate::model::status::StatusReport;
+use crate::zk::fence::{AgentError, Fence};
+use crate::zk::identity::NodeKind;
+use crate::zk::rollout::{read_any, Wake};
+use std::time::Duration;
+use zookeeper_client as zk;
+
 /// What a publish does to the rollout record, decided before the fenced multi-op that creates
 /// the version and carried out inside it.
 #[derive(Debug, Default)]
@@ -48,7 +59,7 @@ pub async fn plan_publish(
                 if let Some(r) = r.filter(|r| r.state.is_open()) {
                     tracing::info!(app, "rollout {} superseded by a publish without --canary", r.describe());
                 }
-                PlanOp::Delete(path(layout, app), stat.version)
+                PlanOp::Delete(layout.rollout(app), stat.version)
             }),
         }));
     };
@@ -77,11 +88,11 @@ pub async fn plan_publish(
         soak_started_ms: None,
         reason: None,
     };
-    let p = path(layout, app);
+    let p = layout.rollout(app);
     let op = match existing {
         Some((_, stat)) => PlanOp::Replace(p, record.to_bytes(), stat.version),
         None => {
-            crate::zk::session::ensure_path(client, &parent(layout), NodeKind::AgentParent).await?;
+            crate::zk::session::ensure_path(client, &layout.rollouts(), NodeKind::AgentParent).await?;
             PlanOp::Create(p, record.to_bytes())
         }
     };
@@ -112,7 +123,7 @@ pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fenc
 
 async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
     let layout = config.layout();
-    let parent = parent(&layout);
+    let parent = layout.rollouts();
     crate::zk::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
     // Parents app hosts create their directories in (status, reload leases), made by the leader
     // so that with ACLs they carry the policy that lets app hosts do so: an app host that finds
@@ -152,7 +163,7 @@ async fn step(
     app: &str,
     wakes: &mut Vec<Wake>,
 ) -> Result<Option<u64>, AgentError> {
-    let p = path(layout, app);
+    let p = layout.rollout(app);
     let (bytes, stat, w) = match client.get_and_watch_data(&p).await {
         Ok(r) => r,
         Err(zk::Error::NoNode) => return Ok(None),
@@ -170,7 +181,7 @@ async fn step(
         None => {
             // Fill in the version the publish created: the newest (a later publish would have
             // replaced or deleted this record in its own multi-op).
-            let versions = crate::agent::versions_path(config, app);
+            let versions = config.layout().versions(app);
             let newest = match client.list_children(&versions).await {
                 Ok(c) => layout::newest_version(&c),
                 Err(zk::Error::NoNode) => None,

@@ -155,6 +155,6 @@ async fn queue(data: &[u8], peer: SocketAddr, app: &str, layout: &Layout, mut se
         Ok(Some((_, c))) => c,
         _ => return Err("ZooKeeper is not reachable".into()),
     };
-    let req = request::submit(&client, layout, &header, data).await.map_err(|e| format!("cannot queue request: {e}"))?;
-    request::await_outcome(&client, layout, &req, OUTCOME_TIMEOUT).await.map_err(|e| e.to_string())
+    let req = crate::zk::request::submit(&client, layout, &header, data).await.map_err(|e| format!("cannot queue request: {e}"))?;
+    crate::zk::request::await_outcome(&client, layout, &req, OUTCOME_TIMEOUT).await.map_err(|e| e.to_string())
 }

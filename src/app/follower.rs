@@ -13,9 +13,10 @@ use crate::host::install::InstallResult;
 use crate::model::layout::{self, Layout, VersionId};
 use crate::metrics::Metrics;
 use crate::zk::registration::{self, NodeSpec};
-use crate::model::request::{self, VersionMeta};
+use crate::model::request::VersionMeta;
 use crate::zk::session::SessionHandle;
-use crate::host::state::{now_secs, Applied, StateStore};
+use crate::clock::now_secs;
+use crate::host::state::{Applied, StateStore};
 use crate::model::status::{ApplyResult, StatusReport};
 use crate::ready::ReadyPart;
 use std::sync::Arc;
@@ -146,7 +147,7 @@ impl Applier {
     pub fn new(config: &Config, app: &AppConfig, metrics: Arc<Metrics>) -> Applier {
         Applier {
             app: app.clone(),
-            versions: crate::agent::versions_path(config, &app.name),
+            versions: config.layout().versions(&app.name),
             layout: config.layout(),
             node_id: config.node_id.clone(),
             state: StateStore::new(&config.state_dir),
@@ -286,7 +287,7 @@ impl Applier {
             Ok(b) => b,
             Err(reason) => return Ok(Fetched::Refused(format!("{reason}; not installing"))),
         };
-        let sha = request::sha256_hex(&bytes);
+        let sha = crate::digest::sha256_hex(&bytes);
         if let Err(e) = crate::model::content::check_max(bytes.len() as u64, self.max_config_size) {
             return Ok(Fetched::Refused(e));
         }

@@ -41,7 +41,7 @@ pub async fn paced<T>(
     let Some(limit) = app.max_parallel_reloads else {
         return Ok(Some(work.await));
     };
-    let Some(lease) = Lease::acquire(client, &leases(layout, &app.name), node_id, limit as usize, &app.name, stop).await? else {
+    let Some(lease) = Lease::acquire(client, &layout.app_reloads(&app.name), node_id, limit as usize, &app.name, stop).await? else {
         return Ok(None);
     };
     let out = work.await;
@@ -177,6 +177,7 @@ impl Splay {
 
 #[cfg(test)]
 mod tests {
+use crate::config::validate;
     use super::*;
 
     fn app(splay: Option<Duration>, max: Option<u32>) -> AppConfig {

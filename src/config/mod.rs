@@ -1,6 +1,7 @@
 //! The TOML configuration: one file, a few environment overrides, and errors that say which
 //! file, which key and what was expected.
 
+use crate::model::layout::validate_app_name;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -695,7 +696,7 @@ impl Config {
             if app.hook_timeout.is_zero() {
                 return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));
             }
-            crate::config::validate_pacing(app).map_err(|(k, m)| invalid(&key(k), &m))?;
+            validate_pacing(app).map_err(|(k, m)| invalid(&key(k), &m))?;
             if let Some(r) = &app.render {
                 // A rendered file comes from live members, not from published versions: these
                 // keys would be silently ignored, which an operator must not mistake for safety.
@@ -775,7 +776,8 @@ impl Config {
 
     /// The znode layout this configuration names.
     pub fn layout(&self) -> crate::model::layout::Layout {
-        crate::model::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path)
+        let base = crate::model::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path);
+        self.apps.iter().filter_map(|a| a.path.as_deref().map(|p| (a.name.as_str(), p))).fold(base, |l, (app, p)| l.with_app_path(app, p))
     }
 }
 
@@ -982,7 +984,7 @@ reload = ["nginx", "-s", "reload"]
 pub const MAX_SPLAY: Duration = Duration::from_secs(3600);
 
 /// Checks an app's pacing keys; Err is (key, what was expected).
-pub fn validate(app: &AppConfig) -> Result<(), (&'static str, String)> {
+pub fn validate_pacing(app: &AppConfig) -> Result<(), (&'static str, String)> {
     if app.max_parallel_reloads == Some(0) {
         return Err(("max_parallel_reloads", "expected at least 1 (leave it out for no limit)".into()));
     }

@@ -326,12 +326,12 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         (l.claims(), NodeKind::AgentParent),
         (l.status_root(), NodeKind::StatusParent),
         (l.meta_root(), NodeKind::AgentParent),
-        (crate::zk::blobs::blobs_root(l), NodeKind::Blobs),
-        (crate::model::rollout::parent(l), NodeKind::AgentParent),
-        (crate::app::pacing::leases_root(l), NodeKind::StatusParent),
+        (l.blobs(), NodeKind::Blobs),
+        (l.rollouts(), NodeKind::AgentParent),
+        (l.reloads(), NodeKind::StatusParent),
     ];
-    for app in children_or_empty(&client, &crate::zk::blobs::blobs_root(l)).await? {
-        let dir = crate::zk::blobs::app_blobs(l, &app);
+    for app in children_or_empty(&client, &l.blobs()).await? {
+        let dir = l.app_blobs(&app);
         for blob in children_or_empty(&client, &dir).await? {
             plan.push((format!("{dir}/{blob}"), NodeKind::Blobs));
         }
@@ -341,8 +341,8 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((t.versions_path(&app), NodeKind::AgentParent));
         plan.push((l.meta(&app), NodeKind::AgentParent));
         plan.push((l.status(&app), NodeKind::StatusParent));
-        plan.push((crate::model::rollout::path(l, &app), NodeKind::Rollout));
-        plan.push((crate::app::pacing::leases(l, &app), NodeKind::StatusParent));
+        plan.push((l.rollout(&app), NodeKind::Rollout));
+        plan.push((l.app_reloads(&app), NodeKind::StatusParent));
     }
     plan.push((crate::config::DEFAULT_SERVICES_ROOT.to_string(), NodeKind::ServiceParent));
     for service in children_or_empty(&client, crate::config::DEFAULT_SERVICES_ROOT).await? {

@@ -294,7 +294,7 @@ impl Target {
     /// Where `app`'s versions live.
     pub fn versions_path(&self, app: &str) -> String {
         match &self.config {
-            Some(c) => crate::agent::versions_path(c, app),
+            Some(c) => c.layout().versions(app),
             None => self.layout.versions(app),
         }
     }

@@ -6,7 +6,8 @@ use super::{fail, zk_fail, CtlError, PublishOptions, Target};
 use crate::model::content::ContentInfo;
 use crate::exit;
 use crate::model::layout::VersionId;
-use crate::model::request::{self, AwaitError, Outcome};
+use crate::model::request::{self, Outcome};
+use crate::zk::request::AwaitError;
 use crate::model::signing;
 use crate::model::status::{ApplyResult, StatusReport};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -70,17 +71,17 @@ pub async fn publish(
     let client = t.connect().await?;
     if header.content.is_chunked() {
         crate::zk::blobs::upload(&client, &t.layout, app, &header.sha256, &data).await.map_err(|e| {
-            match crate::zk::identity::explain(&e, &crate::zk::blobs::blobs_root(&t.layout), "create chunks of a large config in") {
+            match crate::zk::identity::explain(&e, &t.layout.blobs(), "create chunks of a large config in") {
                 Some(why) => fail(exit::NOPERM, why),
                 None => zk_fail(e),
             }
         })?;
     }
-    let req = request::submit(&client, &t.layout, &header, body).await.map_err(|e| match crate::zk::identity::explain(&e, &t.layout.requests(), "create a publish request in") {
+    let req = crate::zk::request::submit(&client, &t.layout, &header, body).await.map_err(|e| match crate::zk::identity::explain(&e, &t.layout.requests(), "create a publish request in") {
         Some(why) => fail(exit::NOPERM, why),
         None => zk_fail(e),
     })?;
-    let outcome = match request::await_outcome(&client, &t.layout, &req, timeout).await {
+    let outcome = match crate::zk::request::await_outcome(&client, &t.layout, &req, timeout).await {
         Ok(o) => o,
         Err(e @ AwaitError::NoLeader(_)) => return Err(fail(exit::TEMPFAIL, e.to_string())),
         Err(AwaitError::Zk(e)) => return Err(zk_fail(e)),

@@ -39,9 +39,9 @@ pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>
 pub async fn decide(t: &Target, app: &str, verdict: Verdict, why: Option<&str>) -> Result<(), CtlError> {
     let client = t.connect().await?;
     let who = super::publish::author();
-    let path = rollout::path(&t.layout, app);
+    let path = t.layout.rollout(app);
     for _ in 0..5 {
-        let Some((r, stat)) = rollout::read(&client, &t.layout, app).await.map_err(zk_fail)? else {
+        let Some((r, stat)) = crate::zk::rollout::read(&client, &t.layout, app).await.map_err(zk_fail)? else {
             return Err(fail(exit::DATAERR, format!("{app} has no rollout (no node {path})")));
         };
         let next = match apply_verdict(&r, verdict, &who, why) {
@@ -73,7 +73,7 @@ pub async fn decide(t: &Target, app: &str, verdict: Verdict, why: Option<&str>) 
 /// Prints `app`'s rollout and how each canary stands.
 pub async fn show(t: &Target, app: &str, json: bool) -> Result<(), CtlError> {
     let client = t.connect().await?;
-    let Some((r, _)) = rollout::read(&client, &t.layout, app).await.map_err(zk_fail)? else {
+    let Some((r, _)) = crate::zk::rollout::read(&client, &t.layout, app).await.map_err(zk_fail)? else {
         return Err(fail(exit::DATAERR, format!("{app} has no rollout")));
     };
     if json {
@@ -109,7 +109,7 @@ pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &
     let deadline = tokio::time::Instant::now() + limit;
     let mut last = String::new();
     loop {
-        let (r, changed) = rollout::read_and_watch(client, &t.layout, app).await.map_err(zk_fail)?;
+        let (r, changed) = crate::zk::rollout::read_and_watch(client, &t.layout, app).await.map_err(zk_fail)?;
         let Some(r) = r else {
             println!("the rollout record is gone (superseded by a newer publish)");
             return Ok(deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -138,7 +138,7 @@ pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &
 /// Returns false when there is no record: the leader did not stage the version (an agent from
 /// before staged rollouts drops `--canary`), or a newer publish already superseded it.
 pub async fn announce(client: &zk::Client, t: &Target, app: &str) -> bool {
-    match rollout::read(client, &t.layout, app).await {
+    match crate::zk::rollout::read(client, &t.layout, app).await {
         Ok(Some((r, _))) => {
             println!(
                 "staged on canaries {} (soak {}); others stay on {} until promoted (zkcoordctl rollout|promote|abort {app})",

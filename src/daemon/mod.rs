@@ -14,7 +14,7 @@ pub mod systemd;
 
 use crate::agent;
 use crate::app::follower::{AppFollower, AppView, Applier};
-use crate::daemon::http::{self, HttpState};
+use http::HttpState;
 use crate::config::{AppConfig, Config, ServiceConfig};
 use crate::app::render::RenderFollower;
 use crate::service::ServiceRunner;
@@ -23,7 +23,7 @@ use crate::daemon::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::zk::registration::{self, NodeSpec, Registered};
 use crate::zk::session::{self, SessionHandle};
-use crate::daemon::signals::{self, Request};
+use signals::Request;
 use crate::clock::now_secs;
 use crate::daemon::systemd::Notifier;
 use crate::ready::ReadyGate;

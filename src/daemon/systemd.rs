@@ -3,10 +3,7 @@
 //! STOPPING around reloads and shutdown. Outside systemd every call is a no-op.
 
 use sd_notify::NotifyState;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Sends sd_notify messages when NOTIFY_SOCKET is set.
 #[derive(Debug, Clone, Copy, Default)]

@@ -6,7 +6,7 @@ use crate::model::request::MAX_NODE_BYTES;
 use serde::{Deserialize, Serialize};
 
 /// Bytes per chunk node: as much as one node safely takes.
-pub const CHUNK_BYTES: usize = request::MAX_NODE_BYTES;
+pub const CHUNK_BYTES: usize = MAX_NODE_BYTES;
 
 /// First word of a chunked version's marker.
 const MARKER_MAGIC: &str = "zkcoord-chunked-v1";
@@ -76,7 +76,7 @@ impl Marker {
 /// The sha256 of a version's content, from its node's data: the marker's for chunked content,
 /// the data's own otherwise (what dedupe compares).
 pub fn content_sha256(data: &[u8]) -> String {
-    Marker::parse(data).map(|m| m.sha256).unwrap_or_else(|| request::sha256_hex(data))
+    Marker::parse(data).map(|m| m.sha256).unwrap_or_else(|| crate::digest::sha256_hex(data))
 }
 
 /// Refuses content over `max` (the configured `max_config_size`).

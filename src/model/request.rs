@@ -2,12 +2,10 @@
 //! what the agent answers. A request node holds one JSON header line, a newline, then the
 //! config's raw bytes (no base64, so the whole size budget is the config's).
 
-use crate::model::layout::{Layout, REQUEST_PREFIX};
+use crate::digest::sha256_hex;
 use crate::model::signing::VersionSignature;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::time::Duration;
-use zookeeper_client as zk;
+use sha2::Digest;
 
 /// Largest config accepted. ZooKeeper's default jute.maxbuffer is 1 MiB for a whole packet, and a
 /// larger write makes the server drop the connection, so the limit leaves room for the header.

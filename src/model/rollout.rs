@@ -17,17 +17,12 @@
 //!   state lives in ZooKeeper, so the next leader resumes where the last one stopped.
 //! - `zkcoordctl promote` / `abort` set the state by hand (a setData with a version check).
 
-use crate::zk::identity::NodeKind;
-use crate::zk::fence::{AgentError, Fence};
-use crate::config::Config;
-use crate::model::layout::{self, Layout, VersionId};
+use crate::model::layout::VersionId;
 use crate::model::status::{ApplyResult, StatusReport};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
-use zookeeper_client as zk;
 
 /// Soak time when `--canary` is given without `--soak`.
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(300);
@@ -281,6 +276,18 @@ pub fn decide(r: &Rollout, canaries: &[(String, CanaryState)], now: u64) -> Deci
             }
         }
         _ => Decision::Wait(None),
+    }
+}
+
+/// The record in `bytes`, or None (logged) when it cannot be read: an unreadable record
+/// holds nothing back.
+pub fn parse(app: &str, bytes: &[u8]) -> Option<Rollout> {
+    match serde_json::from_slice(bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(app, "unreadable rollout record ({e}); ignoring it");
+            None
+        }
     }
 }
 

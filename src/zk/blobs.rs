@@ -15,10 +15,15 @@
 //! prunes blobs that no kept version references (those of pruned versions at once, those of
 //! publishes that never became versions after [`ORPHAN_AGE`]).
 
+use crate::model::content::CHUNK_BYTES;
+use crate::model::content::ContentInfo;
+use crate::model::content::Marker;
+use crate::model::content::STORAGE_CHUNKED;
+use crate::model::content::check_max;
+use crate::model::layout::chunk;
 use crate::zk::identity::NodeKind;
 use crate::model::layout::{Layout, VersionId};
 use crate::model::request::{self, RequestHeader};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use zookeeper_client as zk;
@@ -48,7 +53,7 @@ pub fn prepare<'a>(
         return Ok((h, data));
     }
     let mut h = request::header_for(app, author, message, "zkcoordctl", &[])?;
-    h.sha256 = request::sha256_hex(data);
+    h.sha256 = crate::digest::sha256_hex(data);
     h.size = data.len();
     content.storage = Some(STORAGE_CHUNKED.into());
     content.chunks = Some(data.len().div_ceil(CHUNK_BYTES) as u32);
@@ -60,13 +65,13 @@ pub fn prepare<'a>(
 /// A chunk that already exists (the same content published before) is left as it is: the
 /// leader verifies the whole blob anyway.
 pub async fn upload(client: &zk::Client, layout: &Layout, app: &str, sha256: &str, data: &[u8]) -> Result<u32, zk::Error> {
-    crate::zk::session::ensure_path(client, &blobs_root(layout), NodeKind::Blobs).await?;
+    crate::zk::session::ensure_path(client, &layout.blobs(), NodeKind::Blobs).await?;
     // One level at a time: under ACLs a publisher may create only inside `blobs` (ZooKeeper
     // checks CREATE on the parent before it says NodeExists, so ensure_path's walk from the root
     // would be refused).
-    let blob = blob(layout, app, sha256);
+    let blob = layout.blob(app, sha256);
     let blob_acl = crate::zk::identity::for_node(NodeKind::Blobs);
-    for dir in [app_blobs(layout, app), blob.clone()] {
+    for dir in [layout.app_blobs(app), blob.clone()] {
         match client.create(&dir, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&blob_acl))).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(e),
@@ -91,7 +96,7 @@ pub async fn read_blob(client: &zk::Client, layout: &Layout, app: &str, m: &Mark
     if let Err(e) = check_max(m.size, max) {
         return Ok(Err(e));
     }
-    let blob = blob(layout, app, &m.sha256);
+    let blob = layout.blob(app, &m.sha256);
     let mut data = Vec::with_capacity(m.size as usize);
     for i in 0..m.chunks {
         match client.get_data(&chunk(&blob, i)).await {
@@ -106,7 +111,7 @@ pub async fn read_blob(client: &zk::Client, layout: &Layout, app: &str, m: &Mark
     if data.len() as u64 != m.size {
         return Ok(Err(format!("chunked content is {} bytes; its marker says {}", data.len(), m.size)));
     }
-    let sum = request::sha256_hex(&data);
+    let sum = crate::digest::sha256_hex(&data);
     if sum != m.sha256 {
         return Ok(Err(format!("sha256 mismatch: chunks hash to {sum}, expected {}; not using them", m.sha256)));
     }
@@ -165,7 +170,7 @@ pub async fn doomed_blobs(
     all: &[VersionId],
     pruned: usize,
 ) -> Result<Vec<DoomedBlob>, zk::Error> {
-    let dir = app_blobs(layout, app);
+    let dir = layout.app_blobs(app);
     let blobs = match client.list_children(&dir).await {
         Ok(b) if !b.is_empty() => b,
         Ok(_) | Err(zk::Error::NoNode) => return Ok(Vec::new()),
@@ -211,6 +216,11 @@ pub async fn doomed_blobs(
 
 #[cfg(test)]
 mod tests {
+use crate::config::DEFAULT_MAX_CONFIG_SIZE;
+use crate::digest::sha256_hex;
+use crate::model::content::ContentInfo;
+use crate::model::content::Marker;
+use crate::model::content::content_sha256;
     use super::*;
 
     #[test]
@@ -220,7 +230,7 @@ mod tests {
         assert_eq!(content_sha256(&m.to_bytes()), m.sha256);
         assert_eq!(Marker::parse(b"worker_processes 4;\n"), None);
         assert_eq!(Marker::parse(b"zkcoord-chunked-v1 sha256=zz size=1 chunks=1\n"), None);
-        assert_eq!(content_sha256(b"x"), request::sha256_hex(b"x"));
+        assert_eq!(content_sha256(b"x"), crate::digest::sha256_hex(b"x"));
     }
 
     #[test]
@@ -233,7 +243,7 @@ mod tests {
         assert!(body.is_empty());
         assert_eq!(h.content.chunks, Some(3));
         assert_eq!(h.size, 2_500_000);
-        assert_eq!(h.sha256, request::sha256_hex(&big));
+        assert_eq!(h.sha256, crate::digest::sha256_hex(&big));
     }
 
     #[test]

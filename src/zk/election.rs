@@ -2,6 +2,7 @@
 //! `leaders` smallest sequence numbers lead. A standby watches only the `leaders` nodes just
 //! ahead of it, so a leader's death wakes its successor, not the herd.
 
+use crate::clock::monotonic_us;
 use crate::model::layout::{sorted_by_sequence, WORKER_PREFIX};
 use crate::metrics::Metrics;
 use crate::zk::registration::Registered;

@@ -35,10 +35,23 @@ pub(crate) struct Fence {
 }
 
 impl Fence {
+    /// The fence of a leader whose election node `node` had data version `version` when its
+    /// leadership was confirmed.
+    pub(crate) fn new(node: String, version: i32) -> Fence {
+        Fence { node, version }
+    }
+
+    /// Our election node.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A multi-op that carries the fence check first.
     pub(crate) fn writer<'a>(&self, client: &'a zk::Client) -> Result<zk::CheckWriter<'a>, AgentError> {
         Ok(client.new_check_writer(&self.node, Some(self.version))?)
     }
 
+    /// Commits a fenced multi-op; a failed fence check says which node.
     pub(crate) async fn commit(&self, writer: zk::CheckWriter<'_>) -> Result<Vec<zk::MultiWriteResult>, AgentError> {
         writer.commit().await.map_err(|e| match AgentError::from(e) {
             AgentError::Fenced(_) => AgentError::Fenced(self.node.clone()),

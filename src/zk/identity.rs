@@ -19,7 +19,7 @@
 //!
 //! Everyone keeps READ: versions are what every host applies, and status is for everyone to see.
 
-use std::os::unix::fs::PermissionsExt;
+use crate::secret::refuse_if_shared;
 use std::path::Path;
 use zookeeper_client as zk;
 

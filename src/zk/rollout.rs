@@ -1,8 +1,8 @@
 //! Reading rollout records (`<root>/rollouts/<app>`): hosts read them beside the versions to
 //! know which they may see; the leader and `zkcoordctl` read them to act.
 
-use crate::model::layout::{self, Layout};
-use crate::model::rollout::Rollout;
+use crate::model::layout::Layout;
+use crate::model::rollout::{parse, Rollout};
 use std::future::Future;
 use std::pin::Pin;
 use zookeeper_client as zk;
@@ -10,19 +10,9 @@ use zookeeper_client as zk;
 /// A future that resolves when a watched node changes.
 pub type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-fn parse(app: &str, bytes: &[u8]) -> Option<Rollout> {
-    match serde_json::from_slice(bytes) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(app, "unreadable rollout record ({e}); ignoring it");
-            None
-        }
-    }
-}
-
 /// Reads `app`'s rollout record and its stat, if there is one.
 pub async fn read(client: &zk::Client, layout: &Layout, app: &str) -> Result<Option<(Rollout, zk::Stat)>, zk::Error> {
-    match client.get_data(&path(layout, app)).await {
+    match client.get_data(&layout.rollout(app)).await {
         Ok((bytes, stat)) => Ok(parse(app, &bytes).map(|r| (r, stat))),
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(e),
@@ -31,7 +21,7 @@ pub async fn read(client: &zk::Client, layout: &Layout, app: &str) -> Result<Opt
 
 /// Reads `app`'s rollout record and watches it (its creation when there is none).
 pub async fn read_and_watch(client: &zk::Client, layout: &Layout, app: &str) -> Result<(Option<Rollout>, Wake), zk::Error> {
-    let p = path(layout, app);
+    let p = layout.rollout(app);
     loop {
         match client.get_and_watch_data(&p).await {
             Ok((bytes, _, w)) => {
@@ -55,8 +45,8 @@ pub async fn read_and_watch(client: &zk::Client, layout: &Layout, app: &str) -> 
 }
 
 /// The record (None when unreadable) and its stat, when a node exists.
-async fn read_any(client: &zk::Client, layout: &Layout, app: &str) -> Result<Option<(Option<Rollout>, zk::Stat)>, zk::Error> {
-    match client.get_data(&path(layout, app)).await {
+pub(crate) async fn read_any(client: &zk::Client, layout: &Layout, app: &str) -> Result<Option<(Option<Rollout>, zk::Stat)>, zk::Error> {
+    match client.get_data(&layout.rollout(app)).await {
         Ok((bytes, stat)) => Ok(Some((parse(app, &bytes), stat))),
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(e),
