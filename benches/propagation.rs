@@ -79,8 +79,8 @@ fn layout() -> Layout {
 async fn publish_lib(client: &zk::Client, bytes: &[u8]) -> String {
     let layout = layout();
     let header = zkcoord::model::request::header_for(APP, "bench", None, "zkcoordctl", bytes).unwrap();
-    let req = zkcoord::model::request::submit(client, &layout, &header, bytes).await.unwrap();
-    match zkcoord::model::request::await_outcome(client, &layout, &req, Duration::from_secs(30)).await.unwrap() {
+    let req = zkcoord::zk::request::submit(client, &layout, &header, bytes).await.unwrap();
+    match zkcoord::zk::request::await_outcome(client, &layout, &req, Duration::from_secs(30)).await.unwrap() {
         zkcoord::model::request::Outcome::Published { version } => version,
         other => panic!("publish answered {other}"),
     }
@@ -95,8 +95,8 @@ async fn propagation(hosts: &str, apps: &[Daemon], n: usize) -> (Vec<Duration>, 
         let bytes = format!("worker_processes {i};\n").into_bytes();
         let header = zkcoord::model::request::header_for(APP, "bench", None, "zkcoordctl", &bytes).unwrap();
         let start = Instant::now();
-        let req = zkcoord::model::request::submit(&client, &layout, &header, &bytes).await.unwrap();
-        zkcoord::model::request::await_outcome(&client, &layout, &req, Duration::from_secs(30)).await.unwrap();
+        let req = zkcoord::zk::request::submit(&client, &layout, &header, &bytes).await.unwrap();
+        zkcoord::zk::request::await_outcome(&client, &layout, &req, Duration::from_secs(30)).await.unwrap();
         let returned = Instant::now();
         loop {
             if apps.iter().all(|d| on_disk(d).as_deref() == Some(&bytes[..])) {
@@ -229,7 +229,7 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
     let scratch = tempfile::Builder::new().prefix("zkcoord-fanout-").tempdir_in(base).unwrap();
     let metrics = Arc::new(zkcoord::metrics::Metrics::new());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let gate = zkcoord::daemon::systemd::ReadyGate::new();
+    let gate = zkcoord::ready::ReadyGate::new();
     // (watcher, version) -> when that watcher's view first showed the version applied.
     let applied: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
     let t0 = Instant::now();

@@ -18,7 +18,6 @@
 //! | `zkcoord_versions_behind` | gauge | `app` |
 
 use crate::model::request::Outcome;
-use crate::zk::session::Phase;
 use crate::model::status::ApplyResult;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +31,8 @@ use std::time::Duration;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every session phase, so the state gauge shows all of them (0 or 1).
-const PHASES: [Phase; 5] = [Phase::Connecting, Phase::Connected, Phase::Disconnected, Phase::Expired, Phase::Closed];
+/// The session phases `zkcoord_session_state` has a series for (the session's own names).
+pub const PHASES: [&str; 5] = ["connecting", "connected", "disconnected", "expired", "closed"];
 
 /// Every apply result but `pending`, which is not the end of an apply.
 const RESULTS: [ApplyResult; 5] =
@@ -199,12 +199,12 @@ impl Metrics {
         for outcome in OUTCOMES {
             let _ = m.publishes.get_or_create(&OutcomeLabels { outcome: outcome.into() });
         }
-        m.session_phase(Phase::Connecting);
+        m.session_phase("connecting");
         m
     }
 
     /// The session is now in `phase`.
-    pub fn session_phase(&self, phase: Phase) {
+    pub fn session_phase(&self, phase: &str) {
         for p in PHASES {
             self.session_state.get_or_create(&StateLabels { state: p.to_string() }).set(i64::from(p == phase));
         }
@@ -310,7 +310,7 @@ mod tests {
         let m = Metrics::new();
         m.app_started("web");
         m.apply_finished("web", ApplyResult::CheckFailed);
-        m.session_phase(Phase::Connected);
+        m.session_phase("connected");
         m.hook_ran("web", Hook::Check, Duration::from_millis(12));
         let text = m.encode();
         for line in [

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(body) = zkcoord::agent::trigger::parse_message(data, None) {
         assert_eq!(&data[4..], body);
-        assert!(body.len() <= zkcoord::model::request::MAX_NODE_BYTES);
+        assert!(body.len() <= zkcoord::model::content::MAX_NODE_BYTES);
     }
     if let Ok(body) = zkcoord::agent::trigger::parse_message(data, Some("s3cret")) {
         assert!(data.starts_with(b"add:s3cret|"));

@@ -195,7 +195,7 @@ fn validate_header(h: &RequestHeader) -> Result<(), String> {
 
 /// Checks a request that carries its bytes inline against its header.
 fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
-    request::check_size(data.len())?;
+    crate::model::content::check_size(data.len())?;
     if data.len() != h.size {
         return Err(format!("size mismatch: header says {} bytes, got {}", h.size, data.len()));
     }

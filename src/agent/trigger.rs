@@ -3,7 +3,8 @@
 //! version of the configured default app. The outcome is written back before we close.
 
 use crate::model::layout::Layout;
-use crate::model::request::{self, MAX_NODE_BYTES};
+use crate::model::content::MAX_NODE_BYTES;
+use crate::model::request;
 use crate::zk::session::SessionHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,7 +118,7 @@ pub fn parse_message<'a>(buf: &'a [u8], token: Option<&str>) -> Result<&'a [u8],
             &rest[bar + 1..]
         }
     };
-    request::check_size(data.len())?;
+    crate::model::content::check_size(data.len())?;
     Ok(data)
 }
 

@@ -177,7 +177,7 @@ impl Splay {
 
 #[cfg(test)]
 mod tests {
-use crate::config::validate;
+    use crate::config::validate_pacing as validate;
     use super::*;
 
     fn app(splay: Option<Duration>, max: Option<u32>) -> AppConfig {

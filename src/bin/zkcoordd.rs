@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use zkcoord::cli::DaemonArgs as Args;
-use zkcoord::config::Config;
+use zkcoord::daemon::Mode;
 use zkcoord::exit;
 
 fn main() {
@@ -15,7 +15,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let config = match Config::load(&args.config) {
+    let config = match zkcoord::daemon::load_config(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("zkcoordd: {e}");
@@ -41,25 +41,10 @@ fn main() {
         );
         return;
     }
-    // A one-shot run prints its own results, one line per app; its log is off unless
-    // ZKCOORD_LOG or RUST_LOG ask for it.
-    let one_shot = args.once || args.dry_run;
-    zkcoord::zk::identity::install_from(&config);
-    let log = zkcoord::daemon::logging::init(if one_shot { "off" } else { &config.log_level });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("zkcoordd: cannot start the runtime: {e}");
-            std::process::exit(exit::SOFTWARE);
-        }
+    let mode = match (args.once, args.dry_run) {
+        (true, _) => Mode::Once,
+        (_, true) => Mode::DryRun,
+        _ => Mode::Daemon,
     };
-    let code = if args.once {
-        runtime.block_on(zkcoord::app::oneshot::once(&config))
-    } else if args.dry_run {
-        runtime.block_on(zkcoord::app::oneshot::dry_run(&config))
-    } else {
-        runtime.block_on(zkcoord::daemon::run(config, args.config, early_stop, log))
-    };
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    std::process::exit(code);
+    std::process::exit(zkcoord::daemon::start(config, args.config, mode, early_stop));
 }

@@ -216,18 +216,6 @@ pub struct AclConfig {
     pub publishers: Vec<String>,
 }
 
-impl AclConfig {
-    /// The policy the nodes we create follow.
-    pub fn policy(&self) -> crate::zk::identity::AclPolicy {
-        crate::zk::identity::AclPolicy {
-            enabled: self.enabled,
-            agents: self.agents.clone(),
-            apps: self.apps.clone(),
-            publishers: self.publishers.clone(),
-        }
-    }
-}
-
 /// The `[http]` section: where monitoring reads the daemon's health and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,10 +249,10 @@ pub struct ZkConfig {
     pub auth_file: Option<PathBuf>,
     /// How the credentials are presented: "digest" (addauth) or "sasl" (SASL DIGEST-MD5).
     #[serde(default)]
-    pub auth_scheme: crate::zk::identity::AuthScheme,
+    pub auth_scheme: AuthScheme,
     /// TLS to ZooKeeper; absent means plain TCP.
     #[serde(default)]
-    pub tls: Option<crate::zk::tls::TlsConfig>,
+    pub tls: Option<TlsConfig>,
 }
 
 /// The `[agent]` section.
@@ -550,6 +538,14 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// A value that parses but cannot be used, found by a check that runs after loading (the
+    /// TLS files, in [`crate::zk::identity::load_config`]).
+    pub fn invalid(path: &Path, key: &str, message: &str) -> ConfigError {
+        ConfigError::Invalid { path: path.to_path_buf(), key: key.to_string(), message: message.to_string() }
+    }
+}
+
 impl Config {
     /// Reads, overrides from the environment, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -610,20 +606,17 @@ impl Config {
             return Err(invalid("log_level", "expected a level like \"info\" or a filter like \"zkcoord=debug,info\""));
         }
         if let Some(f) = &self.zookeeper.auth_file {
-            crate::zk::identity::Credentials::load(f, self.zookeeper.auth_scheme).map_err(|m| invalid("zookeeper.auth_file", &m))?;
+            crate::secret::load_user_password(f).map_err(|m| invalid("zookeeper.auth_file", &m))?;
         }
-        if self.zookeeper.auth_scheme == crate::zk::identity::AuthScheme::Sasl && self.zookeeper.auth_file.is_none() {
+        if self.zookeeper.auth_scheme == AuthScheme::Sasl && self.zookeeper.auth_file.is_none() {
             return Err(invalid("zookeeper.auth_scheme", "\"sasl\" needs [zookeeper] auth_file with the SASL user:password"));
-        }
-        if let Some(tls) = &self.zookeeper.tls {
-            tls.options().map_err(|m| invalid("zookeeper.tls", &m))?;
         }
         let has_client_cert = self.zookeeper.tls.as_ref().is_some_and(|t| t.cert_file.is_some());
         if self.acl.enabled && self.zookeeper.auth_file.is_none() && !has_client_cert {
             return Err(invalid("acl.enabled", "needs [zookeeper] auth_file (or a TLS client certificate): nodes are owned by the identity that creates them"));
         }
         for (key, ids) in [("acl.agents", &self.acl.agents), ("acl.apps", &self.acl.apps), ("acl.publishers", &self.acl.publishers)] {
-            let well_formed = |entry: &String| match crate::zk::identity::identity(entry) {
+            let well_formed = |entry: &String| match acl_identity(entry) {
                 ("digest", id) => matches!(id.split_once(':'), Some((u, h)) if !u.is_empty() && h.len() == 28 && h.ends_with('=')),
                 (_, id) => !id.is_empty(),
             };
@@ -998,3 +991,53 @@ pub fn validate_pacing(app: &AppConfig) -> Result<(), (&'static str, String)> {
 
 /// Default largest config (`max_config_size`): 64 MiB.
 pub const DEFAULT_MAX_CONFIG_SIZE: u64 = 64 << 20;
+
+/// How sessions authenticate with the `auth_file`'s `user:password`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthScheme {
+    /// ZooKeeper's built-in digest scheme (identity `digest:user:hash`).
+    #[default]
+    Digest,
+    /// SASL DIGEST-MD5 against the server's JAAS `Server` section (identity `sasl:user`), for
+    /// ensembles that enforce SASL.
+    Sasl,
+}
+
+impl AuthScheme {
+    /// The ZooKeeper scheme name identities of this kind carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthScheme::Digest => "digest",
+            AuthScheme::Sasl => "sasl",
+        }
+    }
+}
+
+/// Splits an `[acl]` list entry into ZooKeeper scheme and id: `sasl:web1` and
+/// `x509:CN=web1,O=ops` name those schemes; anything else is a digest identity `user:hash`.
+pub fn acl_identity(entry: &str) -> (&'static str, &str) {
+    for scheme in ["sasl", "x509"] {
+        if let Some(id) = entry.strip_prefix(scheme).and_then(|r| r.strip_prefix(':')) {
+            return (scheme, id);
+        }
+    }
+    ("digest", entry.strip_prefix("digest:").unwrap_or(entry))
+}
+
+/// The `[zookeeper.tls]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificate(s) the servers' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// PEM client certificate, for servers that require one (`ssl.clientAuth=need`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (mode 0600: it is this host's identity).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+
+

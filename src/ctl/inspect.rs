@@ -1,7 +1,7 @@
 //! Reading what is there: a version's bytes, an app's history, who leads and which host runs
 //! what, and what changed between two versions.
 
-use super::{fail, zk_fail, CtlError, Target};
+use super::target::{fail, zk_fail, CtlError, Target};
 use crate::exit;
 use crate::model::layout::{self, VersionId};
 use crate::model::request::VersionMeta;
@@ -311,7 +311,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
     let Some(config) = &t.config else {
         return Err(fail(exit::USAGE, "acl init needs --config (the [acl] section says who may do what)"));
     };
-    let policy = config.acl.policy();
+    let policy = crate::zk::identity::AclPolicy::of(&config.acl);
     if !policy.enabled {
         return Err(fail(exit::CONFIG, "[acl] enabled is false in the config; nothing to apply"));
     }

@@ -12,17 +12,17 @@ pub mod inspect;
 pub mod publish;
 pub mod rollout;
 pub mod services;
+pub mod target;
 pub mod versions;
 pub mod watch;
 
-use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::config::DEFAULT_CONFIG_PATH;
 use crate::exit;
-use crate::model::layout::{self, Layout, VersionId};
+use crate::model::layout::Layout;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use versions::VersionArg;
-use zookeeper_client as zk;
+use target::{fail, CtlError, Target};
 
 /// Command line of `zkcoordctl`.
 #[derive(Debug, Parser)]
@@ -235,48 +235,13 @@ pub enum KeyCommand {
     },
 }
 
-/// A failure with the exit code it maps to.
-#[derive(Debug)]
-pub struct CtlError {
-    /// sysexits code (or 1 for a failed rollout, as diff(1) and friends do).
-    pub code: i32,
-    /// One line for stderr (empty when everything was already printed).
-    pub message: String,
-}
-
-pub(crate) fn fail(code: i32, message: impl Into<String>) -> CtlError {
-    CtlError { code, message: message.into() }
-}
-
-pub(crate) fn zk_fail(e: zk::Error) -> CtlError {
-    if matches!(e, zk::Error::NoAuth) {
-        return fail(exit::NOPERM, crate::zk::identity::explain_noauth("a zkcoord node", "change", crate::zk::identity::credentials()));
-    }
-    fail(exit::UNAVAILABLE, format!("ZooKeeper: {e}"))
-}
-
-/// Connection settings resolved from flags and the config file.
-pub struct Target {
-    /// Connect string.
-    pub hosts: String,
-    /// Session timeout.
-    pub session_timeout: Duration,
-    /// Layout.
-    pub layout: Layout,
-    /// The config, when one was read (for per-app version paths and the leader count).
-    pub config: Option<Config>,
-}
-
-/// How long `zkcoordctl` keeps trying to reach ZooKeeper.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
-
 fn resolve(cli: &Cli) -> Result<Target, CtlError> {
     let path = cli.config.clone().or_else(|| {
         let default = PathBuf::from(DEFAULT_CONFIG_PATH);
         (cli.zk.is_none() && default.exists()).then_some(default)
     });
     let config = match &path {
-        Some(p) => Some(Config::load(p).map_err(|e| fail(exit::CONFIG, e.to_string()))?),
+        Some(p) => Some(crate::zk::identity::load_config(p).map_err(|e| fail(exit::CONFIG, e.to_string()))?),
         None => None,
     };
     let hosts = cli.zk.clone().or_else(|| config.as_ref().map(|c| c.zookeeper.hosts.clone())).ok_or_else(|| {
@@ -288,71 +253,6 @@ fn resolve(cli: &Cli) -> Result<Target, CtlError> {
     let layout = config.as_ref().map(|c| c.layout()).unwrap_or_else(|| Layout::new("/zkcoord", "/applications", "/roles/workers"));
     let session_timeout = config.as_ref().map(|c| c.zookeeper.session_timeout).unwrap_or(Duration::from_secs(10));
     Ok(Target { hosts, session_timeout, layout, config })
-}
-
-impl Target {
-    /// Where `app`'s versions live.
-    pub fn versions_path(&self, app: &str) -> String {
-        match &self.config {
-            Some(c) => c.layout().versions(app),
-            None => self.layout.versions(app),
-        }
-    }
-
-    /// How many agents lead (from the config; 1 without one).
-    pub fn leaders(&self) -> usize {
-        self.config.as_ref().map(|c| c.agent.leaders as usize).unwrap_or(1)
-    }
-
-    /// Connects, retrying for a while: an ensemble electing a new quorum leader refuses
-    /// clients for a moment, and a command should ride that out rather than fail.
-    pub async fn connect(&self) -> Result<zk::Client, CtlError> {
-        crate::zk::session::connect_within(&self.hosts, self.session_timeout, CONNECT_PATIENCE)
-            .await
-            .map_err(|why| match why {
-                crate::zk::session::ConnectFailure::Refused(m) => fail(exit::NOPERM, m),
-                crate::zk::session::ConnectFailure::Unreachable(m) => fail(exit::UNAVAILABLE, m),
-            })
-    }
-
-    /// `app`'s versions, oldest first; an app without a node is an error that says so.
-    pub async fn versions(&self, client: &zk::Client, app: &str) -> Result<Vec<VersionId>, CtlError> {
-        let parent = self.versions_path(app);
-        match client.list_children(&parent).await {
-            Ok(c) => Ok(layout::versions(&c)),
-            Err(zk::Error::NoNode) => Err(fail(exit::DATAERR, format!("no application {app:?} (no node {parent})"))),
-            Err(e) => Err(zk_fail(e)),
-        }
-    }
-
-    /// Resolves a version argument (None = the newest) to a version that exists.
-    pub async fn resolve_version(&self, client: &zk::Client, app: &str, arg: Option<&str>) -> Result<VersionId, CtlError> {
-        let all = self.versions(client, app).await?;
-        let arg = match arg {
-            Some(s) => VersionArg::parse(s).map_err(|e| fail(exit::USAGE, e))?,
-            None => VersionArg::BeforeNewest(0),
-        };
-        arg.resolve(&all, app).map_err(|e| fail(exit::DATAERR, e))
-    }
-
-    /// The largest config this publisher sends (`max_config_size`, default 64 MiB).
-    pub fn max_config_size(&self) -> u64 {
-        self.config.as_ref().map(|c| c.max_config_size).unwrap_or(crate::config::DEFAULT_MAX_CONFIG_SIZE)
-    }
-
-    /// A version's bytes (read from its chunks when it is chunked).
-    pub async fn bytes_of(&self, client: &zk::Client, app: &str, v: &VersionId) -> Result<Vec<u8>, CtlError> {
-        let data = match client.get_data(&format!("{}/{}", self.versions_path(app), v.name)).await {
-            Ok((b, _)) => b,
-            Err(zk::Error::NoNode) => return Err(fail(exit::DATAERR, format!("{app} has no version {}", v.name))),
-            Err(e) => return Err(zk_fail(e)),
-        };
-        match crate::zk::blobs::resolve(client, &self.layout, app, data, None, self.max_config_size()).await {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(why)) => Err(fail(exit::DATAERR, format!("{app} {}: {why}", v.name))),
-            Err(e) => Err(zk_fail(e)),
-        }
-    }
 }
 
 /// Runs a parsed command line, writing results to stdout.

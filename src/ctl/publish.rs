@@ -2,7 +2,8 @@
 //! `--wait` the rollout, followed host by host until every live host reports the version or
 //! a failure.
 
-use super::{fail, zk_fail, CtlError, PublishOptions, Target};
+use super::target::{author, fail, zk_fail, CtlError, Target};
+use super::PublishOptions;
 use crate::model::content::ContentInfo;
 use crate::exit;
 use crate::model::layout::VersionId;
@@ -33,15 +34,6 @@ pub fn read_input(file: &str, max: u64) -> Result<(Vec<u8>, ContentInfo), CtlErr
     };
     res.map_err(|e| fail(exit::DATAERR, format!("cannot read {file}: {e}")))?;
     Ok((data, ContentInfo::default()))
-}
-
-pub(crate) fn author() -> String {
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
-        let uid = nix::unistd::Uid::current();
-        nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
-    });
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    format!("{user}@{host}")
 }
 
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.

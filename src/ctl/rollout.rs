@@ -2,7 +2,7 @@
 //! A decision is a setData on the rollout record with a version check, so it never overwrites
 //! a change it did not see (the leader's own promotion, another operator).
 
-use super::{fail, zk_fail, CtlError, Target};
+use super::target::{fail, zk_fail, CtlError, Target};
 use crate::exit;
 use crate::model::layout::VersionId;
 use crate::model::rollout::{self, CanaryState, Rollout, State};
@@ -38,7 +38,7 @@ pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>
 /// Promotes or aborts `app`'s rollout, printing what happened.
 pub async fn decide(t: &Target, app: &str, verdict: Verdict, why: Option<&str>) -> Result<(), CtlError> {
     let client = t.connect().await?;
-    let who = super::publish::author();
+    let who = super::target::author();
     let path = t.layout.rollout(app);
     for _ in 0..5 {
         let Some((r, stat)) = crate::zk::rollout::read(&client, &t.layout, app).await.map_err(zk_fail)? else {

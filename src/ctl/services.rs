@@ -1,7 +1,7 @@
 //! `zkcoordctl services`, `drain` and `undrain`: who is in rotation, and taking a host out of
 //! it (and back) without stopping its daemon.
 
-use super::{fail, zk_fail, CtlError, Target};
+use super::target::{fail, zk_fail, CtlError, Target};
 use crate::config::services_path;
 use crate::exit;
 use crate::zk::members::{self, Member};

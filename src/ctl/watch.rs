@@ -1,7 +1,7 @@
 //! `zkcoordctl watch`: follows publishes and host reports live, one line per event, until
 //! interrupted. Built on ZooKeeper's persistent recursive watches, so nothing is polled.
 
-use super::{fail, zk_fail, CtlError, Target};
+use super::target::{fail, zk_fail, CtlError, Target};
 use crate::exit;
 use crate::model::layout::VersionId;
 use crate::model::request::VersionMeta;

@@ -418,6 +418,48 @@ impl Components {
     }
 }
 
+/// Loads the config at `path` with every check, the TLS files included (see
+/// [`crate::zk::identity::load_config`]).
+pub fn load_config(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
+    crate::zk::identity::load_config(path)
+}
+
+/// How `zkcoordd` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The daemon, until SIGTERM.
+    Daemon,
+    /// `--once`: apply what is published, then exit.
+    Once,
+    /// `--dry-run`: say what `--once` would do, change nothing.
+    DryRun,
+}
+
+/// Runs `zkcoordd` in `mode`, once the config at `config_path` is loaded: installs our
+/// ZooKeeper identity, starts logging and the runtime, then a one-shot pass or the daemon.
+/// Returns the process's exit code.
+pub fn start(config: Config, config_path: PathBuf, mode: Mode, early_stop: signals::EarlyStop) -> i32 {
+    // A one-shot run prints its own results, one line per app; its log is off unless
+    // ZKCOORD_LOG or RUST_LOG ask for it.
+    let one_shot = mode != Mode::Daemon;
+    crate::zk::identity::install_from(&config);
+    let log = logging::init(if one_shot { "off" } else { &config.log_level });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zkcoordd: cannot start the runtime: {e}");
+            return crate::exit::SOFTWARE;
+        }
+    };
+    let code = match mode {
+        Mode::Once => runtime.block_on(crate::app::oneshot::once(&config)),
+        Mode::DryRun => runtime.block_on(crate::app::oneshot::dry_run(&config)),
+        Mode::Daemon => runtime.block_on(run(config, config_path, early_stop, log)),
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
 pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop, log: LogControl) -> i32 {
     let notifier = Notifier;
@@ -446,7 +488,7 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
             req = signals.recv() => match req {
                 Some(Request::Reload) => {
                     notifier.reloading();
-                    match Config::load(&config_path) {
+                    match crate::zk::identity::load_config(&config_path) {
                         Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
                         Ok(new) if new == *components.config => {
                             let rerendered = components.reread_app_files().await;

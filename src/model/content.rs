@@ -2,7 +2,6 @@
 //! limit, a marker line naming chunks kept under `<root>/blobs` (see [`crate::zk::blobs`]);
 //! and what the metadata says about it (bundle or file, compression, storage).
 
-use crate::model::request::MAX_NODE_BYTES;
 use serde::{Deserialize, Serialize};
 
 /// Bytes per chunk node: as much as one node safely takes.
@@ -96,5 +95,20 @@ pub fn human(n: u64) -> String {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} bytes")
+    }
+}
+
+/// Largest config accepted. ZooKeeper's default jute.maxbuffer is 1 MiB for a whole packet, and a
+/// larger write makes the server drop the connection, so the limit leaves room for the header.
+pub const MAX_NODE_BYTES: usize = 1_000_000;
+
+/// Refuses a config over the limit, before anything reaches ZooKeeper.
+pub fn check_size(len: usize) -> Result<(), String> {
+    if len > MAX_NODE_BYTES {
+        Err(format!(
+            "config is {len} bytes; the limit is {MAX_NODE_BYTES} bytes (ZooKeeper's default jute.maxbuffer is 1 MiB per node)"
+        ))
+    } else {
+        Ok(())
     }
 }

@@ -5,11 +5,7 @@
 use crate::digest::sha256_hex;
 use crate::model::signing::VersionSignature;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
-/// Largest config accepted. ZooKeeper's default jute.maxbuffer is 1 MiB for a whole packet, and a
-/// larger write makes the server drop the connection, so the limit leaves room for the header.
-pub const MAX_NODE_BYTES: usize = 1_000_000;
 /// Largest publish message.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
@@ -95,17 +91,6 @@ pub struct VersionMeta {
     pub content: crate::model::content::ContentInfo,
 }
 
-/// Refuses a config over the limit, before anything reaches ZooKeeper.
-pub fn check_size(len: usize) -> Result<(), String> {
-    if len > MAX_NODE_BYTES {
-        Err(format!(
-            "config is {len} bytes; the limit is {MAX_NODE_BYTES} bytes (ZooKeeper's default jute.maxbuffer is 1 MiB per node)"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 /// The request node's bytes.
 pub fn encode(header: &RequestHeader, data: &[u8]) -> Vec<u8> {
     let mut out = serde_json::to_vec(header).expect("header serializes");
@@ -125,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Result<(RequestHeader, &[u8]), String> {
 /// Builds a header for `data`, checking size and message length.
 pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str, data: &[u8]) -> Result<RequestHeader, String> {
     crate::model::layout::validate_app_name(app)?;
-    check_size(data.len())?;
+    crate::model::content::check_size(data.len())?;
     if let Some(m) = &message {
         if m.len() > MAX_MESSAGE_BYTES {
             return Err(format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", m.len()));
@@ -147,6 +132,7 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::content::MAX_NODE_BYTES;
 
     #[test]
     fn header_and_bytes_round_trip_with_newlines_in_the_data() {

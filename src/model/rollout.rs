@@ -21,7 +21,6 @@ use crate::model::layout::VersionId;
 use crate::model::status::{ApplyResult, StatusReport};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::future::Future;
 use std::time::Duration;
 
 /// Soak time when `--canary` is given without `--soak`.
@@ -294,6 +293,7 @@ pub fn parse(app: &str, bytes: &[u8]) -> Option<Rollout> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layout;
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

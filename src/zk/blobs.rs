@@ -47,7 +47,7 @@ pub fn prepare<'a>(
     check_max(data.len() as u64, max)?;
     content.storage = None;
     content.chunks = None;
-    if data.len() <= request::MAX_NODE_BYTES {
+    if data.len() <= crate::model::content::MAX_NODE_BYTES {
         let mut h = request::header_for(app, author, message, "zkcoordctl", data)?;
         h.content = content;
         return Ok((h, data));
@@ -127,7 +127,7 @@ pub async fn verify_request(client: &zk::Client, layout: &Layout, h: &RequestHea
     if !body.is_empty() {
         return Ok(Err("a chunked request must carry no bytes of its own".into()));
     }
-    if h.size <= request::MAX_NODE_BYTES || chunks as usize != h.size.div_ceil(CHUNK_BYTES) {
+    if h.size <= crate::model::content::MAX_NODE_BYTES || chunks as usize != h.size.div_ceil(CHUNK_BYTES) {
         return Ok(Err(format!("chunk count {chunks} does not fit size {}", h.size)));
     }
     let m = Marker { sha256: h.sha256.to_ascii_lowercase(), size: h.size as u64, chunks };
@@ -217,7 +217,6 @@ pub async fn doomed_blobs(
 #[cfg(test)]
 mod tests {
 use crate::config::DEFAULT_MAX_CONFIG_SIZE;
-use crate::digest::sha256_hex;
 use crate::model::content::ContentInfo;
 use crate::model::content::Marker;
 use crate::model::content::content_sha256;

@@ -19,7 +19,7 @@
 //!
 //! Everyone keeps READ: versions are what every host applies, and status is for everyone to see.
 
-use crate::secret::refuse_if_shared;
+use crate::config::{acl_identity as identity, AclConfig, AuthScheme, Config, ConfigError};
 use std::path::Path;
 use zookeeper_client as zk;
 
@@ -32,28 +32,6 @@ pub struct Credentials {
     pub scheme: AuthScheme,
 }
 
-/// How sessions authenticate with the `auth_file`'s `user:password`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthScheme {
-    /// ZooKeeper's built-in digest scheme (identity `digest:user:hash`).
-    #[default]
-    Digest,
-    /// SASL DIGEST-MD5 against the server's JAAS `Server` section (identity `sasl:user`), for
-    /// ensembles that enforce SASL.
-    Sasl,
-}
-
-impl AuthScheme {
-    /// The ZooKeeper scheme name identities of this kind carry.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthScheme::Digest => "digest",
-            AuthScheme::Sasl => "sasl",
-        }
-    }
-}
-
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let user = self.user_password.split(':').next().unwrap_or_default();
@@ -64,29 +42,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Reads `path`, refusing a file that group or others can read (the secret is root's).
     pub fn load(path: &Path, scheme: AuthScheme) -> Result<Credentials, String> {
-        refuse_if_shared(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let line = text.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).unwrap_or("").trim();
-        match line.split_once(':') {
-            Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(Credentials { user_password: line.to_string(), scheme }),
-            _ => Err(format!("{} must hold one line `user:password`", path.display())),
-        }
-    }
-
-    /// Reads a one-line secret (such as the trigger token) with the same mode check.
-    pub fn load_secret(path: &Path) -> Result<String, String> {
-        refuse_if_shared(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let secret = text.trim().to_string();
-        if secret.is_empty() || secret.contains('|') || secret.contains('\n') {
-            return Err(format!("{} must hold one line without '|'", path.display()));
-        }
-        Ok(secret)
-    }
-
-    /// The identity these credentials authenticate as: `user:base64(sha1(user:password))`.
-    pub fn digest_id(&self) -> String {
-        digest_id(&self.user_password)
+        Ok(Credentials { user_password: crate::secret::load_user_password(path)?, scheme })
     }
 }
 
@@ -98,17 +54,6 @@ pub fn digest_id(user_password: &str) -> String {
     let user = user_password.split(':').next().unwrap_or_default();
     let hash = sha1::Sha1::digest(user_password.as_bytes());
     format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
-}
-
-/// Splits an `[acl]` list entry into ZooKeeper scheme and id: `sasl:web1` and
-/// `x509:CN=web1,O=ops` name those schemes; anything else is a digest identity `user:hash`.
-pub fn identity(entry: &str) -> (&'static str, &str) {
-    for scheme in ["sasl", "x509"] {
-        if let Some(id) = entry.strip_prefix(scheme).and_then(|r| r.strip_prefix(':')) {
-            return (scheme, id);
-        }
-    }
-    ("digest", entry.strip_prefix("digest:").unwrap_or(entry))
 }
 
 /// What kind of node is being created, which decides its ACL.
@@ -152,6 +97,11 @@ pub struct AclPolicy {
 }
 
 impl AclPolicy {
+    /// The policy the `[acl]` section asks for.
+    pub fn of(section: &AclConfig) -> AclPolicy {
+        AclPolicy { enabled: section.enabled, agents: section.agents.clone(), apps: section.apps.clone(), publishers: section.publishers.clone() }
+    }
+
     /// The ACL for a node of `kind`.
     pub fn acl_for(&self, kind: NodeKind) -> Vec<zk::Acl> {
         use zk::Permission as P;
@@ -236,10 +186,21 @@ pub fn for_node(kind: NodeKind) -> Vec<zk::Acl> {
 
 /// Installs the identity and policy a config names (used by both binaries), with the TLS
 /// options that go with them.
-pub fn install_from(config: &crate::config::Config) {
+pub fn install_from(config: &Config) {
     let credentials = config.zookeeper.auth_file.as_deref().and_then(|f| Credentials::load(f, config.zookeeper.auth_scheme).ok());
-    install(config.acl.policy(), credentials);
-    crate::zk::tls::install(config.zookeeper.tls.as_ref().and_then(|t| t.options().ok()));
+    install(AclPolicy::of(&config.acl), credentials);
+    crate::zk::tls::install(config.zookeeper.tls.as_ref().and_then(|t| crate::zk::tls::build(t).ok()));
+}
+
+/// Loads and validates the config at `path`, then checks what only this layer can build: the
+/// TLS options from the `[zookeeper.tls]` files (their errors name the key, as the file's own
+/// do). `zkcoordd` (at start, `--check-config` and SIGHUP) and `zkcoordctl` load through here.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    if let Some(tls) = &config.zookeeper.tls {
+        crate::zk::tls::build(tls).map_err(|m| ConfigError::invalid(path, "zookeeper.tls", &m))?;
+    }
+    Ok(config)
 }
 
 /// Turns NoAuth into a message that names the node, the action and who we are.
@@ -259,6 +220,7 @@ pub fn explain_noauth(path: &str, action: &str, who: Option<&Credentials>) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn digest_ids_match_zookeepers_digest_authentication_provider() {

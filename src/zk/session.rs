@@ -190,7 +190,7 @@ pub struct SessionSupervisor {
 /// A supervisor and the first handle on it.
 pub fn channel(metrics: Arc<Metrics>) -> (SessionSupervisor, SessionHandle) {
     let (tx, rx) = watch::channel(SessionView { generation: 0, phase: Phase::Connecting, client: None });
-    metrics.session_phase(Phase::Connecting);
+    metrics.session_phase(&Phase::Connecting.to_string());
     (SessionSupervisor { tx, metrics }, SessionHandle { rx })
 }
 
@@ -200,8 +200,8 @@ pub async fn connect_once(hosts: &str, session_timeout: Duration) -> Result<zk::
     let mut connector = zk::Client::connector().with_session_timeout(session_timeout).with_fail_eagerly();
     if let Some(c) = crate::zk::identity::credentials() {
         connector = match c.scheme {
-            crate::zk::identity::AuthScheme::Digest => connector.with_auth("digest", c.user_password.as_bytes()),
-            crate::zk::identity::AuthScheme::Sasl => {
+            crate::config::AuthScheme::Digest => connector.with_auth("digest", c.user_password.as_bytes()),
+            crate::config::AuthScheme::Sasl => {
                 let (user, password) = c.user_password.split_once(':').unwrap_or((&c.user_password, ""));
                 connector.with_sasl(zk::SaslOptions::digest_md5(user.to_string(), password.to_string()))
             }
@@ -288,12 +288,12 @@ impl SessionSupervisor {
     }
 
     fn publish(&self, generation: u64, phase: Phase, client: Option<zk::Client>) {
-        self.metrics.session_phase(phase);
+        self.metrics.session_phase(&phase.to_string());
         self.tx.send_replace(SessionView { generation, phase, client });
     }
 
     fn set_phase(&self, phase: Phase) {
-        self.metrics.session_phase(phase);
+        self.metrics.session_phase(&phase.to_string());
         self.tx.send_modify(|v| v.phase = phase);
     }
 

@@ -8,50 +8,34 @@
 //! With TLS configured every server in the connect string is reached over TLS, unless it is
 //! written `tcp://host:port`.
 
-use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use crate::config::TlsConfig;
+use std::path::Path;
 use zookeeper_client as zk;
 
-/// The `[zookeeper.tls]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA certificate(s) the servers' certificates must chain to.
-    pub ca_file: PathBuf,
-    /// PEM client certificate, for servers that require one (`ssl.clientAuth=need`).
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of the client certificate (mode 0600: it is this host's identity).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
+/// Reads the files and builds the client's TLS options; the error names the file at fault.
+pub fn build(config: &TlsConfig) -> Result<zk::TlsOptions, String> {
+    let ca = read(&config.ca_file)?;
+    let mut options = zk::TlsOptions::new()
+        .with_pem_ca(&ca)
+        .map_err(|e| format!("{} holds no usable CA certificate: {e}", config.ca_file.display()))?;
+    match (&config.cert_file, &config.key_file) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            crate::secret::refuse_if_shared(key)?;
+            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+            options = options.with_pem_identity(&cert_pem, &key_pem).map_err(|e| {
+                format!("{} and {} are not a usable certificate and key: {e}", cert.display(), key.display())
+            })?;
+        }
+        _ => return Err("expected both cert_file and key_file, or neither".into()),
+    }
+    // Hostname verification stays on: a server's certificate must name the host or IP in
+    // the connect string, or anyone holding a certificate from the CA could pose as ZooKeeper.
+    Ok(options)
 }
 
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-impl TlsConfig {
-    /// Reads the files and builds the client's TLS options; the error names the file at fault.
-    pub fn options(&self) -> Result<zk::TlsOptions, String> {
-        let ca = read(&self.ca_file)?;
-        let mut options = zk::TlsOptions::new()
-            .with_pem_ca(&ca)
-            .map_err(|e| format!("{} holds no usable CA certificate: {e}", self.ca_file.display()))?;
-        match (&self.cert_file, &self.key_file) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                crate::secret::refuse_if_shared(key)?;
-                let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-                options = options.with_pem_identity(&cert_pem, &key_pem).map_err(|e| {
-                    format!("{} and {} are not a usable certificate and key: {e}", cert.display(), key.display())
-                })?;
-            }
-            _ => return Err("expected both cert_file and key_file, or neither".into()),
-        }
-        // Hostname verification stays on: a server's certificate must name the host or IP in
-        // the connect string, or anyone holding a certificate from the CA could pose as ZooKeeper.
-        Ok(options)
-    }
 }
 
 /// This process's TLS options, set once at start-up from the config.

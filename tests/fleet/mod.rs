@@ -188,7 +188,7 @@ pub async fn versions(client: &Client) -> Vec<String> {
 
 /// Microseconds on CLOCK_MONOTONIC, the clock the daemons log leadership with.
 pub fn monotonic_us() -> u64 {
-    zkcoord::zk::election::monotonic_us()
+    zkcoord::clock::monotonic_us()
 }
 
 /// One agent's leadership intervals `(start_us, end_us)` from its log. Each process life (the
