@@ -430,32 +430,21 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
     let rel = PathBuf::from(versions.file_name().expect("versions dir has a name")).join(new_dir.file_name().expect("version dir has a name"));
     flip(&dest, Some(&rel))?;
 
-    let reload_ok = match &app.reload {
-        None => None,
-        Some(reload) => {
-            let run = install::run_hook(app, metrics, Hook::Reload, reload, None).await;
-            if !run.ok() {
-                let failure = run.describe("reload", reload);
-                let back = flip(&dest, previous.as_deref());
-                let rerun = install::run_hook(app, metrics, Hook::Reload, reload, None).await;
-                let what = if previous.is_some() { "flipped back to the previous version" } else { "symlink removed (there was no previous version)" };
-                let after = match (&back, rerun.ok()) {
-                    (Ok(()), true) => format!("{what} and reloaded"),
-                    (Ok(()), false) => format!("{what}; reload after rollback failed too: {}", rerun.describe("reload", reload)),
-                    (Err(e), _) => format!("rollback failed: {e}"),
-                };
-                if back.is_ok() {
-                    remove_version(&new_dir);
-                }
-                return Ok(InstallResult::ReloadFailed(format!("{failure}; {after}")));
-            }
-            Some(run)
-        }
-    };
+    let (back_to, flip_dest, unwanted) = (previous.clone(), dest.clone(), new_dir.clone());
+    let result = install::reload_or_roll_back(app, metrics, move || {
+        flip(&flip_dest, back_to.as_deref())?;
+        // The link no longer names the new version: its directory goes.
+        remove_version(&unwanted);
+        Ok(if back_to.is_some() { "flipped back to the previous version" } else { "symlink removed (there was no previous version)" })
+    })
+    .await;
+    if matches!(result, InstallResult::ReloadFailed(_)) {
+        return Ok(result);
+    }
     let keep = app.keep_local.max(2);
     let live = new_dir.clone();
     let _ = tokio::task::spawn_blocking(move || retain(&versions, &live, keep)).await;
-    Ok(InstallResult::Applied { reload: reload_ok })
+    Ok(result)
 }
 
 /// Keeps the `keep` newest version directories (by version number; `live` always), removes

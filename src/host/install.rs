@@ -229,30 +229,41 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
     })
     .await?;
 
-    let Some(reload) = &app.reload else {
-        return Ok(InstallResult::Applied { reload: None });
-    };
-    let run = run_hook(app, metrics, Hook::Reload, reload, None).await;
-    if run.ok() {
-        return Ok(InstallResult::Applied { reload: Some(run) });
-    }
-    let failure = run.describe("reload", reload);
     let dest = app.dest.clone();
-    let restored = blocking(move || match previous {
+    Ok(reload_or_roll_back(app, metrics, move || match previous {
         Some(p) => write_atomic(&dest, &p.bytes, p.mode, owner).map(|_| "previous file restored"),
         None => fs::remove_file(&dest)
             .map_err(|e| io_err("remove", &dest, e))
             .and_then(|_| sync_dir(&dest))
             .map(|_| "new file removed (there was no previous file)"),
     })
-    .await;
+    .await)
+}
+
+/// The last steps of every install (files, bundles, rendered apps), once the new content is in
+/// place: run the reload; if it fails, `roll_back` (which says what it put back), reload again,
+/// and report `reload-failed` with both outcomes. One place decides what a failed reload means.
+pub(crate) async fn reload_or_roll_back(
+    app: &AppConfig,
+    metrics: &Metrics,
+    roll_back: impl FnOnce() -> Result<&'static str, InstallError> + Send + 'static,
+) -> InstallResult {
+    let Some(reload) = &app.reload else {
+        return InstallResult::Applied { reload: None };
+    };
+    let run = run_hook(app, metrics, Hook::Reload, reload, None).await;
+    if run.ok() {
+        return InstallResult::Applied { reload: Some(run) };
+    }
+    let failure = run.describe("reload", reload);
+    let restored = blocking(roll_back).await;
     let rerun = run_hook(app, metrics, Hook::Reload, reload, None).await;
     let after = match (&restored, rerun.ok()) {
         (Ok(what), true) => format!("{what} and reloaded"),
         (Ok(what), false) => format!("{what}; reload after rollback failed too: {}", rerun.describe("reload", reload)),
         (Err(e), _) => format!("rollback failed: {e}"),
     };
-    Ok(InstallResult::ReloadFailed(format!("{failure}; {after}")))
+    InstallResult::ReloadFailed(format!("{failure}; {after}"))
 }
 
 /// Runs one of `app`'s hooks with its timeout, and records how long it ran.
