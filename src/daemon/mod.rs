@@ -190,16 +190,16 @@ impl Components {
             let _data_tx = data_tx;
             keeper.await
         });
-        self.fixed.spawn(election::run(
-            config.agent.election_path.clone(),
-            config.agent.leaders as usize,
-            self.session.clone(),
-            reg_rx,
-            lead_tx,
-            self.gate.part(),
-            self.metrics.clone(),
-            self.work_stop.clone(),
-        ));
+        let election = election::Election {
+            parent: config.agent.election_path.clone(),
+            leaders: config.agent.leaders as usize,
+            session: self.session.clone(),
+            registered: reg_rx,
+            out: lead_tx,
+            first_sync: self.gate.part(),
+            metrics: self.metrics.clone(),
+        };
+        self.fixed.spawn(election.run(self.work_stop.clone()));
     }
 
     fn start_intake(&self, config: &Arc<Config>) -> RunningIntake {

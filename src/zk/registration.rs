@@ -2,7 +2,7 @@
 //! session, re-created within a second when someone deletes it, updated when its data changes,
 //! and never duplicated when a create is lost with the connection.
 
-use crate::zk::session::{self, classify, ErrorKind, SessionHandle};
+use crate::zk::session::{self, SessionHandle};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -73,16 +73,9 @@ async fn keep_until_cancelled(
             Err(e) => e,
         };
         drop(client);
-        match classify(&err) {
-            ErrorKind::SessionGone => on_session.wait_replaced(generation).await,
-            ErrorKind::ConnectionLost => {
-                on_session.settle(generation).await;
-            }
-            ErrorKind::Other => {
-                tracing::warn!(node = %spec.parent, "cannot keep ephemeral node: {err}; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        // The caller's shutdown ends this whole loop, so the wait needs no stop of its own.
+        let what = format!("keeping our ephemeral node under {}", spec.parent);
+        on_session.recover(generation, &err, &what, &CancellationToken::new()).await;
     }
 }
 
