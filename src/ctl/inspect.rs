@@ -328,7 +328,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         (l.meta_root(), NodeKind::AgentParent),
         (crate::chunks::blobs_root(l), NodeKind::Blobs),
         (crate::rollout::parent(l), NodeKind::AgentParent),
-        (crate::pacing::leases_root(l), NodeKind::StatusParent),
+        (crate::pacing::leases_root(l), NodeKind::LeaseParent),
     ];
     for app in children_or_empty(&client, &crate::chunks::blobs_root(l)).await? {
         let dir = crate::chunks::app_blobs(l, &app);
@@ -342,7 +342,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((l.meta(&app), NodeKind::AgentParent));
         plan.push((l.status(&app), NodeKind::StatusParent));
         plan.push((crate::rollout::path(l, &app), NodeKind::Rollout));
-        plan.push((crate::pacing::leases(l, &app), NodeKind::StatusParent));
+        plan.push((crate::pacing::leases(l, &app), NodeKind::LeaseParent));
     }
     plan.push((crate::config::DEFAULT_SERVICES_ROOT.to_string(), NodeKind::ServiceParent));
     for service in children_or_empty(&client, crate::config::DEFAULT_SERVICES_ROOT).await? {
