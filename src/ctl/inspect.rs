@@ -305,7 +305,8 @@ mod tests {
     }
 }
 
-/// Applies the configured ACL policy to every zkcoord node that exists.
+/// Creates the parents the config knows of and gives every zkcoord node that exists the
+/// configured ACL policy, repairing unsafe and incomplete ACLs (see [`crate::guard`]).
 pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
     use crate::acl::NodeKind;
     let Some(config) = &t.config else {
@@ -356,20 +357,40 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((format!("{drain_root}/{node}"), NodeKind::DrainParent));
     }
     plan.push((drain_root, NodeKind::DrainParent));
-    let mut set = 0;
+    // The parents this config knows of are created when missing; everything else is checked
+    // where it exists. Each is repaired by the one comparison leaders use (acl::verdict).
+    let mut items = crate::guard::known(config);
     for (path, kind) in plan {
-        match client.set_acl(&path, &policy.acl_for(kind), None).await {
-            Ok(_) => {
-                set += 1;
-                println!("{path}: {kind:?}");
-            }
-            Err(zk::Error::NoNode) => {}
-            Err(zk::Error::NoAuth) => {
-                return Err(fail(exit::UNAVAILABLE, crate::acl::explain_noauth(&path, "set the ACL of", None)));
-            }
-            Err(e) => return Err(zk_fail(e)),
+        if !items.iter().any(|i| i.path == path) {
+            items.push(crate::guard::Guarded { path, kind, marks_trust: false });
         }
     }
-    println!("ACLs set on {set} node(s)");
+    // Versions and metadata parents of apps found in ZooKeeper mark their children on repair too.
+    for app in children_or_empty(&client, l.applications()).await? {
+        for i in items.iter_mut().filter(|i| i.path == t.versions_path(&app) || i.path == l.meta(&app)) {
+            i.marks_trust = true;
+        }
+    }
+    let known: Vec<String> = crate::guard::known(config).into_iter().map(|i| i.path).collect();
+    let (mut changed, mut refused) = (0, 0);
+    for item in &items {
+        let s = crate::guard::secure(&client, &policy, item, known.contains(&item.path)).await.map_err(zk_fail)?;
+        if let Some(line) = crate::guard::describe(&item.path, &s) {
+            match s {
+                crate::guard::Secured::Refused { .. } => {
+                    refused += 1;
+                    eprintln!("{line}");
+                }
+                _ => {
+                    changed += 1;
+                    println!("{line}");
+                }
+            }
+        }
+    }
+    println!("ACLs checked on {} node(s): {changed} created or repaired, {refused} refused", items.len());
+    if refused > 0 {
+        return Err(fail(exit::UNAVAILABLE, format!("{refused} node(s) keep a wrong ACL; see above")));
+    }
     Ok(())
 }
