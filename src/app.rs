@@ -574,12 +574,15 @@ pub struct AppView {
     /// Whether a failed apply will be tried again without a new publish (write errors back off
     /// and retry; a failed check or reload waits for a newer version).
     pub retrying: bool,
+    /// Why our status node is not ours: another session holds our name (see
+    /// [`crate::registration`]); the host is unhealthy while it lasts.
+    pub conflict: Option<String>,
 }
 
 impl AppView {
     /// The view of an app whose follower has not started yet.
     pub fn starting(name: &str) -> AppView {
-        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false }
+        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false, conflict: None }
     }
 
     /// This app's part of the STATUS line: `nginxconf=conf-0000000012`,
@@ -610,6 +613,9 @@ impl AppView {
         let Some(r) = self.report.as_ref().filter(|_| self.looked) else {
             return Err(format!("app {name}: not yet synced with ZooKeeper"));
         };
+        if let Some(why) = &self.conflict {
+            return Err(format!("app {name}: {why}"));
+        }
         if self.behind == 0 || self.applying || self.retrying {
             return Ok(());
         }
@@ -643,6 +649,8 @@ pub struct AppFollower {
     pub ready: ReadyPart,
     /// Where this app's view is published, for STATUS and `/healthz`.
     pub view: watch::Sender<AppView>,
+    /// Whether another session holds our status node's name, as the keeper last said.
+    pub conflict: std::sync::Mutex<Option<String>>,
 }
 
 impl AppFollower {
@@ -654,11 +662,14 @@ impl AppFollower {
         let mut seen = Seen::default();
         let (status_tx, status_rx) = watch::channel(p.report.to_bytes());
         let (reg_tx, _reg_rx) = watch::channel(None);
+        let (conflict_tx, mut conflict_rx) = watch::channel(None);
         let spec = NodeSpec {
             parent: a.layout.status(&a.app.name),
             name: a.node_id.clone(),
             sequential: false,
             parent_kind: crate::acl::NodeKind::StatusParent,
+            tombstone: Some(StatusReport::tombstone_bytes),
+            conflict: Some(Arc::new(conflict_tx)),
         };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
         a.metrics.app_started(&a.app.name);
@@ -673,6 +684,12 @@ impl AppFollower {
                     let retry = p.retry.map(tokio::time::sleep);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
+                        Ok(()) = conflict_rx.changed() => {
+                            if let Ok(mut c) = self.conflict.lock() {
+                                *c = conflict_rx.borrow_and_update().clone();
+                            }
+                            Ok(())
+                        }
                         _ = wake => Ok(()),
                         _ = session.changed() => Ok(()),
                         _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => Ok(()),
@@ -779,6 +796,7 @@ impl AppFollower {
             newest: seen.newest.clone(),
             behind: seen.behind,
             retrying: p.retry.is_some(),
+            conflict: self.conflict.lock().ok().and_then(|c| c.clone()),
         };
         self.view.send_if_modified(|v| {
             let changed = *v != view;
@@ -820,6 +838,7 @@ mod tests {
             newest: Some("conf-0000000002".into()),
             behind,
             retrying,
+            conflict: None,
         }
     }
 
