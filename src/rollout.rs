@@ -539,11 +539,18 @@ async fn step(
     for host in &r.canaries {
         let sp = format!("{}/{host}", layout.status(app));
         let state = match client.get_and_watch_data(&sp).await {
-            Ok((data, _, w)) => {
+            Ok((data, stat, w)) => {
                 wakes.push(Box::pin(async move {
                     w.changed().await;
                 }));
-                canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), &version)
+                match crate::status::trusted(client, &sp, host, stat.czxid).await? {
+                    Ok(()) => canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), &version),
+                    // Written by another identity: never an ok canary (nor a failed one).
+                    Err(why) => {
+                        tracing::warn!(app, host = %host, "canary status not trusted: {why}");
+                        CanaryState::Pending
+                    }
+                }
             }
             Err(zk::Error::NoNode) => {
                 let (_, w) = client.check_and_watch_stat(&sp).await?;

@@ -83,6 +83,30 @@ impl StatusReport {
     }
 }
 
+/// Readers' verdicts on status nodes, by path, with the czxid they were reached at: an
+/// ephemeral node's ACL cannot change without ADMIN, which only its creator has, so a verdict
+/// holds for as long as the node (its czxid) does.
+static TRUST: std::sync::Mutex<Option<std::collections::HashMap<String, (i64, Result<(), String>)>>> = std::sync::Mutex::new(None);
+
+/// Whether the status node at `path` (named after host `node`, with `czxid` as the read that
+/// found it said) may be believed under this process's ACL policy: the one check every reader
+/// (`zkcoordctl status`, `publish --wait`, the rollout supervisor) makes, by
+/// [`crate::acl::AclPolicy::status_owner`]. Ok(Ok) with ACLs off; one getACL per new node.
+pub async fn trusted(client: &zookeeper_client::Client, path: &str, node: &str, czxid: i64) -> Result<Result<(), String>, zookeeper_client::Error> {
+    let Some(policy) = crate::acl::policy() else { return Ok(Ok(())) };
+    if let Some((z, v)) = TRUST.lock().ok().and_then(|t| t.as_ref().and_then(|m| m.get(path).cloned())) {
+        if z == czxid {
+            return Ok(v);
+        }
+    }
+    let (acl, stat) = client.get_acl(path).await?;
+    let verdict = policy.status_owner(node, &acl);
+    if let Ok(mut t) = TRUST.lock() {
+        t.get_or_insert_with(Default::default).insert(path.to_string(), (stat.czxid, verdict.clone()));
+    }
+    Ok(verdict)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,7 +111,8 @@ pub struct HostStatus {
     pub host: String,
     /// What it runs.
     pub version: Option<String>,
-    /// How its last attempt ended.
+    /// How its last attempt ended; `untrusted` when its node was written by another identity
+    /// (then `error` says which, and nothing else of it is shown).
     pub result: String,
     /// The version of a failed attempt.
     pub attempted: Option<String>,
@@ -191,11 +192,20 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
         let dir = t.layout.status(&app);
         let mut hosts = Vec::new();
         for host in children_or_empty(client, &dir).await? {
-            let report: Option<StatusReport> = match client.get_data(&format!("{dir}/{host}")).await {
-                Ok((b, _)) => serde_json::from_slice(&b).ok(),
-                Err(_) => None,
+            let path = format!("{dir}/{host}");
+            let (report, stat): (Option<StatusReport>, _) = match client.get_data(&path).await {
+                Ok((b, stat)) => (serde_json::from_slice(&b).ok(), Some(stat)),
+                Err(_) => (None, None),
             };
-            let Some(r) = report else { continue };
+            let (Some(r), Some(stat)) = (report, stat) else { continue };
+            if r.result == crate::status::ApplyResult::Removed {
+                continue;
+            }
+            // With the policy known, a node some other identity wrote says nothing about the host.
+            if let Err(why) = crate::status::trusted(client, &path, &host, stat.czxid).await.map_err(zk_fail)? {
+                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why), age_secs: 0, behind: false });
+                continue;
+            }
             let runs = r.version.as_deref().and_then(VersionId::parse);
             hosts.push(HostStatus {
                 behind: newest.as_ref().is_some_and(|n| runs.as_ref().is_none_or(|v| v.seq < n.seq)),
@@ -247,6 +257,9 @@ pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), Ct
             );
             if h.behind {
                 line.push_str("  BEHIND");
+            }
+            if h.result == "untrusted" {
+                line = format!("  {:<16} {}", h.host, h.error.as_deref().unwrap_or("untrusted"));
             }
             if let (Some(a), Some(e)) = (&h.attempted, &h.error) {
                 line.push_str(&format!("  ({a}: {})", e.lines().next().unwrap_or_default()));
