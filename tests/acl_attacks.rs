@@ -71,19 +71,18 @@ async fn a_versions_parent_made_open_by_someone_else_is_refused_repaired_and_its
     // The host has an old file; with the parent open it refuses, names the node and the ACL,
     // and keeps the old file.
     let web1 = secured(Spec::app("web-1", &hosts), "web-1:w1pw", |d| std::fs::write(dest(d), b"old\n").unwrap());
-    let client = zk_client(&hosts).await;
-    let s = wait_status(&client, "web-1", "rejected", None).await;
-    let err = s["error"].as_str().unwrap();
-    assert!(
-        err.contains(&format!("untrusted: /applications/{APP} allows world:anyone:cdrwa; only agents may create versions there; run zkcoordctl acl init")),
-        "{err}"
-    );
+    let refusal = format!("untrusted: /applications/{APP} allows world:anyone:cdrwa; only agents may create versions there; run zkcoordctl acl init");
+    web1.wait_for_log(&refusal, Duration::from_secs(20));
     assert_eq!(on_disk(&web1).unwrap(), b"old\n");
 
     // The leader repairs the parent as it starts leading, says so, and counts the version made
-    // while it was open.
+    // while it was open. (Until an agent made the status parents, the host could not report.)
     let agent = secured(agent_spec(&hosts), "agent:apw", |_| {});
     agent.wait_for_log(&format!("/applications/{APP}: repaired unsafe ACL (allows world:anyone:cdrwa)"), Duration::from_secs(20));
+    let client = zk_client(&hosts).await;
+    let s = wait_status(&client, "web-1", "rejected", None).await;
+    assert_eq!(s["error"].as_str(), Some(refusal.as_str()), "{s}");
+    assert_eq!(on_disk(&web1).unwrap(), b"old\n");
     assert!(agent.log().contains("1 existing child node(s) were created while it was open"), "{}", agent.log_tail(20));
 
     // Now anonymous writes are refused, there and for a new app under the (repaired) root.
@@ -125,6 +124,10 @@ async fn one_host_cannot_replace_anothers_status_and_a_forged_one_is_not_believe
     let mut web1 = secured(Spec::app("web-1", &hosts), "web-1:w1pw", |_| {});
     let web2 = secured(Spec::app("web-2", &hosts), "web-2:w2pw", |_| {});
     let client = zk_client(&hosts).await;
+    wait_until("both hosts report", Duration::from_secs(20), || async {
+        children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.len() == 2
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let ops = ctl_config(dir.path(), &hosts, "ops:opw", "");
     let out = ctl_stdin(&["--config", &ops, "publish", APP, "-"], b"v1\n");
