@@ -49,6 +49,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod election;
 pub mod exit;
+pub mod guard;
 pub mod hooks;
 pub mod http;
 pub mod install;

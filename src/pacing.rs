@@ -94,7 +94,7 @@ impl Lease {
         app: &str,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Option<Lease>, zk::Error> {
-        crate::session::ensure_path(client, dir, NodeKind::StatusParent).await?;
+        crate::session::ensure_path(client, dir, NodeKind::LeaseParent).await?;
         remove_own_leftovers(client, dir).await?;
         let acl = crate::acl::for_node(NodeKind::Owned);
         let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&acl));

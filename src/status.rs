@@ -20,6 +20,10 @@ pub enum ApplyResult {
     /// The version failed verification (its sha256, its size, or a required signature) and
     /// will not be installed; the old file stays.
     Rejected,
+    /// The host no longer follows this app (removed from its config by SIGHUP) but may not
+    /// delete its node (no DELETE on the status parent): the node stays until the session
+    /// ends, and every reader skips it.
+    Removed,
 }
 
 impl ApplyResult {
@@ -32,6 +36,7 @@ impl ApplyResult {
             ApplyResult::ReloadFailed => "reload-failed",
             ApplyResult::Error => "error",
             ApplyResult::Rejected => "rejected",
+            ApplyResult::Removed => "removed",
         }
     }
 }
@@ -62,10 +67,44 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// The last words of a host that stops following its app: this report marked removed.
+    pub fn tombstone(&self) -> StatusReport {
+        StatusReport { result: ApplyResult::Removed, time: crate::state::now_secs(), ..self.clone() }
+    }
+
+    /// [`StatusReport::tombstone`] of a status node's bytes, for the registration keeper.
+    pub fn tombstone_bytes(data: &[u8]) -> Option<Vec<u8>> {
+        serde_json::from_slice::<StatusReport>(data).ok().map(|r| r.tombstone().to_bytes())
+    }
+
     /// JSON bytes for the znode.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("status serializes")
     }
+}
+
+/// Readers' verdicts on status nodes, by path, with the czxid they were reached at: an
+/// ephemeral node's ACL cannot change without ADMIN, which only its creator has, so a verdict
+/// holds for as long as the node (its czxid) does.
+static TRUST: std::sync::Mutex<Option<std::collections::HashMap<String, (i64, Result<(), String>)>>> = std::sync::Mutex::new(None);
+
+/// Whether the status node at `path` (named after host `node`, with `czxid` as the read that
+/// found it said) may be believed under this process's ACL policy: the one check every reader
+/// (`zkcoordctl status`, `publish --wait`, the rollout supervisor) makes, by
+/// [`crate::acl::AclPolicy::status_owner`]. Ok(Ok) with ACLs off; one getACL per new node.
+pub async fn trusted(client: &zookeeper_client::Client, path: &str, node: &str, czxid: i64) -> Result<Result<(), String>, zookeeper_client::Error> {
+    let Some(policy) = crate::acl::policy() else { return Ok(Ok(())) };
+    if let Some((z, v)) = TRUST.lock().ok().and_then(|t| t.as_ref().and_then(|m| m.get(path).cloned())) {
+        if z == czxid {
+            return Ok(v);
+        }
+    }
+    let (acl, stat) = client.get_acl(path).await?;
+    let verdict = policy.status_owner(node, &acl);
+    if let Ok(mut t) = TRUST.lock() {
+        t.get_or_insert_with(Default::default).insert(path.to_string(), (stat.czxid, verdict.clone()));
+    }
+    Ok(verdict)
 }
 
 #[cfg(test)]
