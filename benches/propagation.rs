@@ -245,7 +245,7 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
         let (sup, handle) = zkcoord::zk::session::channel(metrics.clone());
         tokio::spawn(sup.supervise(config.zookeeper.clone(), shutdown.clone()));
         let (view_tx, mut view_rx) = tokio::sync::watch::channel(AppView::starting(APP));
-        let follower = AppFollower { applier: Applier::new(&config, &config.apps[0], metrics.clone()), ready: gate.part(), view: view_tx };
+        let follower = AppFollower { applier: Applier::new(&config, &config.apps[0], metrics.clone()), ready: gate.part(), view: view_tx, conflict: Default::default() };
         tokio::spawn(follower.run(handle, shutdown.clone()));
         let applied = applied.clone();
         tokio::spawn(async move {

@@ -68,6 +68,8 @@ impl ServiceRunner {
             name: svc.node_name.clone().unwrap_or_else(|| self.node_id.clone()),
             sequential: svc.sequential,
             parent_kind: crate::zk::identity::NodeKind::ServiceParent,
+            tombstone: None,
+            conflict: None,
         };
         let (_data_tx, data_rx) = watch::channel(svc.member_data());
         let mut keeper: Option<(CancellationToken, JoinHandle<()>)> = None;

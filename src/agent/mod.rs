@@ -90,6 +90,9 @@ async fn serve(
     fence: &Fence,
     metrics: &Metrics,
 ) -> Result<std::convert::Infallible, AgentError> {
+    // Before anything: every parent we know of exists with the policy's ACL (or we say loudly
+    // why not), so nobody else can have made one open for us.
+    crate::zk::guard::secure_known(config, client).await?;
     session::ensure_path(client, &layout.requests(), NodeKind::RequestsParent).await?;
     session::ensure_path(client, &layout.outcomes(), NodeKind::OutcomesParent).await?;
     session::ensure_path(client, &layout.claims(), NodeKind::AgentParent).await?;

@@ -128,9 +128,8 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence) -> 
     // Parents app hosts create their directories in (status, reload leases), made by the leader
     // so that with ACLs they carry the policy that lets app hosts do so: an app host that finds
     // the root made by an agent cannot make them itself.
-    for p in [layout.status_root(), layout.reloads()] {
-        crate::zk::session::ensure_path(client, &p, NodeKind::StatusParent).await?;
-    }
+    crate::zk::session::ensure_path(client, &layout.status_root(), NodeKind::StatusParent).await?;
+    crate::zk::session::ensure_path(client, &layout.reloads(), NodeKind::LeaseParent).await?;
     loop {
         let (apps, children_w) = client.list_and_watch_children(&parent).await?;
         let mut wakes: Vec<Wake> = vec![Box::pin(async move {
@@ -197,11 +196,18 @@ async fn step(
     for host in &r.canaries {
         let sp = format!("{}/{host}", layout.status(app));
         let state = match client.get_and_watch_data(&sp).await {
-            Ok((data, _, w)) => {
+            Ok((data, stat, w)) => {
                 wakes.push(Box::pin(async move {
                     w.changed().await;
                 }));
-                canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), &version)
+                match crate::zk::guard::status_trusted(client, &sp, host, stat.czxid).await? {
+                    Ok(()) => canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), &version),
+                    // Written by another identity: never an ok canary (nor a failed one).
+                    Err(why) => {
+                        tracing::warn!(app, host = %host, "canary status not trusted: {why}");
+                        CanaryState::Pending
+                    }
+                }
             }
             Err(zk::Error::NoNode) => {
                 let (_, w) = client.check_and_watch_stat(&sp).await?;

@@ -53,6 +53,36 @@ pub struct Applier {
     pub splay: crate::app::pacing::Splay,
     /// Cancelled when the follower stops: ends a wait for a reload slot (never an install).
     pub stop: CancellationToken,
+    /// With ACLs on: the versions parent's stat as the last listing saw it, and the parents'
+    /// verdict for it (see [`Applier::parents_trusted`]).
+    trust: std::sync::Mutex<TrustCache>,
+}
+
+/// What is known about whether this app's versions and metadata parents may be trusted.
+/// Keyed by the versions parent's (czxid, mzxid, aversion), which every listing returns, so the
+/// ACLs are read again only when one of them changed, not once per publish. Only a trusted
+/// verdict is kept: an untrusted parent is looked at again on every look.
+#[derive(Debug, Default)]
+struct TrustCache {
+    /// The versions parent's stat from the last listing.
+    listed: Option<zk::Stat>,
+    /// The key it was checked at, and what was found.
+    checked: Option<((i64, i64, i32), ParentTrust)>,
+}
+
+/// Trusted parents, and the zxids that mark when each last became safe: only children created
+/// after them are trusted.
+#[derive(Debug, Clone, Copy)]
+struct ParentTrust {
+    /// The versions parent's mzxid.
+    versions_mzxid: i64,
+    /// The metadata parent's mzxid (None when it does not exist yet).
+    meta_mzxid: Option<i64>,
+}
+
+/// The cache key of a versions parent's stat.
+fn trust_key(s: &zk::Stat) -> (i64, i64, i32) {
+    (s.czxid, s.mzxid, s.aversion)
 }
 
 /// What is known about one application between looks: what was applied, what failed, and the
@@ -156,6 +186,7 @@ impl Applier {
             max_config_size: config.max_config_size,
             splay: crate::app::pacing::Splay::of(app),
             stop: CancellationToken::new(),
+            trust: std::sync::Mutex::new(TrustCache::default()),
         }
     }
 
@@ -197,6 +228,7 @@ impl Applier {
     pub async fn list(&self, client: &zk::Client) -> Result<Option<Listing>, zk::Error> {
         match client.get_children(&self.versions).await {
             Ok((children, parent)) => {
+                self.note_parent(&parent);
                 let rollout = crate::zk::rollout::read(client, &self.layout, &self.app.name).await?.map(|(r, _)| r);
                 let children = crate::model::rollout::visible(children, rollout.as_ref(), &self.node_id);
                 Ok(Some(Listing::new(&children, &parent)))
@@ -244,14 +276,34 @@ impl Applier {
         let version_path = format!("{}/{}", self.versions, v.name);
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
         // Version and metadata in one round trip (two pipelined requests).
+        // With ACLs on, the parents' ACLs are checked first (from the cache, mostly: no round trip).
+        let parents = match self.parents_trusted(client).await? {
+            Ok(t) => t,
+            Err(reason) => return Ok(Fetched::Refused(reason)),
+        };
         let (version, meta) = tokio::join!(client.get_data(&version_path), self.read_meta(client, &meta_path));
         let (bytes, stat) = match version {
             Ok(r) => r,
             Err(zk::Error::NoNode) => return Ok(Fetched::Gone),
             Err(e) => return Err(e),
         };
+        if parents.is_some_and(|t| stat.czxid <= t.versions_mzxid) {
+            return Ok(Fetched::Refused(format!(
+                "untrusted: {version_path} was created while {} was open to others (before its ACL was repaired); not installing it, publish again",
+                self.versions
+            )));
+        }
         let mut meta = match meta? {
-            Ok(m) => m,
+            Ok(Some((m, czxid))) => {
+                if parents.and_then(|t| t.meta_mzxid).is_some_and(|mz| czxid <= mz) {
+                    return Ok(Fetched::Refused(format!(
+                        "untrusted: {meta_path} was created while {} was open to others (before its ACL was repaired); not installing",
+                        self.layout.meta(&self.app.name)
+                    )));
+                }
+                Some(m)
+            }
+            Ok(None) => None,
             Err(reason) => return Ok(Fetched::Refused(reason)),
         };
         // The leader writes metadata just after the version. Wait a moment for it when it
@@ -261,7 +313,7 @@ impl Applier {
             || crate::model::content::Marker::parse(&bytes).is_some();
         if meta.is_none() && needs_meta {
             meta = match self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await? {
-                Ok(m) => m,
+                Ok(m) => m.map(|(m, _)| m),
                 Err(reason) => return Ok(Fetched::Refused(reason)),
             };
         }
@@ -282,6 +334,11 @@ impl Applier {
         let content = meta.as_ref().map(|m| &m.content);
         if let Some(why) = crate::host::bundle::kind_mismatch(&self.app, content) {
             return Ok(Fetched::Refused(why));
+        }
+        if parents.is_some() && content.is_some_and(|c| c.is_chunked()) {
+            if let Err(reason) = self.blobs_trusted(client).await? {
+                return Ok(Fetched::Refused(reason));
+            }
         }
         let bytes = match crate::zk::blobs::resolve(client, &self.layout, &self.app.name, bytes, content, self.max_config_size).await? {
             Ok(b) => b,
@@ -309,16 +366,19 @@ impl Applier {
 
     /// Reads a version's metadata: None when there is none, an error message when it does not
     /// parse (metadata that lies or is garbled never counts as absent).
-    async fn read_meta(&self, client: &zk::Client, path: &str) -> Result<Result<Option<VersionMeta>, String>, zk::Error> {
+    /// With the metadata comes its node's czxid, to tell metadata made while its parent was open.
+    async fn read_meta(&self, client: &zk::Client, path: &str) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
         match client.get_data(path).await {
-            Ok((m, _)) => Ok(serde_json::from_slice(&m).map(Some).map_err(|e| format!("metadata {path} does not parse ({e}); not installing"))),
+            Ok((m, stat)) => Ok(serde_json::from_slice(&m)
+                .map(|m| Some((m, stat.czxid)))
+                .map_err(|e| format!("metadata {path} does not parse ({e}); not installing"))),
             Err(zk::Error::NoNode) => Ok(Ok(None)),
             Err(e) => Err(e),
         }
     }
 
     /// Waits up to `limit` for metadata to appear at `path`.
-    async fn wait_for_meta(&self, client: &zk::Client, path: &str, limit: Duration) -> Result<Result<Option<VersionMeta>, String>, zk::Error> {
+    async fn wait_for_meta(&self, client: &zk::Client, path: &str, limit: Duration) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let (stat, watcher) = client.check_and_watch_stat(path).await?;
@@ -328,6 +388,78 @@ impl Applier {
             if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
                 return Ok(Ok(None));
             }
+        }
+    }
+
+    /// Remembers the versions parent's stat from a listing: the key of the ACL cache.
+    pub fn note_parent(&self, stat: &zk::Stat) {
+        if let Ok(mut t) = self.trust.lock() {
+            t.listed = Some(*stat);
+        }
+    }
+
+    /// With ACLs on, whether the versions parent and the metadata parent carry the policy's
+    /// ACL: Ok(None) with ACLs off, Ok(Some(zxids)) when trusted, Err(why) naming the node and
+    /// the ACL found when not. Reads both ACLs (two pipelined requests) only when the versions
+    /// parent's stat differs from the one last checked, or nothing trusted was cached.
+    async fn parents_trusted(&self, client: &zk::Client) -> Result<Result<Option<ParentTrust>, String>, zk::Error> {
+        let Some(policy) = crate::zk::identity::policy() else { return Ok(Ok(None)) };
+        let listed = self.trust.lock().ok().and_then(|t| {
+            let listed = t.listed?;
+            match t.checked {
+                Some((key, trust)) if key == trust_key(&listed) => Some(Ok(trust)),
+                _ => Some(Err(())),
+            }
+        });
+        if let Some(Ok(trust)) = listed {
+            return Ok(Ok(Some(trust)));
+        }
+        let meta_parent = self.layout.meta(&self.app.name);
+        let (versions, meta) = tokio::join!(client.get_acl(&self.versions), client.get_acl(&meta_parent));
+        let (acl, vstat) = versions?;
+        let meta = match meta {
+            Ok(r) => Some(r),
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(e),
+        };
+        if matches!(policy.verdict(crate::zk::identity::NodeKind::AgentParent, &acl), crate::zk::identity::AclVerdict::Unsafe(_)) {
+            return Ok(Err(format!(
+                "untrusted: {} allows {}; only agents may create versions there; run zkcoordctl acl init",
+                self.versions,
+                excess_of(policy, crate::zk::identity::NodeKind::AgentParent, &acl)
+            )));
+        }
+        if let Some((macl, _)) = &meta {
+            if matches!(policy.verdict(crate::zk::identity::NodeKind::AgentParent, macl), crate::zk::identity::AclVerdict::Unsafe(_)) {
+                return Ok(Err(format!(
+                    "untrusted: {meta_parent} allows {}; only agents may write metadata there; run zkcoordctl acl init",
+                    excess_of(policy, crate::zk::identity::NodeKind::AgentParent, macl)
+                )));
+            }
+        }
+        let trust = ParentTrust { versions_mzxid: vstat.mzxid, meta_mzxid: meta.map(|(_, s)| s.mzxid) };
+        if let Ok(mut t) = self.trust.lock() {
+            t.listed = Some(vstat);
+            t.checked = Some((trust_key(&vstat), trust));
+        }
+        Ok(Ok(Some(trust)))
+    }
+
+    /// Whether `blobs/<app>`, which chunked content is read from, carries the policy's ACL.
+    async fn blobs_trusted(&self, client: &zk::Client) -> Result<Result<(), String>, zk::Error> {
+        let Some(policy) = crate::zk::identity::policy() else { return Ok(Ok(())) };
+        let dir = self.layout.app_blobs(&self.app.name);
+        match client.get_acl(&dir).await {
+            Ok((acl, _)) => match policy.verdict(crate::zk::identity::NodeKind::Blobs, &acl) {
+                crate::zk::identity::AclVerdict::Unsafe(_) => Ok(Err(format!(
+                    "untrusted: {dir} allows {}; only agents and publishers may create chunks there; run zkcoordctl acl init",
+                    excess_of(policy, crate::zk::identity::NodeKind::Blobs, &acl)
+                ))),
+                _ => Ok(Ok(())),
+            },
+            // Missing chunks are reported by the read itself.
+            Err(zk::Error::NoNode) => Ok(Ok(())),
+            Err(e) => Err(e),
         }
     }
 
@@ -443,12 +575,15 @@ pub struct AppView {
     /// Whether a failed apply will be tried again without a new publish (write errors back off
     /// and retry; a failed check or reload waits for a newer version).
     pub retrying: bool,
+    /// Why our status node is not ours: another session holds our name (see
+    /// [`crate::zk::registration`]); the host is unhealthy while it lasts.
+    pub conflict: Option<String>,
 }
 
 impl AppView {
     /// The view of an app whose follower has not started yet.
     pub fn starting(name: &str) -> AppView {
-        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false }
+        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false, conflict: None }
     }
 
     /// This app's part of the STATUS line: `nginxconf=conf-0000000012`,
@@ -479,6 +614,9 @@ impl AppView {
         let Some(r) = self.report.as_ref().filter(|_| self.looked) else {
             return Err(format!("app {name}: not yet synced with ZooKeeper"));
         };
+        if let Some(why) = &self.conflict {
+            return Err(format!("app {name}: {why}"));
+        }
         if self.behind == 0 || self.applying || self.retrying {
             return Ok(());
         }
@@ -512,6 +650,8 @@ pub struct AppFollower {
     pub ready: ReadyPart,
     /// Where this app's view is published, for STATUS and `/healthz`.
     pub view: watch::Sender<AppView>,
+    /// Whether another session holds our status node's name, as the keeper last said.
+    pub conflict: std::sync::Mutex<Option<String>>,
 }
 
 impl AppFollower {
@@ -523,11 +663,14 @@ impl AppFollower {
         let mut seen = Seen::default();
         let (status_tx, status_rx) = watch::channel(p.report.to_bytes());
         let (reg_tx, _reg_rx) = watch::channel(None);
+        let (conflict_tx, mut conflict_rx) = watch::channel(None);
         let spec = NodeSpec {
             parent: a.layout.status(&a.app.name),
             name: a.node_id.clone(),
             sequential: false,
             parent_kind: crate::zk::identity::NodeKind::StatusParent,
+            tombstone: Some(StatusReport::tombstone_bytes),
+            conflict: Some(Arc::new(conflict_tx)),
         };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
         a.metrics.app_started(&a.app.name);
@@ -542,6 +685,12 @@ impl AppFollower {
                     let retry = p.retry.map(tokio::time::sleep);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
+                        Ok(()) = conflict_rx.changed() => {
+                            if let Ok(mut c) = self.conflict.lock() {
+                                *c = conflict_rx.borrow_and_update().clone();
+                            }
+                            Ok(())
+                        }
                         _ = wake => Ok(()),
                         _ = session.changed() => Ok(()),
                         _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => Ok(()),
@@ -581,7 +730,10 @@ impl AppFollower {
             crate::zk::rollout::read_and_watch(client, &a.layout, &a.app.name)
         );
         let (children, parent, watcher) = match listed {
-            Ok(r) => r,
+            Ok(r) => {
+                a.note_parent(&r.1);
+                r
+            }
             Err(zk::Error::NoNode) => {
                 // Nothing published yet: wait for the parent to appear.
                 let (stat, w) = client.check_and_watch_stat(&a.versions).await?;
@@ -645,12 +797,22 @@ impl AppFollower {
             newest: seen.newest.clone(),
             behind: seen.behind,
             retrying: p.retry.is_some(),
+            conflict: self.conflict.lock().ok().and_then(|c| c.clone()),
         };
         self.view.send_if_modified(|v| {
             let changed = *v != view;
             *v = view;
             changed
         });
+    }
+}
+
+/// The entries of `acl` that hold more than the policy gives on a parent of `kind`, as the
+/// verdict names them (`world:anyone:cdrwa`).
+fn excess_of(policy: &crate::zk::identity::AclPolicy, kind: crate::zk::identity::NodeKind, acl: &[zk::Acl]) -> String {
+    match policy.verdict(kind, acl) {
+        crate::zk::identity::AclVerdict::Unsafe(w) => w.trim_start_matches("allows ").to_string(),
+        _ => crate::zk::identity::describe(acl),
     }
 }
 
@@ -677,6 +839,7 @@ mod tests {
             newest: Some("conf-0000000002".into()),
             behind,
             retrying,
+            conflict: None,
         }
     }
 

@@ -68,7 +68,7 @@ impl Lease {
         app: &str,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Option<Lease>, zk::Error> {
-        crate::zk::session::ensure_path(client, dir, NodeKind::StatusParent).await?;
+        crate::zk::session::ensure_path(client, dir, NodeKind::LeaseParent).await?;
         remove_own_leftovers(client, dir).await?;
         let acl = crate::zk::identity::for_node(NodeKind::Owned);
         let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&acl));

@@ -129,6 +129,8 @@ impl RenderFollower {
             name: self.node_id.clone(),
             sequential: false,
             parent_kind: crate::zk::identity::NodeKind::StatusParent,
+            tombstone: Some(StatusReport::tombstone_bytes),
+            conflict: None,
         };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
         self.metrics.app_started(&name);
@@ -307,6 +309,7 @@ impl RenderFollower {
             // members, which `/healthz` reports; a held-back empty list is deliberate, not that.
             behind: u64::from(st.report.result != ApplyResult::Ok && st.report.result != ApplyResult::Pending),
             retrying: false,
+            conflict: None,
         };
         self.view.send_if_modified(|v| {
             let changed = *v != view;

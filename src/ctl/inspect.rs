@@ -111,7 +111,8 @@ pub struct HostStatus {
     pub host: String,
     /// What it runs.
     pub version: Option<String>,
-    /// How its last attempt ended.
+    /// How its last attempt ended; `untrusted` when its node was written by another identity
+    /// (then `error` says which, and nothing else of it is shown).
     pub result: String,
     /// The version of a failed attempt.
     pub attempted: Option<String>,
@@ -191,11 +192,20 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
         let dir = t.layout.status(&app);
         let mut hosts = Vec::new();
         for host in children_or_empty(client, &dir).await? {
-            let report: Option<StatusReport> = match client.get_data(&format!("{dir}/{host}")).await {
-                Ok((b, _)) => serde_json::from_slice(&b).ok(),
-                Err(_) => None,
+            let path = format!("{dir}/{host}");
+            let (report, stat): (Option<StatusReport>, _) = match client.get_data(&path).await {
+                Ok((b, stat)) => (serde_json::from_slice(&b).ok(), Some(stat)),
+                Err(_) => (None, None),
             };
-            let Some(r) = report else { continue };
+            let (Some(r), Some(stat)) = (report, stat) else { continue };
+            if r.result == crate::model::status::ApplyResult::Removed {
+                continue;
+            }
+            // With the policy known, a node some other identity wrote says nothing about the host.
+            if let Err(why) = crate::zk::guard::status_trusted(client, &path, &host, stat.czxid).await.map_err(zk_fail)? {
+                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why), age_secs: 0, behind: false });
+                continue;
+            }
             let runs = r.version.as_deref().and_then(VersionId::parse);
             hosts.push(HostStatus {
                 behind: newest.as_ref().is_some_and(|n| runs.as_ref().is_none_or(|v| v.seq < n.seq)),
@@ -247,6 +257,9 @@ pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), Ct
             );
             if h.behind {
                 line.push_str("  BEHIND");
+            }
+            if h.result == "untrusted" {
+                line = format!("  {:<16} {}", h.host, h.error.as_deref().unwrap_or("untrusted"));
             }
             if let (Some(a), Some(e)) = (&h.attempted, &h.error) {
                 line.push_str(&format!("  ({a}: {})", e.lines().next().unwrap_or_default()));
@@ -305,7 +318,8 @@ mod tests {
     }
 }
 
-/// Applies the configured ACL policy to every zkcoord node that exists.
+/// Creates the parents the config knows of and gives every zkcoord node that exists the
+/// configured ACL policy, repairing unsafe and incomplete ACLs (see [`crate::zk::guard`]).
 pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
     use crate::zk::identity::NodeKind;
     let Some(config) = &t.config else {
@@ -328,7 +342,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         (l.meta_root(), NodeKind::AgentParent),
         (l.blobs(), NodeKind::Blobs),
         (l.rollouts(), NodeKind::AgentParent),
-        (l.reloads(), NodeKind::StatusParent),
+        (l.reloads(), NodeKind::LeaseParent),
     ];
     for app in children_or_empty(&client, &l.blobs()).await? {
         let dir = l.app_blobs(&app);
@@ -342,7 +356,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((l.meta(&app), NodeKind::AgentParent));
         plan.push((l.status(&app), NodeKind::StatusParent));
         plan.push((l.rollout(&app), NodeKind::Rollout));
-        plan.push((l.app_reloads(&app), NodeKind::StatusParent));
+        plan.push((l.app_reloads(&app), NodeKind::LeaseParent));
     }
     plan.push((crate::config::DEFAULT_SERVICES_ROOT.to_string(), NodeKind::ServiceParent));
     for service in children_or_empty(&client, crate::config::DEFAULT_SERVICES_ROOT).await? {
@@ -356,20 +370,40 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((format!("{drain_root}/{node}"), NodeKind::DrainParent));
     }
     plan.push((drain_root, NodeKind::DrainParent));
-    let mut set = 0;
+    // The parents this config knows of are created when missing; everything else is checked
+    // where it exists. Each is repaired by the one comparison leaders use (acl::verdict).
+    let mut items = crate::zk::guard::known(config);
     for (path, kind) in plan {
-        match client.set_acl(&path, &policy.acl_for(kind), None).await {
-            Ok(_) => {
-                set += 1;
-                println!("{path}: {kind:?}");
-            }
-            Err(zk::Error::NoNode) => {}
-            Err(zk::Error::NoAuth) => {
-                return Err(fail(exit::UNAVAILABLE, crate::zk::identity::explain_noauth(&path, "set the ACL of", None)));
-            }
-            Err(e) => return Err(zk_fail(e)),
+        if !items.iter().any(|i| i.path == path) {
+            items.push(crate::zk::guard::Guarded { path, kind, marks_trust: false });
         }
     }
-    println!("ACLs set on {set} node(s)");
+    // Versions and metadata parents of apps found in ZooKeeper mark their children on repair too.
+    for app in children_or_empty(&client, l.applications()).await? {
+        for i in items.iter_mut().filter(|i| i.path == t.versions_path(&app) || i.path == l.meta(&app)) {
+            i.marks_trust = true;
+        }
+    }
+    let known: Vec<String> = crate::zk::guard::known(config).into_iter().map(|i| i.path).collect();
+    let (mut changed, mut refused) = (0, 0);
+    for item in &items {
+        let s = crate::zk::guard::secure(&client, &policy, item, known.contains(&item.path)).await.map_err(zk_fail)?;
+        if let Some(line) = crate::zk::guard::describe(&item.path, &s) {
+            match s {
+                crate::zk::guard::Secured::Refused { .. } => {
+                    refused += 1;
+                    eprintln!("{line}");
+                }
+                _ => {
+                    changed += 1;
+                    println!("{line}");
+                }
+            }
+        }
+    }
+    println!("ACLs checked on {} node(s): {changed} created or repaired, {refused} refused", items.len());
+    if refused > 0 {
+        return Err(fail(exit::UNAVAILABLE, format!("{refused} node(s) keep a wrong ACL; see above")));
+    }
     Ok(())
 }

@@ -165,6 +165,8 @@ enum HostProgress {
     Failed(String, String),
     /// Not there yet (or no report yet).
     Pending,
+    /// Its status node was written by another identity: not counted, not waited for.
+    Untrusted(String),
 }
 
 fn seq(name: Option<&str>) -> Option<u64> {
@@ -188,7 +190,13 @@ fn progress_of(report: Option<&StatusReport>, target: &VersionId) -> HostProgres
 /// `3/4 applied, 1 check-failed on web-07: nginx: [emerg] unknown directive "servr"`.
 fn summary_line(hosts: &BTreeMap<String, HostProgress>) -> String {
     let applied = hosts.values().filter(|p| **p == HostProgress::Applied).count();
-    let mut line = format!("{applied}/{} applied", hosts.len());
+    let counted = hosts.values().filter(|p| !matches!(p, HostProgress::Untrusted(_))).count();
+    let mut line = format!("{applied}/{counted} applied");
+    for (host, p) in hosts {
+        if let HostProgress::Untrusted(why) = p {
+            line.push_str(&format!(", {host} not counted ({why})"));
+        }
+    }
     for (host, p) in hosts {
         if let HostProgress::Failed(result, error) = p {
             line.push_str(&format!(", 1 {result} on {host}: {error}"));
@@ -296,14 +304,22 @@ async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Versi
 /// One host's progress and a watch on its report; None when the host is gone.
 async fn read_host(client: &zk::Client, dir: &str, host: &str, target: &VersionId) -> Result<Option<(HostProgress, HostWatch)>, CtlError> {
     match client.get_and_watch_data(&format!("{dir}/{host}")).await {
-        Ok((data, _, w)) => {
+        Ok((data, stat, w)) => {
             let report: Option<StatusReport> = serde_json::from_slice(&data).ok();
-            let host = host.to_string();
+            if report.as_ref().is_some_and(|r| r.result == ApplyResult::Removed) {
+                return Ok(None);
+            }
+            let trust = crate::zk::guard::status_trusted(client, &format!("{dir}/{host}"), host, stat.czxid).await.map_err(zk_fail)?;
+            let name = host.to_string();
             let watch: HostWatch = Box::pin(async move {
                 w.changed().await;
-                host
+                name
             });
-            Ok(Some((progress_of(report.as_ref(), target), watch)))
+            let progress = match trust {
+                Ok(()) => progress_of(report.as_ref(), target),
+                Err(why) => HostProgress::Untrusted(why),
+            };
+            Ok(Some((progress, watch)))
         }
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(zk_fail(e)),

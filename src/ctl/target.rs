@@ -93,14 +93,21 @@ impl Target {
         self.config.as_ref().map(|c| c.max_config_size).unwrap_or(crate::config::DEFAULT_MAX_CONFIG_SIZE)
     }
 
-    /// A version's bytes (read from its chunks when it is chunked).
+    /// A version's bytes (read from its chunks when its metadata says it is chunked).
     pub async fn bytes_of(&self, client: &zk::Client, app: &str, v: &VersionId) -> Result<Vec<u8>, CtlError> {
         let data = match client.get_data(&format!("{}/{}", self.versions_path(app), v.name)).await {
             Ok((b, _)) => b,
             Err(zk::Error::NoNode) => return Err(fail(exit::DATAERR, format!("{app} has no version {}", v.name))),
             Err(e) => return Err(zk_fail(e)),
         };
-        match crate::zk::blobs::resolve(client, &self.layout, app, data, None, self.max_config_size()).await {
+        // Chunked only when the agent's metadata says so: a plain client's marker-shaped bytes
+        // are what they are.
+        let meta: Option<crate::model::request::VersionMeta> = match client.get_data(&format!("{}/{}", self.layout.meta(app), v.name)).await {
+            Ok((m, _)) => serde_json::from_slice(&m).ok(),
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(zk_fail(e)),
+        };
+        match crate::zk::blobs::resolve(client, &self.layout, app, data, meta.as_ref().map(|m| &m.content), self.max_config_size()).await {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(why)) => Err(fail(exit::DATAERR, format!("{app} {}: {why}", v.name))),
             Err(e) => Err(zk_fail(e)),

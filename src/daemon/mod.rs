@@ -183,6 +183,8 @@ impl Components {
             name: crate::model::layout::WORKER_PREFIX.into(),
             sequential: true,
             parent_kind: crate::zk::identity::NodeKind::AgentParent,
+            tombstone: None,
+            conflict: None,
         };
         let keeper = registration::keep(spec, self.session.clone(), data_rx, reg_tx, self.work_stop.clone());
         self.fixed.spawn(async move {
@@ -224,7 +226,7 @@ impl Components {
             let follower = RenderFollower::new(config, app, self.metrics.clone(), self.gate.part(), view_tx);
             tokio::spawn(follower.run(self.session.clone(), stop.clone()))
         } else {
-            let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), view: view_tx };
+            let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), view: view_tx, conflict: Default::default() };
             tokio::spawn(follower.run(self.session.clone(), stop.clone()))
         };
         RunningApp { config: app.clone(), stop, task, view }

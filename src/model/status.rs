@@ -20,6 +20,10 @@ pub enum ApplyResult {
     /// The version failed verification (its sha256, its size, or a required signature) and
     /// will not be installed; the old file stays.
     Rejected,
+    /// The host no longer follows this app (removed from its config by SIGHUP) but may not
+    /// delete its node (no DELETE on the status parent): the node stays until the session
+    /// ends, and every reader skips it.
+    Removed,
 }
 
 impl ApplyResult {
@@ -32,6 +36,7 @@ impl ApplyResult {
             ApplyResult::ReloadFailed => "reload-failed",
             ApplyResult::Error => "error",
             ApplyResult::Rejected => "rejected",
+            ApplyResult::Removed => "removed",
         }
     }
 }
@@ -62,6 +67,16 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// The last words of a host that stops following its app: this report marked removed.
+    pub fn tombstone(&self) -> StatusReport {
+        StatusReport { result: ApplyResult::Removed, time: crate::clock::now_secs(), ..self.clone() }
+    }
+
+    /// [`StatusReport::tombstone`] of a status node's bytes, for the registration keeper.
+    pub fn tombstone_bytes(data: &[u8]) -> Option<Vec<u8>> {
+        serde_json::from_slice::<StatusReport>(data).ok().map(|r| r.tombstone().to_bytes())
+    }
+
     /// JSON bytes for the znode.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("status serializes")

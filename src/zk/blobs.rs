@@ -139,7 +139,9 @@ pub async fn verify_request(client: &zk::Client, layout: &Layout, h: &RequestHea
 
 /// Resolves a version node's data into its content (app side, and `zkcoordctl get`/rollback):
 /// chunked versions are read from their chunks and verified; other data is returned as is.
-/// Chunked is decided by the metadata, or by the marker when the metadata is not there yet.
+/// Chunked is decided by the agent-written metadata alone: a version without metadata (a plain
+/// client's) is raw bytes by contract, even when they look like a marker, so a marker someone
+/// wrote by hand never makes a host install what chunks it points to.
 pub async fn resolve(
     client: &zk::Client,
     layout: &Layout,
@@ -151,7 +153,7 @@ pub async fn resolve(
     let says_chunked = meta.map(|c| c.is_chunked() || c.storage.as_deref() == Some(STORAGE_CHUNKED));
     match (says_chunked, Marker::parse(&data)) {
         (Some(true), None) => Ok(Err("metadata says chunked, but the version node holds no chunk marker".into())),
-        (Some(true) | None, Some(m)) => read_blob(client, layout, app, &m, max).await,
+        (Some(true), Some(m)) => read_blob(client, layout, app, &m, max).await,
         _ => Ok(Ok(data)),
     }
 }

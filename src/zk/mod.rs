@@ -10,6 +10,7 @@
 pub mod blobs;
 pub mod election;
 pub mod fence;
+pub mod guard;
 pub mod identity;
 pub mod members;
 pub mod registration;

@@ -19,6 +19,14 @@ pub struct NodeSpec {
     pub sequential: bool,
     /// What the parent is, for its ACL if we have to create it.
     pub parent_kind: crate::zk::identity::NodeKind,
+    /// What the node says when we stop and may not delete it (a status parent gives hosts no
+    /// DELETE, so a removed app's node stays until the session ends): readers skip it.
+    /// Maps the node's last data to what it says then.
+    pub tombstone: Option<fn(&[u8]) -> Option<Vec<u8>>>,
+    /// Told when our name is held by another session for longer than a session timeout (an
+    /// impostor, or a stuck predecessor), and cleared once the node is ours: the host reports
+    /// itself unhealthy meanwhile.
+    pub conflict: Option<std::sync::Arc<watch::Sender<Option<String>>>>,
 }
 
 /// Our node as it currently exists.
@@ -43,6 +51,7 @@ pub async fn keep(
     shutdown: CancellationToken,
 ) {
     let mut cleanup_session = session.clone();
+    let last_data = data.clone();
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = keep_until_cancelled(&spec, session, data, &out) => {}
@@ -51,7 +60,13 @@ pub async fn keep(
     let view = cleanup_session.current();
     if let (Some(reg), Some(client)) = (ours, view.client) {
         if reg.generation == view.generation {
-            let _ = tokio::time::timeout(Duration::from_secs(1), client.delete(&reg.path, None)).await;
+            let deleted = tokio::time::timeout(Duration::from_secs(1), client.delete(&reg.path, None)).await;
+            let last = spec.tombstone.and_then(|f| f(&last_data.borrow()));
+            if let (Ok(Err(zk::Error::NoAuth)), Some(last)) = (deleted, last) {
+                // No DELETE on the parent: say "removed" instead; the node goes with the session.
+                tracing::info!(node = %reg.path, "not allowed to delete our node; marking it removed until the session ends");
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.set_data(&reg.path, &last, None)).await;
+            }
         }
     }
 }
@@ -170,13 +185,17 @@ async fn create(client: &zk::Client, spec: &NodeSpec, bytes: &[u8]) -> Result<St
             Err(zk::Error::NodeExists) if !spec.sequential => {
                 // A node of that name owned by another session: most likely our own previous
                 // process (killed, restarted faster than its session expired). Replace it so
-                // our registration does not vanish when that session expires.
+                // our registration does not vanish when that session expires; where the parent
+                // gives us no DELETE (status, with ACLs), wait for that session to expire.
                 match client.check_stat(&base).await? {
                     Some(stat) if stat.ephemeral_owner == client.session_id().0 => return Ok(base),
                     Some(stat) => {
-                        tracing::info!(node = %base, owner = %zk::SessionId(stat.ephemeral_owner), "replacing a node left by an earlier session");
+                        let owner = zk::SessionId(stat.ephemeral_owner);
                         match client.delete(&base, Some(stat.version)).await {
-                            Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
+                            Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {
+                                tracing::info!(node = %base, %owner, "replaced a node left by an earlier session");
+                            }
+                            Err(zk::Error::NoAuth) => wait_for_owner_to_go(client, spec, &base, owner).await?,
                             Err(e) => return Err(e),
                         }
                     }
@@ -184,6 +203,44 @@ async fn create(client: &zk::Client, spec: &NodeSpec, bytes: &[u8]) -> Result<St
                 }
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until the node `path`, held by session `owner`, is gone (its session expired). Logs
+/// once at info; after twice our session timeout (longer than any session of a predecessor on
+/// this ensemble should last) logs an error naming the node and the owner, and reports the
+/// conflict, since then someone else most likely holds our name.
+async fn wait_for_owner_to_go(client: &zk::Client, spec: &NodeSpec, path: &str, owner: zk::SessionId) -> Result<(), zk::Error> {
+    tracing::info!(node = %path, %owner, "our node is held by an earlier session and we may not delete it; waiting for that session to expire");
+    let patience = client.session_timeout() * 2;
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut told = false;
+    loop {
+        let (stat, watcher) = client.check_and_watch_stat(path).await?;
+        if stat.is_none() {
+            if let Some(c) = &spec.conflict {
+                c.send_replace(None);
+            }
+            return Ok(());
+        }
+        let timeout = if told { None } else { Some(deadline) };
+        match timeout {
+            Some(at) => {
+                if tokio::time::timeout_at(at, watcher.changed()).await.is_err() {
+                    told = true;
+                    let why = format!(
+                        "{path} is held by session {owner}, not ours, for more than {patience:?}: another host may be reporting under our name"
+                    );
+                    tracing::error!("{why}");
+                    if let Some(c) = &spec.conflict {
+                        c.send_replace(Some(why));
+                    }
+                }
+            }
+            None => {
+                watcher.changed().await;
+            }
         }
     }
 }
