@@ -181,7 +181,9 @@ impl Batch {
             };
             answers.push((req, outcome, meta_for));
         }
+        let (requests, created) = (answers.len(), names.len());
         write_answers(layout, client, fence, metrics, answers).await?;
+        tracing::debug!(requests, created, "batch of publish requests handled");
         Ok(batch.creates.into_iter().map(|c| c.app).collect())
     }
 }
