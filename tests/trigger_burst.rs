@@ -110,6 +110,19 @@ async fn measure_a_burst_of_500_fire_and_forget_triggers() {
         burst.drain_time.as_secs_f64(),
         burst.versions.len() as f64 / burst.drain_time.as_secs_f64().max(1e-9),
     );
+    // How the leader grouped them (its debug log line per batch).
+    let log = agent.log();
+    let batches: Vec<usize> = log
+        .lines()
+        .filter(|l| l.contains("batch of publish requests handled"))
+        .filter_map(|l| l.split("requests=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    println!(
+        "leader: {} batches, {:.1} requests each on average, largest {}",
+        batches.len(),
+        batches.iter().sum::<usize>() as f64 / batches.len().max(1) as f64,
+        batches.iter().max().unwrap_or(&0)
+    );
     // One sender that waits for each answer.
     let t = Instant::now();
     let waited = tokio::task::spawn_blocking(move || {
