@@ -872,6 +872,16 @@ reload = ["nginx", "-s", "reload"]
     }
 
     #[test]
+    fn a_trigger_without_a_single_connection_slot_is_refused() {
+        let text = MINIMAL.replace(
+            "[zookeeper]",
+            "[agent]\ntrigger_listen = \"127.0.0.1:8877\"\ntrigger_app = \"nginxconf\"\ntrigger_max_connections = 0\n[zookeeper]",
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("agent.trigger_max_connections") && err.contains("at least 1"), "{err}");
+    }
+
+    #[test]
     fn app_role_without_apps_is_refused() {
         let err = load("role = \"app\"\n[zookeeper]\nhosts = \"h:1\"\n").unwrap_err().to_string();
         assert!(err.contains("[[app]]"), "{err}");

@@ -35,6 +35,8 @@ pub const MAX_BATCH_REQUESTS: usize = 32;
 pub const MAX_MULTI_BYTES: usize = 512 * 1024;
 
 /// What the batch does for one request.
+// Short-lived, at most MAX_BATCH_REQUESTS of them: the size of the metadata does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Plan {
     /// Answer without creating anything (rejected, or unchanged), maybe filling in the
     /// metadata of the version it equals.

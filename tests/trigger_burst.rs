@@ -51,8 +51,10 @@ async fn a_burst_of_fire_and_forget_triggers_loses_nothing_and_stays_within_budg
     assert!(!agent.log().contains("connection refused"), "no accepted connection may be dropped");
 
     let (rss_kib, fds) = rss_kib_and_fds(agent.pid());
-    eprintln!("figures: agent after the burst: RSS {rss_kib} KiB, {fds} fds");
+    let peak_kib = proc_status_kib(agent.pid(), "VmHWM:");
+    eprintln!("figures: agent after the burst: RSS {rss_kib} KiB (peak {peak_kib} KiB), {fds} fds");
     assert!(rss_kib > 0 && rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
+    assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
     assert!(fds > 0 && fds < 300, "{fds} open fds");
 }
 

@@ -420,13 +420,17 @@ pub async fn trigger_burst(client: &Client, port: u16, n: usize, senders: usize,
 
 /// A process's resident memory (KiB) and open file descriptors, from /proc.
 pub fn rss_kib_and_fds(pid: u32) -> (u64, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (proc_status_kib(pid, "VmRSS:"), fds)
+}
+
+/// A KiB figure of /proc/<pid>/status, e.g. "VmRSS:" or "VmHWM:" (the peak RSS); 0 if unreadable.
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-    (rss, fds)
+        .unwrap_or(0)
 }
