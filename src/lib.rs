@@ -9,6 +9,7 @@
 //! - [`registration`]: keeps an ephemeral node alive for as long as the daemon runs.
 //! - [`election`]: agents elect `leaders` leaders from their registration nodes.
 //! - [`agent`]: the leader's intake of publish requests, fenced writes, pruning.
+//! - [`intake`]: the single leader handles requests that arrive together in batches.
 //! - [`request`]: the publish request format shared by `zkcoordctl`, the trigger and the agent.
 //! - [`trigger`]: the legacy `add|<data>` TCP listener.
 //! - [`app`]: watches an application's versions and applies the newest.
@@ -53,6 +54,7 @@ pub mod guard;
 pub mod hooks;
 pub mod http;
 pub mod install;
+pub mod intake;
 pub mod layout;
 pub mod logging;
 pub mod members;

@@ -153,8 +153,20 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
 
 /// Queues a request for the leader; returns the request node's name.
 pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
+    ensure_parents(client, layout).await?;
+    create(client, layout, header, data).await
+}
+
+/// Makes sure the requests and outcomes parents exist (two round trips). A long-lived
+/// submitter (the legacy trigger) does this once per session, not once per request.
+pub async fn ensure_parents(client: &zk::Client, layout: &Layout) -> Result<(), zk::Error> {
     crate::session::ensure_path(client, &layout.requests(), crate::acl::NodeKind::RequestsParent).await?;
-    crate::session::ensure_path(client, &layout.outcomes(), crate::acl::NodeKind::OutcomesParent).await?;
+    crate::session::ensure_path(client, &layout.outcomes(), crate::acl::NodeKind::OutcomesParent).await
+}
+
+/// Queues a request for the leader, its parents known to exist ([`ensure_parents`]); returns
+/// the request node's name.
+pub async fn create(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
     let prefix = format!("{}/{}", layout.requests(), REQUEST_PREFIX);
     let acl = crate::acl::for_node(crate::acl::NodeKind::Owned);
     let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&acl));
