@@ -13,12 +13,14 @@
 //!   legacy trigger, one client and 16 concurrent clients;
 //! - failover: SIGTERM and kill -9 of the leading agent until a publish is acknowledged;
 //!   re-registration of an app host's status node and an agent's election node after expiry;
+//! - burst: 500 fire-and-forget legacy triggers against one agent on a single ZooKeeper,
+//!   versions created and time to drain (BENCHMARKS.md, issue 19);
 //! - footprint: an idle app daemon's RSS, CPU and context switches over 60 s, the same under a
 //!   publish every 100 ms, and the binaries' sizes.
 //!
 //! `ZKCOORD_BENCH_PUBLISHES` sets the publishes per propagation row (default 200),
 //! `ZKCOORD_BENCH_IDLE_SECS` the idle window (default 60), and `ZKCOORD_BENCH_ONLY` a comma list
-//! of sections (floor, propagation, fanout, throughput, failover, footprint; default all).
+//! of sections (burst, floor, propagation, fanout, throughput, failover, footprint; default all).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -435,6 +437,39 @@ async fn section_throughput(hosts: &str, trigger_port: u16, per_client: usize, r
     }
 }
 
+/// A burst of `n` fire-and-forget legacy triggers (100 B-20 KiB, distinct, one sender back to
+/// back, as `trigger.py` in a loop) against one agent on its own single ZooKeeper: versions
+/// created and time to drain; then one sender that waits for each answer.
+async fn section_burst(n: usize, report: &mut Vec<String>) {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let port = free_port();
+    let mut spec = Spec::agent("agent-burst", &hosts);
+    spec.agent_extra = format!("trigger_listen = \"127.0.0.1:{port}\"\ntrigger_app = \"{APP}\"\nkeep_versions = {}", n * 2 + 200);
+    let agent = spec.start();
+    let client = zk_client(&hosts).await;
+    agent.wait_for_log("legacy trigger listening", Duration::from_secs(30));
+    wait_until("the burst agent leads", Duration::from_secs(30), || async { leader_pid(&client).await.is_some() }).await;
+    let burst = trigger_burst(&client, port, n, 1, Duration::from_secs(600)).await;
+    let secs = burst.drain_time.as_secs_f64();
+    report.push(String::new());
+    report.push("| legacy trigger burst (1 ZooKeeper) | sent | versions | drain (s) | versions/s |".into());
+    report.push("|---|---|---|---|---|".into());
+    report.push(format!(
+        "| fire-and-forget, 100 B-20 KiB, back to back | {n} | {} | {secs:.2} | {:.0} |",
+        burst.versions.len(),
+        burst.versions.len() as f64 / secs.max(1e-9)
+    ));
+    let t = Instant::now();
+    let waited = tokio::task::spawn_blocking(move || {
+        (0..100).filter(|i| trigger(port, format!("add|waiting sender {i}\n").as_bytes()).starts_with("published")).count()
+    })
+    .await
+    .unwrap_or(0);
+    let secs = t.elapsed().as_secs_f64();
+    report.push(format!("| one sender waiting for each answer | 100 | {waited} | {secs:.2} | {:.0} |", waited as f64 / secs));
+}
+
 /// Time until a node with `prefix` under `parent` is owned by a session other than `old`.
 async fn wait_reowned(client: &zk::Client, parent: &str, name_prefix: &str, old: i64) -> Instant {
     loop {
@@ -564,13 +599,16 @@ async fn section_footprint(hosts: &str, idle_secs: u64, report: &mut Vec<String>
 async fn main() {
     let n: usize = std::env::var("ZKCOORD_BENCH_PUBLISHES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
     let idle_secs: u64 = std::env::var("ZKCOORD_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let zk = ZkEnsemble::three();
-    let hosts = zk.connect_string();
     let mut report = vec![format!(
         "machine: {} cores, {}; ZooKeeper x3 on loopback (tickTime 200)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         std::env::consts::ARCH
     )];
+    if wanted("burst") {
+        section_burst(500, &mut report).await;
+    }
+    let zk = ZkEnsemble::three();
+    let hosts = zk.connect_string();
     if wanted("floor") {
         table(&mut report, "the floor (ms)");
         report.push(row("plain client create -> watch -> read", floor(&hosts, n).await));

@@ -148,3 +148,52 @@ reload = "echo upstreams >> {{dir}}/reloads.log"
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_together_are_decided_in_order_as_if_one_by_one() {
+    use zkcoord::model::request::{self, Outcome};
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let layout = zkcoord::model::layout::Layout::new("/zkcoord", "/applications", "/roles/workers");
+    // A version made by a plain client (no metadata), then requests queued before any agent
+    // runs, so that the leader finds them all pending at once and handles them as one batch.
+    create_all(&client, &format!("/applications/{APP}")).await;
+    let c0 = create_seq(&client, &format!("/applications/{APP}/conf-"), b"C\n").await;
+    let c0 = c0.rsplit('/').next().unwrap().to_string();
+    let mut reqs = Vec::new();
+    for data in [&b"C\n"[..], b"A\n", b"A\n", b"B\n", b"A\n", b"B\n", b"B\n"] {
+        let header = request::header_for(APP, "me@test", Some("batch".into()), "zkcoordctl", data).unwrap();
+        reqs.push(zkcoord::zk::request::submit(&client, &layout, &header, data).await.unwrap());
+    }
+    let mut bad = request::header_for(APP, "me@test", None, "zkcoordctl", b"D\n").unwrap();
+    bad.sha256 = zkcoord::digest::sha256_hex(b"not D");
+    reqs.push(zkcoord::zk::request::submit(&client, &layout, &bad, b"D\n").await.unwrap());
+
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let mut outcomes = Vec::new();
+    for r in &reqs {
+        outcomes.push(zkcoord::zk::request::await_outcome(&client, &layout, r, Duration::from_secs(30)).await.unwrap());
+    }
+    let names = versions(&client).await;
+    assert_eq!(names.len(), 5, "{names:?} {outcomes:?}");
+    let published = |i: usize| Outcome::Published { version: names[i].clone() };
+    let unchanged = |i: usize| Outcome::Unchanged { version: names[i].clone() };
+    assert_eq!(names[0], c0);
+    assert_eq!(
+        outcomes[..7],
+        [unchanged(0), published(1), unchanged(1), published(2), published(3), published(4), unchanged(4)],
+        "{outcomes:?}"
+    );
+    assert!(matches!(&outcomes[7], Outcome::Rejected { reason } if reason.contains("sha256 mismatch")), "{outcomes:?}");
+    let mut contents = Vec::new();
+    for n in &names {
+        contents.push(get(&client, &format!("/applications/{APP}/{n}")).await.unwrap());
+    }
+    assert_eq!(contents, [&b"C\n"[..], b"A\n", b"B\n", b"A\n", b"B\n"]);
+    // Every version has its metadata, the plain client's filled in by the request equal to it.
+    assert_eq!(children_sorted(&client, &format!("/zkcoord/meta/{APP}")).await, names);
+    let meta: serde_json::Value = serde_json::from_slice(&get(&client, &format!("/zkcoord/meta/{APP}/{c0}")).await.unwrap()).unwrap();
+    assert_eq!(meta["author"], "me@test");
+    assert!(children_sorted(&client, "/zkcoord/requests").await.is_empty());
+}

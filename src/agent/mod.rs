@@ -7,6 +7,7 @@
 //! Never `app`, `service`, `daemon` or `ctl`. Its own rooms: `rollout` (the leader's part of
 //! staged rollouts) and `trigger` (the legacy `add|<data>` listener).
 
+pub mod intake;
 pub mod rollout;
 pub mod trigger;
 
@@ -100,10 +101,19 @@ async fn serve(
     session::ensure_path(client, &layout.blobs(), NodeKind::Blobs).await?;
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
+        let names: Vec<&str> = layout::sorted_by_sequence(&children, REQUEST_PREFIX).into_iter().map(|(_, n)| n).collect();
         let mut touched = BTreeSet::new();
-        for (_, name) in layout::sorted_by_sequence(&children, REQUEST_PREFIX) {
-            if let Some(app) = handle_request(config, layout, client, fence, metrics, name).await? {
-                touched.insert(app);
+        if config.agent.leaders > 1 {
+            // Several leaders share the requests: each is claimed, one at a time.
+            for name in names {
+                if let Some(app) = handle_request(config, layout, client, fence, metrics, name).await? {
+                    touched.insert(app);
+                }
+            }
+        } else {
+            // Requests that arrived together are handled together (see crate::intake).
+            for window in names.chunks(crate::agent::intake::MAX_BATCH_REQUESTS) {
+                touched.extend(crate::agent::intake::handle_batch(config, layout, client, fence, metrics, window).await?);
             }
         }
         for app in touched {
@@ -137,8 +147,25 @@ async fn handle_request(
         Err(zk::Error::NoNode) => return Ok(None), // withdrawn by its publisher
         Err(e) => return Err(e.into()),
     };
+    handle_fetched(config, layout, client, fence, metrics, name, &bytes, claimed).await
+}
+
+/// Turns one request whose node held `bytes` into an outcome, one round trip after another:
+/// the path for everything [`crate::intake`] does not batch. Returns the app when a version
+/// was created.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn handle_fetched(
+    config: &Config,
+    layout: &Layout,
+    client: &zk::Client,
+    fence: &Fence,
+    metrics: &Metrics,
+    name: &str,
+    bytes: &[u8],
+    claimed: bool,
+) -> Result<Option<String>, AgentError> {
     // The header is checked first, whatever carries the bytes: its app name becomes znode paths.
-    let checked = match request::decode(&bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
+    let checked = match request::decode(bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
         // Chunked content: verify the blob; the version node will hold its marker.
         Ok((h, d)) if h.content.is_chunked() => {
             crate::zk::blobs::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
@@ -185,7 +212,7 @@ async fn claim(layout: &Layout, client: &zk::Client, fence: &Fence, req: &str) -
 
 /// What every request must get right before anything is read on its behalf: a safe app name,
 /// a well-formed sha256, and a signature (if any) that matches what it claims.
-fn validate_header(h: &RequestHeader) -> Result<(), String> {
+pub(crate) fn validate_header(h: &RequestHeader) -> Result<(), String> {
     crate::model::layout::validate_app_name(&h.app)?;
     if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(format!("sha256 must be 64 lowercase hex digits, got {:?}", h.sha256));
@@ -197,7 +224,7 @@ fn validate_header(h: &RequestHeader) -> Result<(), String> {
 }
 
 /// Checks a request that carries its bytes inline against its header.
-fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
+pub(crate) fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
     crate::model::content::check_size(data.len())?;
     if data.len() != h.size {
         return Err(format!("size mismatch: header says {} bytes, got {}", h.size, data.len()));
@@ -210,7 +237,7 @@ fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
 }
 
 /// Metadata to write beside a version: (app, version, meta).
-type MetaFor = Option<(String, String, VersionMeta)>;
+pub(crate) type MetaFor = Option<(String, String, VersionMeta)>;
 
 /// Creates the version unless it equals the newest one.
 async fn decide(
@@ -297,7 +324,7 @@ async fn decide(
 
 /// Writes metadata and the outcome and removes the request (and its claim), in one fenced
 /// multi-op.
-async fn finish(
+pub(crate) async fn finish(
     layout: &Layout,
     client: &zk::Client,
     fence: &Fence,

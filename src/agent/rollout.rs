@@ -28,6 +28,11 @@ enum PlanOp {
 }
 
 impl PublishPlan {
+    /// Whether [`PublishPlan::add_to`] adds an operation (its result then sits in the multi-op's).
+    pub fn has_op(&self) -> bool {
+        self.op.is_some()
+    }
+
     /// Adds the record's create, replace or delete to the publish's fenced multi-op; a record
     /// changed meanwhile makes the whole multi-op fail, and the leader handles the request again.
     pub fn add_to(&self, w: &mut zk::CheckWriter<'_>) -> Result<(), zk::Error> {
@@ -99,6 +104,43 @@ pub async fn plan_publish(
     tracing::info!(app, "starting rollout: {}", record.describe());
     Ok(Ok(PublishPlan { op: Some(op) }))
 }
+
+/// What a publish without `--canary` needs to know of `app`'s rollout, read once for a whole
+/// batch of publishes: whether the record holds the newest version back (then content equal to
+/// the newest is a new version, not "unchanged"), and the plan that supersedes it.
+#[derive(Debug)]
+pub struct PlainPublish {
+    /// The record holds the newest version back (aborted, or still on canaries).
+    pub holds_back: bool,
+    /// The app the record is of.
+    app: String,
+    /// The record (None when unreadable) and its stat, until the first new version takes it.
+    existing: Option<(Option<Rollout>, zk::Stat)>,
+}
+
+impl PlainPublish {
+    /// Reads `app`'s rollout record (one round trip).
+    pub async fn read(client: &zk::Client, layout: &Layout, app: &str) -> Result<PlainPublish, zk::Error> {
+        let existing = read_any(client, layout, app).await?;
+        let holds_back = matches!(&existing, Some((Some(r), _)) if r.state.holds_back());
+        Ok(PlainPublish { holds_back, app: app.to_string(), existing })
+    }
+
+    /// The plan for the first new version: the same as [`plan_publish`] without a spec. Later
+    /// versions of the same batch need none (the record is gone once the first lands).
+    pub fn take(&mut self, layout: &Layout) -> PublishPlan {
+        self.holds_back = false;
+        PublishPlan {
+            op: self.existing.take().map(|(r, stat)| {
+                if let Some(r) = r.filter(|r| r.state.is_open()) {
+                    tracing::info!(app = %self.app, "rollout {} superseded by a publish without --canary", r.describe());
+                }
+                PlanOp::Delete(layout.rollout(&self.app), stat.version)
+            }),
+        }
+    }
+}
+
 
 /// The leader's rollout supervisor: drives every open rollout. Runs only while leading (the
 /// agent selects it against step-down and against its intake); writes are fenced and

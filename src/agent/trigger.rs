@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -18,8 +18,19 @@ use tokio_util::sync::CancellationToken;
 const ADD: &[u8] = b"add|";
 /// How long a sender may take to send its data.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay silent before its first byte. Real senders write at once;
+/// without this bound, `max_connections` idle connections would hold every slot for the whole
+/// `READ_TIMEOUT` while real triggers wait in the backlog behind them.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long we wait for the leader's answer before closing.
 const OUTCOME_TIMEOUT: Duration = Duration::from_secs(15);
+/// The kernel's queue of connections not yet accepted. Beyond `max_connections` we stop
+/// accepting, and bursts of fire-and-forget senders (who write and close without reading)
+/// wait here with their data instead of being accepted and dropped; the kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+/// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The listener's settings.
 #[derive(Debug, Clone)]
@@ -28,16 +39,29 @@ pub struct TriggerSettings {
     pub listen: SocketAddr,
     /// The app trigger data becomes a version of.
     pub app: String,
-    /// How many connections at once.
+    /// How many connections at once; more wait in the kernel's listen backlog.
     pub max_connections: usize,
     /// When set, messages must be `add:<token>|<data>`.
     pub token: Option<String>,
 }
 
+/// Binds like `TcpListener::bind` (SO_REUSEADDR, so a restart does not wait for TIME_WAIT),
+/// with an explicit backlog that holds a burst of senders while every slot is busy.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts trigger connections until `shutdown`; binding is retried if the port is busy.
+///
+/// A connection is accepted only once a slot is free: an accepted connection may already hold
+/// the sender's data, and a sender that does not read the answer could not tell if we dropped
+/// it. While every slot is busy, new connections wait in the kernel's backlog.
 pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHandle, shutdown: CancellationToken) {
     let listener = loop {
-        match TcpListener::bind(settings.listen).await {
+        match listen(settings.listen) {
             Ok(l) => break l,
             Err(e) => {
                 tracing::error!(listen = %settings.listen, "cannot listen for legacy triggers: {e}; retrying in 5s");
@@ -50,33 +74,74 @@ pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHand
     };
     tracing::info!(listen = %settings.listen, app = %settings.app, "legacy trigger listening");
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let parents = Arc::new(ParentsReady::default());
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // the semaphore is never closed
+            },
+        };
+        if slots.available_permits() == 0 {
+            tracing::debug!("all {} trigger slots busy; new connections wait in the backlog", settings.max_connections);
+        }
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
-                Err(e) => { tracing::warn!("trigger accept failed: {e}"); continue; }
+                Err(e) => {
+                    tracing::warn!("trigger accept failed: {e}; retrying in {ACCEPT_ERROR_PAUSE:?}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "trigger connection refused: {} connections already open", settings.max_connections);
-            continue;
-        };
-        let (app, layout, session, token) = (settings.app.clone(), layout.clone(), session.clone(), settings.token.clone());
+        let (app, layout, session, token, parents) =
+            (settings.app.clone(), layout.clone(), session.clone(), settings.token.clone(), parents.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            handle(stream, peer, &app, token.as_deref(), &layout, session).await;
+            handle(stream, peer, &app, token.as_deref(), &layout, session, &parents).await;
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &str, token: Option<&str>, layout: &Layout, session: SessionHandle) {
+/// The session generation for which the requests and outcomes parents are known to exist, so
+/// each trigger does not pay two more round trips to make sure of it.
+#[derive(Debug, Default)]
+struct ParentsReady(std::sync::Mutex<Option<u64>>);
+
+impl ParentsReady {
+    /// Makes sure the parents exist, once per session generation.
+    async fn ensure(&self, generation: u64, client: &zookeeper_client::Client, layout: &Layout) -> Result<(), zookeeper_client::Error> {
+        if *self.0.lock().unwrap_or_else(|e| e.into_inner()) == Some(generation) {
+            return Ok(());
+        }
+        crate::zk::request::ensure_parents(client, layout).await?;
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(generation);
+        Ok(())
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    app: &str,
+    token: Option<&str>,
+    layout: &Layout,
+    session: SessionHandle,
+    parents: &ParentsReady,
+) {
     let reply = match receive(&mut stream, token).await {
-        Err(reason) => {
+        Err(Refusal::Silent) => {
+            tracing::warn!(%peer, "trigger connection closed: it sent nothing within {FIRST_BYTE_TIMEOUT:?}");
+            return;
+        }
+        Err(Refusal::Bad(reason)) => {
             tracing::warn!(%peer, "trigger refused: {reason}");
             format!("rejected: {reason}\n")
         }
-        Ok(data) => match queue(&data, peer, app, layout, session).await {
+        Ok(data) => match queue(&data, peer, app, layout, session, parents).await {
             Ok(outcome) => {
                 tracing::info!(%peer, %outcome, "trigger handled");
                 format!("{outcome}\n")
@@ -91,17 +156,35 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &str, token: Optio
     let _ = stream.shutdown().await;
 }
 
-/// Reads `add|<data>` until the sender closes, refusing anything malformed or too large.
-async fn receive(stream: &mut TcpStream, token: Option<&str>) -> Result<Vec<u8>, String> {
+/// Why a connection's message was not taken.
+enum Refusal {
+    /// Nothing arrived within `FIRST_BYTE_TIMEOUT`: closed without an answer.
+    Silent,
+    /// Malformed, too large, too slow or unreadable: answered `rejected: <reason>`.
+    Bad(String),
+}
+
+/// Reads `add|<data>` until the sender closes, refusing anything malformed, too large or too
+/// slow, and closing connections that stay silent (see `FIRST_BYTE_TIMEOUT`).
+async fn receive(stream: &mut TcpStream, token: Option<&str>) -> Result<Vec<u8>, Refusal> {
     let limit = (ADD.len() + token.map_or(0, |t| t.len() + 1) + MAX_NODE_BYTES + 1) as u64;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(READ_TIMEOUT, (&mut *stream).take(limit).read_to_end(&mut buf)).await;
-    match read {
-        Err(_) => return Err(format!("sender did not finish within {READ_TIMEOUT:?}")),
-        Ok(Err(e)) => return Err(format!("read failed: {e}")),
-        Ok(Ok(_)) => {}
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+    let mut first = [0u8; 1];
+    let n = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.read(&mut first)).await {
+        Err(_) => return Err(Refusal::Silent),
+        Ok(Err(e)) => return Err(Refusal::Bad(format!("read failed: {e}"))),
+        Ok(Ok(n)) => n,
+    };
+    let mut buf = first[..n].to_vec();
+    if n > 0 {
+        let read = tokio::time::timeout_at(deadline, (&mut *stream).take(limit - 1).read_to_end(&mut buf)).await;
+        match read {
+            Err(_) => return Err(Refusal::Bad(format!("sender did not finish within {READ_TIMEOUT:?}"))),
+            Ok(Err(e)) => return Err(Refusal::Bad(format!("read failed: {e}"))),
+            Ok(Ok(_)) => {}
+        }
     }
-    parse_message(&buf, token).map(<[u8]>::to_vec)
+    parse_message(&buf, token).map(<[u8]>::to_vec).map_err(Refusal::Bad)
 }
 
 /// The data of a complete trigger message, or why it is refused: `add|<data>`, or with a
@@ -150,12 +233,28 @@ mod tests {
     }
 }
 
-async fn queue(data: &[u8], peer: SocketAddr, app: &str, layout: &Layout, mut session: SessionHandle) -> Result<request::Outcome, String> {
+async fn queue(
+    data: &[u8],
+    peer: SocketAddr,
+    app: &str,
+    layout: &Layout,
+    mut session: SessionHandle,
+    parents: &ParentsReady,
+) -> Result<request::Outcome, String> {
     let header = request::header_for(app, &format!("trigger@{peer}"), Some(format!("legacy trigger from {peer}")), "trigger", data)?;
-    let client = match tokio::time::timeout(OUTCOME_TIMEOUT, session.connected()).await {
-        Ok(Some((_, c))) => c,
+    let (generation, client) = match tokio::time::timeout(OUTCOME_TIMEOUT, session.connected()).await {
+        Ok(Some(c)) => c,
         _ => return Err("ZooKeeper is not reachable".into()),
     };
-    let req = crate::zk::request::submit(&client, layout, &header, data).await.map_err(|e| format!("cannot queue request: {e}"))?;
+    parents.ensure(generation, &client, layout).await.map_err(|e| format!("cannot create the requests parent: {e}"))?;
+    let req = match crate::zk::request::create(&client, layout, &header, data).await {
+        // The parent was deleted under this session (by an operator): make it again, once.
+        Err(zookeeper_client::Error::NoNode) => {
+            crate::zk::request::ensure_parents(&client, layout).await.map_err(|e| format!("cannot create the requests parent: {e}"))?;
+            crate::zk::request::create(&client, layout, &header, data).await
+        }
+        other => other,
+    }
+    .map_err(|e| format!("cannot queue request: {e}"))?;
     crate::zk::request::await_outcome(&client, layout, &req, OUTCOME_TIMEOUT).await.map_err(|e| e.to_string())
 }

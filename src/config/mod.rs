@@ -274,7 +274,8 @@ pub struct AgentConfig {
     /// Application that legacy trigger data becomes a version of.
     #[serde(default)]
     pub trigger_app: Option<String>,
-    /// Concurrent legacy trigger connections accepted before new ones are refused.
+    /// Legacy trigger connections handled at once; more wait, not yet accepted, in the listen
+    /// backlog, so a sender that does not read the answer never has its data dropped.
     #[serde(default = "default_trigger_max_connections")]
     pub trigger_max_connections: usize,
     /// File holding a shared token (mode 0600); when set, triggers must send `add:<token>|<data>`.
@@ -637,6 +638,10 @@ impl Config {
             return Err(invalid("agent.keep_versions", "expected at least 1"));
         }
         if let Some(addr) = &self.agent.trigger_listen {
+            // With no slot the listener would never accept: every trigger would wait unanswered.
+            if self.agent.trigger_max_connections == 0 {
+                return Err(invalid("agent.trigger_max_connections", "expected at least 1"));
+            }
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid("agent.trigger_listen", "expected an address like \"127.0.0.1:8877\""));
             }
@@ -845,6 +850,16 @@ reload = ["nginx", "-s", "reload"]
     fn malformed_toml_says_where() {
         let err = load("role = \"both\n").unwrap_err().to_string();
         assert!(err.contains("/etc/zkcoord.toml") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn a_trigger_without_a_single_connection_slot_is_refused() {
+        let text = MINIMAL.replace(
+            "[zookeeper]",
+            "[agent]\ntrigger_listen = \"127.0.0.1:8877\"\ntrigger_app = \"nginxconf\"\ntrigger_max_connections = 0\n[zookeeper]",
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("agent.trigger_max_connections") && err.contains("at least 1"), "{err}");
     }
 
     #[test]

@@ -8,8 +8,20 @@ use zookeeper_client as zk;
 
 /// Queues a request for the leader; returns the request node's name.
 pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
+    ensure_parents(client, layout).await?;
+    create(client, layout, header, data).await
+}
+
+/// Makes sure the requests and outcomes parents exist (two round trips). A long-lived
+/// submitter (the legacy trigger) does this once per session, not once per request.
+pub async fn ensure_parents(client: &zk::Client, layout: &Layout) -> Result<(), zk::Error> {
     crate::zk::session::ensure_path(client, &layout.requests(), crate::zk::identity::NodeKind::RequestsParent).await?;
-    crate::zk::session::ensure_path(client, &layout.outcomes(), crate::zk::identity::NodeKind::OutcomesParent).await?;
+    crate::zk::session::ensure_path(client, &layout.outcomes(), crate::zk::identity::NodeKind::OutcomesParent).await
+}
+
+/// Queues a request for the leader, its parents known to exist ([`ensure_parents`]); returns
+/// the request node's name.
+pub async fn create(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
     let prefix = format!("{}/{}", layout.requests(), REQUEST_PREFIX);
     let acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::Owned);
     let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&acl));

@@ -921,9 +921,12 @@ where
 // The daemon under test
 // ---------------------------------------------------------------------------------------------
 
-/// Path of the `zkcoordd` binary cargo built for this test.
+/// Path of the `zkcoordd` binary cargo built for this test, or `ZKCOORD_DAEMON_BIN` when set:
+/// that lets a measurement run another build (a release binary, or an older commit's) under
+/// the same scenario.
 pub fn daemon_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_zkcoordd")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| std::env::var("ZKCOORD_DAEMON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_zkcoordd").to_string()))
 }
 
 /// Path of the `zkcoordctl` binary cargo built for this test.

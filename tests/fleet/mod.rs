@@ -330,3 +330,107 @@ pub fn acl_section(agents: &[&str], apps: &[&str], publishers: &[&str]) -> Strin
     let ids = |pairs: &[&str]| pairs.iter().map(|p| format!("\"{}\"", zkcoord::zk::identity::digest_id(p))).collect::<Vec<_>>().join(", ");
     format!("\n[acl]\nenabled = true\nagents = [{}]\napps = [{}]\npublishers = [{}]\n", ids(agents), ids(apps), ids(publishers))
 }
+
+/// The `i`th payload of a trigger burst: distinct (it starts with its number), 100 B to 20 KiB.
+pub fn burst_payload(i: usize) -> Vec<u8> {
+    let size = 100 + (i * 7919) % (20 * 1024 - 100);
+    let mut data = format!("burst payload {i}\n").into_bytes();
+    let filler = b"server 10.0.0.1:8080 weight=1;\n";
+    while data.len() < size {
+        data.push(filler[data.len() % filler.len()]);
+    }
+    data.truncate(size);
+    data
+}
+
+/// Sends `add|<payload>` and closes at once without reading the answer, as the classic
+/// `trigger.py` does. Err when the sender could tell that something failed.
+pub fn fire_and_forget(port: u16, payload: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let mut msg = b"add|".to_vec();
+    msg.extend_from_slice(payload);
+    s.write_all(&msg)
+    // Dropped here: closed without reading, and a close reports nothing to the sender.
+}
+
+/// What a burst of fire-and-forget triggers came to.
+#[derive(Debug)]
+pub struct BurstResult {
+    /// Payloads sent.
+    pub sent: usize,
+    /// Sends that failed where the sender could see it (connect or write errors).
+    pub send_errors: usize,
+    /// How long the senders took.
+    pub send_time: Duration,
+    /// Versions of APP once the burst drained.
+    pub versions: Vec<String>,
+    /// From the first send to the last version created (or the last change seen).
+    pub drain_time: Duration,
+}
+
+/// Sends `n` distinct payloads (`burst_payload`) from `senders` threads, each back to back
+/// without waiting for answers, then waits until the versions stop changing and no request is
+/// pending (or `limit` passed).
+pub async fn trigger_burst(client: &Client, port: u16, n: usize, senders: usize, limit: Duration) -> BurstResult {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..senders)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut errors = 0;
+                for i in (t..n).step_by(senders) {
+                    if let Err(e) = fire_and_forget(port, &burst_payload(i)) {
+                        eprintln!("sender {t}: payload {i}: {e}");
+                        errors += 1;
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut send_errors = 0;
+    let mut send_time = None;
+    let mut last = (0usize, Instant::now());
+    loop {
+        if send_time.is_none() && threads.iter().all(|t| t.is_finished()) {
+            send_time = Some(start.elapsed());
+        }
+        let count = versions(client).await.len();
+        let pending = children_sorted(client, "/zkcoord/requests").await.len();
+        if count != last.0 {
+            last = (count, Instant::now());
+        }
+        let quiet = last.1.elapsed() > Duration::from_secs(10);
+        if send_time.is_some() && pending == 0 && (count >= n || quiet) || start.elapsed() > limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in threads {
+        send_errors += t.join().unwrap_or(n);
+    }
+    BurstResult {
+        sent: n,
+        send_errors,
+        send_time: send_time.unwrap_or(start.elapsed()),
+        versions: versions(client).await,
+        drain_time: last.1.duration_since(start),
+    }
+}
+
+/// A process's resident memory (KiB) and open file descriptors, from /proc.
+pub fn rss_kib_and_fds(pid: u32) -> (u64, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (proc_status_kib(pid, "VmRSS:"), fds)
+}
+
+/// A KiB figure of /proc/<pid>/status, e.g. "VmRSS:" or "VmHWM:" (the peak RSS); 0 if unreadable.
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,360 @@
+//! The single leader's intake of plain publishes, in batches: requests that arrive together
+//! (a burst of legacy triggers, say) are handled together, so a burst drains at the speed of
+//! the ensemble rather than of one request's eight round trips.
+//!
+//! For one window of pending requests the leader
+//! 1. reads every request node at once (the client pipelines them on one session);
+//! 2. reads each app's versions, newest version, its metadata and rollout record once;
+//! 3. decides in memory, in request order: content equal to the newest version (or to the
+//!    previous request of the batch) is "unchanged", anything else a new version;
+//! 4. creates the new versions in as few fenced multi-ops as the packet limit allows, and
+//!    writes their metadata, every outcome and the request deletions in fenced multi-ops too.
+//!
+//! Requests whose rules differ go through [`crate::agent::handle_fetched`], one by one and in
+//! their place in the order: chunked content, `--canary`, and signed requests (their dedupe
+//! looks at the newest version's signer). With `leaders > 1` the agent does not batch at all.
+
+use crate::zk::identity::NodeKind;
+use crate::agent::{self, AgentError, Fence, MetaFor};
+use crate::config::Config;
+use crate::model::layout::{self, Layout};
+use crate::metrics::Metrics;
+use crate::model::request::{self, Outcome, RequestHeader, VersionMeta};
+use crate::agent::rollout::{PlainPublish, PublishPlan};
+use crate::zk::session;
+use std::collections::{BTreeSet, HashMap};
+use zookeeper_client as zk;
+
+/// Requests read and decided together. It bounds the leader's memory (requests are up to
+/// 1 MB each) and how long one window's answers wait for the window's last write.
+pub const MAX_BATCH_REQUESTS: usize = 32;
+
+/// Payload bytes in one fenced multi-op. ZooKeeper drops the connection of a packet over
+/// jute.maxbuffer (1 MiB by default), so a multi-op stays well under it; a single version
+/// larger than this (up to `MAX_NODE_BYTES`) still goes alone in its own multi-op.
+pub const MAX_MULTI_BYTES: usize = 512 * 1024;
+
+/// What the batch does for one request.
+// Short-lived, at most MAX_BATCH_REQUESTS of them: the size of the metadata does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Plan {
+    /// Answer without creating anything (rejected, or unchanged), maybe filling in the
+    /// metadata of the version it equals.
+    Answer(Outcome, MetaFor),
+    /// Create a new version; the index is into [`Batch::creates`].
+    Create(usize),
+    /// Unchanged: equal to the version created for an earlier request of this batch.
+    SameAs(usize),
+}
+
+/// A version to create.
+struct NewVersion {
+    app: String,
+    /// The versions parent.
+    parent: String,
+    data: Vec<u8>,
+    meta: VersionMeta,
+    /// The rollout record's supersession, carried by the app's first new version.
+    rollout: Option<PublishPlan>,
+}
+
+/// The newest version of an app, as this batch knows it.
+enum Newest {
+    /// A version that exists: its name, the sha256 of its content, whether it has metadata.
+    Existing { name: String, sha256: Option<String>, has_meta: bool },
+    /// The version an earlier request of this batch creates.
+    Pending { create: usize, sha256: String },
+}
+
+/// What the batch read of one app, once.
+struct AppView {
+    parent: String,
+    newest: Option<Newest>,
+    rollout: PlainPublish,
+}
+
+impl AppView {
+    /// Reads the versions, the newest one's content and metadata and the rollout record:
+    /// two round trips, and the parents created when missing.
+    async fn read(config: &Config, client: &zk::Client, app: &str) -> Result<AppView, AgentError> {
+        let layout = config.layout();
+        let parent = layout.versions(app);
+        let meta_parent = layout.meta(app);
+        let (children, rollout) = futures::join!(client.list_children(&parent), PlainPublish::read(client, &layout, app));
+        let rollout = rollout?;
+        let children = match children {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => {
+                session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+        let newest = match layout::newest_version(&children) {
+            None => None,
+            Some(v) => {
+                let (data, meta) =
+                    futures::join!(client.get_data(&format!("{parent}/{}", v.name)), client.check_stat(&format!("{meta_parent}/{}", v.name)));
+                let sha256 = match data {
+                    Ok((bytes, _)) => Some(crate::model::content::content_sha256(&bytes)),
+                    // Deleted meanwhile (by an operator): nothing can equal it.
+                    Err(zk::Error::NoNode) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                Some(Newest::Existing { name: v.name, sha256, has_meta: meta?.is_some() })
+            }
+        };
+        Ok(AppView { parent, newest, rollout })
+    }
+}
+
+/// One window's decisions, not yet written.
+#[derive(Default)]
+struct Batch {
+    /// Request name and what to do, in request order.
+    plans: Vec<(String, Plan)>,
+    creates: Vec<NewVersion>,
+    /// What the batch read of each app.
+    apps: HashMap<String, AppView>,
+}
+
+impl Batch {
+    /// Decides a plain, valid inline request in memory against the newest version.
+    async fn decide(&mut self, config: &Config, client: &zk::Client, name: &str, h: RequestHeader, data: Vec<u8>) -> Result<(), AgentError> {
+        if !self.apps.contains_key(&h.app) {
+            let view = AppView::read(config, client, &h.app).await?;
+            self.apps.insert(h.app.clone(), view);
+        }
+        let Some(view) = self.apps.get_mut(&h.app) else {
+            return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("no view of app {} in the batch", h.app))));
+        };
+        let meta = VersionMeta {
+            author: h.author.clone(),
+            message: h.message.clone(),
+            sha256: h.sha256.clone(),
+            size: h.size,
+            time: crate::clock::now_secs(),
+            origin: h.origin.clone(),
+            signature: None,
+            content: h.content.clone(),
+        };
+        let plan = match &mut view.newest {
+            // A rollout holding the newest back is superseded only by a new version.
+            Some(Newest::Existing { name, sha256: Some(sum), has_meta }) if *sum == h.sha256 && !view.rollout.holds_back => {
+                // A leader that died between creating a version and answering leaves the
+                // request behind; this answers it, and fills in the metadata if it is missing.
+                let meta_for = (!*has_meta).then(|| (h.app.clone(), name.clone(), meta));
+                *has_meta = true;
+                Plan::Answer(Outcome::Unchanged { version: name.clone() }, meta_for)
+            }
+            Some(Newest::Pending { create, sha256 }) if *sha256 == h.sha256 => Plan::SameAs(*create),
+            _ => {
+                let index = self.creates.len();
+                let rollout = Some(view.rollout.take(&config.layout()));
+                self.creates.push(NewVersion { app: h.app.clone(), parent: view.parent.clone(), data, meta, rollout });
+                view.newest = Some(Newest::Pending { create: index, sha256: h.sha256.clone() });
+                Plan::Create(index)
+            }
+        };
+        self.plans.push((name.to_string(), plan));
+        Ok(())
+    }
+
+    /// Writes everything decided so far: the new versions, then metadata, outcomes and request
+    /// deletions. Returns the apps that got a new version. The batch is empty afterwards, and
+    /// forgets what it read (the next request reads afresh).
+    async fn flush(&mut self, layout: &Layout, client: &zk::Client, fence: &Fence, metrics: &Metrics) -> Result<BTreeSet<String>, AgentError> {
+        let batch = std::mem::take(self);
+        if batch.plans.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let names = create_versions(client, fence, &batch.creates).await?;
+        let mut answers = Vec::with_capacity(batch.plans.len());
+        let mut metas: Vec<Option<VersionMeta>> = batch.creates.iter().map(|c| Some(c.meta.clone())).collect();
+        for (req, plan) in batch.plans {
+            let (outcome, meta_for) = match plan {
+                Plan::Answer(outcome, meta_for) => (outcome, meta_for),
+                Plan::Create(i) => {
+                    let meta = metas[i].take().map(|m| (batch.creates[i].app.clone(), names[i].clone(), m));
+                    (Outcome::Published { version: names[i].clone() }, meta)
+                }
+                Plan::SameAs(i) => (Outcome::Unchanged { version: names[i].clone() }, None),
+            };
+            answers.push((req, outcome, meta_for));
+        }
+        let (requests, created) = (answers.len(), names.len());
+        write_answers(layout, client, fence, metrics, answers).await?;
+        tracing::debug!(requests, created, "batch of publish requests handled");
+        Ok(batch.creates.into_iter().map(|c| c.app).collect())
+    }
+}
+
+/// Handles one window of pending requests (in sequence order). Returns the apps that got a
+/// new version.
+pub(crate) async fn handle_batch(
+    config: &Config,
+    layout: &Layout,
+    client: &zk::Client,
+    fence: &Fence,
+    metrics: &Metrics,
+    names: &[&str],
+) -> Result<BTreeSet<String>, AgentError> {
+    let paths: Vec<String> = names.iter().map(|name| format!("{}/{name}", layout.requests())).collect();
+    let fetched = futures::future::join_all(paths.iter().map(|p| client.get_data(p))).await;
+    let mut batch = Batch::default();
+    let mut touched = BTreeSet::new();
+    for (name, got) in names.iter().zip(fetched) {
+        let bytes = match got {
+            Ok((b, _)) => b,
+            Err(zk::Error::NoNode) => continue, // withdrawn by its publisher
+            Err(e) => return Err(e.into()),
+        };
+        // The header is checked first, whatever carries the bytes: its app name becomes znode paths.
+        match request::decode(&bytes).and_then(|(h, d)| agent::validate_header(&h).map(|_| (h, d))) {
+            Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None))),
+            Ok((h, _)) if h.content.is_chunked() || h.canary.is_some() || h.signature.is_some() => {
+                // In its place in the order: what the batch decided so far lands first.
+                touched.extend(batch.flush(layout, client, fence, metrics).await?);
+                if let Some(app) = agent::handle_fetched(config, layout, client, fence, metrics, name, &bytes, false).await? {
+                    touched.insert(app);
+                }
+            }
+            Ok((h, d)) => match agent::validate_inline(&h, d) {
+                Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None))),
+                Ok(()) => {
+                    let data = d.to_vec();
+                    batch.decide(config, client, name, h, data).await?;
+                }
+            },
+        }
+    }
+    touched.extend(batch.flush(layout, client, fence, metrics).await?);
+    Ok(touched)
+}
+
+/// Splits `sizes` into consecutive runs of at most `MAX_MULTI_BYTES` (a larger item alone)
+/// and `max_ops` items; returns the runs' index ranges.
+fn runs(sizes: impl IntoIterator<Item = usize>, max_ops: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut i) = (0, 0, 0);
+    for size in sizes {
+        if i > start && (bytes + size > MAX_MULTI_BYTES || i - start >= max_ops) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+        i += 1;
+    }
+    if i > start {
+        out.push(start..i);
+    }
+    out
+}
+
+/// Creates the versions in fenced multi-ops, each app's rollout supersession with its first
+/// version; returns the created names in order.
+async fn create_versions(client: &zk::Client, fence: &Fence, creates: &[NewVersion]) -> Result<Vec<String>, AgentError> {
+    let owned = crate::zk::identity::for_node(NodeKind::Owned);
+    let mode = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&owned));
+    let mut names = Vec::with_capacity(creates.len());
+    for run in runs(creates.iter().map(|c| c.data.len()), 1000) {
+        let mut w = fence.writer(client)?;
+        // Which results are version creates: the rollout ops sit between them.
+        let mut is_version = Vec::new();
+        for c in &creates[run] {
+            w.add_create(&format!("{}/{}", c.parent, layout::VERSION_PREFIX), &c.data, &mode)?;
+            is_version.push(true);
+            if let Some(plan) = c.rollout.as_ref().filter(|p| p.has_op()) {
+                plan.add_to(&mut w)?;
+                is_version.push(false);
+            }
+        }
+        let results = fence.commit(w).await?;
+        if results.len() != is_version.len() {
+            return Err(AgentError::Zk(zk::Error::UnexpectedError(format!(
+                "multi-op of {} operations returned {} results",
+                is_version.len(),
+                results.len()
+            ))));
+        }
+        for (result, version) in results.into_iter().zip(is_version) {
+            match result {
+                zk::MultiWriteResult::Create { path, .. } if version => {
+                    names.push(path.rsplit('/').next().unwrap_or_default().to_string());
+                }
+                _ if !version => {}
+                other => return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("multi create returned {other:?}")))),
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Writes metadata, outcomes and request deletions in fenced multi-ops. A multi-op that fails
+/// because a request was withdrawn meanwhile, or an outcome already exists (an earlier attempt
+/// whose answer was lost), is written again one request at a time by [`agent::finish`], which
+/// knows what to do in either case.
+async fn write_answers(
+    layout: &Layout,
+    client: &zk::Client,
+    fence: &Fence,
+    metrics: &Metrics,
+    answers: Vec<(String, Outcome, MetaFor)>,
+) -> Result<(), AgentError> {
+    let owned = crate::zk::identity::for_node(NodeKind::Owned);
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+    let encoded = answers
+        .iter()
+        .map(|(_, outcome, meta_for)| {
+            let outcome = serde_json::to_vec(outcome).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode outcome: {e}")))?;
+            let meta = match meta_for {
+                Some((_, _, m)) => Some(serde_json::to_vec(m).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode metadata: {e}")))?),
+                None => None,
+            };
+            Ok((outcome, meta))
+        })
+        .collect::<Result<Vec<_>, zk::Error>>()?;
+    let sizes = encoded.iter().map(|(o, m)| o.len() + m.as_ref().map_or(0, Vec::len) + 256);
+    for run in runs(sizes, 300) {
+        let mut w = fence.writer(client)?;
+        for ((req, _, meta_for), (outcome, meta)) in answers[run.clone()].iter().zip(&encoded[run.clone()]) {
+            if let (Some((app, version, _)), Some(meta)) = (meta_for, meta) {
+                w.add_create(&format!("{}/{version}", layout.meta(app)), meta, &persistent)?;
+            }
+            w.add_create(&layout.outcome(req), outcome, &persistent)?;
+            w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
+        }
+        match fence.commit(w).await {
+            Ok(_) => {}
+            Err(AgentError::Zk(zk::Error::NoNode | zk::Error::NodeExists)) => {
+                for (req, outcome, meta_for) in &answers[run.clone()] {
+                    agent::finish(layout, client, fence, req, outcome, meta_for.clone(), false).await?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        for (req, outcome, _) in &answers[run] {
+            tracing::info!(request = %req, outcome = %outcome, "publish request handled");
+            // Counted once the outcome is written, as one by one.
+            metrics.publish_handled(outcome);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_ops_stay_under_the_byte_budget_and_a_large_item_goes_alone() {
+        let k = 1024;
+        assert_eq!(runs([100 * k; 5], 1000), vec![0..5]);
+        assert_eq!(runs([200 * k; 5], 1000), vec![0..2, 2..4, 4..5]);
+        assert_eq!(runs([10, 900 * k, 10], 1000), vec![0..1, 1..2, 2..3]);
+        assert_eq!(runs([1; 7], 3), vec![0..3, 3..6, 6..7]);
+        assert!(runs(std::iter::empty(), 3).is_empty());
+    }
+}
