@@ -10,15 +10,16 @@
 //! 4. creates the new versions in as few fenced multi-ops as the packet limit allows, and
 //!    writes their metadata, every outcome and the request deletions in fenced multi-ops too.
 //!
-//! Requests whose rules differ go through [`crate::agent::handle_fetched`], one by one and in
+//! Requests whose rules differ go through [`Leader::handle_fetched`], one by one and in
 //! their place in the order: chunked content, `--canary`, and signed requests (their dedupe
 //! looks at the newest version's signer). With `leaders > 1` the agent does not batch at all.
 
 use crate::zk::identity::NodeKind;
-use crate::agent::{self, AgentError, Fence, MetaFor};
+use crate::agent::leader::{Leader, MetaFor};
+use crate::model::request::{validate_header, validate_inline};
+use crate::zk::fence::{AgentError, Fence};
 use crate::config::Config;
-use crate::model::layout::{self, Layout};
-use crate::metrics::Metrics;
+use crate::model::layout::{self};
 use crate::model::request::{self, Outcome, RequestHeader, VersionMeta};
 use crate::agent::rollout::{PlainPublish, PublishPlan};
 use crate::zk::session;
@@ -164,12 +165,12 @@ impl Batch {
     /// Writes everything decided so far: the new versions, then metadata, outcomes and request
     /// deletions. Returns the apps that got a new version. The batch is empty afterwards, and
     /// forgets what it read (the next request reads afresh).
-    async fn flush(&mut self, layout: &Layout, client: &zk::Client, fence: &Fence, metrics: &Metrics) -> Result<BTreeSet<String>, AgentError> {
+    async fn flush(&mut self, leader: &Leader<'_>) -> Result<BTreeSet<String>, AgentError> {
         let batch = std::mem::take(self);
         if batch.plans.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let names = create_versions(client, fence, &batch.creates).await?;
+        let names = create_versions(leader.client, leader.fence, &batch.creates).await?;
         let mut answers = Vec::with_capacity(batch.plans.len());
         let mut metas: Vec<Option<VersionMeta>> = batch.creates.iter().map(|c| Some(c.meta.clone())).collect();
         for (req, plan) in batch.plans {
@@ -184,7 +185,7 @@ impl Batch {
             answers.push((req, outcome, meta_for));
         }
         let (requests, created) = (answers.len(), names.len());
-        write_answers(layout, client, fence, metrics, answers).await?;
+        write_answers(leader, answers).await?;
         tracing::debug!(requests, created, "batch of publish requests handled");
         Ok(batch.creates.into_iter().map(|c| c.app).collect())
     }
@@ -192,14 +193,8 @@ impl Batch {
 
 /// Handles one window of pending requests (in sequence order). Returns the apps that got a
 /// new version.
-pub(crate) async fn handle_batch(
-    config: &Config,
-    layout: &Layout,
-    client: &zk::Client,
-    fence: &Fence,
-    metrics: &Metrics,
-    names: &[&str],
-) -> Result<BTreeSet<String>, AgentError> {
+pub(crate) async fn handle_batch(leader: &Leader<'_>, names: &[&str]) -> Result<BTreeSet<String>, AgentError> {
+    let Leader { config, layout, client, .. } = leader;
     let paths: Vec<String> = names.iter().map(|name| format!("{}/{name}", layout.requests())).collect();
     let fetched = futures::future::join_all(paths.iter().map(|p| client.get_data(p))).await;
     let mut batch = Batch::default();
@@ -211,16 +206,16 @@ pub(crate) async fn handle_batch(
             Err(e) => return Err(e.into()),
         };
         // The header is checked first, whatever carries the bytes: its app name becomes znode paths.
-        match request::decode(&bytes).and_then(|(h, d)| agent::validate_header(&h).map(|_| (h, d))) {
+        match request::decode(&bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
             Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None))),
             Ok((h, _)) if h.content.is_chunked() || h.canary.is_some() || h.signature.is_some() => {
                 // In its place in the order: what the batch decided so far lands first.
-                touched.extend(batch.flush(layout, client, fence, metrics).await?);
-                if let Some(app) = agent::handle_fetched(config, layout, client, fence, metrics, name, &bytes, false).await? {
+                touched.extend(batch.flush(leader).await?);
+                if let Some(app) = leader.handle_fetched(name, &bytes, false).await? {
                     touched.insert(app);
                 }
             }
-            Ok((h, d)) => match agent::validate_inline(&h, d) {
+            Ok((h, d)) => match validate_inline(&h, d) {
                 Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None))),
                 Ok(()) => {
                     let data = d.to_vec();
@@ -229,7 +224,7 @@ pub(crate) async fn handle_batch(
             },
         }
     }
-    touched.extend(batch.flush(layout, client, fence, metrics).await?);
+    touched.extend(batch.flush(leader).await?);
     Ok(touched)
 }
 
@@ -294,15 +289,10 @@ async fn create_versions(client: &zk::Client, fence: &Fence, creates: &[NewVersi
 
 /// Writes metadata, outcomes and request deletions in fenced multi-ops. A multi-op that fails
 /// because a request was withdrawn meanwhile, or an outcome already exists (an earlier attempt
-/// whose answer was lost), is written again one request at a time by [`agent::finish`], which
+/// whose answer was lost), is written again one request at a time by [`Leader::finish`], which
 /// knows what to do in either case.
-async fn write_answers(
-    layout: &Layout,
-    client: &zk::Client,
-    fence: &Fence,
-    metrics: &Metrics,
-    answers: Vec<(String, Outcome, MetaFor)>,
-) -> Result<(), AgentError> {
+async fn write_answers(leader: &Leader<'_>, answers: Vec<(String, Outcome, MetaFor)>) -> Result<(), AgentError> {
+    let Leader { layout, client, fence, metrics, .. } = leader;
     let owned = crate::zk::identity::for_node(NodeKind::Owned);
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
     let encoded = answers
@@ -330,7 +320,7 @@ async fn write_answers(
             Ok(_) => {}
             Err(AgentError::Zk(zk::Error::NoNode | zk::Error::NodeExists)) => {
                 for (req, outcome, meta_for) in &answers[run.clone()] {
-                    agent::finish(layout, client, fence, req, outcome, meta_for.clone(), false).await?;
+                    leader.finish(req, outcome, meta_for.clone(), false).await?;
                 }
             }
             Err(e) => return Err(e),

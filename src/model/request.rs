@@ -129,6 +129,32 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
     })
 }
 
+/// What every request must get right before anything is read on its behalf: a safe app name,
+/// a well-formed sha256, and a signature (if any) that matches what it claims.
+pub fn validate_header(h: &RequestHeader) -> Result<(), String> {
+    crate::model::layout::validate_app_name(&h.app)?;
+    if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(format!("sha256 must be 64 lowercase hex digits, got {:?}", h.sha256));
+    }
+    if let Some(sig) = &h.signature {
+        crate::model::signing::check(sig, &h.app, &h.sha256, h.size)?;
+    }
+    Ok(())
+}
+
+/// Checks a request that carries its bytes inline against its header.
+pub fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
+    crate::model::content::check_size(data.len())?;
+    if data.len() != h.size {
+        return Err(format!("size mismatch: header says {} bytes, got {}", h.size, data.len()));
+    }
+    let sum = crate::digest::sha256_hex(data);
+    if sum != h.sha256 {
+        return Err(format!("sha256 mismatch: header says {}, bytes hash to {sum}", h.sha256));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,280 @@
+//! The leader at work: one `Leader` holds what every step needs (the config, the layout, the
+//! session's client, the fence, the metrics), and its methods turn one request into an outcome
+//! (`handle_request`: claim, read, check, decide, finish) and prune old versions. Every write
+//! is fenced (see [`crate::zk::fence`]).
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::model::layout::{self, Layout, VersionId};
+use crate::model::request::{self, validate_header, validate_inline, Outcome, RequestHeader, VersionMeta};
+use crate::zk::fence::{AgentError, Fence};
+use crate::zk::identity::NodeKind;
+use crate::zk::session;
+use std::collections::BTreeSet;
+use zookeeper_client as zk;
+
+/// What leading takes, for as long as one leadership lasts.
+pub(crate) struct Leader<'a> {
+    /// The agent's config (apps, `keep_versions`, `leaders`, size limit).
+    pub config: &'a Config,
+    /// Where every znode lives, built once per leadership.
+    pub layout: Layout,
+    /// The session's client leadership is tied to.
+    pub client: &'a zk::Client,
+    /// The election node every write checks.
+    pub fence: &'a Fence,
+    /// Publishes handled, by outcome.
+    pub metrics: &'a Metrics,
+}
+
+/// Metadata to write beside a version: (app, version, meta).
+pub(crate) type MetaFor = Option<(String, String, VersionMeta)>;
+
+impl Leader<'_> {
+    /// Turns one request into an outcome. Returns the app when a version was created.
+    pub(crate) async fn handle_request(&self, name: &str) -> Result<Option<String>, AgentError> {
+        let Leader { config, layout, client, .. } = self;
+        let req_path = format!("{}/{}", layout.requests(), name);
+        // With one leader the fence alone makes it the only writer, so the claim (a quorum write
+        // on every publish's path) is only needed when several leaders share the requests.
+        let claimed = config.agent.leaders > 1;
+        if claimed && !self.claim(name).await? {
+            return Ok(None);
+        }
+        let bytes = match client.get_data(&req_path).await {
+            Ok((b, _)) => b,
+            Err(zk::Error::NoNode) => return Ok(None), // withdrawn by its publisher
+            Err(e) => return Err(e.into()),
+        };
+        self.handle_fetched(name, &bytes, claimed).await
+    }
+
+    /// Turns one request whose node held `bytes` into an outcome, one round trip after another:
+    /// the path for everything [`crate::intake`] does not batch. Returns the app when a version
+    /// was created.
+    pub(crate) async fn handle_fetched(&self, name: &str, bytes: &[u8], claimed: bool) -> Result<Option<String>, AgentError> {
+        let Leader { config, layout, client, metrics, .. } = self;
+        // The header is checked first, whatever carries the bytes: its app name becomes znode paths.
+        let checked = match request::decode(bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
+            // Chunked content: verify the blob; the version node will hold its marker.
+            Ok((h, d)) if h.content.is_chunked() => {
+                crate::zk::blobs::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
+            }
+            decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec()))),
+        };
+        let (outcome, meta_for, app) = match checked {
+            Err(reason) => (Outcome::Rejected { reason }, None, None),
+            Ok((header, data)) => {
+                let (outcome, meta_for) = self.decide(&header, &data).await?;
+                (outcome, meta_for, Some(header.app))
+            }
+        };
+        tracing::info!(request = %name, outcome = %outcome, "publish request handled");
+        let published = matches!(outcome, Outcome::Published { .. });
+        self.finish(name, &outcome, meta_for, claimed).await?;
+        // Counted once the outcome is written: a request whose answer was lost with the connection
+        // is handled again, and counted then.
+        metrics.publish_handled(&outcome);
+        Ok(app.filter(|_| published))
+    }
+
+    /// Claims request `req` for this leader: with `leaders > 1` several leaders see the same
+    /// request, and only the one whose claim lands handles it. A claim is ephemeral, so a leader
+    /// that dies mid-request frees it for the next (content dedupe makes the retry harmless).
+    async fn claim(&self, req: &str) -> Result<bool, AgentError> {
+        let Leader { layout, client, fence, .. } = self;
+        let claim = layout.claim(req);
+        let mut w = fence.writer(client)?;
+        w.add_check_version(&format!("{}/{req}", layout.requests()), -1)?;
+        let owned = crate::zk::identity::for_node(NodeKind::Owned);
+        w.add_create(&claim, b"", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::new(&owned)))?;
+        match fence.commit(w).await {
+            Ok(_) => Ok(true),
+            // Already handled (request gone), or another leader holds it.
+            Err(AgentError::Zk(zk::Error::NoNode)) => Ok(false),
+            Err(AgentError::Zk(zk::Error::NodeExists)) => {
+                // Ours from an earlier attempt on this session counts as ours.
+                let owner = client.check_stat(&claim).await?.map(|s| s.ephemeral_owner);
+                Ok(owner == Some(client.session_id().0))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+
+
+
+    /// Creates the version unless it equals the newest one.
+    async fn decide(&self, h: &RequestHeader, data: &[u8]) -> Result<(Outcome, MetaFor), AgentError> {
+        let Leader { layout, client, fence, .. } = self;
+        let parent = layout.versions(&h.app);
+        let meta_parent = layout.meta(&h.app);
+        let meta = VersionMeta {
+            author: h.author.clone(),
+            message: h.message.clone(),
+            sha256: h.sha256.clone(),
+            size: h.size,
+            time: crate::clock::now_secs(),
+            origin: h.origin.clone(),
+            signature: h.signature.clone(),
+            content: h.content.clone(),
+        };
+        // The listing also says whether the parent exists, so the first publish alone creates it.
+        let (children, parent_exists) = match client.list_children(&parent).await {
+            Ok(c) => (c, true),
+            Err(zk::Error::NoNode) => (Vec::new(), false),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(newest) = layout::newest_version(&children) {
+            match client.get_data(&format!("{parent}/{}", newest.name)).await {
+                Ok((bytes, _)) if crate::model::content::content_sha256(&bytes) == h.sha256 => {
+                    // A leader that died between creating a version and answering leaves the request
+                    // behind; this path answers it, and fills in the metadata if it is missing.
+                    let newest_meta = match client.get_data(&format!("{meta_parent}/{}", newest.name)).await {
+                        Ok((m, _)) => Some(serde_json::from_slice::<VersionMeta>(&m).ok()),
+                        Err(zk::Error::NoNode) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    // Signing content that exists unsigned (or signed by another key) is a new
+                    // version: apps that require a signature could not install the old one.
+                    let signer = |m: &VersionMeta| m.signature.as_ref().map(|s| s.public_key.clone());
+                    let same_signer = match (&h.signature, &newest_meta) {
+                        (None, _) => true,
+                        (Some(s), Some(Some(m))) => signer(m).as_ref() == Some(&s.public_key),
+                        // No metadata yet: our own earlier attempt; it gets this request's, signature included.
+                        (Some(_), None) => true,
+                        (Some(_), Some(None)) => false,
+                    };
+                    // A rollout holding the newest back (aborted, or still on canaries) is superseded
+                    // only by a new version, and a --canary publish starts its own rollout: neither
+                    // may be answered "unchanged".
+                    let held = match crate::zk::rollout::read(client, layout, &h.app).await? {
+                        Some((r, _)) => r.state.holds_back(),
+                        None => false,
+                    };
+                    if same_signer && !held && h.canary.is_none() {
+                        let meta_for = newest_meta.is_none().then(|| (h.app.clone(), newest.name.clone(), meta));
+                        return Ok((Outcome::Unchanged { version: newest.name }, meta_for));
+                    }
+                }
+                Ok(_) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let rollout = match crate::agent::rollout::plan_publish(client, layout, &h.app, h.canary.as_ref(), &children).await? {
+            Ok(plan) => plan,
+            Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
+        };
+        if !parent_exists {
+            session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+        }
+        session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+        let owned = crate::zk::identity::for_node(NodeKind::Owned);
+        let mut w = fence.writer(client)?;
+        w.add_create(&format!("{parent}/{}", layout::VERSION_PREFIX), data, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&owned)))?;
+        rollout.add_to(&mut w)?;
+        let results = fence.commit(w).await?;
+        let created = match results.into_iter().next() {
+            Some(zk::MultiWriteResult::Create { path, .. }) => path,
+            other => return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("multi create returned {other:?}")))),
+        };
+        let version = created.rsplit('/').next().unwrap_or_default().to_string();
+        Ok((Outcome::Published { version: version.clone() }, Some((h.app.clone(), version, meta))))
+    }
+
+    /// Writes metadata and the outcome and removes the request (and its claim), in one fenced
+    /// multi-op.
+    pub(crate) async fn finish(&self, req: &str, outcome: &Outcome, meta_for: MetaFor, claimed: bool) -> Result<(), AgentError> {
+        let Leader { layout, client, fence, .. } = self;
+        let outcome_path = layout.outcome(req);
+        let owned = crate::zk::identity::for_node(NodeKind::Owned);
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+        for attempt in 0..2 {
+            let mut w = fence.writer(client)?;
+            if let Some((app, version, meta)) = &meta_for {
+                w.add_create(&format!("{}/{version}", layout.meta(app)), &serde_json::to_vec(meta).expect("meta"), &persistent)?;
+            }
+            w.add_create(&outcome_path, &serde_json::to_vec(outcome).expect("outcome"), &persistent)?;
+            w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
+            if claimed {
+                w.add_delete(&layout.claim(req), None)?;
+            }
+            match fence.commit(w).await {
+                Ok(_) => return Ok(()),
+                // The publisher withdrew the request (timed out) at the last moment: nothing to answer.
+                Err(AgentError::Zk(zk::Error::NoNode)) => {
+                    if claimed {
+                        let _ = client.delete(&layout.claim(req), None).await;
+                    }
+                    return Ok(());
+                }
+                // An earlier attempt answered, and the answer was lost with the connection: replace it.
+                Err(AgentError::Zk(zk::Error::NodeExists)) if attempt == 0 => match client.delete(&outcome_path, None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(e.into()),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Err(AgentError::Zk(zk::Error::NodeExists))
+    }
+
+    /// Deletes versions (and their metadata) beyond `keep_versions`, oldest first.
+    pub(crate) async fn prune(&self, app: &str) -> Result<(), AgentError> {
+        let Leader { config, layout, client, fence, .. } = self;
+        let keep = config.agent.keep_versions as usize;
+        let parent = layout.versions(app);
+        let all = layout::versions(&client.list_children(&parent).await?);
+        let blobs = crate::zk::blobs::doomed_blobs(client, layout, app, &parent, &all, all.len().saturating_sub(keep)).await?;
+        if all.len() <= keep {
+            return self.prune_blobs(app, blobs).await;
+        }
+        let meta_parent = layout.meta(app);
+        let metas: BTreeSet<String> = match client.list_children(&meta_parent).await {
+            Ok(m) => m.into_iter().collect(),
+            Err(zk::Error::NoNode) => BTreeSet::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let doomed: Vec<&VersionId> = all.iter().take(all.len() - keep).collect();
+        for batch in doomed.chunks(50) {
+            let mut w = fence.writer(client)?;
+            for v in batch {
+                w.add_delete(&format!("{parent}/{}", v.name), None)?;
+                if metas.contains(&v.name) {
+                    w.add_delete(&format!("{meta_parent}/{}", v.name), None)?;
+                }
+            }
+            match fence.commit(w).await {
+                Ok(_) => {}
+                // Someone else (an operator) deleted one meanwhile; the next publish prunes again.
+                Err(AgentError::Zk(zk::Error::NoNode)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(app, pruned = doomed.len(), kept = keep, "pruned old versions");
+        self.prune_blobs(app, blobs).await
+    }
+
+    /// Deletes the chunks of large configs that no kept version needs (see [`crate::zk::blobs`]),
+    /// each blob in one fenced multi-op, after the versions that referenced them.
+    async fn prune_blobs(&self, app: &str, blobs: Vec<crate::zk::blobs::DoomedBlob>) -> Result<(), AgentError> {
+        let Leader { client, fence, .. } = self;
+        let n = blobs.len();
+        for (blob, chunks) in blobs {
+            let mut w = fence.writer(client)?;
+            for c in &chunks {
+                w.add_delete(c, None)?;
+            }
+            w.add_delete(&blob, None)?;
+            match fence.commit(w).await {
+                // Gone meanwhile, or a publisher is re-uploading into it: the next prune looks again.
+                Ok(_) | Err(AgentError::Zk(zk::Error::NoNode | zk::Error::NotEmpty)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n > 0 {
+            tracing::info!(app, blobs = n, "pruned chunks of large configs");
+        }
+        Ok(())
+    }
+}
