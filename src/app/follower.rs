@@ -181,7 +181,7 @@ impl Applier {
             layout: config.layout(),
             node_id: config.node_id.clone(),
             state: StateStore::new(&config.state_dir),
-            trusted: crate::model::signing::TrustedKeys::load_or_refuse(&app.trusted_keys),
+            trusted: crate::model::signing::TrustedKeys::load_or_refuse(app.published().map_or(&[][..], |p| &p.trusted_keys)),
             metrics,
             max_config_size: config.max_config_size,
             splay: crate::app::pacing::Splay::of(app),
@@ -309,7 +309,7 @@ impl Applier {
         // The leader writes metadata just after the version. Wait a moment for it when it
         // decides what the bytes are: a signature is required, the app keeps bundles, or the
         // bytes look like an archive that a file app must not take for a config.
-        let needs_meta = self.trusted.required() || self.app.kind == crate::config::AppKind::Bundle || crate::host::bundle::looks_like_archive(&bytes)
+        let needs_meta = self.trusted.required() || self.app.kind() == crate::config::AppKind::Bundle || crate::host::bundle::looks_like_archive(&bytes)
             || crate::model::content::Marker::parse(&bytes).is_some();
         if meta.is_none() && needs_meta {
             meta = match self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await? {

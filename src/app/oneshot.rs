@@ -57,7 +57,7 @@ pub async fn once(config: &Config) -> i32 {
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
     for app in &config.apps {
-        if let Some(r) = &app.render {
+        if let Some(r) = app.rendered() {
             println!("{}: rendered from service {} by the running daemon; skipped", app.name, r.service);
             continue;
         }
@@ -130,7 +130,7 @@ pub async fn dry_run(config: &Config) -> i32 {
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
     for app in &config.apps {
-        if let Some(r) = &app.render {
+        if let Some(r) = app.rendered() {
             println!("{}: rendered from service {} by the running daemon; --dry-run does not render it", app.name, r.service);
             continue;
         }
@@ -164,7 +164,7 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
         Fetched::Refused(reason) | Fetched::Pending(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),
         Fetched::Verified { bytes, sha256, .. } => (bytes, sha256),
     };
-    if app.kind == crate::config::AppKind::Bundle {
+    if app.kind() == crate::config::AppKind::Bundle {
         let what = if crate::host::bundle::holds(app, &sha) { "already holds" } else { "would switch to" };
         return Ok(format!("{name}: {} {what} bundle {newest} ({} bytes packed)\n", app.dest.display(), bytes.len()));
     }

@@ -38,7 +38,7 @@ pub async fn paced<T>(
     work: impl Future<Output = T>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<T>, zk::Error> {
-    let Some(limit) = app.max_parallel_reloads else {
+    let Some(limit) = app.published().and_then(|p| p.max_parallel_reloads) else {
         return Ok(Some(work.await));
     };
     let Some(lease) = Lease::acquire(client, &layout.app_reloads(&app.name), node_id, limit as usize, &app.name, stop).await? else {
@@ -154,7 +154,7 @@ pub struct Splay {
 impl Splay {
     /// The splay of `app`.
     pub fn of(app: &AppConfig) -> Splay {
-        Splay { max: app.splay.filter(|d| !d.is_zero()), due: Mutex::new(None) }
+        Splay { max: app.published().and_then(|p| p.splay).filter(|d| !d.is_zero()), due: Mutex::new(None) }
     }
 
     /// Called when an apply is due: how much longer to wait before applying, or None to apply
@@ -183,7 +183,10 @@ mod tests {
     fn app(splay: Option<Duration>, max: Option<u32>) -> AppConfig {
         let toml = "role = \"app\"\n[zookeeper]\nhosts = \"h:1\"\n[[app]]\nname = \"a\"\ndest = \"/tmp/a\"\n";
         let c = crate::config::Config::from_toml(std::path::Path::new("x.toml"), toml, |_| None).unwrap();
-        AppConfig { splay, max_parallel_reloads: max, ..c.apps[0].clone() }
+        let mut a = c.apps[0].clone();
+        let p = a.published_mut();
+        (p.splay, p.max_parallel_reloads) = (splay, max);
+        a
     }
 
     #[test]
@@ -201,8 +204,8 @@ mod tests {
 
     #[test]
     fn pacing_keys_are_validated() {
-        assert!(validate(&app(Some(Duration::from_secs(10)), Some(1))).is_ok());
-        assert_eq!(validate(&app(None, Some(0))).unwrap_err().0, "max_parallel_reloads");
-        assert_eq!(validate(&app(Some(Duration::from_secs(7200)), None)).unwrap_err().0, "splay");
+        assert!(validate(app(Some(Duration::from_secs(10)), Some(1)).published().unwrap()).is_ok());
+        assert_eq!(validate(app(None, Some(0)).published().unwrap()).unwrap_err().0, "max_parallel_reloads");
+        assert_eq!(validate(app(Some(Duration::from_secs(7200)), None).published().unwrap()).unwrap_err().0, "splay");
     }
 }

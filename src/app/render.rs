@@ -91,7 +91,7 @@ impl RenderFollower {
     pub fn new(config: &Config, app: &AppConfig, metrics: Arc<Metrics>, ready: ReadyPart, view: watch::Sender<AppView>) -> RenderFollower {
         RenderFollower {
             app: app.clone(),
-            render: app.render.clone().expect("a rendered app"),
+            render: app.rendered().cloned().expect("a rendered app"),
             node_id: config.node_id.clone(),
             layout: config.layout(),
             metrics,

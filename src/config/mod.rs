@@ -331,64 +331,205 @@ impl fmt::Display for HookCommand {
     }
 }
 
-/// One `[[app]]` entry: a version stream applied to one file.
+/// One `[[app]]` table as written: every key any app may have. [`AppConfig`] is made from it,
+/// published or rendered by type, refusing keys that do not belong to the kind it is.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AppConfig {
+struct AppEntry {
     /// The application's name; versions live at `<applications>/<name>` unless `path` says.
-    pub name: String,
+    name: String,
     /// The znode holding this application's `conf-` versions.
     #[serde(default)]
-    pub path: Option<String>,
+    path: Option<String>,
     /// The file this host keeps at the newest version.
-    pub dest: PathBuf,
+    dest: PathBuf,
     /// File mode of `dest`, as an octal string like "0644".
     #[serde(default = "default_mode", deserialize_with = "deserialize_mode")]
-    pub mode: u32,
+    mode: u32,
     /// Owner of `dest` (user name or uid); unchanged when absent.
     #[serde(default)]
-    pub owner: Option<String>,
+    owner: Option<String>,
     /// Group of `dest` (group name or gid); unchanged when absent.
     #[serde(default)]
-    pub group: Option<String>,
+    group: Option<String>,
     /// Validates the new file before it is installed; `{src}` is the new file's path.
     #[serde(default)]
-    pub check: Option<HookCommand>,
+    check: Option<HookCommand>,
     /// Tells the service to pick up the new file.
     #[serde(default)]
-    pub reload: Option<HookCommand>,
+    reload: Option<HookCommand>,
     /// How long a check or reload may run before its whole process group is killed.
     #[serde(default = "default_hook_timeout", with = "humantime_serde")]
-    pub hook_timeout: Duration,
+    hook_timeout: Duration,
     /// Run check and reload as this user (name or uid) instead of the daemon's.
     #[serde(default)]
-    pub run_as: Option<String>,
+    run_as: Option<String>,
     /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
     #[serde(default)]
-    pub follow_symlinks: bool,
+    follow_symlinks: bool,
     /// Render `dest` from a service's live members instead of applying published versions.
     #[serde(default)]
-    pub render: Option<RenderConfig>,
+    render: Option<RenderConfig>,
     /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
     /// semaphore ([`crate::app::pacing`]); absent means no limit.
     #[serde(default)]
-    pub max_parallel_reloads: Option<u32>,
+    max_parallel_reloads: Option<u32>,
     /// Wait a random delay below this before applying a new version ([`crate::app::pacing`]).
     #[serde(default, with = "humantime_serde")]
-    pub splay: Option<Duration>,
+    splay: Option<Duration>,
     /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
     /// when set, unsigned versions and versions signed by other keys are refused.
     #[serde(default)]
-    pub trusted_keys: Vec<PathBuf>,
+    trusted_keys: Vec<PathBuf>,
     /// "file" (one file) or "bundle" (a directory tree behind a symlink at `dest`).
     #[serde(default)]
-    pub kind: AppKind,
+    kind: AppKind,
     /// Bundles: how many version directories stay on disk, the current one included.
     #[serde(default = "default_keep_local")]
+    keep_local: usize,
+}
+
+/// One `[[app]]` entry: what this host keeps at `dest`, how it checks and reloads it, and
+/// where its content comes from ([`AppSource`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "AppEntry")]
+pub struct AppConfig {
+    /// The application's name; published versions live at `<applications>/<name>` unless the
+    /// source names a path.
+    pub name: String,
+    /// The file (or, for a bundle, the symlink) this host keeps at the newest content.
+    pub dest: PathBuf,
+    /// File mode of `dest`, as an octal string like "0644".
+    pub mode: u32,
+    /// Owner of `dest` (user name or uid); unchanged when absent.
+    pub owner: Option<String>,
+    /// Group of `dest` (group name or gid); unchanged when absent.
+    pub group: Option<String>,
+    /// Validates the new file before it is installed; `{src}` is the new file's path.
+    pub check: Option<HookCommand>,
+    /// Tells the service to pick up the new file.
+    pub reload: Option<HookCommand>,
+    /// How long a check or reload may run before its whole process group is killed.
+    pub hook_timeout: Duration,
+    /// Run check and reload as this user (name or uid) instead of the daemon's.
+    pub run_as: Option<String>,
+    /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
+    pub follow_symlinks: bool,
+    /// Published versions, or a rendering of a service's live members.
+    pub source: AppSource,
+}
+
+/// Where an app's content comes from: the two kinds of app, told apart by type, so that a key
+/// of one kind cannot be set (and silently ignored) on the other.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppSource {
+    /// Versions published to ZooKeeper (`zkcoordctl publish`, the trigger, a plain client).
+    Published(PublishedApp),
+    /// `[app.render]`: rendered from a service's live members through a template.
+    Rendered(RenderConfig),
+}
+
+/// The keys only an app that follows published versions has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedApp {
+    /// The znode holding this application's `conf-` versions.
+    pub path: Option<String>,
+    /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
+    /// semaphore ([`crate::app::pacing`]); absent means no limit.
+    pub max_parallel_reloads: Option<u32>,
+    /// Wait a random delay below this before applying a new version ([`crate::app::pacing`]).
+    pub splay: Option<Duration>,
+    /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
+    /// when set, unsigned versions and versions signed by other keys are refused.
+    pub trusted_keys: Vec<PathBuf>,
+    /// "file" (one file) or "bundle" (a directory tree behind a symlink at `dest`).
+    pub kind: AppKind,
+    /// Bundles: how many version directories stay on disk, the current one included.
     pub keep_local: usize,
 }
 
+/// What a conversion error of one table says when it is about one of its keys: `@key: why`,
+/// which [`Config::from_toml`] turns into `key `app[0].key`: why`.
+const SUBKEY: char = '@';
+
+impl TryFrom<AppEntry> for AppConfig {
+    type Error = String;
+
+    fn try_from(e: AppEntry) -> Result<AppConfig, String> {
+        let source = match e.render {
+            Some(render) => {
+                // A rendered file comes from live members, not from published versions: these
+                // keys would be silently ignored, which an operator must not mistake for safety.
+                let versions_only = [
+                    ("trusted_keys", !e.trusted_keys.is_empty()),
+                    ("kind", e.kind != AppKind::File),
+                    ("max_parallel_reloads", e.max_parallel_reloads.is_some()),
+                    ("splay", e.splay.is_some()),
+                ];
+                if let Some((k, _)) = versions_only.iter().find(|(_, set)| *set) {
+                    return Err(format!("{SUBKEY}{k}: applies to published versions; a rendered app ([app.render]) cannot use it"));
+                }
+                if e.path.is_some() {
+                    return Err(format!("{SUBKEY}path: is where published versions live; a rendered app names its members with render.service or render.path"));
+                }
+                AppSource::Rendered(render)
+            }
+            None => AppSource::Published(PublishedApp {
+                path: e.path,
+                max_parallel_reloads: e.max_parallel_reloads,
+                splay: e.splay,
+                trusted_keys: e.trusted_keys,
+                kind: e.kind,
+                keep_local: e.keep_local,
+            }),
+        };
+        Ok(AppConfig {
+            name: e.name,
+            dest: e.dest,
+            mode: e.mode,
+            owner: e.owner,
+            group: e.group,
+            check: e.check,
+            reload: e.reload,
+            hook_timeout: e.hook_timeout,
+            run_as: e.run_as,
+            follow_symlinks: e.follow_symlinks,
+            source,
+        })
+    }
+}
+
 impl AppConfig {
+    /// The published-versions keys, when this app follows published versions.
+    pub fn published(&self) -> Option<&PublishedApp> {
+        match &self.source {
+            AppSource::Published(p) => Some(p),
+            AppSource::Rendered(_) => None,
+        }
+    }
+
+    /// The `[app.render]` table, when this app is rendered from live members.
+    pub fn rendered(&self) -> Option<&RenderConfig> {
+        match &self.source {
+            AppSource::Rendered(r) => Some(r),
+            AppSource::Published(_) => None,
+        }
+    }
+
+    /// The published-versions keys of a test's entry, to change them (panics for a rendered app).
+    #[cfg(test)]
+    pub(crate) fn published_mut(&mut self) -> &mut PublishedApp {
+        match &mut self.source {
+            AppSource::Published(p) => p,
+            AppSource::Rendered(_) => panic!("a rendered app has no published-versions keys"),
+        }
+    }
+
+    /// What this app keeps at `dest`: a rendered app always keeps one file.
+    pub fn kind(&self) -> AppKind {
+        self.published().map_or(AppKind::File, |p| p.kind)
+    }
+
     /// An entry with every default, for unit tests: built through serde so that a new key
     /// never has to be added to each test's struct literal.
     #[cfg(test)]
@@ -569,8 +710,13 @@ impl Config {
         }
         let merged = builder.build().map_err(|e| parse_err(e.to_string()))?;
         let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner().to_string();
+            let mut key = e.path().to_string();
+            let mut inner = e.into_inner().to_string();
+            // A table's conversion names one of its keys as `@key: why` (see SUBKEY).
+            if let Some((sub, why)) = inner.strip_prefix(SUBKEY).and_then(|r| r.split_once(": ")) {
+                key = format!("{key}.{sub}");
+                inner = why.to_string();
+            }
             if key == "." || key.is_empty() {
                 parse_err(inner)
             } else {
@@ -666,7 +812,7 @@ impl Config {
             if !seen.insert(app.name.clone()) {
                 return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", app.name)));
             }
-            if let Some(p) = &app.path {
+            if let Some(p) = app.published().and_then(|p| p.path.as_ref()) {
                 validate_znode_path(p).map_err(|m| invalid(&key("path"), &m))?;
             }
             if !app.dest.is_absolute() || app.dest.file_name().is_none() {
@@ -688,28 +834,16 @@ impl Config {
                     return Err(invalid(&key("run_as"), &format!("expected a user name or uid; there is no user {user:?}")));
                 }
             }
-            if app.kind == AppKind::Bundle && app.keep_local < 2 {
+            if app.published().is_some_and(|p| p.kind == AppKind::Bundle && p.keep_local < 2) {
                 return Err(invalid(&key("keep_local"), "expected at least 2 (the current version and the one to flip back to)"));
             }
             if app.hook_timeout.is_zero() {
                 return Err(invalid(&key("hook_timeout"), "expected a positive duration like \"30s\""));
             }
-            validate_pacing(app).map_err(|(k, m)| invalid(&key(k), &m))?;
-            if let Some(r) = &app.render {
-                // A rendered file comes from live members, not from published versions: these
-                // keys would be silently ignored, which an operator must not mistake for safety.
-                let versions_only = [
-                    ("trusted_keys", !app.trusted_keys.is_empty()),
-                    ("kind", app.kind != AppKind::File),
-                    ("max_parallel_reloads", app.max_parallel_reloads.is_some()),
-                    ("splay", app.splay.is_some()),
-                ];
-                if let Some((k, _)) = versions_only.iter().find(|(_, set)| *set) {
-                    return Err(invalid(&key(k), "applies to published versions; a rendered app ([app.render]) cannot use it"));
-                }
-                if app.path.is_some() {
-                    return Err(invalid(&key("path"), "is where published versions live; a rendered app names its members with render.service or render.path"));
-                }
+            if let Some(p) = app.published() {
+                validate_pacing(p).map_err(|(k, m)| invalid(&key(k), &m))?;
+            }
+            if let Some(r) = app.rendered() {
                 validate_app_name(&r.service).map_err(|m| invalid(&key("render.service"), &m))?;
                 if let Some(p) = &r.path {
                     validate_znode_path(p).map_err(|m| invalid(&key("render.path"), &m))?;
@@ -721,7 +855,9 @@ impl Config {
                     return Err(invalid(&key("render.max_wait"), "expected 0 < quiet <= max_wait (e.g. quiet = \"200ms\", max_wait = \"2s\")"));
                 }
             }
-            crate::model::signing::TrustedKeys::load(&app.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
+            if let Some(p) = app.published() {
+                crate::model::signing::TrustedKeys::load(&p.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
+            }
         }
         Ok(())
     }
@@ -775,7 +911,7 @@ impl Config {
     /// The znode layout this configuration names.
     pub fn layout(&self) -> crate::model::layout::Layout {
         let base = crate::model::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path);
-        self.apps.iter().filter_map(|a| a.path.as_deref().map(|p| (a.name.as_str(), p))).fold(base, |l, (app, p)| l.with_app_path(app, p))
+        self.apps.iter().filter_map(|a| a.published()?.path.as_deref().map(|p| (a.name.as_str(), p))).fold(base, |l, (app, p)| l.with_app_path(app, p))
     }
 }
 
@@ -900,9 +1036,11 @@ reload = ["nginx", "-s", "reload"]
     #[test]
     fn pacing_keys_are_optional_and_errors_name_the_key() {
         let c = load(MINIMAL).unwrap();
-        assert_eq!((c.apps[0].max_parallel_reloads, c.apps[0].splay), (None, None));
+        let p = c.apps[0].published().unwrap();
+        assert_eq!((p.max_parallel_reloads, p.splay), (None, None));
         let c = load(&format!("{MINIMAL}max_parallel_reloads = 2\nsplay = \"10s\"\n")).unwrap();
-        assert_eq!((c.apps[0].max_parallel_reloads, c.apps[0].splay), (Some(2), Some(Duration::from_secs(10))));
+        let p = c.apps[0].published().unwrap();
+        assert_eq!((p.max_parallel_reloads, p.splay), (Some(2), Some(Duration::from_secs(10))));
         let err = load(&format!("{MINIMAL}max_parallel_reloads = 0\n")).unwrap_err().to_string();
         assert!(err.contains("app[0].max_parallel_reloads") && err.contains("at least 1"), "{err}");
         let err = load(&format!("{MINIMAL}splay = \"soon\"\n")).unwrap_err().to_string();
@@ -965,7 +1103,7 @@ reload = ["nginx", "-s", "reload"]
     fn a_rendered_app_is_validated() {
         let render = "[app.render]\nservice = \"web\"\ntemplate = \"/etc/zkcoord/upstream.j2\"\n";
         let c = load(&format!("{MINIMAL}{render}")).unwrap();
-        let r = c.apps[0].render.as_ref().unwrap();
+        let r = c.apps[0].rendered().unwrap();
         assert_eq!((r.members_path(), r.allow_empty), ("/services/web".to_string(), false));
         let err = load(&format!("{MINIMAL}{}", render.replace("/etc/zkcoord/upstream.j2", "upstream.j2"))).unwrap_err().to_string();
         assert!(err.contains("app[0].render.template") && err.contains("absolute"), "{err}");
@@ -992,7 +1130,7 @@ reload = ["nginx", "-s", "reload"]
 pub const MAX_SPLAY: Duration = Duration::from_secs(3600);
 
 /// Checks an app's pacing keys; Err is (key, what was expected).
-pub fn validate_pacing(app: &AppConfig) -> Result<(), (&'static str, String)> {
+pub fn validate_pacing(app: &PublishedApp) -> Result<(), (&'static str, String)> {
     if app.max_parallel_reloads == Some(0) {
         return Err(("max_parallel_reloads", "expected at least 1 (leave it out for no limit)".into()));
     }

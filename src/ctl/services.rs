@@ -46,7 +46,7 @@ async fn which(t: &Target, client: &zk::Client, name: Option<&str>, path: Option
         for s in &c.services {
             known.insert(s.name.clone(), s.members_path());
         }
-        for r in c.apps.iter().filter_map(|a| a.render.as_ref()) {
+        for r in c.apps.iter().filter_map(|a| a.rendered()) {
             known.insert(r.service.clone(), r.members_path());
         }
     }

@@ -222,7 +222,7 @@ impl Components {
     fn start_app(&self, config: &Config, app: &AppConfig) -> RunningApp {
         let (view_tx, view) = watch::channel(AppView::starting(&app.name));
         let stop = self.work_stop.child_token();
-        let task = if app.render.is_some() {
+        let task = if app.rendered().is_some() {
             let follower = RenderFollower::new(config, app, self.metrics.clone(), self.gate.part(), view_tx);
             tokio::spawn(follower.run(self.session.clone(), stop.clone()))
         } else {
@@ -353,7 +353,7 @@ impl Components {
         let names: Vec<String> = self
             .apps
             .iter()
-            .filter(|(_, a)| a.config.render.is_some() || !a.config.trusted_keys.is_empty())
+            .filter(|(_, a)| a.config.published().is_none_or(|p| !p.trusted_keys.is_empty()))
             .map(|(n, _)| n.clone())
             .collect();
         if names.is_empty() {

@@ -274,7 +274,7 @@ pub fn current(dest: &Path) -> Option<PathBuf> {
 
 /// Whether `app`'s destination already holds content `sha256` (file or bundle).
 pub fn holds(app: &AppConfig, sha256: &str) -> bool {
-    match app.kind {
+    match app.kind() {
         AppKind::File => install::holds(&app.dest, sha256),
         AppKind::Bundle => match current(&app.dest) {
             Some(dir) => dir.is_dir() && fs::read_to_string(marker_of(&dir)).is_ok_and(|s| s.trim() == sha256),
@@ -293,7 +293,7 @@ pub fn looks_like_archive(bytes: &[u8]) -> bool {
 /// metadata) for a single-file app. The other way round, unpacking refuses what is no archive.
 pub fn kind_mismatch(app: &AppConfig, content: Option<&ContentInfo>) -> Option<String> {
     let is_bundle = content.and_then(|c| c.kind.as_deref()) == Some(KIND_BUNDLE);
-    (app.kind == AppKind::File && is_bundle).then(|| {
+    (app.kind() == AppKind::File && is_bundle).then(|| {
         format!(
             "this version is a bundle (published from a directory), but app {} is kind = \"file\"; not installing (set kind = \"bundle\" to manage {} as a directory)",
             app.name,
@@ -305,7 +305,7 @@ pub fn kind_mismatch(app: &AppConfig, content: Option<&ContentInfo>) -> Option<S
 /// Installs `bytes` for `app`: in place for a file app, as a new version directory behind the
 /// symlink for a bundle app. `version` names the directory.
 pub async fn install_any(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {
-    match app.kind {
+    match app.kind() {
         AppKind::File => install::install(app, bytes, metrics).await,
         AppKind::Bundle => install(app, version, bytes, max, metrics).await,
     }
@@ -441,7 +441,7 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
     if matches!(result, InstallResult::ReloadFailed(_)) {
         return Ok(result);
     }
-    let keep = app.keep_local.max(2);
+    let keep = app.published().map_or(2, |p| p.keep_local).max(2);
     let live = new_dir.clone();
     let _ = tokio::task::spawn_blocking(move || retain(&versions, &live, keep)).await;
     Ok(result)
@@ -602,14 +602,15 @@ mod tests {
 
     fn bundle_app(dir: &Path, check: Option<&str>, reload: Option<&str>) -> AppConfig {
         use crate::config::HookCommand;
-        AppConfig {
+        let mut a = AppConfig {
             check: check.map(|s| HookCommand::Shell(s.into())),
             reload: reload.map(|s| HookCommand::Shell(s.into())),
             hook_timeout: Duration::from_secs(5),
-            kind: AppKind::Bundle,
-            keep_local: 2,
             ..AppConfig::for_tests("b", &dir.join("conf.d"))
-        }
+        };
+        let p = a.published_mut();
+        (p.kind, p.keep_local) = (AppKind::Bundle, 2);
+        a
     }
 
     fn packed(d: &Path, name: &str, content: &str) -> Vec<u8> {
@@ -656,7 +657,8 @@ mod tests {
     fn a_file_app_refuses_a_bundle_version() {
         let d = tempfile::tempdir().unwrap();
         let bundle = ContentInfo { kind: Some(KIND_BUNDLE.into()), compression: Some(GZIP.into()), ..Default::default() };
-        let file_app = AppConfig { kind: AppKind::File, ..bundle_app(d.path(), None, None) };
+        let mut file_app = bundle_app(d.path(), None, None);
+        file_app.published_mut().kind = AppKind::File;
         assert!(kind_mismatch(&file_app, Some(&bundle)).unwrap().contains("kind = \"file\""));
         assert_eq!(kind_mismatch(&file_app, Some(&ContentInfo::default())), None);
         assert_eq!(kind_mismatch(&file_app, None), None);

@@ -266,9 +266,9 @@ use crate::model::content::content_sha256;
             Config::from_toml(std::path::Path::new("z.toml"), &base.replace("{top}", top).replace("{app}", app), |_| None)
         };
         let c = load("", "").unwrap();
-        assert_eq!((c.max_config_size, c.apps[0].kind, c.apps[0].keep_local), (DEFAULT_MAX_CONFIG_SIZE, AppKind::File, 3));
+        assert_eq!((c.max_config_size, c.apps[0].kind(), c.apps[0].published().unwrap().keep_local), (DEFAULT_MAX_CONFIG_SIZE, AppKind::File, 3));
         let c = load("max_config_size = \"8MiB\"", "kind = \"bundle\"\nkeep_local = 5").unwrap();
-        assert_eq!((c.max_config_size, c.apps[0].kind, c.apps[0].keep_local), (8 << 20, AppKind::Bundle, 5));
+        assert_eq!((c.max_config_size, c.apps[0].kind(), c.apps[0].published().unwrap().keep_local), (8 << 20, AppKind::Bundle, 5));
         assert_eq!(load("max_config_size = 2000000", "").unwrap().max_config_size, 2_000_000);
         let e = load("max_config_size = \"huge\"", "").unwrap_err().to_string();
         assert!(e.contains("z.toml") && e.contains("max_config_size") && e.contains("64MiB"), "{e}");
