@@ -7,12 +7,12 @@
 //! needs applying, one applies it. [`AppFollower`] runs them on every wake-up;
 //! `zkcoordd --once` and `--dry-run` ([`crate::app::oneshot`]) run the same functions once.
 
+use crate::app::skeleton::{self, Flow, StatusNode, Turn};
 use crate::backoff::Backoff;
 use crate::config::{AppConfig, Config};
 use crate::host::install::InstallResult;
 use crate::model::layout::{self, Layout, VersionId};
 use crate::metrics::Metrics;
-use crate::zk::registration::{self, NodeSpec};
 use crate::model::request::VersionMeta;
 use crate::zk::session::SessionHandle;
 use crate::clock::now_secs;
@@ -659,54 +659,13 @@ impl AppFollower {
     pub async fn run(mut self, mut session: SessionHandle, shutdown: CancellationToken) {
         self.applier.stop = shutdown.clone();
         let a = &self.applier;
-        let mut p = a.progress();
-        let mut seen = Seen::default();
-        let (status_tx, status_rx) = watch::channel(p.report.to_bytes());
-        let (reg_tx, _reg_rx) = watch::channel(None);
-        let (conflict_tx, mut conflict_rx) = watch::channel(None);
-        let spec = NodeSpec {
-            parent: a.layout.status(&a.app.name),
-            name: a.node_id.clone(),
-            sequential: false,
-            parent_kind: crate::zk::identity::NodeKind::StatusParent,
-            tombstone: Some(StatusReport::tombstone_bytes),
-            conflict: Some(Arc::new(conflict_tx)),
-        };
-        let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
-        a.metrics.app_started(&a.app.name);
-        self.publish(&p, &seen, false);
-        loop {
-            let Some((generation, client)) = session.connected_until(&shutdown).await else {
-                break;
-            };
-            let waited = match self.look(&client, generation, &mut p, &mut seen, &status_tx).await {
-                Ok(wake) => {
-                    self.ready.mark();
-                    let retry = p.retry.map(tokio::time::sleep);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        Ok(()) = conflict_rx.changed() => {
-                            if let Ok(mut c) = self.conflict.lock() {
-                                *c = conflict_rx.borrow_and_update().clone();
-                            }
-                            Ok(())
-                        }
-                        _ = wake => Ok(()),
-                        _ = session.changed() => Ok(()),
-                        _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => Ok(()),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = waited {
-                drop(client);
-                if !session.recover(generation, &e, &format!("reading versions of app {}", a.app.name), &shutdown).await {
-                    break;
-                }
-            }
-        }
-        let _ = keeper.await;
-        a.metrics.app_stopped(&a.app.name);
+        let p = a.progress();
+        let status = StatusNode::keep(&a.layout, &a.app.name, &a.node_id, &p.report, &session, &shutdown);
+        let mut looks = Looks { follower: &self, p, seen: Seen::default(), status, shutdown: shutdown.clone() };
+        self.publish(&looks.p, &looks.seen, false);
+        let what = format!("reading versions of app {}", a.app.name);
+        skeleton::follow(&a.app.name, &a.metrics, &mut session, &shutdown, &what, &mut looks).await;
+        looks.status.stopped().await;
     }
 
     /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
@@ -804,6 +763,43 @@ impl AppFollower {
             *v = view;
             changed
         });
+    }
+}
+
+/// A published app's follower while it runs: what it knows between looks.
+struct Looks<'a> {
+    /// The follower.
+    follower: &'a AppFollower,
+    /// What was applied and reported.
+    p: Progress,
+    /// What the last look saw.
+    seen: Seen,
+    /// Our status node for the app.
+    status: StatusNode,
+    /// The daemon's stop.
+    shutdown: CancellationToken,
+}
+
+impl Turn for Looks<'_> {
+    fn turn<'a>(&'a mut self, client: &'a zk::Client, generation: u64, session: &'a mut SessionHandle) -> impl std::future::Future<Output = Result<Flow, zk::Error>> + Send + 'a {
+        async move {
+            let f = self.follower;
+            let wake = f.look(client, generation, &mut self.p, &mut self.seen, &self.status.report).await?;
+            f.ready.mark();
+            let retry = self.p.retry.map(tokio::time::sleep);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(Flow::Stop),
+                Ok(()) = self.status.conflict.changed() => {
+                    if let Ok(mut c) = f.conflict.lock() {
+                        *c = self.status.conflict.borrow_and_update().clone();
+                    }
+                }
+                _ = wake => {}
+                _ = session.changed() => {}
+                _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => {}
+            }
+            Ok(Flow::Again)
+        }
     }
 }
 

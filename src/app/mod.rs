@@ -9,3 +9,4 @@ pub mod follower;
 pub mod oneshot;
 pub mod pacing;
 pub mod render;
+pub mod skeleton;

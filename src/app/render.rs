@@ -10,13 +10,13 @@
 //! - an empty member list is held back (the file keeps its last content) unless the entry says
 //!   `allow_empty`, because a registry outage must not take every upstream out of nginx.
 
+use crate::app::skeleton::{self, Flow, StatusNode, Turn};
 use crate::app::follower::AppView;
 use crate::config::{AppConfig, Config, RenderConfig};
 use crate::host::install::{self, InstallResult};
 use crate::model::layout::Layout;
 use crate::zk::members::{self, Member, Snapshot};
 use crate::metrics::Metrics;
-use crate::zk::registration::{self, NodeSpec};
 use crate::zk::session::SessionHandle;
 use crate::clock::now_secs;
 use crate::model::status::{ApplyResult, StatusReport};
@@ -104,7 +104,7 @@ impl RenderFollower {
     pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
         let name = self.app.name.clone();
         let on_disk = std::fs::read(&self.app.dest).ok().map(|b| crate::digest::sha256_hex(&b));
-        let mut st = Rendered {
+        let st = Rendered {
             report: StatusReport {
                 host: self.node_id.clone(),
                 pid: std::process::id(),
@@ -122,38 +122,12 @@ impl RenderFollower {
             synced: 0,
             skipped: Vec::new(),
         };
-        let (status_tx, status_rx) = watch::channel(st.report.to_bytes());
-        let (reg_tx, _reg_rx) = watch::channel(None);
-        let spec = NodeSpec {
-            parent: self.layout.status(&name),
-            name: self.node_id.clone(),
-            sequential: false,
-            parent_kind: crate::zk::identity::NodeKind::StatusParent,
-            tombstone: Some(StatusReport::tombstone_bytes),
-            conflict: None,
-        };
-        let keeper = tokio::spawn(registration::keep(spec, session.clone(), status_rx, reg_tx, shutdown.clone()));
-        self.metrics.app_started(&name);
+        let status = StatusNode::keep(&self.layout, &name, &self.node_id, &st.report, &session, &shutdown);
         self.publish(&st, false);
-        loop {
-            let Some((generation, client)) = session.connected_until(&shutdown).await else {
-                break;
-            };
-            let r = self.follow(&client, generation, &mut st, &status_tx, &mut session, &shutdown).await;
-            drop(client);
-            match r {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    let what = format!("reading members of {} for app {name}", self.render.members_path());
-                    if !session.recover(generation, &e, &what, &shutdown).await {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = keeper.await;
-        self.metrics.app_stopped(&name);
+        let what = format!("reading members of {} for app {name}", self.render.members_path());
+        let mut renders = Renders { follower: &self, st, status, shutdown: shutdown.clone() };
+        skeleton::follow(&name, &self.metrics, &mut session, &shutdown, &what, &mut renders).await;
+        renders.status.stopped().await;
     }
 
     /// Reads, renders, and waits for changes on one session. Ok(true) at shutdown, Ok(false)
@@ -316,6 +290,27 @@ impl RenderFollower {
             *v = view;
             changed
         });
+    }
+}
+
+/// A rendered app's follower while it runs.
+struct Renders<'a> {
+    /// The follower.
+    follower: &'a RenderFollower,
+    /// What was rendered and reported.
+    st: Rendered,
+    /// Our status node for the app.
+    status: StatusNode,
+    /// The daemon's stop.
+    shutdown: CancellationToken,
+}
+
+impl Turn for Renders<'_> {
+    fn turn<'a>(&'a mut self, client: &'a zk::Client, generation: u64, session: &'a mut SessionHandle) -> impl std::future::Future<Output = Result<Flow, zk::Error>> + Send + 'a {
+        async move {
+            let stop = self.follower.follow(client, generation, &mut self.st, &self.status.report, session, &self.shutdown).await?;
+            Ok(if stop { Flow::Stop } else { Flow::Again })
+        }
     }
 }
 
