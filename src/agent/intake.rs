@@ -207,7 +207,7 @@ pub(crate) async fn handle_batch(leader: &Leader<'_>, names: &[&str]) -> Result<
         };
         // The header is checked first, whatever carries the bytes: its app name becomes znode paths.
         match request::decode(&bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
-            Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None))),
+            Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason: reason.to_string() }, None))),
             Ok((h, _)) if h.content.is_chunked() || h.canary.is_some() || h.signature.is_some() => {
                 // In its place in the order: what the batch decided so far lands first.
                 touched.extend(batch.flush(leader).await?);
@@ -216,7 +216,7 @@ pub(crate) async fn handle_batch(leader: &Leader<'_>, names: &[&str]) -> Result<
                 }
             }
             Ok((h, d)) => match validate_inline(&h, d) {
-                Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None))),
+                Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason: reason.to_string() }, None))),
                 Ok(()) => {
                     let data = d.to_vec();
                     batch.decide(config, client, name, h, data).await?;

@@ -55,12 +55,13 @@ impl Leader<'_> {
     pub(crate) async fn handle_fetched(&self, name: &str, bytes: &[u8], claimed: bool) -> Result<Option<String>, AgentError> {
         let Leader { config, layout, client, metrics, .. } = self;
         // The header is checked first, whatever carries the bytes: its app name becomes znode paths.
-        let checked = match request::decode(bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))) {
+        let decoded = request::decode(bytes).and_then(|(h, d)| validate_header(&h).map(|_| (h, d))).map_err(String::from);
+        let checked = match decoded {
             // Chunked content: verify the blob; the version node will hold its marker.
             Ok((h, d)) if h.content.is_chunked() => {
                 crate::zk::blobs::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
             }
-            decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec()))),
+            decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec())).map_err(String::from)),
         };
         let (outcome, meta_for, app) = match checked {
             Err(reason) => (Outcome::Rejected { reason }, None, None),

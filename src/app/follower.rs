@@ -346,7 +346,7 @@ impl Applier {
         };
         let sha = crate::digest::sha256_hex(&bytes);
         if let Err(e) = crate::model::content::check_max(bytes.len() as u64, self.max_config_size) {
-            return Ok(Fetched::Refused(e));
+            return Ok(Fetched::Refused(e.to_string()));
         }
         if let Some(m) = meta.as_ref().filter(|m| m.sha256 != sha) {
             return Ok(Fetched::Refused(format!(

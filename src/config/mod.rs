@@ -753,7 +753,7 @@ impl Config {
             return Err(invalid("log_level", "expected a level like \"info\" or a filter like \"zkcoord=debug,info\""));
         }
         if let Some(f) = &self.zookeeper.auth_file {
-            crate::secret::load_user_password(f).map_err(|m| invalid("zookeeper.auth_file", &m))?;
+            crate::secret::load_user_password(f).map_err(|e| invalid("zookeeper.auth_file", &e.to_string()))?;
         }
         if self.zookeeper.auth_scheme == AuthScheme::Sasl && self.zookeeper.auth_file.is_none() {
             return Err(invalid("zookeeper.auth_scheme", "\"sasl\" needs [zookeeper] auth_file with the SASL user:password"));
@@ -772,7 +772,7 @@ impl Config {
             }
         }
         if let Some(f) = &self.agent.trigger_token_file {
-            crate::secret::load_line(f).map_err(|m| invalid("agent.trigger_token_file", &m))?;
+            crate::secret::load_line(f).map_err(|e| invalid("agent.trigger_token_file", &e.to_string()))?;
         }
         if self.agent.leaders == 0 {
             return Err(invalid("agent.leaders", "expected at least 1"));
@@ -793,7 +793,7 @@ impl Config {
             }
             match &self.agent.trigger_app {
                 None => return Err(invalid("agent.trigger_app", "expected an app name when trigger_listen is set")),
-                Some(app) => validate_app_name(app).map_err(|m| invalid("agent.trigger_app", &m))?,
+                Some(app) => validate_app_name(app).map_err(|e| invalid("agent.trigger_app", &e.to_string()))?,
             }
         }
         if let Some(addr) = &self.http.listen {
@@ -808,7 +808,7 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let key = |k: &str| format!("app[{i}].{k}");
-            validate_app_name(&app.name).map_err(|m| invalid(&key("name"), &m))?;
+            validate_app_name(&app.name).map_err(|e| invalid(&key("name"), &e.to_string()))?;
             if !seen.insert(app.name.clone()) {
                 return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", app.name)));
             }
@@ -844,7 +844,7 @@ impl Config {
                 validate_pacing(p).map_err(|(k, m)| invalid(&key(k), &m))?;
             }
             if let Some(r) = app.rendered() {
-                validate_app_name(&r.service).map_err(|m| invalid(&key("render.service"), &m))?;
+                validate_app_name(&r.service).map_err(|e| invalid(&key("render.service"), &e.to_string()))?;
                 if let Some(p) = &r.path {
                     validate_znode_path(p).map_err(|m| invalid(&key("render.path"), &m))?;
                 }
@@ -866,7 +866,7 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let key = |k: &str| format!("service[{i}].{k}");
-            validate_app_name(&s.name).map_err(|m| invalid(&key("name"), &m))?;
+            validate_app_name(&s.name).map_err(|e| invalid(&key("name"), &e.to_string()))?;
             if !seen.insert(s.name.clone()) {
                 return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", s.name)));
             }

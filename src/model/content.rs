@@ -79,11 +79,41 @@ pub fn content_sha256(data: &[u8]) -> String {
 }
 
 /// Refuses content over `max` (the configured `max_config_size`).
-pub fn check_max(len: u64, max: u64) -> Result<(), String> {
+pub fn check_max(len: u64, max: u64) -> Result<(), TooLarge> {
     if len > max {
-        Err(format!("config is {len} bytes; the limit is {max} bytes (max_config_size = {})", human(max)))
+        Err(TooLarge { len, limit: max, which: Limit::Config })
     } else {
         Ok(())
+    }
+}
+
+/// Content over a limit, refused before it goes anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config is {len} bytes; the limit is {limit} bytes ({})", match which {
+    Limit::Config => format!("max_config_size = {}", human(*limit)),
+    Limit::Node => "ZooKeeper's default jute.maxbuffer is 1 MiB per node".to_string(),
+})]
+pub struct TooLarge {
+    /// The content's size.
+    pub len: u64,
+    /// The limit it is over.
+    pub limit: u64,
+    /// Which limit.
+    pub which: Limit,
+}
+
+/// The two size limits content meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_config_size`: the largest config this fleet takes, chunked or not.
+    Config,
+    /// [`MAX_NODE_BYTES`]: what one znode (and the legacy trigger) holds.
+    Node,
+}
+
+impl From<TooLarge> for String {
+    fn from(e: TooLarge) -> String {
+        e.to_string()
     }
 }
 
@@ -103,11 +133,9 @@ pub fn human(n: u64) -> String {
 pub const MAX_NODE_BYTES: usize = 1_000_000;
 
 /// Refuses a config over the limit, before anything reaches ZooKeeper.
-pub fn check_size(len: usize) -> Result<(), String> {
+pub fn check_size(len: usize) -> Result<(), TooLarge> {
     if len > MAX_NODE_BYTES {
-        Err(format!(
-            "config is {len} bytes; the limit is {MAX_NODE_BYTES} bytes (ZooKeeper's default jute.maxbuffer is 1 MiB per node)"
-        ))
+        Err(TooLarge { len: len as u64, limit: MAX_NODE_BYTES as u64, which: Limit::Node })
     } else {
         Ok(())
     }

@@ -229,7 +229,7 @@ mod tests {
 
 
 /// App names become znode and file names, so they are kept to a safe alphabet.
-pub fn validate_app_name(name: &str) -> Result<(), String> {
+pub fn validate_app_name(name: &str) -> Result<(), BadAppName> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name != "."
@@ -238,6 +238,17 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("expected a name of letters, digits, '-', '_' or '.', got {name:?}"))
+        Err(BadAppName(name.to_string()))
+    }
+}
+
+/// An app name outside the safe alphabet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a name of letters, digits, '-', '_' or '.', got {0:?}")]
+pub struct BadAppName(pub String);
+
+impl From<BadAppName> for String {
+    fn from(e: BadAppName) -> String {
+        e.to_string()
     }
 }

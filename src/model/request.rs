@@ -99,21 +99,68 @@ pub fn encode(header: &RequestHeader, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Why a request is refused; the leader answers `rejected: <this>`, the publisher shows it.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No newline: not a request node.
+    #[error("request has no header line")]
+    NoHeaderLine,
+    /// The header line is not the JSON a header is.
+    #[error("request header is not valid: {0}")]
+    BadHeader(String),
+    /// The app name would make unsafe znode or file names.
+    #[error(transparent)]
+    AppName(#[from] crate::model::layout::BadAppName),
+    /// The content is over a size limit.
+    #[error(transparent)]
+    TooLarge(#[from] crate::model::content::TooLarge),
+    /// The message is over [`MAX_MESSAGE_BYTES`].
+    #[error("message is {0} bytes; the limit is {MAX_MESSAGE_BYTES}")]
+    MessageTooLong(usize),
+    /// The header's sha256 is not one.
+    #[error("sha256 must be 64 lowercase hex digits, got {0:?}")]
+    BadSha256(String),
+    /// The signature does not verify.
+    #[error("{0}")]
+    Signature(String),
+    /// The bytes are not as long as the header says.
+    #[error("size mismatch: header says {header} bytes, got {got}")]
+    SizeMismatch {
+        /// What the header says.
+        header: usize,
+        /// What arrived.
+        got: usize,
+    },
+    /// The bytes do not hash to the header's sha256.
+    #[error("sha256 mismatch: header says {header}, bytes hash to {got}")]
+    Sha256Mismatch {
+        /// What the header says.
+        header: String,
+        /// What the bytes hash to.
+        got: String,
+    },
+}
+
+impl From<RequestError> for String {
+    fn from(e: RequestError) -> String {
+        e.to_string()
+    }
+}
+
 /// Splits a request node's bytes into header and data.
-pub fn decode(bytes: &[u8]) -> Result<(RequestHeader, &[u8]), String> {
-    let nl = bytes.iter().position(|&b| b == b'\n').ok_or("request has no header line")?;
-    let header: RequestHeader =
-        serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("request header is not valid: {e}"))?;
+pub fn decode(bytes: &[u8]) -> Result<(RequestHeader, &[u8]), RequestError> {
+    let nl = bytes.iter().position(|&b| b == b'\n').ok_or(RequestError::NoHeaderLine)?;
+    let header: RequestHeader = serde_json::from_slice(&bytes[..nl]).map_err(|e| RequestError::BadHeader(e.to_string()))?;
     Ok((header, &bytes[nl + 1..]))
 }
 
 /// Builds a header for `data`, checking size and message length.
-pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str, data: &[u8]) -> Result<RequestHeader, String> {
+pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str, data: &[u8]) -> Result<RequestHeader, RequestError> {
     crate::model::layout::validate_app_name(app)?;
     crate::model::content::check_size(data.len())?;
     if let Some(m) = &message {
         if m.len() > MAX_MESSAGE_BYTES {
-            return Err(format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", m.len()));
+            return Err(RequestError::MessageTooLong(m.len()));
         }
     }
     Ok(RequestHeader {
@@ -131,26 +178,26 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
 
 /// What every request must get right before anything is read on its behalf: a safe app name,
 /// a well-formed sha256, and a signature (if any) that matches what it claims.
-pub fn validate_header(h: &RequestHeader) -> Result<(), String> {
+pub fn validate_header(h: &RequestHeader) -> Result<(), RequestError> {
     crate::model::layout::validate_app_name(&h.app)?;
     if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(format!("sha256 must be 64 lowercase hex digits, got {:?}", h.sha256));
+        return Err(RequestError::BadSha256(h.sha256.clone()));
     }
     if let Some(sig) = &h.signature {
-        crate::model::signing::check(sig, &h.app, &h.sha256, h.size)?;
+        crate::model::signing::check(sig, &h.app, &h.sha256, h.size).map_err(RequestError::Signature)?;
     }
     Ok(())
 }
 
 /// Checks a request that carries its bytes inline against its header.
-pub fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), String> {
+pub fn validate_inline(h: &RequestHeader, data: &[u8]) -> Result<(), RequestError> {
     crate::model::content::check_size(data.len())?;
     if data.len() != h.size {
-        return Err(format!("size mismatch: header says {} bytes, got {}", h.size, data.len()));
+        return Err(RequestError::SizeMismatch { header: h.size, got: data.len() });
     }
     let sum = crate::digest::sha256_hex(data);
     if sum != h.sha256 {
-        return Err(format!("sha256 mismatch: header says {}, bytes hash to {sum}", h.sha256));
+        return Err(RequestError::Sha256Mismatch { header: h.sha256.clone(), got: sum });
     }
     Ok(())
 }
@@ -173,7 +220,7 @@ mod tests {
     #[test]
     fn oversized_config_is_refused_naming_the_limit() {
         let big = vec![b'x'; MAX_NODE_BYTES + 1];
-        let e = header_for("a", "me", None, "zkcoordctl", &big).unwrap_err();
+        let e = header_for("a", "me", None, "zkcoordctl", &big).unwrap_err().to_string();
         assert!(e.contains("1000000"), "{e}");
     }
 

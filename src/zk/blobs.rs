@@ -94,7 +94,7 @@ pub async fn upload(client: &zk::Client, layout: &Layout, app: &str, sha256: &st
 /// the inner one says why the content must not be used.
 pub async fn read_blob(client: &zk::Client, layout: &Layout, app: &str, m: &Marker, max: u64) -> Result<Result<Vec<u8>, String>, zk::Error> {
     if let Err(e) = check_max(m.size, max) {
-        return Ok(Err(e));
+        return Ok(Err(e.to_string()));
     }
     let blob = layout.blob(app, &m.sha256);
     let mut data = Vec::with_capacity(m.size as usize);
