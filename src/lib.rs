@@ -25,12 +25,12 @@
 #![forbid(unsafe_code)]
 
 // Leaves.
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod clock;
 pub mod digest;
 pub mod exit;
 pub mod ready;
-pub mod secret;
+pub(crate) mod secret;
 
 // Data and rules, configuration, measurements.
 pub mod config;
@@ -44,7 +44,7 @@ pub mod zk;
 // Roles.
 pub mod agent;
 pub mod app;
-pub mod service;
+pub(crate) mod service;
 
 // Entry points.
 pub mod cli;

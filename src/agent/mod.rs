@@ -10,9 +10,9 @@
 //! May use: everything below the roles (`zk`, `host`, `config`, `metrics`, `model`, leaves).
 //! Never `app`, `service`, `daemon` or `ctl`.
 
-pub mod intake;
-pub mod leader;
-pub mod rollout;
+pub(crate) mod intake;
+pub(crate) mod leader;
+pub(crate) mod rollout;
 pub mod trigger;
 
 use crate::zk::fence::{AgentError, Fence};

@@ -6,7 +6,7 @@
 //! Never `agent`, `service`, `daemon` or `ctl`.
 
 pub mod follower;
-pub mod oneshot;
-pub mod pacing;
-pub mod render;
-pub mod skeleton;
+pub(crate) mod oneshot;
+pub(crate) mod pacing;
+pub(crate) mod render;
+pub(crate) mod skeleton;

@@ -7,10 +7,10 @@
 //! May use: everything below it. Its own rooms: `http` (`/healthz`, `/metrics`), `systemd`
 //! (sd_notify), `signals` (Unix signals as messages), `logging` (journal or text).
 
-pub mod http;
-pub mod logging;
+pub(crate) mod http;
+pub(crate) mod logging;
 pub mod signals;
-pub mod systemd;
+pub(crate) mod systemd;
 
 use crate::agent;
 use crate::app::follower::{AppFollower, AppView, Applier};

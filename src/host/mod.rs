@@ -6,6 +6,6 @@
 //! bytes, so every step here can be tested on a plain directory.
 
 pub mod bundle;
-pub mod hooks;
+pub(crate) mod hooks;
 pub mod install;
-pub mod state;
+pub(crate) mod state;

@@ -9,6 +9,6 @@
 pub mod content;
 pub mod layout;
 pub mod request;
-pub mod rollout;
-pub mod signing;
+pub(crate) mod rollout;
+pub(crate) mod signing;
 pub mod status;

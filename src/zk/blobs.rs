@@ -31,8 +31,6 @@ use zookeeper_client as zk;
 /// A blob no version references is removed once it is this old (a publish that was rejected,
 /// withdrawn, or whose publisher died mid-upload).
 pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
-/// Name prefix of chunk nodes.
-pub const CHUNK_PREFIX: &str = "chunk-";
 /// Builds the request header for `data`: plain when it fits one node, chunked (the request then
 /// carries no bytes; [`upload`] writes them) when it does not. Everything is checked here,
 /// before anything reaches ZooKeeper. Returns the header and the bytes the request carries.

@@ -7,14 +7,14 @@
 //! May use: `config`, `metrics`, `model`, the leaves. Never `host` (this machine's files) nor
 //! the roles above.
 
-pub mod blobs;
-pub mod election;
-pub mod fence;
-pub mod guard;
+pub(crate) mod blobs;
+pub(crate) mod election;
+pub(crate) mod fence;
+pub(crate) mod guard;
 pub mod identity;
-pub mod members;
-pub mod registration;
+pub(crate) mod members;
+pub(crate) mod registration;
 pub mod request;
-pub mod rollout;
+pub(crate) mod rollout;
 pub mod session;
-pub mod tls;
+pub(crate) mod tls;
