@@ -8,13 +8,13 @@
 //! - [`versions`]: version arguments (`12`, `conf-0000000012`, `-1`).
 //! - [`rollout`]: staged rollouts: show, promote, abort.
 
-pub mod inspect;
-pub mod publish;
-pub mod rollout;
-pub mod services;
-pub mod target;
-pub mod versions;
-pub mod watch;
+pub(crate) mod inspect;
+pub(crate) mod publish;
+pub(crate) mod rollout;
+pub(crate) mod services;
+pub(crate) mod target;
+pub(crate) mod versions;
+pub(crate) mod watch;
 
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::exit;
