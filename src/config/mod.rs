@@ -1,7 +1,29 @@
 //! The TOML configuration: one file, a few environment overrides, and errors that say which
 //! file, which key and what was expected.
+//!
+//! Its rooms, one per section: `zookeeper`, `agent`, `acl`, `app` (`[[app]]`, published or
+//! rendered by type), `service` (`[[service]]`), and `hook` (the commands both run). This file holds the whole file's shape, the
+//! overrides, and the checks across sections.
+//!
+//! May use: `model`, the leaves. Checks that need what only ZooKeeper's layer builds (the TLS
+//! files) run in [`crate::zk::identity::load_config`].
+
+mod acl;
+mod agent;
+mod app;
+mod hook;
+mod service;
+mod zookeeper;
+
+pub use acl::{acl_identity, AclConfig};
+pub use agent::AgentConfig;
+pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, MAX_SPLAY};
+pub use hook::HookCommand;
+pub use service::{services_path, ServiceConfig, DEFAULT_SERVICES_ROOT};
+pub use zookeeper::{AuthScheme, TlsConfig, ZkConfig};
 
 use crate::model::layout::validate_app_name;
+use app::SUBKEY;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -60,7 +82,7 @@ pub struct Config {
     /// Which halves run here.
     pub role: Role,
     /// This host's name in registrations and status reports; defaults to the host name.
-    #[serde(default = "default_node_id")]
+    #[serde(default = "service::this_host")]
     pub node_id: String,
     /// Where applied versions are remembered, so a restart with nothing new does nothing.
     #[serde(default = "default_state_dir")]
@@ -91,131 +113,6 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
 }
 
-/// One `[[service]]` entry: a local service announced in ZooKeeper for as long as it is
-/// healthy, so that other hosts (and plain clients) can discover it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    /// The service's name; its members live at `/services/<name>` unless `path` says.
-    pub name: String,
-    /// The znode whose children are the service's members, e.g. an existing `/rpc`.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Our member node's name (default: node_id), or its prefix when `sequential`.
-    #[serde(default)]
-    pub node_name: Option<String>,
-    /// EPHEMERAL_SEQUENTIAL members (`server0000000003`), as many existing registries use.
-    #[serde(default)]
-    pub sequential: bool,
-    /// The address clients should connect to (default: this machine's host name).
-    #[serde(default = "default_service_host")]
-    pub host: String,
-    /// The port clients should connect to.
-    pub port: u16,
-    /// Extra JSON fields merged into the member's data, e.g. `{ weight = 2, zone = "a" }`.
-    #[serde(default)]
-    pub data: serde_json::Map<String, serde_json::Value>,
-    /// The health check; without one the service counts as healthy while the daemon runs.
-    #[serde(default)]
-    pub check: Option<HookCommand>,
-    /// How often the health check runs.
-    #[serde(default = "default_check_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// How long one health check may run before its process group is killed (and it fails).
-    #[serde(default = "default_check_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Consecutive passes that make an unhealthy (or starting) service healthy.
-    #[serde(default = "default_rise")]
-    pub rise: u32,
-    /// Consecutive failures that make a healthy service unhealthy.
-    #[serde(default = "default_fall")]
-    pub fall: u32,
-}
-
-impl ServiceConfig {
-    /// The znode whose children are this service's members.
-    pub fn members_path(&self) -> String {
-        self.path.clone().unwrap_or_else(|| services_path(&self.name))
-    }
-
-    /// The member's JSON data: the extra fields with `host` and `port` set over them.
-    pub fn member_data(&self) -> Vec<u8> {
-        let mut m = self.data.clone();
-        m.insert("host".into(), self.host.clone().into());
-        m.insert("port".into(), self.port.into());
-        serde_json::to_vec(&serde_json::Value::Object(m)).expect("member data serializes")
-    }
-}
-
-/// Where a service's members live when no `path` is configured.
-pub fn services_path(name: &str) -> String {
-    format!("{DEFAULT_SERVICES_ROOT}/{name}")
-}
-
-/// Parent of every service's members by default (beside `/applications`, outside our own
-/// root, so that existing clients and scripts find them where the pattern puts them).
-pub const DEFAULT_SERVICES_ROOT: &str = "/services";
-
-/// An `[app.render]` table: the app's file is rendered from a service's live members instead
-/// of being taken from published versions.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenderConfig {
-    /// The service whose members are rendered (members at `/services/<name>` unless `path`).
-    pub service: String,
-    /// The members' znode, for a registry elsewhere (e.g. `/rpc`).
-    #[serde(default)]
-    pub path: Option<String>,
-    /// The template file on this host (minijinja, i.e. Jinja2 syntax).
-    pub template: PathBuf,
-    /// Write an empty member list too; off by default, so a registry outage (or every member
-    /// failing at once) does not take every upstream out of the rendered file.
-    #[serde(default)]
-    pub allow_empty: bool,
-    /// Renders wait until the members have been quiet this long, so a burst makes one reload.
-    #[serde(default = "default_render_quiet", with = "humantime_serde")]
-    pub quiet: Duration,
-    /// ... but never longer than this after the first change.
-    #[serde(default = "default_render_max_wait", with = "humantime_serde")]
-    pub max_wait: Duration,
-}
-
-impl RenderConfig {
-    /// The znode whose children are the rendered members.
-    pub fn members_path(&self) -> String {
-        self.path.clone().unwrap_or_else(|| services_path(&self.service))
-    }
-}
-
-/// What an `[[app]]` keeps at its `dest`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AppKind {
-    /// One file, written in place atomically.
-    #[default]
-    File,
-    /// A directory tree: `dest` is a symlink to a versioned directory ([`crate::host::bundle`]).
-    Bundle,
-}
-
-/// The `[acl]` section: ACLs on every node we create, by role (see SECURITY.md).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AclConfig {
-    /// On: nodes are writable only by their creator and the roles below; readable by all.
-    #[serde(default)]
-    pub enabled: bool,
-    /// Digest identities (`user:base64sha1`, from `zkcoordctl acl digest user:password`) of agents.
-    #[serde(default)]
-    pub agents: Vec<String>,
-    /// Digest identities of app hosts (they may create their status nodes).
-    #[serde(default)]
-    pub apps: Vec<String>,
-    /// Digest identities of publishers (they may create publish requests, nothing else).
-    #[serde(default)]
-    pub publishers: Vec<String>,
-}
-
 /// The `[http]` section: where monitoring reads the daemon's health and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,321 +123,6 @@ pub struct HttpConfig {
     pub listen: Option<String>,
 }
 
-/// The `[zookeeper]` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZkConfig {
-    /// Connect string, `host:port,...` with an optional chroot suffix.
-    pub hosts: String,
-    /// Session timeout asked of the server (it may negotiate it within its bounds).
-    #[serde(default = "default_session_timeout", with = "humantime_serde")]
-    pub session_timeout: Duration,
-    /// How long the daemon waits for its first sync before telling systemd it is ready anyway.
-    #[serde(default = "default_start_timeout", with = "humantime_serde")]
-    pub start_timeout: Duration,
-    /// Root of our own state: publish requests, outcomes, metadata, status.
-    #[serde(default = "default_root")]
-    pub root: String,
-    /// Parent of each application's `conf-` versions.
-    #[serde(default = "default_applications")]
-    pub applications: String,
-    /// File holding this host's credentials (`user:password`, mode 0600).
-    #[serde(default)]
-    pub auth_file: Option<PathBuf>,
-    /// How the credentials are presented: "digest" (addauth) or "sasl" (SASL DIGEST-MD5).
-    #[serde(default)]
-    pub auth_scheme: AuthScheme,
-    /// TLS to ZooKeeper; absent means plain TCP.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-}
-
-/// The `[agent]` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    /// Parent of the agents' EPHEMERAL_SEQUENTIAL election nodes.
-    #[serde(default = "default_election_path")]
-    pub election_path: String,
-    /// How many agents lead at once (the smallest sequence numbers).
-    #[serde(default = "default_leaders")]
-    pub leaders: u32,
-    /// Versions kept per application; older ones are pruned by the leader.
-    #[serde(default = "default_keep_versions")]
-    pub keep_versions: u32,
-    /// Address of the legacy `add|<data>` listener; absent means off.
-    #[serde(default)]
-    pub trigger_listen: Option<String>,
-    /// Application that legacy trigger data becomes a version of.
-    #[serde(default)]
-    pub trigger_app: Option<String>,
-    /// Legacy trigger connections handled at once; more wait, not yet accepted, in the listen
-    /// backlog, so a sender that does not read the answer never has its data dropped.
-    #[serde(default = "default_trigger_max_connections")]
-    pub trigger_max_connections: usize,
-    /// File holding a shared token (mode 0600); when set, triggers must send `add:<token>|<data>`.
-    #[serde(default)]
-    pub trigger_token_file: Option<PathBuf>,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        AgentConfig {
-            election_path: default_election_path(),
-            leaders: default_leaders(),
-            keep_versions: default_keep_versions(),
-            trigger_listen: None,
-            trigger_app: None,
-            trigger_max_connections: default_trigger_max_connections(),
-            trigger_token_file: None,
-        }
-    }
-}
-
-/// A check or reload command: an argv run without a shell, or a string run by `/bin/sh -c`
-/// when the operator asks for shell syntax.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum HookCommand {
-    /// `["nginx", "-s", "reload"]`: no shell, no quoting surprises.
-    Argv(Vec<String>),
-    /// `"nginx -t -c {src} && echo ok"`: run by `/bin/sh -c`.
-    Shell(String),
-}
-
-impl HookCommand {
-    /// The argv to execute, with `{src}` replaced by `src` where given.
-    pub fn argv(&self, src: Option<&Path>) -> Vec<String> {
-        let subst = |s: &str| match src {
-            Some(p) => s.replace("{src}", &p.to_string_lossy()),
-            None => s.to_string(),
-        };
-        match self {
-            HookCommand::Argv(v) => v.iter().map(|s| subst(s)).collect(),
-            HookCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), subst(s)],
-        }
-    }
-}
-
-impl fmt::Display for HookCommand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HookCommand::Argv(v) => write!(f, "{}", v.join(" ")),
-            HookCommand::Shell(s) => write!(f, "sh -c {s:?}"),
-        }
-    }
-}
-
-/// One `[[app]]` table as written: every key any app may have. [`AppConfig`] is made from it,
-/// published or rendered by type, refusing keys that do not belong to the kind it is.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AppEntry {
-    /// The application's name; versions live at `<applications>/<name>` unless `path` says.
-    name: String,
-    /// The znode holding this application's `conf-` versions.
-    #[serde(default)]
-    path: Option<String>,
-    /// The file this host keeps at the newest version.
-    dest: PathBuf,
-    /// File mode of `dest`, as an octal string like "0644".
-    #[serde(default = "default_mode", deserialize_with = "deserialize_mode")]
-    mode: u32,
-    /// Owner of `dest` (user name or uid); unchanged when absent.
-    #[serde(default)]
-    owner: Option<String>,
-    /// Group of `dest` (group name or gid); unchanged when absent.
-    #[serde(default)]
-    group: Option<String>,
-    /// Validates the new file before it is installed; `{src}` is the new file's path.
-    #[serde(default)]
-    check: Option<HookCommand>,
-    /// Tells the service to pick up the new file.
-    #[serde(default)]
-    reload: Option<HookCommand>,
-    /// How long a check or reload may run before its whole process group is killed.
-    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
-    hook_timeout: Duration,
-    /// Run check and reload as this user (name or uid) instead of the daemon's.
-    #[serde(default)]
-    run_as: Option<String>,
-    /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
-    #[serde(default)]
-    follow_symlinks: bool,
-    /// Render `dest` from a service's live members instead of applying published versions.
-    #[serde(default)]
-    render: Option<RenderConfig>,
-    /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
-    /// semaphore ([`crate::app::pacing`]); absent means no limit.
-    #[serde(default)]
-    max_parallel_reloads: Option<u32>,
-    /// Wait a random delay below this before applying a new version ([`crate::app::pacing`]).
-    #[serde(default, with = "humantime_serde")]
-    splay: Option<Duration>,
-    /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
-    /// when set, unsigned versions and versions signed by other keys are refused.
-    #[serde(default)]
-    trusted_keys: Vec<PathBuf>,
-    /// "file" (one file) or "bundle" (a directory tree behind a symlink at `dest`).
-    #[serde(default)]
-    kind: AppKind,
-    /// Bundles: how many version directories stay on disk, the current one included.
-    #[serde(default = "default_keep_local")]
-    keep_local: usize,
-}
-
-/// One `[[app]]` entry: what this host keeps at `dest`, how it checks and reloads it, and
-/// where its content comes from ([`AppSource`]).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "AppEntry")]
-pub struct AppConfig {
-    /// The application's name; published versions live at `<applications>/<name>` unless the
-    /// source names a path.
-    pub name: String,
-    /// The file (or, for a bundle, the symlink) this host keeps at the newest content.
-    pub dest: PathBuf,
-    /// File mode of `dest`, as an octal string like "0644".
-    pub mode: u32,
-    /// Owner of `dest` (user name or uid); unchanged when absent.
-    pub owner: Option<String>,
-    /// Group of `dest` (group name or gid); unchanged when absent.
-    pub group: Option<String>,
-    /// Validates the new file before it is installed; `{src}` is the new file's path.
-    pub check: Option<HookCommand>,
-    /// Tells the service to pick up the new file.
-    pub reload: Option<HookCommand>,
-    /// How long a check or reload may run before its whole process group is killed.
-    pub hook_timeout: Duration,
-    /// Run check and reload as this user (name or uid) instead of the daemon's.
-    pub run_as: Option<String>,
-    /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
-    pub follow_symlinks: bool,
-    /// Published versions, or a rendering of a service's live members.
-    pub source: AppSource,
-}
-
-/// Where an app's content comes from: the two kinds of app, told apart by type, so that a key
-/// of one kind cannot be set (and silently ignored) on the other.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppSource {
-    /// Versions published to ZooKeeper (`zkcoordctl publish`, the trigger, a plain client).
-    Published(PublishedApp),
-    /// `[app.render]`: rendered from a service's live members through a template.
-    Rendered(RenderConfig),
-}
-
-/// The keys only an app that follows published versions has.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PublishedApp {
-    /// The znode holding this application's `conf-` versions.
-    pub path: Option<String>,
-    /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
-    /// semaphore ([`crate::app::pacing`]); absent means no limit.
-    pub max_parallel_reloads: Option<u32>,
-    /// Wait a random delay below this before applying a new version ([`crate::app::pacing`]).
-    pub splay: Option<Duration>,
-    /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
-    /// when set, unsigned versions and versions signed by other keys are refused.
-    pub trusted_keys: Vec<PathBuf>,
-    /// "file" (one file) or "bundle" (a directory tree behind a symlink at `dest`).
-    pub kind: AppKind,
-    /// Bundles: how many version directories stay on disk, the current one included.
-    pub keep_local: usize,
-}
-
-/// What a conversion error of one table says when it is about one of its keys: `@key: why`,
-/// which [`Config::from_toml`] turns into `key `app[0].key`: why`.
-const SUBKEY: char = '@';
-
-impl TryFrom<AppEntry> for AppConfig {
-    type Error = String;
-
-    fn try_from(e: AppEntry) -> Result<AppConfig, String> {
-        let source = match e.render {
-            Some(render) => {
-                // A rendered file comes from live members, not from published versions: these
-                // keys would be silently ignored, which an operator must not mistake for safety.
-                let versions_only = [
-                    ("trusted_keys", !e.trusted_keys.is_empty()),
-                    ("kind", e.kind != AppKind::File),
-                    ("max_parallel_reloads", e.max_parallel_reloads.is_some()),
-                    ("splay", e.splay.is_some()),
-                ];
-                if let Some((k, _)) = versions_only.iter().find(|(_, set)| *set) {
-                    return Err(format!("{SUBKEY}{k}: applies to published versions; a rendered app ([app.render]) cannot use it"));
-                }
-                if e.path.is_some() {
-                    return Err(format!("{SUBKEY}path: is where published versions live; a rendered app names its members with render.service or render.path"));
-                }
-                AppSource::Rendered(render)
-            }
-            None => AppSource::Published(PublishedApp {
-                path: e.path,
-                max_parallel_reloads: e.max_parallel_reloads,
-                splay: e.splay,
-                trusted_keys: e.trusted_keys,
-                kind: e.kind,
-                keep_local: e.keep_local,
-            }),
-        };
-        Ok(AppConfig {
-            name: e.name,
-            dest: e.dest,
-            mode: e.mode,
-            owner: e.owner,
-            group: e.group,
-            check: e.check,
-            reload: e.reload,
-            hook_timeout: e.hook_timeout,
-            run_as: e.run_as,
-            follow_symlinks: e.follow_symlinks,
-            source,
-        })
-    }
-}
-
-impl AppConfig {
-    /// The published-versions keys, when this app follows published versions.
-    pub fn published(&self) -> Option<&PublishedApp> {
-        match &self.source {
-            AppSource::Published(p) => Some(p),
-            AppSource::Rendered(_) => None,
-        }
-    }
-
-    /// The `[app.render]` table, when this app is rendered from live members.
-    pub fn rendered(&self) -> Option<&RenderConfig> {
-        match &self.source {
-            AppSource::Rendered(r) => Some(r),
-            AppSource::Published(_) => None,
-        }
-    }
-
-    /// The published-versions keys of a test's entry, to change them (panics for a rendered app).
-    #[cfg(test)]
-    pub(crate) fn published_mut(&mut self) -> &mut PublishedApp {
-        match &mut self.source {
-            AppSource::Published(p) => p,
-            AppSource::Rendered(_) => panic!("a rendered app has no published-versions keys"),
-        }
-    }
-
-    /// What this app keeps at `dest`: a rendered app always keeps one file.
-    pub fn kind(&self) -> AppKind {
-        self.published().map_or(AppKind::File, |p| p.kind)
-    }
-
-    /// An entry with every default, for unit tests: built through serde so that a new key
-    /// never has to be added to each test's struct literal.
-    #[cfg(test)]
-    pub(crate) fn for_tests(name: &str, dest: &Path) -> AppConfig {
-        toml::from_str(&format!("name = {name:?}\ndest = {:?}\n", dest.display().to_string())).expect("minimal app entry")
-    }
-}
-
-fn default_keep_local() -> usize {
-    3
-}
 fn default_max_config_size() -> u64 {
     crate::config::DEFAULT_MAX_CONFIG_SIZE
 }
@@ -575,80 +157,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
-fn default_node_id() -> String {
-    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into())
-}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/zkcoord")
 }
 fn default_log_level() -> String {
     "info".into()
 }
-fn default_session_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_start_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_root() -> String {
-    "/zkcoord".into()
-}
-fn default_applications() -> String {
-    "/applications".into()
-}
-fn default_election_path() -> String {
-    "/roles/workers".into()
-}
-fn default_leaders() -> u32 {
-    1
-}
-fn default_keep_versions() -> u32 {
-    100
-}
-fn default_trigger_max_connections() -> usize {
-    64
-}
-fn default_service_host() -> String {
-    default_node_id()
-}
-fn default_check_interval() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_check_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_rise() -> u32 {
-    2
-}
-fn default_fall() -> u32 {
-    3
-}
-fn default_render_quiet() -> Duration {
-    Duration::from_millis(200)
-}
-fn default_render_max_wait() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_mode() -> u32 {
-    0o644
-}
-fn default_hook_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn deserialize_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_mode(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!("expected a file mode as an octal string like \"0644\", got {s:?}"))
-    })
-}
-
-/// Parses "0644" or "644" into a mode, refusing anything beyond 0o7777.
-pub fn parse_mode(s: &str) -> Option<u32> {
-    let m = u32::from_str_radix(s.trim(), 8).ok()?;
-    (m <= 0o7777 && !s.trim().is_empty()).then_some(m)
-}
-
 /// Why a configuration could not be used; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1126,71 +640,8 @@ reload = ["nginx", "-s", "reload"]
     }
 }
 
-/// Largest splay accepted: beyond it a fleet would look stuck.
-pub const MAX_SPLAY: Duration = Duration::from_secs(3600);
-
-/// Checks an app's pacing keys; Err is (key, what was expected).
-pub fn validate_pacing(app: &PublishedApp) -> Result<(), (&'static str, String)> {
-    if app.max_parallel_reloads == Some(0) {
-        return Err(("max_parallel_reloads", "expected at least 1 (leave it out for no limit)".into()));
-    }
-    if let Some(s) = app.splay {
-        if s > MAX_SPLAY {
-            return Err(("splay", format!("expected at most {}, got {}", humantime::format_duration(MAX_SPLAY), humantime::format_duration(s))));
-        }
-    }
-    Ok(())
-}
-
 /// Default largest config (`max_config_size`): 64 MiB.
 pub const DEFAULT_MAX_CONFIG_SIZE: u64 = 64 << 20;
-
-/// How sessions authenticate with the `auth_file`'s `user:password`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthScheme {
-    /// ZooKeeper's built-in digest scheme (identity `digest:user:hash`).
-    #[default]
-    Digest,
-    /// SASL DIGEST-MD5 against the server's JAAS `Server` section (identity `sasl:user`), for
-    /// ensembles that enforce SASL.
-    Sasl,
-}
-
-impl AuthScheme {
-    /// The ZooKeeper scheme name identities of this kind carry.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthScheme::Digest => "digest",
-            AuthScheme::Sasl => "sasl",
-        }
-    }
-}
-
-/// Splits an `[acl]` list entry into ZooKeeper scheme and id: `sasl:web1` and
-/// `x509:CN=web1,O=ops` name those schemes; anything else is a digest identity `user:hash`.
-pub fn acl_identity(entry: &str) -> (&'static str, &str) {
-    for scheme in ["sasl", "x509"] {
-        if let Some(id) = entry.strip_prefix(scheme).and_then(|r| r.strip_prefix(':')) {
-            return (scheme, id);
-        }
-    }
-    ("digest", entry.strip_prefix("digest:").unwrap_or(entry))
-}
-
-/// The `[zookeeper.tls]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA certificate(s) the servers' certificates must chain to.
-    pub ca_file: PathBuf,
-    /// PEM client certificate, for servers that require one (`ssl.clientAuth=need`).
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of the client certificate (mode 0600: it is this host's identity).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
 
 
 

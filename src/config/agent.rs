@@ -1,0 +1,63 @@
+//! The `[agent]` section: election, pruning, and the legacy trigger.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+
+/// The `[agent]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Parent of the agents' EPHEMERAL_SEQUENTIAL election nodes.
+    #[serde(default = "default_election_path")]
+    pub election_path: String,
+    /// How many agents lead at once (the smallest sequence numbers).
+    #[serde(default = "default_leaders")]
+    pub leaders: u32,
+    /// Versions kept per application; older ones are pruned by the leader.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: u32,
+    /// Address of the legacy `add|<data>` listener; absent means off.
+    #[serde(default)]
+    pub trigger_listen: Option<String>,
+    /// Application that legacy trigger data becomes a version of.
+    #[serde(default)]
+    pub trigger_app: Option<String>,
+    /// Legacy trigger connections handled at once; more wait, not yet accepted, in the listen
+    /// backlog, so a sender that does not read the answer never has its data dropped.
+    #[serde(default = "default_trigger_max_connections")]
+    pub trigger_max_connections: usize,
+    /// File holding a shared token (mode 0600); when set, triggers must send `add:<token>|<data>`.
+    #[serde(default)]
+    pub trigger_token_file: Option<PathBuf>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            election_path: default_election_path(),
+            leaders: default_leaders(),
+            keep_versions: default_keep_versions(),
+            trigger_listen: None,
+            trigger_app: None,
+            trigger_max_connections: default_trigger_max_connections(),
+            trigger_token_file: None,
+        }
+    }
+}
+
+fn default_election_path() -> String {
+    "/roles/workers".into()
+}
+
+fn default_leaders() -> u32 {
+    1
+}
+
+fn default_keep_versions() -> u32 {
+    100
+}
+
+fn default_trigger_max_connections() -> usize {
+    64
+}

@@ -1,0 +1,307 @@
+//! `[[app]]` entries: what a host keeps at each destination, how it checks and reloads it, and
+//! where the content comes from (published versions, or a rendered service), by type.
+
+use serde::{Deserialize, Deserializer};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::hook::HookCommand;
+use super::service::services_path;
+
+/// An `[app.render]` table: the app's file is rendered from a service's live members instead
+/// of being taken from published versions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderConfig {
+    /// The service whose members are rendered (members at `/services/<name>` unless `path`).
+    pub service: String,
+    /// The members' znode, for a registry elsewhere (e.g. `/rpc`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The template file on this host (minijinja, i.e. Jinja2 syntax).
+    pub template: PathBuf,
+    /// Write an empty member list too; off by default, so a registry outage (or every member
+    /// failing at once) does not take every upstream out of the rendered file.
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Renders wait until the members have been quiet this long, so a burst makes one reload.
+    #[serde(default = "default_render_quiet", with = "humantime_serde")]
+    pub quiet: Duration,
+    /// ... but never longer than this after the first change.
+    #[serde(default = "default_render_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl RenderConfig {
+    /// The znode whose children are the rendered members.
+    pub fn members_path(&self) -> String {
+        self.path.clone().unwrap_or_else(|| services_path(&self.service))
+    }
+}
+
+/// What an `[[app]]` keeps at its `dest`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppKind {
+    /// One file, written in place atomically.
+    #[default]
+    File,
+    /// A directory tree: `dest` is a symlink to a versioned directory ([`crate::host::bundle`]).
+    Bundle,
+}
+
+/// One `[[app]]` table as written: every key any app may have. [`AppConfig`] is made from it,
+/// published or rendered by type, refusing keys that do not belong to the kind it is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppEntry {
+    /// The application's name; versions live at `<applications>/<name>` unless `path` says.
+    name: String,
+    /// The znode holding this application's `conf-` versions.
+    #[serde(default)]
+    path: Option<String>,
+    /// The file this host keeps at the newest version.
+    dest: PathBuf,
+    /// File mode of `dest`, as an octal string like "0644".
+    #[serde(default = "default_mode", deserialize_with = "deserialize_mode")]
+    mode: u32,
+    /// Owner of `dest` (user name or uid); unchanged when absent.
+    #[serde(default)]
+    owner: Option<String>,
+    /// Group of `dest` (group name or gid); unchanged when absent.
+    #[serde(default)]
+    group: Option<String>,
+    /// Validates the new file before it is installed; `{src}` is the new file's path.
+    #[serde(default)]
+    check: Option<HookCommand>,
+    /// Tells the service to pick up the new file.
+    #[serde(default)]
+    reload: Option<HookCommand>,
+    /// How long a check or reload may run before its whole process group is killed.
+    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
+    hook_timeout: Duration,
+    /// Run check and reload as this user (name or uid) instead of the daemon's.
+    #[serde(default)]
+    run_as: Option<String>,
+    /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
+    #[serde(default)]
+    follow_symlinks: bool,
+    /// Render `dest` from a service's live members instead of applying published versions.
+    #[serde(default)]
+    render: Option<RenderConfig>,
+    /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
+    /// semaphore ([`crate::app::pacing`]); absent means no limit.
+    #[serde(default)]
+    max_parallel_reloads: Option<u32>,
+    /// Wait a random delay below this before applying a new version ([`crate::app::pacing`]).
+    #[serde(default, with = "humantime_serde")]
+    splay: Option<Duration>,
+    /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
+    /// when set, unsigned versions and versions signed by other keys are refused.
+    #[serde(default)]
+    trusted_keys: Vec<PathBuf>,
+    /// "file" (one file) or "bundle" (a directory tree behind a symlink at `dest`).
+    #[serde(default)]
+    kind: AppKind,
+    /// Bundles: how many version directories stay on disk, the current one included.
+    #[serde(default = "default_keep_local")]
+    keep_local: usize,
+}
+
+/// One `[[app]]` entry: what this host keeps at `dest`, how it checks and reloads it, and
+/// where its content comes from ([`AppSource`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "AppEntry")]
+pub struct AppConfig {
+    /// The application's name; published versions live at `<applications>/<name>` unless the
+    /// source names a path.
+    pub name: String,
+    /// The file (or, for a bundle, the symlink) this host keeps at the newest content.
+    pub dest: PathBuf,
+    /// File mode of `dest`, as an octal string like "0644".
+    pub mode: u32,
+    /// Owner of `dest` (user name or uid); unchanged when absent.
+    pub owner: Option<String>,
+    /// Group of `dest` (group name or gid); unchanged when absent.
+    pub group: Option<String>,
+    /// Validates the new file before it is installed; `{src}` is the new file's path.
+    pub check: Option<HookCommand>,
+    /// Tells the service to pick up the new file.
+    pub reload: Option<HookCommand>,
+    /// How long a check or reload may run before its whole process group is killed.
+    pub hook_timeout: Duration,
+    /// Run check and reload as this user (name or uid) instead of the daemon's.
+    pub run_as: Option<String>,
+    /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
+    pub follow_symlinks: bool,
+    /// Published versions, or a rendering of a service's live members.
+    pub source: AppSource,
+}
+
+/// Where an app's content comes from: the two kinds of app, told apart by type, so that a key
+/// of one kind cannot be set (and silently ignored) on the other.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppSource {
+    /// Versions published to ZooKeeper (`zkcoordctl publish`, the trigger, a plain client).
+    Published(PublishedApp),
+    /// `[app.render]`: rendered from a service's live members through a template.
+    Rendered(RenderConfig),
+}
+
+/// The keys only an app that follows published versions has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedApp {
+    /// The znode holding this application's `conf-` versions.
+    pub path: Option<String>,
+    /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
+    /// semaphore ([`crate::app::pacing`]); absent means no limit.
+    pub max_parallel_reloads: Option<u32>,
+    /// Wait a random delay below this before applying a new version ([`crate::app::pacing`]).
+    pub splay: Option<Duration>,
+    /// Public keys (PEM or base64 files) of publishers whose signed versions this host installs;
+    /// when set, unsigned versions and versions signed by other keys are refused.
+    pub trusted_keys: Vec<PathBuf>,
+    /// "file" (one file) or "bundle" (a directory tree behind a symlink at `dest`).
+    pub kind: AppKind,
+    /// Bundles: how many version directories stay on disk, the current one included.
+    pub keep_local: usize,
+}
+
+/// What a conversion error of one table says when it is about one of its keys: `@key: why`,
+/// which [`Config::from_toml`] turns into `key `app[0].key`: why`.
+pub(super) const SUBKEY: char = '@';
+
+impl TryFrom<AppEntry> for AppConfig {
+    type Error = String;
+
+    fn try_from(e: AppEntry) -> Result<AppConfig, String> {
+        let source = match e.render {
+            Some(render) => {
+                // A rendered file comes from live members, not from published versions: these
+                // keys would be silently ignored, which an operator must not mistake for safety.
+                let versions_only = [
+                    ("trusted_keys", !e.trusted_keys.is_empty()),
+                    ("kind", e.kind != AppKind::File),
+                    ("max_parallel_reloads", e.max_parallel_reloads.is_some()),
+                    ("splay", e.splay.is_some()),
+                ];
+                if let Some((k, _)) = versions_only.iter().find(|(_, set)| *set) {
+                    return Err(format!("{SUBKEY}{k}: applies to published versions; a rendered app ([app.render]) cannot use it"));
+                }
+                if e.path.is_some() {
+                    return Err(format!("{SUBKEY}path: is where published versions live; a rendered app names its members with render.service or render.path"));
+                }
+                AppSource::Rendered(render)
+            }
+            None => AppSource::Published(PublishedApp {
+                path: e.path,
+                max_parallel_reloads: e.max_parallel_reloads,
+                splay: e.splay,
+                trusted_keys: e.trusted_keys,
+                kind: e.kind,
+                keep_local: e.keep_local,
+            }),
+        };
+        Ok(AppConfig {
+            name: e.name,
+            dest: e.dest,
+            mode: e.mode,
+            owner: e.owner,
+            group: e.group,
+            check: e.check,
+            reload: e.reload,
+            hook_timeout: e.hook_timeout,
+            run_as: e.run_as,
+            follow_symlinks: e.follow_symlinks,
+            source,
+        })
+    }
+}
+
+impl AppConfig {
+    /// The published-versions keys, when this app follows published versions.
+    pub fn published(&self) -> Option<&PublishedApp> {
+        match &self.source {
+            AppSource::Published(p) => Some(p),
+            AppSource::Rendered(_) => None,
+        }
+    }
+
+    /// The `[app.render]` table, when this app is rendered from live members.
+    pub fn rendered(&self) -> Option<&RenderConfig> {
+        match &self.source {
+            AppSource::Rendered(r) => Some(r),
+            AppSource::Published(_) => None,
+        }
+    }
+
+    /// The published-versions keys of a test's entry, to change them (panics for a rendered app).
+    #[cfg(test)]
+    pub(crate) fn published_mut(&mut self) -> &mut PublishedApp {
+        match &mut self.source {
+            AppSource::Published(p) => p,
+            AppSource::Rendered(_) => panic!("a rendered app has no published-versions keys"),
+        }
+    }
+
+    /// What this app keeps at `dest`: a rendered app always keeps one file.
+    pub fn kind(&self) -> AppKind {
+        self.published().map_or(AppKind::File, |p| p.kind)
+    }
+
+    /// An entry with every default, for unit tests: built through serde so that a new key
+    /// never has to be added to each test's struct literal.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, dest: &std::path::Path) -> AppConfig {
+        toml::from_str(&format!("name = {name:?}\ndest = {:?}\n", dest.display().to_string())).expect("minimal app entry")
+    }
+}
+
+fn default_keep_local() -> usize {
+    3
+}
+
+fn default_render_quiet() -> Duration {
+    Duration::from_millis(200)
+}
+
+fn default_render_max_wait() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn deserialize_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_mode(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!("expected a file mode as an octal string like \"0644\", got {s:?}"))
+    })
+}
+
+/// Parses "0644" or "644" into a mode, refusing anything beyond 0o7777.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let m = u32::from_str_radix(s.trim(), 8).ok()?;
+    (m <= 0o7777 && !s.trim().is_empty()).then_some(m)
+}
+
+/// Largest splay accepted: beyond it a fleet would look stuck.
+pub const MAX_SPLAY: Duration = Duration::from_secs(3600);
+
+/// Checks an app's pacing keys; Err is (key, what was expected).
+pub fn validate_pacing(app: &PublishedApp) -> Result<(), (&'static str, String)> {
+    if app.max_parallel_reloads == Some(0) {
+        return Err(("max_parallel_reloads", "expected at least 1 (leave it out for no limit)".into()));
+    }
+    if let Some(s) = app.splay {
+        if s > MAX_SPLAY {
+            return Err(("splay", format!("expected at most {}, got {}", humantime::format_duration(MAX_SPLAY), humantime::format_duration(s))));
+        }
+    }
+    Ok(())
+}
