@@ -482,7 +482,7 @@ impl Applier {
             }
             Fetched::Verified { bytes, sha256, ctime_ms } => (bytes, sha256, ctime_ms),
         };
-        let age_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64 - ctime_ms).max(0);
+        let age_ms = (crate::clock::now_ms() as i64 - ctime_ms).max(0);
         let since_publish = Duration::from_millis(age_ms as u64);
         if crate::host::bundle::holds(&self.app, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");

@@ -20,7 +20,6 @@
 use crate::model::layout::VersionId;
 use crate::model::status::{ApplyResult, StatusReport};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// Soak time when `--canary` is given without `--soak`.
@@ -181,7 +180,7 @@ pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Ve
         }
         let k = ((live.len() as u64 * p as u64).div_ceil(100) as usize).clamp(1, live.len());
         let mut ranked: Vec<(String, &String)> =
-            live.iter().map(|h| (hex::encode(Sha256::digest(format!("{app}/{h}").as_bytes())), h)).collect();
+            live.iter().map(|h| (crate::digest::sha256_hex(format!("{app}/{h}").as_bytes()), h)).collect();
         ranked.sort();
         let mut picked: Vec<String> = ranked.into_iter().take(k).map(|(_, h)| h.clone()).collect();
         picked.sort();
