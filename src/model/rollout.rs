@@ -11,7 +11,7 @@
 //!   [`visible`] hides versions newer than `previous` from a host that is not a canary while the
 //!   rollout is `canary`, `soaking` or `aborted`; [`crate::model::layout::newest_version`] then picks
 //!   the newest of what is left, as always.
-//! - [`supervise`] runs on the leader only (it stops at step-down): all canaries report the
+//! - [`crate::agent::rollout::supervise`] runs on the leader only (it stops at step-down): all canaries report the
 //!   version applied ok → `soaking` (the soak start is written to the record); soak passed →
 //!   `promoted`; any canary reports check-failed or reload-failed for it → `aborted`. Every
 //!   state lives in ZooKeeper, so the next leader resumes where the last one stopped.

@@ -179,7 +179,7 @@ impl SessionHandle {
     }
 }
 
-/// The sending half, owned by [`supervise`].
+/// The sending half, owned by [`SessionSupervisor::supervise`].
 pub struct SessionSupervisor {
     /// Where views are published.
     tx: watch::Sender<SessionView>,
