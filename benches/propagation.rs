@@ -224,7 +224,8 @@ async fn section_propagation(hosts: &str, n: usize, report: &mut Vec<String>) {
 
 /// 1,000 app followers in this process, each with its own session and scratch directory.
 async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: &mut Vec<String>) {
-    use zkcoord::app::follower::{AppFollower, AppView, Applier};
+    use zkcoord::app::follower::{AppFollower, Applier};
+    use zkcoord::app::skeleton::AppView;
     // tmpfs when there is one: a thousand hosts each fsync their own disk; one machine's disk
     // fsyncing for all of them would measure the disk, not the fan-out.
     let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };

@@ -130,16 +130,7 @@ impl Batch {
         let Some(view) = self.apps.get_mut(&h.app) else {
             return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("no view of app {} in the batch", h.app))));
         };
-        let meta = VersionMeta {
-            author: h.author.clone(),
-            message: h.message.clone(),
-            sha256: h.sha256.clone(),
-            size: h.size,
-            time: crate::clock::now_secs(),
-            origin: h.origin.clone(),
-            signature: None,
-            content: h.content.clone(),
-        };
+        let meta = VersionMeta::of(&h);
         let plan = match &mut view.newest {
             // A rollout holding the newest back is superseded only by a new version.
             Some(Newest::Existing { name, sha256: Some(sum), has_meta }) if *sum == h.sha256 && !view.rollout.holds_back => {

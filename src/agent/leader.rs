@@ -110,16 +110,7 @@ impl Leader<'_> {
         let Leader { layout, client, fence, .. } = self;
         let parent = layout.versions(&h.app);
         let meta_parent = layout.meta(&h.app);
-        let meta = VersionMeta {
-            author: h.author.clone(),
-            message: h.message.clone(),
-            sha256: h.sha256.clone(),
-            size: h.size,
-            time: crate::clock::now_secs(),
-            origin: h.origin.clone(),
-            signature: h.signature.clone(),
-            content: h.content.clone(),
-        };
+        let meta = VersionMeta::of(h);
         // The listing also says whether the parent exists, so the first publish alone creates it.
         let (children, parent_exists) = match client.list_children(&parent).await {
             Ok(c) => (c, true),

@@ -9,4 +9,4 @@ pub mod follower;
 pub(crate) mod oneshot;
 pub(crate) mod pacing;
 pub(crate) mod render;
-pub(crate) mod skeleton;
+pub mod skeleton;

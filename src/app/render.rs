@@ -10,8 +10,7 @@
 //! - an empty member list is held back (the file keeps its last content) unless the entry says
 //!   `allow_empty`, because a registry outage must not take every upstream out of nginx.
 
-use crate::app::skeleton::{self, Flow, StatusNode, Turn};
-use crate::app::follower::AppView;
+use crate::app::skeleton::{self, AppView, Flow, StatusNode, Turn};
 use crate::config::{AppConfig, Config, RenderConfig};
 use crate::host::install::{self, InstallResult};
 use crate::model::layout::Layout;
@@ -285,11 +284,7 @@ impl RenderFollower {
             retrying: false,
             conflict: None,
         };
-        self.view.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
-        });
+        skeleton::show(&self.view, view);
     }
 }
 

@@ -5,13 +5,98 @@
 
 use crate::metrics::Metrics;
 use crate::model::layout::Layout;
-use crate::model::status::StatusReport;
+use crate::model::status::{ApplyResult, StatusReport};
 use crate::zk::registration::{self, NodeSpec};
 use crate::zk::session::SessionHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
+
+/// How one application stands, as its follower last saw it. The daemon's STATUS line and
+/// `/healthz` both read it, so they never disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppView {
+    /// The application.
+    pub name: String,
+    /// The status report (applied version, last result, attempted version, error); None until
+    /// the follower has read its state file.
+    pub report: Option<StatusReport>,
+    /// Whether the follower has listed the versions at least once.
+    pub looked: bool,
+    /// Whether an apply is running right now.
+    pub applying: bool,
+    /// The newest version at the last look.
+    pub newest: Option<String>,
+    /// Versions newer than the applied one at the last look.
+    pub behind: u64,
+    /// Whether a failed apply will be tried again without a new publish (write errors back off
+    /// and retry; a failed check or reload waits for a newer version).
+    pub retrying: bool,
+    /// Why our status node is not ours: another session holds our name (see
+    /// [`crate::zk::registration`]); the host is unhealthy while it lasts.
+    pub conflict: Option<String>,
+}
+
+impl AppView {
+    /// The view of an app whose follower has not started yet.
+    pub fn starting(name: &str) -> AppView {
+        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false, conflict: None }
+    }
+
+    /// This app's part of the STATUS line: `nginxconf=conf-0000000012`,
+    /// `nginxconf=conf-0000000011 (check-failed conf-0000000012)`, `nginxconf=waiting`.
+    pub fn summary(&self) -> String {
+        let name = &self.name;
+        let Some(r) = &self.report else {
+            return format!("{name}=starting");
+        };
+        match (&r.version, r.result) {
+            (v, ApplyResult::Ok) => format!("{name}={}", v.as_deref().unwrap_or("none")),
+            (_, ApplyResult::Pending) => format!("{name}=waiting"),
+            (v, res) => format!(
+                "{name}={} ({} {})",
+                v.as_deref().unwrap_or("none"),
+                res.as_str(),
+                r.attempted.as_deref().unwrap_or("")
+            ),
+        }
+    }
+
+    /// Whether this app is healthy: Ok when it is at the newest version it saw, or on its way
+    /// there (an apply running, or a write error being retried); otherwise one line saying why
+    /// not. A version whose check or reload failed is not healthy for as long as it stays the
+    /// newest: the host then runs an older version and will not try again by itself.
+    pub fn health(&self) -> Result<(), String> {
+        let name = &self.name;
+        let Some(r) = self.report.as_ref().filter(|_| self.looked) else {
+            return Err(format!("app {name}: not yet synced with ZooKeeper"));
+        };
+        if let Some(why) = &self.conflict {
+            return Err(format!("app {name}: {why}"));
+        }
+        if self.behind == 0 || self.applying || self.retrying {
+            return Ok(());
+        }
+        match (r.result, &r.attempted) {
+            (ApplyResult::Ok | ApplyResult::Pending, _) | (_, None) => Err(format!(
+                "app {name}: {} version(s) behind, newest {}",
+                self.behind,
+                self.newest.as_deref().unwrap_or("unknown")
+            )),
+            (result, Some(attempted)) => Err(format!("app {name}: {} {attempted}", result.as_str())),
+        }
+    }
+}
+
+/// Publishes `view` for STATUS and `/healthz`, waking their readers only when it changed.
+pub fn show(views: &watch::Sender<AppView>, view: AppView) {
+    views.send_if_modified(|v| {
+        let changed = *v != view;
+        *v = view;
+        changed
+    });
+}
 
 /// What a follower's turn on a session asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

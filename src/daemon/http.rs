@@ -3,7 +3,7 @@
 //! expected address; anything else is logged as a warning. A port that cannot be bound is
 //! logged and retried: monitoring is never a reason for the daemon to stop applying configs.
 
-use crate::app::follower::AppView;
+use crate::app::skeleton::AppView;
 use crate::backoff::Backoff;
 use crate::metrics::{self, Metrics};
 use crate::zk::session::{Phase, SessionHandle};

@@ -13,7 +13,8 @@ pub mod signals;
 pub(crate) mod systemd;
 
 use crate::agent;
-use crate::app::follower::{AppFollower, AppView, Applier};
+use crate::app::follower::{AppFollower, Applier};
+use crate::app::skeleton::AppView;
 use http::HttpState;
 use crate::config::{AppConfig, Config, ServiceConfig};
 use crate::app::render::RenderFollower;

@@ -99,6 +99,22 @@ pub fn encode(header: &RequestHeader, data: &[u8]) -> Vec<u8> {
     out
 }
 
+impl VersionMeta {
+    /// The metadata a leader writes beside the version it makes of request `h`, stamped now.
+    pub fn of(h: &RequestHeader) -> VersionMeta {
+        VersionMeta {
+            author: h.author.clone(),
+            message: h.message.clone(),
+            sha256: h.sha256.clone(),
+            size: h.size,
+            time: crate::clock::now_secs(),
+            origin: h.origin.clone(),
+            signature: h.signature.clone(),
+            content: h.content.clone(),
+        }
+    }
+}
+
 /// Why a request is refused; the leader answers `rejected: <this>`, the publisher shows it.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
