@@ -205,3 +205,27 @@ async fn a_marker_shaped_version_without_metadata_is_installed_as_its_bytes() {
     assert_ne!(on_disk(&web1).unwrap(), hidden);
     wait_status(&client, "web-1", "ok", None).await;
 }
+
+/// Found while testing the ACL fixes: with ACLs on, only agents may make the requests parent, so
+/// a publisher that came before the first leader had made it was refused (exit 77). It now waits
+/// for the leader's parents, and its publish lands once an agent is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_before_any_agent_made_the_parents_waits_for_them_and_lands() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ops = ctl_config(dir.path(), &hosts, "ops:opw", "");
+    let publish = {
+        let ops = ops.clone();
+        tokio::task::spawn_blocking(move || ctl_stdin(&["--config", &ops, "publish", APP, "-"], b"early\n"))
+    };
+    // Nothing but ZooKeeper runs yet; the publisher is waiting for the parents.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!publish.is_finished(), "the publisher gave up before any agent ran");
+    let _agent = secured(agent_spec(&hosts), "agent:apw", |_| {});
+    let web1 = secured(Spec::app("web-1", &hosts), "web-1:w1pw", |_| {});
+    let out = publish.await.unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published conf-"), "{}", output_text(&out));
+    wait_on_disk(&web1, b"early\n", Duration::from_secs(20)).await;
+}

@@ -60,7 +60,6 @@ pub async fn run(
             }
         };
         let fence = Fence::new(node, node_version);
-        tracing::info!(fence = %fence.node(), "leader: taking publish requests");
         let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -98,6 +97,8 @@ async fn serve(leader: &Leader<'_>) -> Result<std::convert::Infallible, AgentErr
     session::ensure_path(client, &layout.claims(), NodeKind::AgentParent).await?;
     // Publishers upload the chunks of large configs here; with ACLs they cannot create it.
     session::ensure_path(client, &layout.blobs(), NodeKind::Blobs).await?;
+    // Said once the parents exist: a publisher that comes now finds where to put its request.
+    tracing::info!(fence = %leader.fence.node(), "leader: taking publish requests");
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let names: Vec<&str> = layout::sorted_by_sequence(&children, REQUEST_PREFIX).into_iter().map(|(_, n)| n).collect();

@@ -14,9 +14,35 @@ pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader
 
 /// Makes sure the requests and outcomes parents exist (two round trips). A long-lived
 /// submitter (the legacy trigger) does this once per session, not once per request.
+///
+/// With ACLs only agents may create them: a publisher that comes while a new leader is still
+/// making its parents waits for them (up to [`PARENT_PATIENCE`]) instead of being refused.
 pub async fn ensure_parents(client: &zk::Client, layout: &Layout) -> Result<(), zk::Error> {
-    crate::zk::session::ensure_path(client, &layout.requests(), crate::zk::identity::NodeKind::RequestsParent).await?;
-    crate::zk::session::ensure_path(client, &layout.outcomes(), crate::zk::identity::NodeKind::OutcomesParent).await
+    use crate::zk::identity::NodeKind;
+    for (path, kind) in [(layout.requests(), NodeKind::RequestsParent), (layout.outcomes(), NodeKind::OutcomesParent)] {
+        match crate::zk::session::ensure_path(client, &path, kind).await {
+            Err(zk::Error::NoAuth) => await_parent(client, &path).await?,
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// How long a publisher waits for a leader to make a parent it may not make itself.
+pub const PARENT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits for `path` to exist; NoAuth (what creating it was answered) when it does not in time.
+async fn await_parent(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
+    let deadline = tokio::time::Instant::now() + PARENT_PATIENCE;
+    loop {
+        let (stat, watcher) = client.check_and_watch_stat(path).await?;
+        if stat.is_some() {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
+            return Err(zk::Error::NoAuth);
+        }
+    }
 }
 
 /// Queues a request for the leader, its parents known to exist ([`ensure_parents`]); returns
