@@ -94,3 +94,76 @@ async fn an_app_deleted_by_hand_and_published_again_reaches_its_hosts_and_wait_t
     wait_on_disk(&web, &big, Duration::from_secs(30)).await;
     assert!(!web.log().contains("sha256 mismatch"), "{}", web.log_tail(30));
 }
+
+/// `hosts = ".../zkc"` on a fresh ensemble: the agent creates the chroot and everything works
+/// inside it; where nobody may create it, the daemon's `/healthz` and STATUS and `zkcoordctl`
+/// name it (exit 78), and creating it by hand lets all of them recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chroot_nobody_created_is_created_by_the_agent_or_named_by_everyone() {
+    let zk = ZkEnsemble::single();
+    let plain = zk.connect_string();
+    let hosts = format!("{plain}/zkc");
+    let client = zk_client(&plain).await;
+
+    // 1. The agent may create it: a publish inside the chroot lands on the host.
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let web = Spec::app("web-1", &hosts).start();
+    wait_until("the chroot was created", Duration::from_secs(20), || async { get(&client, "/zkc").await.is_some() }).await;
+    publish_ok(&hosts, b"inside\n").await;
+    wait_on_disk(&web, b"inside\n", Duration::from_secs(20)).await;
+    assert!(get(&client, &format!("/zkc/applications/{APP}")).await.is_some(), "versions live inside the chroot");
+
+    // 2. Nobody may create /other (the root is read-only now): every component names it.
+    let other = format!("{plain}/other");
+    let read_admin = [zookeeper_client::Acl::new(zookeeper_client::Permission::READ | zookeeper_client::Permission::ADMIN, zookeeper_client::AuthId::anyone())];
+    client.set_acl("/", &read_admin, None).await.unwrap();
+    let port = free_port();
+    let mut d = Daemon::prepare("web-2");
+    std::fs::create_dir_all(d.dir().join("www")).unwrap();
+    d.set_config(&format!("{}\n[http]\nlisten = \"127.0.0.1:{port}\"\n", Spec::both("web-2", &other).toml()));
+    d.spawn();
+    let said = "the chroot /other does not exist; create it or change hosts";
+    wait_until_sync("/healthz names the missing chroot", Duration::from_secs(20), || {
+        http_get(port, "/healthz").is_some_and(|r| r.status == 503 && r.body.contains(said))
+    });
+    d.wait_for_log(said, Duration::from_secs(10));
+    // STATUS says it too (logged with READY once the start timeout passed).
+    d.wait_for_log(&format!("waiting for ZooKeeper at {other}: {said}"), Duration::from_secs(20));
+    let out = ctl_async(&["--zk", &other, "history", APP]).await;
+    assert_eq!(out.status.code(), Some(78), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(said), "{}", output_text(&out));
+    let out = tokio::task::spawn_blocking({
+        let other = other.clone();
+        move || ctl_stdin(&["--zk", &other, "publish", APP, "-"], b"x\n")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", output_text(&out));
+
+    // 3. The operator creates it (and opens the root again): the daemon recovers by itself.
+    client.set_acl("/", &zookeeper_client::Acls::anyone_all(), None).await.unwrap();
+    assert!(create(&client, "/other", b"").await);
+    wait_until_sync("/healthz recovers", Duration::from_secs(20), || {
+        http_get(port, "/healthz").is_some_and(|r| !r.body.contains("chroot"))
+    });
+}
+
+/// `--zk ''`, `--zk 127.0.0.1:99999`, `--zk foo`: usage errors (64) at once, not "unreachable"
+/// after the connect patience; and an unreachable ensemble is given the full 10 s.
+#[test]
+fn a_malformed_zk_is_a_usage_error_at_once_and_an_unreachable_one_gets_its_full_patience() {
+    for bad in ["", "127.0.0.1:99999", "foo", "127.0.0.1:2181/zkc/"] {
+        let started = std::time::Instant::now();
+        let out = ctl(&["--zk", bad, "history", APP]);
+        assert_eq!(out.status.code(), Some(64), "--zk {bad:?}: {}", output_text(&out));
+        assert!(started.elapsed() < Duration::from_secs(3), "--zk {bad:?} took {:?}", started.elapsed());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--zk"), "{}", output_text(&out));
+    }
+    let port = free_port();
+    let started = std::time::Instant::now();
+    let out = ctl(&["--zk", &format!("127.0.0.1:{port}"), "history", APP]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(69), "{}", output_text(&out));
+    eprintln!("figures: an unreachable ensemble was given up on after {took:?}");
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(13), "gave up after {took:?}");
+}

@@ -20,7 +20,7 @@ pub use agent::AgentConfig;
 pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, MAX_SPLAY};
 pub use hook::HookCommand;
 pub use service::{services_path, ServiceConfig, DEFAULT_SERVICES_ROOT};
-pub use zookeeper::{AuthScheme, TlsConfig, ZkConfig};
+pub use zookeeper::{AuthScheme, BadConnectString, ConnectString, TlsConfig, ZkConfig};
 
 use crate::model::layout::validate_app_name;
 use app::SUBKEY;
@@ -247,8 +247,8 @@ impl Config {
             key: key.to_string(),
             message: message.to_string(),
         };
-        if self.zookeeper.hosts.trim().is_empty() {
-            return Err(invalid("zookeeper.hosts", "expected host:port[,host:port...][/chroot], got an empty string"));
+        if let Err(e) = ConnectString::parse(&self.zookeeper.hosts) {
+            return Err(invalid("zookeeper.hosts", &e.to_string()));
         }
         if self.zookeeper.session_timeout < Duration::from_millis(100) {
             return Err(invalid("zookeeper.session_timeout", "expected at least 100ms"));
