@@ -167,3 +167,41 @@ fn a_malformed_zk_is_a_usage_error_at_once_and_an_unreachable_one_gets_its_full_
     eprintln!("figures: an unreachable ensemble was given up on after {took:?}");
     assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(13), "gave up after {took:?}");
 }
+
+/// `zkcoordd --check-config` on `text`: exit code and what it printed.
+fn check_config(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zkcoord.toml");
+    std::fs::write(&path, text.replace("{dir}", &dir.path().display().to_string())).unwrap();
+    std::fs::create_dir_all(dir.path().join("www/adir")).unwrap();
+    let out = std::process::Command::new(daemon_bin()).arg("--config").arg(&path).arg("--check-config").output().unwrap();
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+const TWO: &str = "role = \"app\"\n[zookeeper]\nhosts = \"127.0.0.1:2181\"\n[[app]]\nname = \"alpha\"\ndest = \"{dir}/www/a.conf\"\n[[app]]\nname = \"beta\"\ndest = \"{dir}/www/b.conf\"\n";
+
+/// What passed `--check-config` and then failed every apply, forever, is refused at load:
+/// two apps on one file (or inside one bundle's tree), an owner or group that does not exist,
+/// a `dest` that is a directory or ends in `/`.
+#[test]
+fn check_config_refuses_what_would_fail_every_apply() {
+    assert_eq!(check_config(TWO).0, 0, "{}", check_config(TWO).1);
+    let cases = [
+        (TWO.replace("b.conf", "a.conf"), "app[0] \"alpha\""),
+        (TWO.replace("b.conf", "a.conf"), "app[1] \"beta\""),
+        (TWO.replace("b.conf", "a.conf"), "the same dest"),
+        (TWO.replace("dest = \"{dir}/www/a.conf\"", "dest = \"{dir}/www/site\"\nkind = \"bundle\"").replace("b.conf", "site/b.conf"), "overlapping trees"),
+        (TWO.replace("name = \"beta\"", "name = \"beta\"\nowner = \"nosuchuser\""), "app[1].owner"),
+        (TWO.replace("name = \"beta\"", "name = \"beta\"\ngroup = \"nosuchgroup\""), "there is no group \"nosuchgroup\""),
+        (TWO.replace("b.conf", "adir"), "is an existing directory"),
+        (TWO.replace("b.conf", "new/"), "expected an absolute path to a file"),
+    ];
+    for (text, want) in cases {
+        let (code, said) = check_config(&text);
+        assert_eq!(code, 78, "{text}\n{said}");
+        assert!(said.contains(want), "want {want:?} in:\n{said}");
+    }
+    // Existing names and ids pass.
+    let ok = TWO.replace("name = \"beta\"", "name = \"beta\"\nowner = \"root\"\ngroup = \"0\"");
+    assert_eq!(check_config(&ok).0, 0, "{}", check_config(&ok).1);
+}
