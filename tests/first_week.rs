@@ -205,3 +205,29 @@ fn check_config_refuses_what_would_fail_every_apply() {
     let ok = TWO.replace("name = \"beta\"", "name = \"beta\"\nowner = \"root\"\ngroup = \"0\"");
     assert_eq!(check_config(&ok).0, 0, "{}", check_config(&ok).1);
 }
+
+/// `false | zkcoordctl publish app -` used to empty every host's file: empty content is refused
+/// (65, nothing reaches ZooKeeper) unless `--allow-empty`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_content_is_refused_unless_allowed() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let client = zk_client(&hosts).await;
+    let out = tokio::task::spawn_blocking({
+        let hosts = hosts.clone();
+        move || ctl_stdin(&["--zk", &hosts, "publish", APP, "-"], b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("standard input was empty"), "{}", output_text(&out));
+    assert!(versions(&client).await.is_empty());
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let path = empty.path().display().to_string();
+    let out = ctl_async(&["--zk", &hosts, "publish", APP, &path]).await;
+    assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty; pass --allow-empty"), "{}", output_text(&out));
+    let out = ctl_async(&["--zk", &hosts, "publish", APP, &path, "--allow-empty"]).await;
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("published conf-"), "{}", output_text(&out));
+}

@@ -54,6 +54,10 @@ pub enum Command {
         app: String,
         /// The file, or - for standard input.
         file: String,
+        /// Publish even when the content is empty (refused by default: an empty file on every
+        /// host is what a failed generator in `render | zkcoordctl publish app -` produces).
+        #[arg(long)]
+        allow_empty: bool,
         /// Message, answer timeout, rollout wait.
         #[command(flatten)]
         opts: PublishOptions,
@@ -280,8 +284,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     match cli.command {
         Command::Acl(AclCommand::Init) => inspect::acl_init(&target).await,
         Command::Acl(AclCommand::Digest { .. }) | Command::Key(_) => unreachable!("handled above"),
-        Command::Publish { app, file, opts } => {
+        Command::Publish { app, file, allow_empty, opts } => {
             let (data, content) = publish::read_input(&file, target.max_config_size())?;
+            if data.is_empty() && !allow_empty {
+                return Err(fail(exit::DATAERR, publish::empty_refusal(&file)));
+            }
             publish::publish(&target, &app, data, content, opts, None).await
         }
         Command::Rollback { app, to, opts } => publish::rollback(&target, &app, &to, opts).await,

@@ -36,6 +36,17 @@ pub fn read_input(file: &str, max: u64) -> Result<(Vec<u8>, ContentInfo), CtlErr
     Ok((data, ContentInfo::default()))
 }
 
+/// Why empty content is not published without `--allow-empty`: from standard input it is
+/// most often a generator that failed (its exit status never reaches us), and every host
+/// would install an empty file and report ok.
+pub fn empty_refusal(file: &str) -> String {
+    if file == "-" {
+        "not published: standard input was empty (did the command writing it fail? `set -o pipefail` makes the shell say so); pass --allow-empty to publish an empty file".into()
+    } else {
+        format!("not published: {file} is empty; pass --allow-empty to publish an empty file")
+    }
+}
+
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
 /// `content` says whether `data` is a bundle; data beyond one node goes as chunks first.
 /// `carried` is an earlier version's signature, kept when no `--sign-key` is given (a rollback
