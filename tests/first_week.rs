@@ -231,3 +231,25 @@ async fn empty_content_is_refused_unless_allowed() {
     let out = ctl_async(&["--zk", &hosts, "publish", APP, &path, "--allow-empty"]).await;
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("published conf-"), "{}", output_text(&out));
 }
+
+/// A failure retried with backoff forever (the destination became a directory after start)
+/// stops passing for "on its way" after three attempts: `/healthz` says 503 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_retried_forever_shows_in_healthz_after_three_attempts() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let port = free_port();
+    let spec = Spec::both("web-1", &hosts);
+    let mut d = Daemon::prepare("web-1");
+    std::fs::create_dir_all(d.dir().join("www")).unwrap();
+    d.set_config(&format!("{}\n[http]\nlisten = \"127.0.0.1:{port}\"\n", spec.toml()));
+    d.spawn();
+    wait_until_sync("healthy", Duration::from_secs(20), || http_get(port, "/healthz").is_some_and(|r| r.status == 200));
+    std::fs::create_dir_all(dest(&d)).unwrap();
+    let v = publish_ok(&hosts, b"x\n").await;
+    let started = std::time::Instant::now();
+    wait_until_sync("/healthz names the stuck version", Duration::from_secs(30), || {
+        http_get(port, "/healthz").is_some_and(|r| r.status == 503 && r.body.contains(&format!("app {APP}: error {v}")))
+    });
+    eprintln!("figures: a retried failure showed in /healthz after {:?}", started.elapsed());
+}

@@ -102,6 +102,22 @@ pub struct Progress {
     report: StatusReport,
     /// Why the last applied version could not be written to the state file, if it could not.
     state_error: Option<String>,
+    /// Retried failures of the current version in a row, and since when it fails: a failure
+    /// retried past [`RETRY_HEALTH_BOUND`] stops counting as "on its way" in `/healthz`.
+    retries: (u32, Option<std::time::Instant>),
+}
+
+/// After this many retried attempts, or this long, a failure that is retried with backoff
+/// (a destination that is a directory, an owner that vanished) shows in `/healthz` and STATUS
+/// instead of passing for an apply on its way.
+pub const RETRY_HEALTH_BOUND: (u32, Duration) = (3, Duration::from_secs(300));
+
+impl Progress {
+    /// Whether a retried failure went on past [`RETRY_HEALTH_BOUND`].
+    pub fn retries_exhausted(&self) -> bool {
+        let (n, since) = self.retries;
+        n >= RETRY_HEALTH_BOUND.0 || since.is_some_and(|t| t.elapsed() >= RETRY_HEALTH_BOUND.1)
+    }
 }
 
 impl Progress {
@@ -213,6 +229,7 @@ impl Applier {
             synced: 0,
             report,
             state_error: None,
+            retries: (0, None),
         }
     }
 
@@ -546,6 +563,7 @@ impl Applier {
         p.applied = Some(applied);
         p.failed = None;
         p.retry = None;
+        p.retries = (0, None);
         p.backoff.reset();
         p.report.version = Some(v.name.clone());
         p.report.stream = Some(stream);
@@ -559,8 +577,12 @@ impl Applier {
 
     fn record_failure(&self, p: &mut Progress, v: &VersionId, result: ApplyResult, error: String, retry: bool) {
         p.failed = Some(v.seq);
-        if !retry {
+        if retry {
+            p.retries.0 += 1;
+            p.retries.1.get_or_insert_with(std::time::Instant::now);
+        } else {
             p.retry = None;
+            p.retries = (0, None);
             p.backoff.reset();
         }
         p.report.result = result;
@@ -695,7 +717,8 @@ impl AppFollower {
             applying,
             newest: seen.newest.clone(),
             behind: seen.behind,
-            retrying: p.retry.is_some(),
+            // Retried past the bound, it is a failure STATUS and /healthz show, not progress.
+            retrying: p.retry.is_some() && !p.retries_exhausted(),
             conflict: self.conflict.lock().ok().and_then(|c| c.clone()),
         };
         skeleton::show(&self.view, view);
