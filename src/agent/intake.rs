@@ -18,7 +18,6 @@ use crate::zk::identity::NodeKind;
 use crate::agent::leader::{Leader, MetaFor};
 use crate::model::request::{validate_header, validate_inline};
 use crate::zk::fence::{AgentError, Fence};
-use crate::config::Config;
 use crate::model::layout::{self};
 use crate::model::request::{self, Outcome, RequestHeader, VersionMeta};
 use crate::agent::rollout::{PlainPublish, PublishPlan};
@@ -70,24 +69,30 @@ enum Newest {
 /// What the batch read of one app, once.
 struct AppView {
     parent: String,
+    /// The version stream: the versions parent's czxid.
+    stream: i64,
     newest: Option<Newest>,
     rollout: PlainPublish,
 }
 
 impl AppView {
     /// Reads the versions, the newest one's content and metadata and the rollout record:
-    /// two round trips, and the parents created when missing.
-    async fn read(config: &Config, client: &zk::Client, app: &str) -> Result<AppView, AgentError> {
-        let layout = config.layout();
+    /// two round trips, and the parents created when missing (a missing versions parent
+    /// begins a new version stream, see [`Leader::begin_stream`]).
+    async fn read(leader: &Leader<'_>, app: &str) -> Result<AppView, AgentError> {
+        let client = leader.client;
+        let layout = leader.config.layout();
         let parent = layout.versions(app);
         let meta_parent = layout.meta(app);
-        let (children, rollout) = futures::join!(client.list_children(&parent), PlainPublish::read(client, &layout, app));
-        let rollout = rollout?;
-        let children = match children {
-            Ok(c) => c,
+        let (children, rollout) = futures::join!(client.get_children(&parent), PlainPublish::read(client, &layout, app));
+        let mut rollout = rollout?;
+        let (children, stream) = match children {
+            Ok((c, stat)) => (c, stat.czxid),
             Err(zk::Error::NoNode) => {
-                session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
-                Vec::new()
+                let stream = leader.begin_stream(app).await?;
+                // The old stream's record may be gone now: read it again.
+                rollout = PlainPublish::read(client, &layout, app).await?;
+                (Vec::new(), stream)
             }
             Err(e) => return Err(e.into()),
         };
@@ -96,17 +101,24 @@ impl AppView {
             None => None,
             Some(v) => {
                 let (data, meta) =
-                    futures::join!(client.get_data(&format!("{parent}/{}", v.name)), client.check_stat(&format!("{meta_parent}/{}", v.name)));
+                    futures::join!(client.get_data(&format!("{parent}/{}", v.name)), client.get_data(&format!("{meta_parent}/{}", v.name)));
                 let sha256 = match data {
                     Ok((bytes, _)) => Some(crate::model::content::content_sha256(&bytes)),
                     // Deleted meanwhile (by an operator): nothing can equal it.
                     Err(zk::Error::NoNode) => None,
                     Err(e) => return Err(e.into()),
                 };
-                Some(Newest::Existing { name: v.name, sha256, has_meta: meta?.is_some() })
+                // Metadata of an earlier stream counts as missing (it is replaced); garbled
+                // metadata counts as present, as it always did: it is never overwritten.
+                let has_meta = match meta {
+                    Ok((m, stat)) => serde_json::from_slice::<VersionMeta>(&m).map_or(true, |m| m.belongs_to(stream, stat.czxid)),
+                    Err(zk::Error::NoNode) => false,
+                    Err(e) => return Err(e.into()),
+                };
+                Some(Newest::Existing { name: v.name, sha256, has_meta })
             }
         };
-        Ok(AppView { parent, newest, rollout })
+        Ok(AppView { parent, stream, newest, rollout })
     }
 }
 
@@ -122,15 +134,16 @@ struct Batch {
 
 impl Batch {
     /// Decides a plain, valid inline request in memory against the newest version.
-    async fn decide(&mut self, config: &Config, client: &zk::Client, name: &str, h: RequestHeader, data: Vec<u8>) -> Result<(), AgentError> {
+    async fn decide(&mut self, leader: &Leader<'_>, name: &str, h: RequestHeader, data: Vec<u8>) -> Result<(), AgentError> {
+        let config = leader.config;
         if !self.apps.contains_key(&h.app) {
-            let view = AppView::read(config, client, &h.app).await?;
+            let view = AppView::read(leader, &h.app).await?;
             self.apps.insert(h.app.clone(), view);
         }
         let Some(view) = self.apps.get_mut(&h.app) else {
             return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("no view of app {} in the batch", h.app))));
         };
-        let meta = VersionMeta::of(&h);
+        let meta = VersionMeta::of(&h, view.stream);
         let plan = match &mut view.newest {
             // A rollout holding the newest back is superseded only by a new version.
             Some(Newest::Existing { name, sha256: Some(sum), has_meta }) if *sum == h.sha256 && !view.rollout.holds_back => {
@@ -185,7 +198,7 @@ impl Batch {
 /// Handles one window of pending requests (in sequence order). Returns the apps that got a
 /// new version.
 pub(crate) async fn handle_batch(leader: &Leader<'_>, names: &[&str]) -> Result<BTreeSet<String>, AgentError> {
-    let Leader { config, layout, client, .. } = leader;
+    let Leader { layout, client, .. } = leader;
     let paths: Vec<String> = names.iter().map(|name| format!("{}/{name}", layout.requests())).collect();
     let fetched = futures::future::join_all(paths.iter().map(|p| client.get_data(p))).await;
     let mut batch = Batch::default();
@@ -210,7 +223,7 @@ pub(crate) async fn handle_batch(leader: &Leader<'_>, names: &[&str]) -> Result<
                 Err(reason) => batch.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason: reason.to_string() }, None))),
                 Ok(()) => {
                     let data = d.to_vec();
-                    batch.decide(config, client, name, h, data).await?;
+                    batch.decide(leader, name, h, data).await?;
                 }
             },
         }

@@ -110,20 +110,26 @@ impl Leader<'_> {
         let Leader { layout, client, fence, .. } = self;
         let parent = layout.versions(&h.app);
         let meta_parent = layout.meta(&h.app);
-        let meta = VersionMeta::of(h);
-        // The listing also says whether the parent exists, so the first publish alone creates it.
-        let (children, parent_exists) = match client.list_children(&parent).await {
-            Ok(c) => (c, true),
-            Err(zk::Error::NoNode) => (Vec::new(), false),
+        // The listing also says whether the parent exists, so the first publish alone creates
+        // it (beginning a new version stream), and gives the stream's identity, its czxid.
+        let (children, stream) = match client.get_children(&parent).await {
+            Ok((c, stat)) => (c, stat.czxid),
+            Err(zk::Error::NoNode) => (Vec::new(), self.begin_stream(&h.app).await?),
             Err(e) => return Err(e.into()),
         };
+        let meta = VersionMeta::of(h, stream);
         if let Some(newest) = layout::newest_version(&children) {
             match client.get_data(&format!("{parent}/{}", newest.name)).await {
                 Ok((bytes, _)) if crate::model::content::content_sha256(&bytes) == h.sha256 => {
                     // A leader that died between creating a version and answering leaves the request
                     // behind; this path answers it, and fills in the metadata if it is missing.
+                    // Metadata of an earlier stream (the app's node was re-created) describes
+                    // another version of the same name: it counts as missing, and is replaced.
                     let newest_meta = match client.get_data(&format!("{meta_parent}/{}", newest.name)).await {
-                        Ok((m, _)) => Some(serde_json::from_slice::<VersionMeta>(&m).ok()),
+                        Ok((m, stat)) => match serde_json::from_slice::<VersionMeta>(&m) {
+                            Ok(m) if !m.belongs_to(stream, stat.czxid) => None,
+                            parsed => Some(parsed.ok()),
+                        },
                         Err(zk::Error::NoNode) => None,
                         Err(e) => return Err(e.into()),
                     };
@@ -157,9 +163,6 @@ impl Leader<'_> {
             Ok(plan) => plan,
             Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
         };
-        if !parent_exists {
-            session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
-        }
         session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
         let owned = crate::zk::identity::for_node(NodeKind::Owned);
         let mut w = fence.writer(client)?;
@@ -174,9 +177,78 @@ impl Leader<'_> {
         Ok((Outcome::Published { version: version.clone() }, Some((h.app.clone(), version, meta))))
     }
 
+    /// Begins a new version stream for `app`, whose versions parent does not exist (never
+    /// published, or deleted by an operator): creates the parent, then removes what an earlier
+    /// stream left (metadata whose names the new stream's sequence numbers will reuse, and a
+    /// rollout record naming the old versions). Only nodes last written before the parent was
+    /// created go, so a second leader racing this one never loses the new stream's metadata.
+    /// Returns the stream, the parent's czxid.
+    pub(crate) async fn begin_stream(&self, app: &str) -> Result<i64, AgentError> {
+        let Leader { layout, client, fence, .. } = self;
+        let parent = layout.versions(app);
+        session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
+        let stream = match client.check_stat(&parent).await? {
+            Some(stat) => stat.czxid,
+            None => return Err(AgentError::Zk(zk::Error::NoNode)),
+        };
+        let meta_parent = layout.meta(app);
+        let children = match client.list_children(&meta_parent).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let paths: Vec<String> = children.iter().map(|m| format!("{meta_parent}/{m}")).collect();
+        let stats = futures::future::join_all(paths.iter().map(|p| client.check_stat(p))).await;
+        let mut stale = Vec::new();
+        for (path, stat) in paths.iter().zip(stats) {
+            if let Some(stat) = stat? {
+                if stat.czxid < stream {
+                    stale.push((path, stat.version));
+                }
+            }
+        }
+        for batch in stale.chunks(200) {
+            let mut w = fence.writer(client)?;
+            for (path, version) in batch {
+                w.add_delete(path, Some(*version))?;
+            }
+            match fence.commit(w).await {
+                // Changed or gone meanwhile: the stream check on every read covers what is left.
+                Ok(_) | Err(AgentError::Zk(zk::Error::NoNode | zk::Error::BadVersion)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let rollout = client.check_stat(&layout.rollout(app)).await?.filter(|s| s.mzxid < stream);
+        if let Some(r) = rollout {
+            let mut w = fence.writer(client)?;
+            w.add_delete(&layout.rollout(app), Some(r.version))?;
+            match fence.commit(w).await {
+                Ok(_) | Err(AgentError::Zk(zk::Error::NoNode | zk::Error::BadVersion | zk::Error::NotEmpty)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !stale.is_empty() || rollout.is_some() {
+            tracing::warn!(app, metadata = stale.len(), rollout = rollout.is_some(), path = %parent, "the app's versions node was gone (deleted by hand?); removed what its old versions left and began a new version stream");
+        }
+        Ok(stream)
+    }
+
+    /// Whether the metadata node at `path` is stale: left by an earlier version stream of
+    /// `app` (see [`VersionMeta::belongs_to`]). Returns its version for a checked delete, or
+    /// None when it belongs (or is gone, or garbled: garbled metadata is never overwritten).
+    async fn stale_meta(&self, app: &str, path: &str) -> Result<Option<i32>, AgentError> {
+        let Leader { layout, client, .. } = self;
+        let (meta, parent) = futures::join!(client.get_data(path), client.check_stat(&layout.versions(app)));
+        let (Ok((bytes, stat)), Some(parent)) = (meta, parent?) else { return Ok(None) };
+        Ok(match serde_json::from_slice::<VersionMeta>(&bytes) {
+            Ok(m) if !m.belongs_to(parent.czxid, stat.czxid) => Some(stat.version),
+            _ => None,
+        })
+    }
+
     /// Writes metadata and the outcome and removes the request (and its claim), in one fenced
-    /// multi-op.
-    pub(crate) async fn finish(&self, req: &str, outcome: &Outcome, meta_for: MetaFor, claimed: bool) -> Result<(), AgentError> {
+    /// multi-op. Metadata that an earlier version stream left under the same name is replaced.
+    pub(crate) async fn finish(&self, req: &str, outcome: &Outcome, mut meta_for: MetaFor, claimed: bool) -> Result<(), AgentError> {
         let Leader { layout, client, fence, .. } = self;
         let outcome_path = layout.outcome(req);
         let owned = crate::zk::identity::for_node(NodeKind::Owned);
@@ -201,10 +273,30 @@ impl Leader<'_> {
                     return Ok(());
                 }
                 // An earlier attempt answered, and the answer was lost with the connection: replace it.
-                Err(AgentError::Zk(zk::Error::NodeExists)) if attempt == 0 => match client.delete(&outcome_path, None).await {
-                    Ok(()) | Err(zk::Error::NoNode) => {}
-                    Err(e) => return Err(e.into()),
-                },
+                // Or the metadata's name was taken: by an earlier stream's (replace it), or by our
+                // own earlier attempt (keep it).
+                Err(AgentError::Zk(zk::Error::NodeExists)) if attempt == 0 => {
+                    match client.delete(&outcome_path, None).await {
+                        Ok(()) | Err(zk::Error::NoNode) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    if let Some((app, version, _)) = &meta_for {
+                        let path = format!("{}/{version}", layout.meta(app));
+                        match self.stale_meta(app, &path).await? {
+                            Some(v) => {
+                                tracing::info!(app = %app, %version, "replacing metadata left by an earlier version stream");
+                                let mut w = fence.writer(client)?;
+                                w.add_delete(&path, Some(v))?;
+                                match fence.commit(w).await {
+                                    Ok(_) | Err(AgentError::Zk(zk::Error::NoNode | zk::Error::BadVersion)) => {}
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                            None if client.check_stat(&path).await?.is_some() => meta_for = None,
+                            None => {}
+                        }
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -102,6 +102,22 @@ pub struct Progress {
     report: StatusReport,
     /// Why the last applied version could not be written to the state file, if it could not.
     state_error: Option<String>,
+    /// Retried failures of the current version in a row, and since when it fails: a failure
+    /// retried past [`RETRY_HEALTH_BOUND`] stops counting as "on its way" in `/healthz`.
+    retries: (u32, Option<std::time::Instant>),
+}
+
+/// After this many retried attempts, or this long, a failure that is retried with backoff
+/// (a destination that is a directory, an owner that vanished) shows in `/healthz` and STATUS
+/// instead of passing for an apply on its way.
+pub const RETRY_HEALTH_BOUND: (u32, Duration) = (3, Duration::from_secs(300));
+
+impl Progress {
+    /// Whether a retried failure went on past [`RETRY_HEALTH_BOUND`].
+    pub fn retries_exhausted(&self) -> bool {
+        let (n, since) = self.retries;
+        n >= RETRY_HEALTH_BOUND.0 || since.is_some_and(|t| t.elapsed() >= RETRY_HEALTH_BOUND.1)
+    }
 }
 
 impl Progress {
@@ -203,6 +219,7 @@ impl Applier {
             attempted: None,
             error: None,
             time: now_secs(),
+            stream: applied.as_ref().map(|a| a.stream).filter(|s| *s != 0),
         };
         Progress {
             applied,
@@ -212,6 +229,7 @@ impl Applier {
             synced: 0,
             report,
             state_error: None,
+            retries: (0, None),
         }
     }
 
@@ -271,8 +289,10 @@ impl Applier {
         }
     }
 
-    /// Reads version `v` and its metadata and verifies size and hash. Reads only.
-    pub async fn fetch(&self, client: &zk::Client, v: &VersionId) -> Result<Fetched, zk::Error> {
+    /// Reads version `v` of stream `stream` (the versions parent's czxid) and its metadata and
+    /// verifies size and hash. Metadata of another stream (left by an app node that was deleted
+    /// and created again) counts as absent. Reads only.
+    pub async fn fetch(&self, client: &zk::Client, v: &VersionId, stream: i64) -> Result<Fetched, zk::Error> {
         let version_path = format!("{}/{}", self.versions, v.name);
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
         // Version and metadata in one round trip (two pipelined requests).
@@ -281,7 +301,7 @@ impl Applier {
             Ok(t) => t,
             Err(reason) => return Ok(Fetched::Refused(reason)),
         };
-        let (version, meta) = tokio::join!(client.get_data(&version_path), self.read_meta(client, &meta_path));
+        let (version, meta) = tokio::join!(client.get_data(&version_path), self.read_meta(client, &meta_path, stream));
         let (bytes, stat) = match version {
             Ok(r) => r,
             Err(zk::Error::NoNode) => return Ok(Fetched::Gone),
@@ -312,7 +332,7 @@ impl Applier {
         let needs_meta = self.trusted.required() || self.app.kind() == crate::config::AppKind::Bundle || crate::host::bundle::looks_like_archive(&bytes)
             || crate::model::content::Marker::parse(&bytes).is_some();
         if meta.is_none() && needs_meta {
-            meta = match self.wait_for_meta(client, &meta_path, Duration::from_secs(2)).await? {
+            meta = match self.wait_for_meta(client, &meta_path, stream, Duration::from_secs(2)).await? {
                 Ok(m) => m.map(|(m, _)| m),
                 Err(reason) => return Ok(Fetched::Refused(reason)),
             };
@@ -364,26 +384,38 @@ impl Applier {
         Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
     }
 
-    /// Reads a version's metadata: None when there is none, an error message when it does not
-    /// parse (metadata that lies or is garbled never counts as absent).
+    /// Reads a version's metadata: None when there is none (or only one of another version
+    /// stream, which describes an older version of the same name), an error message when it
+    /// does not parse (metadata that lies or is garbled never counts as absent).
     /// With the metadata comes its node's czxid, to tell metadata made while its parent was open.
-    async fn read_meta(&self, client: &zk::Client, path: &str) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
+    async fn read_meta(&self, client: &zk::Client, path: &str, stream: i64) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
         match client.get_data(path).await {
-            Ok((m, stat)) => Ok(serde_json::from_slice(&m)
-                .map(|m| Some((m, stat.czxid)))
+            Ok((m, stat)) => Ok(serde_json::from_slice::<VersionMeta>(&m)
+                .map(|m| {
+                    if m.belongs_to(stream, stat.czxid) {
+                        Some((m, stat.czxid))
+                    } else {
+                        tracing::debug!(app = %self.app.name, path, "metadata belongs to an earlier version stream (the app's node was re-created); ignoring it");
+                        None
+                    }
+                })
                 .map_err(|e| format!("metadata {path} does not parse ({e}); not installing"))),
             Err(zk::Error::NoNode) => Ok(Ok(None)),
             Err(e) => Err(e),
         }
     }
 
-    /// Waits up to `limit` for metadata to appear at `path`.
-    async fn wait_for_meta(&self, client: &zk::Client, path: &str, limit: Duration) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
+    /// Waits up to `limit` for metadata of stream `stream` to appear at `path` (a stale one
+    /// of an earlier stream is waited past: the leader replaces it).
+    async fn wait_for_meta(&self, client: &zk::Client, path: &str, stream: i64, limit: Duration) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let (stat, watcher) = client.check_and_watch_stat(path).await?;
             if stat.is_some() {
-                return self.read_meta(client, path).await;
+                match self.read_meta(client, path, stream).await? {
+                    Ok(None) => {}
+                    found => return Ok(found),
+                }
             }
             if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
                 return Ok(Ok(None));
@@ -466,7 +498,7 @@ impl Applier {
     /// Fetches, verifies and installs `v`, updating state and the status report.
     pub async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
         let name = &self.app.name;
-        let (bytes, sha, ctime_ms) = match self.fetch(client, v).await? {
+        let (bytes, sha, ctime_ms) = match self.fetch(client, v, stream).await? {
             Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
             Fetched::Refused(reason) => {
                 tracing::error!(app = %name, version = %v, "{reason}");
@@ -531,8 +563,10 @@ impl Applier {
         p.applied = Some(applied);
         p.failed = None;
         p.retry = None;
+        p.retries = (0, None);
         p.backoff.reset();
         p.report.version = Some(v.name.clone());
+        p.report.stream = Some(stream);
         p.report.sha256 = Some(sha.to_string());
         p.report.result = ApplyResult::Ok;
         p.report.attempted = None;
@@ -543,8 +577,12 @@ impl Applier {
 
     fn record_failure(&self, p: &mut Progress, v: &VersionId, result: ApplyResult, error: String, retry: bool) {
         p.failed = Some(v.seq);
-        if !retry {
+        if retry {
+            p.retries.0 += 1;
+            p.retries.1.get_or_insert_with(std::time::Instant::now);
+        } else {
             p.retry = None;
+            p.retries = (0, None);
             p.backoff.reset();
         }
         p.report.result = result;
@@ -679,7 +717,8 @@ impl AppFollower {
             applying,
             newest: seen.newest.clone(),
             behind: seen.behind,
-            retrying: p.retry.is_some(),
+            // Retried past the bound, it is a failure STATUS and /healthz show, not progress.
+            retrying: p.retry.is_some() && !p.retries_exhausted(),
             conflict: self.conflict.lock().ok().and_then(|c| c.clone()),
         };
         skeleton::show(&self.view, view);
@@ -749,6 +788,7 @@ mod tests {
                 attempted: (result != ApplyResult::Ok).then(|| "conf-0000000002".into()),
                 error: None,
                 time: 0,
+                stream: None,
             }),
             looked: true,
             applying: false,

@@ -159,7 +159,7 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
     if !applier.needs_apply(&newest, stream, &mut p) {
         return Ok(format!("{name}: up to date at {}; nothing would happen\n", applied_name(&p, &newest)));
     }
-    let (bytes, sha) = match applier.fetch(client, &newest).await? {
+    let (bytes, sha) = match applier.fetch(client, &newest, stream).await? {
         Fetched::Gone => return Ok(format!("{name}: {newest} was deleted while being read; nothing would happen\n")),
         Fetched::Refused(reason) | Fetched::Pending(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),
         Fetched::Verified { bytes, sha256, .. } => (bytes, sha256),

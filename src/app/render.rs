@@ -114,6 +114,7 @@ impl RenderFollower {
                 attempted: None,
                 error: None,
                 time: now_secs(),
+                stream: None,
             },
             failed: None,
             held: false,

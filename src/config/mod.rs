@@ -20,7 +20,7 @@ pub use agent::AgentConfig;
 pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, MAX_SPLAY};
 pub use hook::HookCommand;
 pub use service::{services_path, ServiceConfig, DEFAULT_SERVICES_ROOT};
-pub use zookeeper::{AuthScheme, TlsConfig, ZkConfig};
+pub use zookeeper::{AuthScheme, BadConnectString, ConnectString, TlsConfig, ZkConfig};
 
 use crate::model::layout::validate_app_name;
 use app::SUBKEY;
@@ -202,6 +202,28 @@ impl ConfigError {
     }
 }
 
+/// Refuses two apps that write the same place: the same `dest` (the file would hold only the
+/// last one's bytes while both report ok), or a `dest` inside a bundle's tree. Names both.
+fn overlapping_dests(apps: &[AppConfig]) -> Result<(), String> {
+    for (i, a) in apps.iter().enumerate() {
+        for (j, b) in apps.iter().enumerate().skip(i + 1) {
+            let same = a.dest == b.dest;
+            let inside = |outer: &AppConfig, inner: &AppConfig| outer.kind() == AppKind::Bundle && inner.dest.starts_with(&outer.dest);
+            if same || inside(a, b) || inside(b, a) {
+                let how = if same { "the same dest" } else { "overlapping trees (one dest is inside the other's bundle)" };
+                return Err(format!(
+                    "app[{i}] {:?} ({}) and app[{j}] {:?} ({}) have {how}; give each app its own dest",
+                    a.name,
+                    a.dest.display(),
+                    b.name,
+                    b.dest.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads, overrides from the environment, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -247,8 +269,8 @@ impl Config {
             key: key.to_string(),
             message: message.to_string(),
         };
-        if self.zookeeper.hosts.trim().is_empty() {
-            return Err(invalid("zookeeper.hosts", "expected host:port[,host:port...][/chroot], got an empty string"));
+        if let Err(e) = ConnectString::parse(&self.zookeeper.hosts) {
+            return Err(invalid("zookeeper.hosts", &e.to_string()));
         }
         if self.zookeeper.session_timeout < Duration::from_millis(100) {
             return Err(invalid("zookeeper.session_timeout", "expected at least 100ms"));
@@ -319,6 +341,7 @@ impl Config {
             return Err(invalid("app", &format!("role \"{}\" needs at least one [[app]] entry (or a [[service]] to register)", self.role)));
         }
         self.validate_services(&invalid)?;
+        overlapping_dests(&self.apps).map_err(|m| invalid("app", &m))?;
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let key = |k: &str| format!("app[{i}].{k}");
@@ -329,8 +352,23 @@ impl Config {
             if let Some(p) = app.published().and_then(|p| p.path.as_ref()) {
                 validate_znode_path(p).map_err(|m| invalid(&key("path"), &m))?;
             }
-            if !app.dest.is_absolute() || app.dest.file_name().is_none() {
-                return Err(invalid(&key("dest"), "expected an absolute path to a file"));
+            if !app.dest.is_absolute() || app.dest.file_name().is_none() || app.dest.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                return Err(invalid(&key("dest"), &format!("expected an absolute path to a file, got {:?}", app.dest.display().to_string())));
+            }
+            // A directory where the file should go fails every apply ("Is a directory"), forever.
+            let is_real_dir = std::fs::symlink_metadata(&app.dest).is_ok_and(|m| m.is_dir());
+            if is_real_dir && app.kind() == AppKind::File {
+                return Err(invalid(&key("dest"), &format!("{} is an existing directory; expected the path of a file (e.g. {}/{})", app.dest.display(), app.dest.display(), app.name)));
+            }
+            if let Some(user) = &app.owner {
+                if user.parse::<u32>().is_err() && nix::unistd::User::from_name(user).ok().flatten().is_none() {
+                    return Err(invalid(&key("owner"), &format!("expected a user name or uid; there is no user {user:?}")));
+                }
+            }
+            if let Some(group) = &app.group {
+                if group.parse::<u32>().is_err() && nix::unistd::Group::from_name(group).ok().flatten().is_none() {
+                    return Err(invalid(&key("group"), &format!("expected a group name or gid; there is no group {group:?}")));
+                }
             }
             for (k, hook) in [("check", &app.check), ("reload", &app.reload)] {
                 match hook {

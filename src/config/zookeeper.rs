@@ -86,3 +86,74 @@ pub struct TlsConfig {
 fn default_start_timeout() -> Duration {
     Duration::from_secs(30)
 }
+
+/// A connect string taken apart: the servers and the chroot, checked before anything connects
+/// (a typo must be a usage or config error, never "cannot reach ZooKeeper" after a wait).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectString {
+    /// `host:port,host:port`, as the client is given it without a chroot.
+    pub servers: String,
+    /// The chroot suffix (`/zkc`), if any.
+    pub chroot: Option<String>,
+}
+
+/// Why a connect string is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadConnectString {
+    /// Nothing at all.
+    #[error("expected host:port[,host:port...][/chroot], got an empty string")]
+    Empty,
+    /// A server without `:port`, with an empty host, or with a port that is not 1-65535.
+    #[error("expected host:port[,host:port...][/chroot], got {0:?} (each server needs a host and a port of 1-65535)")]
+    BadServer(String),
+    /// A chroot that is not an absolute path of non-empty segments without a trailing `/`.
+    #[error("the chroot {0:?} is not a ZooKeeper path (like /zkcoord: no empty segments, no trailing /)")]
+    BadChroot(String),
+}
+
+impl ConnectString {
+    /// Parses `host:port[,host:port...][/chroot]`.
+    pub fn parse(hosts: &str) -> Result<ConnectString, BadConnectString> {
+        let hosts = hosts.trim();
+        if hosts.is_empty() {
+            return Err(BadConnectString::Empty);
+        }
+        let (servers, chroot) = match hosts.find('/') {
+            Some(i) => (&hosts[..i], Some(&hosts[i..])),
+            None => (hosts, None),
+        };
+        for server in servers.split(',') {
+            let ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(BadConnectString::BadServer(server.to_string()));
+            }
+        }
+        let chroot = match chroot {
+            // A bare "/" is no chroot at all.
+            Some("/") | None => None,
+            Some(c) if c.ends_with('/') || c.contains("//") => return Err(BadConnectString::BadChroot(c.to_string())),
+            Some(c) => Some(c.to_string()),
+        };
+        Ok(ConnectString { servers: servers.to_string(), chroot })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_strings_are_checked_before_anything_connects() {
+        let c = ConnectString::parse("a:1,b:2/zkc").unwrap();
+        assert_eq!((c.servers.as_str(), c.chroot.as_deref()), ("a:1,b:2", Some("/zkc")));
+        assert_eq!(ConnectString::parse("127.0.0.1:2181").unwrap().chroot, None);
+        assert_eq!(ConnectString::parse("h:1/").unwrap().chroot, None);
+        assert_eq!(ConnectString::parse(""), Err(BadConnectString::Empty));
+        for bad in ["foo", "127.0.0.1:99999", "h:0", ":2181", "h:1,", "h:x"] {
+            assert!(matches!(ConnectString::parse(bad), Err(BadConnectString::BadServer(_))), "{bad}");
+        }
+        assert!(matches!(ConnectString::parse("h:1/zkc/"), Err(BadConnectString::BadChroot(_))));
+    }
+}

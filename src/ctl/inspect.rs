@@ -329,7 +329,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
     if !policy.enabled {
         return Err(fail(exit::CONFIG, "[acl] enabled is false in the config; nothing to apply"));
     }
-    let client = t.connect().await?;
+    let client = t.connect_creating_chroot().await?;
     let l = &t.layout;
     let mut plan: Vec<(String, NodeKind)> = vec![
         (l.election().to_string(), NodeKind::AgentParent),

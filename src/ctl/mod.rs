@@ -30,7 +30,7 @@ use target::{fail, CtlError, Target};
     name = "zkcoordctl",
     version,
     about = "Publish and inspect configurations distributed by zkcoordd",
-    after_help = "Examples:\n  zkcoordctl publish nginxconf ./nginx.conf --message \"more workers\" --wait\n  zkcoordctl status nginxconf\n  zkcoordctl diff nginxconf -1\n  zkcoordctl rollback nginxconf --to 11\n  zkcoordctl --zk zk1:2181,zk2:2181 get nginxconf --version 12\n\nVersions: 12, conf-0000000012, or -1 for the one before the newest.\nExit codes: 0 ok, 1 a host failed to apply, 64 usage, 65 rejected or bad input,\n69 ZooKeeper unreachable, 75 no leader answered or --wait timed out, 78 bad config."
+    after_help = "Examples:\n  zkcoordctl publish nginxconf ./nginx.conf --message \"more workers\" --wait\n  zkcoordctl status nginxconf\n  zkcoordctl diff nginxconf -1\n  zkcoordctl rollback nginxconf --to 11\n  zkcoordctl --zk zk1:2181,zk2:2181 get nginxconf --version 12\n\nVersions: 12, conf-0000000012, or -1 for the one before the newest.\nExit codes: 0 ok, 1 a host failed to apply, 64 usage (a malformed --zk too), 65 rejected or\nbad input, 69 ZooKeeper unreachable, 70 internal error or an agent too old for the request,\n75 no leader answered or --wait timed out, 77 permission denied (ZooKeeper ACLs, keys),\n78 bad config (a chroot in the connect string that does not exist too)."
 )]
 pub struct Cli {
     /// Config file to read the ZooKeeper connect string and roots from.
@@ -54,6 +54,10 @@ pub enum Command {
         app: String,
         /// The file, or - for standard input.
         file: String,
+        /// Publish even when the content is empty (refused by default: an empty file on every
+        /// host is what a failed generator in `render | zkcoordctl publish app -` produces).
+        #[arg(long)]
+        allow_empty: bool,
         /// Message, answer timeout, rollout wait.
         #[command(flatten)]
         opts: PublishOptions,
@@ -250,6 +254,10 @@ fn resolve(cli: &Cli) -> Result<Target, CtlError> {
     if let Some(c) = &config {
         crate::zk::identity::install_from(c);
     }
+    // A typo in --zk is a usage error now, not "unreachable" after the connect patience.
+    if let Some(zk) = &cli.zk {
+        crate::config::ConnectString::parse(zk).map_err(|e| fail(exit::USAGE, format!("--zk {zk:?}: {e}")))?;
+    }
     let layout = config.as_ref().map(|c| c.layout()).unwrap_or_else(|| Layout::new("/zkcoord", "/applications", "/roles/workers"));
     let session_timeout = config.as_ref().map(|c| c.zookeeper.session_timeout).unwrap_or(Duration::from_secs(10));
     Ok(Target { hosts, session_timeout, layout, config })
@@ -276,8 +284,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     match cli.command {
         Command::Acl(AclCommand::Init) => inspect::acl_init(&target).await,
         Command::Acl(AclCommand::Digest { .. }) | Command::Key(_) => unreachable!("handled above"),
-        Command::Publish { app, file, opts } => {
+        Command::Publish { app, file, allow_empty, opts } => {
             let (data, content) = publish::read_input(&file, target.max_config_size())?;
+            if data.is_empty() && !allow_empty {
+                return Err(fail(exit::DATAERR, publish::empty_refusal(&file)));
+            }
             publish::publish(&target, &app, data, content, opts, None).await
         }
         Command::Rollback { app, to, opts } => publish::rollback(&target, &app, &to, opts).await,

@@ -36,6 +36,17 @@ pub fn read_input(file: &str, max: u64) -> Result<(Vec<u8>, ContentInfo), CtlErr
     Ok((data, ContentInfo::default()))
 }
 
+/// Why empty content is not published without `--allow-empty`: from standard input it is
+/// most often a generator that failed (its exit status never reaches us), and every host
+/// would install an empty file and report ok.
+pub fn empty_refusal(file: &str) -> String {
+    if file == "-" {
+        "not published: standard input was empty (did the command writing it fail? `set -o pipefail` makes the shell say so); pass --allow-empty to publish an empty file".into()
+    } else {
+        format!("not published: {file} is empty; pass --allow-empty to publish an empty file")
+    }
+}
+
 /// Publishes `data` as the newest version of `app`, then optionally waits for the rollout.
 /// `content` says whether `data` is a bundle; data beyond one node goes as chunks first.
 /// `carried` is an earlier version's signature, kept when no `--sign-key` is given (a rollback
@@ -108,7 +119,10 @@ pub async fn publish(
         Some(limit) => {
             let v = VersionId::parse(&version).ok_or_else(|| fail(exit::SOFTWARE, format!("odd version name {version}")))?;
             let limit = if staged { super::rollout::wait_decided(&client, t, app, &version, limit).await? } else { limit };
-            wait_rollout(&client, t, app, &v, limit).await
+            // The version's stream: a host that runs a larger sequence number of an earlier
+            // stream (the app's node was re-created since) has not applied this one.
+            let stream = client.check_stat(&t.layout.versions(app)).await.map_err(zk_fail)?.map(|s| s.czxid);
+            wait_rollout(&client, t, app, &Wanted { version: v, stream }, limit).await
         }
     }
 }
@@ -173,9 +187,25 @@ fn seq(name: Option<&str>) -> Option<u64> {
     name.and_then(VersionId::parse).map(|v| v.seq)
 }
 
-fn progress_of(report: Option<&StatusReport>, target: &VersionId) -> HostProgress {
+/// The version `--wait` waits for, and the version stream it belongs to.
+#[derive(Debug, Clone)]
+struct Wanted {
+    /// The version.
+    version: VersionId,
+    /// The versions parent's czxid when the publish was answered (None: it is gone).
+    stream: Option<i64>,
+}
+
+fn progress_of(report: Option<&StatusReport>, wanted: &Wanted) -> HostProgress {
     let Some(r) = report else { return HostProgress::Pending };
-    if seq(r.version.as_deref()).is_some_and(|s| s >= target.seq) {
+    let target = &wanted.version;
+    // A host that says which stream it runs is compared within that stream only; a host older
+    // than streams is compared by sequence number, as before.
+    let same_stream = match (r.stream, wanted.stream) {
+        (Some(host), Some(want)) => host == want,
+        _ => true,
+    };
+    if same_stream && seq(r.version.as_deref()).is_some_and(|s| s >= target.seq) {
         return HostProgress::Applied;
     }
     let failed = matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Error | ApplyResult::Rejected);
@@ -212,7 +242,7 @@ fn summary_line(hosts: &BTreeMap<String, HostProgress>) -> String {
 type HostWatch = Pin<Box<dyn std::future::Future<Output = String> + Send>>;
 
 /// Follows every live host of `app` until each reports `target` or a failure, or `limit` passes.
-async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &VersionId, limit: Duration) -> Result<(), CtlError> {
+async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Wanted, limit: Duration) -> Result<(), CtlError> {
     let dir = t.layout.status(app);
     let deadline = tokio::time::Instant::now() + limit;
     let mut progress: BTreeMap<String, HostProgress> = BTreeMap::new();
@@ -302,7 +332,7 @@ async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Versi
 }
 
 /// One host's progress and a watch on its report; None when the host is gone.
-async fn read_host(client: &zk::Client, dir: &str, host: &str, target: &VersionId) -> Result<Option<(HostProgress, HostWatch)>, CtlError> {
+async fn read_host(client: &zk::Client, dir: &str, host: &str, target: &Wanted) -> Result<Option<(HostProgress, HostWatch)>, CtlError> {
     match client.get_and_watch_data(&format!("{dir}/{host}")).await {
         Ok((data, stat, w)) => {
             let report: Option<StatusReport> = serde_json::from_slice(&data).ok();
@@ -341,12 +371,26 @@ mod tests {
             attempted: attempted.map(String::from),
             error: error.map(String::from),
             time: 0,
+            stream: None,
         }
     }
 
     #[test]
+    fn a_host_on_an_earlier_stream_has_not_applied_a_version_of_the_new_one() {
+        let t = Wanted { version: VersionId::from_seq(0), stream: Some(900) };
+        let mut old = report(Some("conf-0000000006"), ApplyResult::Ok, None, None);
+        old.stream = Some(100);
+        assert_eq!(progress_of(Some(&old), &t), HostProgress::Pending);
+        let mut new = report(Some("conf-0000000000"), ApplyResult::Ok, None, None);
+        new.stream = Some(900);
+        assert_eq!(progress_of(Some(&new), &t), HostProgress::Applied);
+        // A host older than streams is judged by sequence number.
+        assert_eq!(progress_of(Some(&report(Some("conf-0000000006"), ApplyResult::Ok, None, None)), &t), HostProgress::Applied);
+    }
+
+    #[test]
     fn hosts_are_applied_failed_or_pending_relative_to_the_target() {
-        let t = VersionId::from_seq(12);
+        let t = Wanted { version: VersionId::from_seq(12), stream: None };
         assert_eq!(progress_of(Some(&report(Some("conf-0000000012"), ApplyResult::Ok, None, None)), &t), HostProgress::Applied);
         assert_eq!(progress_of(Some(&report(Some("conf-0000000013"), ApplyResult::Ok, None, None)), &t), HostProgress::Applied);
         assert_eq!(progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::Ok, None, None)), &t), HostProgress::Pending);

@@ -59,13 +59,32 @@ impl Target {
 
     /// Connects, retrying for a while: an ensemble electing a new quorum leader refuses
     /// clients for a moment, and a command should ride that out rather than fail.
+    ///
+    /// The connect string is checked first (a typo is a usage error, 64, at once), and a
+    /// chroot that does not exist is a configuration error (78) that names it.
     pub async fn connect(&self) -> Result<zk::Client, CtlError> {
-        crate::zk::session::connect_within(&self.hosts, self.session_timeout, CONNECT_PATIENCE)
+        self.connect_inside(false).await
+    }
+
+    /// [`Target::connect`], creating the chroot when it is missing and we may
+    /// (`zkcoordctl acl init`, which sets up the tree).
+    pub async fn connect_creating_chroot(&self) -> Result<zk::Client, CtlError> {
+        self.connect_inside(true).await
+    }
+
+    async fn connect_inside(&self, create_chroot: bool) -> Result<zk::Client, CtlError> {
+        let hosts = crate::config::ConnectString::parse(&self.hosts).map_err(|e| fail(exit::USAGE, format!("bad ZooKeeper connect string: {e}")))?;
+        let client = crate::zk::session::connect_within(&self.hosts, self.session_timeout, CONNECT_PATIENCE)
             .await
             .map_err(|why| match why {
                 crate::zk::session::ConnectFailure::Refused(m) => fail(exit::NOPERM, m),
                 crate::zk::session::ConnectFailure::Unreachable(m) => fail(exit::UNAVAILABLE, m),
-            })
+            })?;
+        match crate::zk::session::ensure_chroot(&client, &hosts, self.session_timeout, create_chroot).await {
+            Ok(()) => Ok(client),
+            Err(crate::zk::chroot::ChrootError::Zk(e)) => Err(zk_fail(e)),
+            Err(e) => Err(fail(exit::CONFIG, e.to_string())),
+        }
     }
 
     /// `app`'s versions, oldest first; an app without a node is an error that says so.

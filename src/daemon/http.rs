@@ -103,7 +103,10 @@ async fn healthz(State(state): State<HttpState>) -> (StatusCode, [(header::Heade
 pub fn health(state: &HttpState) -> Result<(), String> {
     let phase = state.session.phase();
     if phase != Phase::Connected {
-        return Err(format!("zookeeper: {phase}"));
+        return Err(match state.session.problem() {
+            Some(why) => format!("zookeeper: {phase}: {why}"),
+            None => format!("zookeeper: {phase}"),
+        });
     }
     let apps = state.apps.borrow().clone();
     let problems: Vec<String> = apps.iter().filter_map(|v| v.borrow().health().err()).collect();

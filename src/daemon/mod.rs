@@ -604,6 +604,9 @@ fn status_line(
     let mut line = format!("{} {}", config.role, view.phase);
     if view.phase != session::Phase::Connected {
         line = format!("{line}: waiting for ZooKeeper at {}", config.zookeeper.hosts);
+        if let Some(why) = &view.problem {
+            line = format!("{line}: {why}");
+        }
     }
     if config.role.runs_agent() {
         line.push_str(if leadership.borrow_and_update().is_leader() { "; leader" } else { "; standby" });

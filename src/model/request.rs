@@ -89,6 +89,12 @@ pub struct VersionMeta {
     /// Bundle or file, compression, chunked storage (all absent for a plain file).
     #[serde(flatten, default)]
     pub content: crate::model::content::ContentInfo,
+    /// The version stream it belongs to: the creation zxid of the versions parent the version
+    /// was made under. An app's node deleted and created again restarts its sequence numbers,
+    /// so metadata left by the old stream must never be taken for the new version of the same
+    /// name (absent in metadata written before streams were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<i64>,
 }
 
 /// The request node's bytes.
@@ -100,8 +106,9 @@ pub fn encode(header: &RequestHeader, data: &[u8]) -> Vec<u8> {
 }
 
 impl VersionMeta {
-    /// The metadata a leader writes beside the version it makes of request `h`, stamped now.
-    pub fn of(h: &RequestHeader) -> VersionMeta {
+    /// The metadata a leader writes beside the version it makes of request `h` in version
+    /// stream `stream` (the versions parent's czxid), stamped now.
+    pub fn of(h: &RequestHeader, stream: i64) -> VersionMeta {
         VersionMeta {
             author: h.author.clone(),
             message: h.message.clone(),
@@ -111,6 +118,18 @@ impl VersionMeta {
             origin: h.origin.clone(),
             signature: h.signature.clone(),
             content: h.content.clone(),
+            stream: Some(stream),
+        }
+    }
+
+    /// Whether this metadata, read from a node created at zxid `meta_czxid`, describes a
+    /// version of stream `stream`. Metadata that names its stream must name this one; older
+    /// metadata without the field belongs only if it was created after the stream began (a
+    /// version's metadata is always written after the version, so after its parent).
+    pub fn belongs_to(&self, stream: i64, meta_czxid: i64) -> bool {
+        match self.stream {
+            Some(s) => s == stream,
+            None => meta_czxid > stream,
         }
     }
 }

@@ -322,6 +322,7 @@ mod tests {
             attempted: attempted.map(String::from),
             error: Some("nginx: bad\nmore".into()),
             time: 0,
+            stream: None,
         }
     }
 

@@ -64,6 +64,11 @@ pub struct StatusReport {
     pub error: Option<String>,
     /// When this report was written, in seconds since the epoch.
     pub time: u64,
+    /// The version stream `version` belongs to (the versions parent's czxid): after an app's
+    /// node is re-created, sequence numbers restart, so `zkcoordctl publish --wait` compares
+    /// versions only within one stream. Absent from hosts older than streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<i64>,
 }
 
 impl StatusReport {

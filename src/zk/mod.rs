@@ -2,12 +2,13 @@
 //! each node gets (`identity`, `tls`), ephemeral nodes kept alive (`registration`), the agents'
 //! election (`election`) and the fence every leader write carries (`fence`), publish requests
 //! in flight (`request`), chunked content (`blobs`), rollout records (`rollout`) and a service's
-//! live members (`members`).
+//! live members (`members`), and the connect string's chroot (`chroot`).
 //!
 //! May use: `config`, `metrics`, `model`, the leaves. Never `host` (this machine's files) nor
 //! the roles above.
 
 pub(crate) mod blobs;
+pub mod chroot;
 pub(crate) mod election;
 pub(crate) mod fence;
 pub(crate) mod guard;

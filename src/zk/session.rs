@@ -48,6 +48,9 @@ pub struct SessionView {
     pub phase: Phase,
     /// The client of this generation, while it is alive.
     pub client: Option<zk::Client>,
+    /// Why there is no usable session though a server answers (a missing chroot), in the
+    /// words STATUS and `/healthz` show; None otherwise.
+    pub problem: Option<String>,
 }
 
 /// A component's window on the session.
@@ -101,7 +104,7 @@ impl SessionHandle {
     /// Waits for the next change of phase or generation.
     pub async fn changed(&mut self) -> SessionView {
         if self.rx.changed().await.is_err() {
-            return SessionView { generation: u64::MAX, phase: Phase::Closed, client: None };
+            return SessionView { generation: u64::MAX, phase: Phase::Closed, client: None, problem: None };
         }
         self.current()
     }
@@ -167,6 +170,11 @@ impl SessionHandle {
         }
     }
 
+    /// Why there is no usable session though a server answers (see [`SessionView::problem`]).
+    pub fn problem(&self) -> Option<String> {
+        self.rx.borrow().problem.clone()
+    }
+
     /// The phase right now, without marking it seen (for readers that do not wait on changes).
     pub fn phase(&self) -> Phase {
         self.rx.borrow().phase
@@ -189,7 +197,7 @@ pub struct SessionSupervisor {
 
 /// A supervisor and the first handle on it.
 pub fn channel(metrics: Arc<Metrics>) -> (SessionSupervisor, SessionHandle) {
-    let (tx, rx) = watch::channel(SessionView { generation: 0, phase: Phase::Connecting, client: None });
+    let (tx, rx) = watch::channel(SessionView { generation: 0, phase: Phase::Connecting, client: None, problem: None });
     metrics.session_phase(&Phase::Connecting.to_string());
     (SessionSupervisor { tx, metrics }, SessionHandle { rx })
 }
@@ -241,6 +249,24 @@ impl SessionSupervisor {
                     }
                 }
             };
+            // A session inside a chroot nobody created answers every write "node not exists":
+            // create it when we may, else say so and keep trying (an operator may create it).
+            if let Ok(cs) = crate::config::ConnectString::parse(&cfg.hosts) {
+                if let Err(e) = ensure_chroot(&client, &cs, cfg.session_timeout, true).await {
+                    drop(client);
+                    failures += 1;
+                    let delay = backoff.next_delay();
+                    if failures == 1 || failures % 20 == 0 {
+                        tracing::error!(hosts = %cfg.hosts, "{e}; retrying (attempt {failures}, next in {delay:?})");
+                    }
+                    let why = e.to_string();
+                    self.tx.send_modify(|v| v.problem = Some(why));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            }
             failures = 0;
             backoff.reset();
             generation += 1;
@@ -289,7 +315,7 @@ impl SessionSupervisor {
 
     fn publish(&self, generation: u64, phase: Phase, client: Option<zk::Client>) {
         self.metrics.session_phase(&phase.to_string());
-        self.tx.send_replace(SessionView { generation, phase, client });
+        self.tx.send_replace(SessionView { generation, phase, client, problem: None });
     }
 
     fn set_phase(&self, phase: Phase) {
@@ -362,8 +388,11 @@ pub async fn connect_within(hosts: &str, session_timeout: Duration, patience: Du
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
-        let delay = backoff.next_delay();
-        if tokio::time::Instant::now() + delay >= deadline {
+        // The whole patience is used: the last pause is cut to what is left, and the last
+        // attempt ends at the deadline.
+        let now = tokio::time::Instant::now();
+        let delay = backoff.next_delay().min(deadline.saturating_duration_since(now));
+        if now >= deadline {
             let hint = if crate::zk::tls::options().is_some() {
                 " (over TLS: check that the servers' certificates chain to ca_file and name the hosts, and that the client certificate is accepted)"
             } else {
@@ -434,4 +463,29 @@ pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::zk::ident
         }
     }
     Ok(())
+}
+
+/// Makes sure the chroot of `hosts` exists: looks with `client` (a session inside it), and
+/// when it is missing and `create` is set, creates it (and its ancestors) from a session
+/// without the chroot, with the agents' parent ACL.
+pub async fn ensure_chroot(client: &zk::Client, hosts: &crate::config::ConnectString, session_timeout: Duration, create: bool) -> Result<(), crate::zk::chroot::ChrootError> {
+    let Some(chroot) = &hosts.chroot else { return Ok(()) };
+    if crate::zk::chroot::exists(client, hosts).await? {
+        return Ok(());
+    }
+    if !create {
+        return Err(crate::zk::chroot::ChrootError::Absent(chroot.clone()));
+    }
+    let outside = connect_once(&hosts.servers, session_timeout).await?;
+    let made = ensure_path(&outside, chroot, crate::zk::identity::NodeKind::AgentParent.ancestors()).await;
+    close(outside).await;
+    match made {
+        Ok(()) => {
+            tracing::warn!(%chroot, "the chroot did not exist; created it");
+            Ok(())
+        }
+        Err(zk::Error::NoAuth) => Err(crate::zk::chroot::ChrootError::Missing { chroot: chroot.clone(), why: "no permission to create it here".into() }),
+        Err(e @ (zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::SessionExpired)) => Err(crate::zk::chroot::ChrootError::Zk(e)),
+        Err(e) => Err(crate::zk::chroot::ChrootError::Missing { chroot: chroot.clone(), why: format!("creating it failed: {e}") }),
+    }
 }
