@@ -123,6 +123,10 @@ pub struct Metrics {
     session_state: Family<StateLabels, Gauge>,
     /// New sessions (the first, and one after every expiry).
     sessions: Counter,
+    /// 1 when the last SIGHUP's configuration was taken, 0 when it was refused.
+    config_reload_ok: Gauge,
+    /// SIGHUPs whose configuration was refused.
+    config_reload_failures: Counter,
     /// Connections re-established on the same session after a disconnect.
     reconnects: Counter,
     /// Sessions that ended under us (expired, or otherwise lost), not closed on purpose.
@@ -164,6 +168,8 @@ impl Metrics {
             registry: Registry::default(),
             session_state: Family::default(),
             sessions: Counter::default(),
+            config_reload_ok: Gauge::default(),
+            config_reload_failures: Counter::default(),
             reconnects: Counter::default(),
             expiries: Counter::default(),
             leader: Gauge::default(),
@@ -181,6 +187,13 @@ impl Metrics {
         registry.register("zkcoord_session_reconnects", "Connections re-established on the same ZooKeeper session", m.reconnects.clone());
         registry.register("zkcoord_session_expiries", "ZooKeeper sessions that ended under us (expired or lost)", m.expiries.clone());
         registry.register("zkcoord_leader", "1 while this agent is a leader", m.leader.clone());
+        registry.register(
+            "zkcoord_config_last_reload_successful",
+            "1 unless the last SIGHUP's configuration was refused (the daemon then runs the one before)",
+            m.config_reload_ok.clone(),
+        );
+        registry.register("zkcoord_config_reload_failures", "SIGHUPs whose configuration was refused", m.config_reload_failures.clone());
+        m.config_reload_ok.set(1);
         registry.register("zkcoord_publishes", "Publish requests handled by this agent as leader, by outcome", m.publishes.clone());
         registry.register("zkcoord_applies", "Finished applies by app and result", m.applies.clone());
         registry.register("zkcoord_hook_duration_seconds", "Run time of check and reload commands", m.hook_seconds.clone());
@@ -207,6 +220,14 @@ impl Metrics {
     pub fn session_phase(&self, phase: &str) {
         for p in PHASES {
             self.session_state.get_or_create(&StateLabels { state: p.to_string() }).set(i64::from(p == phase));
+        }
+    }
+
+    /// A SIGHUP's configuration was taken (`true`) or refused.
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reload_ok.set(i64::from(ok));
+        if !ok {
+            self.config_reload_failures.inc();
         }
     }
 

@@ -301,6 +301,8 @@ async fn metrics_count_applies_by_result_latency_leadership_and_versions_behind(
     let m = scrape(port);
     assert_eq!(value(&m, "zkcoord_versions_behind", &app), 0.0);
     assert_eq!(value(&m, "zkcoord_applies_total", &result("ok")), 2.0);
+    assert_eq!(value(&m, "zkcoord_config_last_reload_successful", &[]), 1.0);
+    assert_eq!(value(&m, "zkcoord_config_reload_failures_total", &[]), 0.0);
     let latency = observations(&m, "zkcoord_publish_to_apply_seconds", &app);
     assert_eq!(latency, 2.0);
     let sum = value(&m, "zkcoord_publish_to_apply_seconds_sum", &app);
@@ -410,6 +412,13 @@ async fn a_busy_http_port_is_retried_without_stopping_the_daemon_and_sighup_move
     // The reload is logged once it is complete, a moment after the new listener answers.
     d.wait_for_log(&format!("reload applied: http listener on 127.0.0.1:{other}"), Duration::from_secs(10));
     wait_until_sync("the old port is released", Duration::from_secs(10), || http_get(port, "/healthz").is_none());
+    // A refused SIGHUP shows in the metrics (the daemon keeps the listener it has).
+    d.set_config("role = \"both\"\nthis is not toml");
+    d.hup();
+    d.wait_for_log("reload refused", Duration::from_secs(10));
+    let m = scrape(other);
+    assert_eq!(value(&m, "zkcoord_config_last_reload_successful", &[]), 0.0);
+    assert_eq!(value(&m, "zkcoord_config_reload_failures_total", &[]), 1.0);
     d.set_config(&spec.toml());
     d.hup();
     wait_until_sync("the listener stops", Duration::from_secs(20), || http_get(other, "/healthz").is_none());

@@ -179,6 +179,9 @@ async fn sighup_adds_removes_and_changes_apps_and_refuses_a_bad_file() {
     d.set_config("role = \"both\"\nthis is not toml");
     d.hup();
     d.wait_for_log("reload refused", Duration::from_secs(10));
+    // ... and systemd is told: the STATUS after it says why, until a reload is taken.
+    let latest_status = |m: &[(Instant, String)]| m.iter().rev().find_map(|(_, s)| s.lines().find_map(|l| l.strip_prefix("STATUS=")).map(str::to_string));
+    sock.wait_for("STATUS naming the refused reload", |m| latest_status(m).is_some_and(|s| s.contains("; reload refused: ") && s.contains("line")));
     publish_ok(&hosts, b"v3\n").await;
     wait_on_disk(&d, b"v3\n", Duration::from_secs(20)).await;
 
@@ -187,9 +190,11 @@ async fn sighup_adds_removes_and_changes_apps_and_refuses_a_bad_file() {
     d.hup();
     wait_until_sync("refused [zookeeper]", Duration::from_secs(10), || d.log().contains("changing [zookeeper] needs a restart"));
 
-    // Removing the app removes its status node at once.
+    // Removing the app removes its status node at once; the reload is taken, and STATUS no
+    // longer says one was refused.
     d.set_config(&base);
     d.hup();
+    sock.wait_for("STATUS without the refusal", |m| latest_status(m).is_some_and(|s| !s.contains("reload refused")));
     wait_until("the removed app's status node is gone", Duration::from_secs(10), || async {
         get(&client, "/zkcoord/status/extra/web-1").await.is_none()
     })

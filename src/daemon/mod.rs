@@ -481,7 +481,8 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
     let session_stop = CancellationToken::new();
     let supervisor_task = tokio::spawn(supervisor.supervise(config.zookeeper.clone(), session_stop.clone()));
     let mut components = Components::start(config.clone(), session.clone(), metrics.clone());
-    let mut status_task = spawn_status(&components, notifier, session.clone(), true);
+    let mut reload_refused: Option<String>;
+    let mut status_task = spawn_status(&components, notifier, session.clone(), true, None);
 
     // The watchdog is fed from this loop, and only while every component is alive: a wedged
     // runtime or a dead component stops the pings and systemd restarts us.
@@ -491,22 +492,30 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
             req = signals.recv() => match req {
                 Some(Request::Reload) => {
                     notifier.reloading();
-                    match crate::zk::identity::load_config(&config_path) {
-                        Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
+                    let refused = match crate::zk::identity::load_config(&config_path) {
+                        Err(e) => Some(e.to_string()),
                         Ok(new) if new == *components.config => {
                             let rerendered = components.reread_app_files().await;
                             tracing::info!("reload: configuration unchanged{rerendered}");
+                            None
                         }
                         Ok(new) => match components.apply(new, &log).await {
                             Ok(changes) => {
                                 let rerendered = components.reread_app_files().await;
                                 tracing::info!("reload applied: {}{rerendered}", changes.join("; "));
+                                None
                             }
-                            Err(e) => tracing::error!("reload refused: {e}; keeping the running configuration"),
+                            Err(e) => Some(e.to_string()),
                         },
+                    };
+                    if let Some(why) = &refused {
+                        tracing::error!("reload refused: {why}; keeping the running configuration");
                     }
+                    components.metrics.config_reloaded(refused.is_none());
+                    // Kept in STATUS until a reload is taken: systemd shows it, `systemctl reload` alone cannot.
+                    reload_refused = refused;
                     status_task.abort();
-                    status_task = spawn_status(&components, notifier, session.clone(), false);
+                    status_task = spawn_status(&components, notifier, session.clone(), false, reload_refused.clone());
                 }
                 Some(Request::Shutdown) | None => break,
             },
@@ -532,7 +541,7 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
     0
 }
 
-fn spawn_status(c: &Components, notifier: Notifier, session: SessionHandle, starting: bool) -> JoinHandle<()> {
+fn spawn_status(c: &Components, notifier: Notifier, session: SessionHandle, starting: bool, reload_refused: Option<String>) -> JoinHandle<()> {
     tokio::spawn(report_status(
         c.config.clone(),
         notifier,
@@ -540,8 +549,17 @@ fn spawn_status(c: &Components, notifier: Notifier, session: SessionHandle, star
         c.leadership.clone(),
         c.summaries(),
         c.gate.clone(),
-        starting,
+        Moment { starting, reload_refused },
     ))
+}
+
+/// When STATUS is being reported: at start (READY waits for the first sync), or after a
+/// SIGHUP, which may have been refused.
+struct Moment {
+    /// At start, not after a reload.
+    starting: bool,
+    /// Why the last SIGHUP's configuration was refused, shown until one is taken.
+    reload_refused: Option<String>,
 }
 
 /// Sends READY (at start: after the first sync or the start timeout; after a reload: at once)
@@ -553,8 +571,9 @@ async fn report_status(
     mut leadership: watch::Receiver<Leadership>,
     mut summaries: Vec<watch::Receiver<AppView>>,
     gate: ReadyGate,
-    starting: bool,
+    moment: Moment,
 ) {
+    let Moment { starting, reload_refused } = moment;
     let start_timeout = config.zookeeper.start_timeout;
     let ready_at = tokio::time::Instant::now() + start_timeout;
     let mut ready_sent = false;
@@ -562,7 +581,10 @@ async fn report_status(
     // sent when the line changes.
     let mut last_line = String::new();
     loop {
-        let line = status_line(&config, &mut session, &mut leadership, &mut summaries);
+        let mut line = status_line(&config, &mut session, &mut leadership, &mut summaries);
+        if let Some(why) = &reload_refused {
+            line.push_str(&format!("; reload refused: {why}"));
+        }
         if !ready_sent {
             let gate_open = !starting || tokio::time::timeout(Duration::ZERO, gate.wait()).await.is_ok();
             if gate_open {
