@@ -220,6 +220,17 @@ mod tests {
     }
 
     #[test]
+    fn app_names_are_refused_with_the_reason() {
+        assert!(validate_app_name("nginx.conf-2_b").is_ok());
+        assert!(validate_app_name(&"a".repeat(MAX_APP_NAME)).is_ok());
+        let long = validate_app_name(&"a".repeat(MAX_APP_NAME + 1)).unwrap_err().to_string();
+        assert!(long.contains("129 characters long; the limit is 128"), "{long}");
+        assert!(validate_app_name("..").unwrap_err().to_string().contains("path segment"));
+        assert!(validate_app_name("a/b").unwrap_err().to_string().contains("a character other than"));
+        assert!(validate_app_name("").unwrap_err().to_string().contains("is empty"));
+    }
+
+    #[test]
     fn version_names_round_trip() {
         assert_eq!(VersionId::from_seq(12).name, "conf-0000000012");
         assert_eq!(VersionId::parse("conf-0000000012").unwrap().seq, 12);
@@ -228,24 +239,37 @@ mod tests {
 }
 
 
-/// App names become znode and file names, so they are kept to a safe alphabet.
+/// The longest app name: it becomes znode and file names, which have limits of their own.
+pub const MAX_APP_NAME: usize = 128;
+
+/// App names become znode and file names, so they are kept to a safe alphabet and length.
 pub fn validate_app_name(name: &str) -> Result<(), BadAppName> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
+    let why = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.len() > MAX_APP_NAME {
+        Some(format!("is {} characters long; the limit is {MAX_APP_NAME}", name.len()))
+    } else if name == "." || name == ".." {
+        Some("is a path segment (`.` or `..`), not a name".to_string())
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        Some("holds a character other than letters, digits, '-', '_' or '.'".to_string())
     } else {
-        Err(BadAppName(name.to_string()))
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(BadAppName { name: name.to_string(), why }),
     }
 }
 
-/// An app name outside the safe alphabet.
+/// An app name that cannot be one, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a name of letters, digits, '-', '_' or '.', got {0:?}")]
-pub struct BadAppName(pub String);
+#[error("expected a name of letters, digits, '-', '_' or '.' (at most {MAX_APP_NAME}); {name:?} {why}")]
+pub struct BadAppName {
+    /// The name given.
+    pub name: String,
+    /// What is wrong with it.
+    pub why: String,
+}
 
 impl From<BadAppName> for String {
     fn from(e: BadAppName) -> String {
