@@ -66,6 +66,16 @@ async fn an_oversized_publish_is_refused_before_it_reaches_zookeeper_and_the_lar
     assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limit is 67108864 bytes (max_config_size = 64 MiB)"), "{err}");
+    // Read from stdin only up to one byte past the limit, so its size is not claimed.
+    assert!(err.contains("config is over 67108864 bytes"), "{err}");
+    // A file's real size is known and said.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("huge.conf");
+    std::fs::write(&file, vec![b'x'; 65 << 20]).unwrap();
+    let out = ctl(&["--zk", &hosts, "publish", APP, file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("config is 68157440 bytes; the limit is 67108864 bytes"), "{err}");
     assert!(children_sorted(&client, "/zkcoord/requests").await.is_empty(), "nothing was queued");
     assert!(children_sorted(&client, "/zkcoord/blobs").await.is_empty(), "no chunk was written");
     assert_eq!(versions(&client).await.len(), 1, "nothing was published");

@@ -33,6 +33,17 @@ pub fn read_input(file: &str, max: u64) -> Result<(Vec<u8>, ContentInfo), CtlErr
         std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut data))
     };
     res.map_err(|e| fail(exit::DATAERR, format!("cannot read {file}: {e}")))?;
+    if data.len() as u64 > max {
+        // The read stopped one byte past the limit: a file's size is known, stdin's is not.
+        let size = match std::fs::metadata(file) {
+            Ok(m) if file != "-" => format!("{} bytes", m.len()),
+            _ => format!("over {max} bytes"),
+        };
+        return Err(fail(
+            exit::DATAERR,
+            format!("not published: config is {size}; the limit is {max} bytes (max_config_size = {})", crate::model::content::human(max)),
+        ));
+    }
     Ok((data, ContentInfo::default()))
 }
 
