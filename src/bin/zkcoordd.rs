@@ -39,6 +39,9 @@ fn main() {
             config.apps.len(),
             config.zookeeper.hosts
         );
+        for w in config.warnings() {
+            println!("warning: {w}");
+        }
         return;
     }
     let mode = match (args.once, args.dry_run) {

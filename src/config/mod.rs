@@ -248,6 +248,11 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let mut key = e.path().to_string();
             let mut inner = e.into_inner().to_string();
+            // The config crate names the key again at the end, garbled (`app[0]mode`): ours,
+            // in front, is the one to read.
+            if let Some(cut) = inner.rfind(" for key `").filter(|_| inner.ends_with('`')) {
+                inner.truncate(cut);
+            }
             // A table's conversion names one of its keys as `@key: why` (see SUBKEY).
             if let Some((sub, why)) = inner.strip_prefix(SUBKEY).and_then(|r| r.split_once(": ")) {
                 key = format!("{key}.{sub}");
@@ -461,6 +466,22 @@ impl Config {
     }
 
     /// The znode layout this configuration names.
+    /// What is allowed but probably not meant (printed by `--check-config`, logged at start):
+    /// `[[app]]` entries under `role = "agent"` are never applied.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.role.runs_app() && !self.apps.is_empty() {
+            let names: Vec<&str> = self.apps.iter().map(|a| a.name.as_str()).collect();
+            out.push(format!(
+                "role = \"{}\" applies no [[app]]: {} ignored here (the leader still prepares their parents); set role = \"both\" to apply them",
+                self.role,
+                names.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// Where every znode lives, with each app's `[[app]] path`.
     pub fn layout(&self) -> crate::model::layout::Layout {
         let base = crate::model::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path);
         self.apps.iter().filter_map(|a| a.published()?.path.as_deref().map(|p| (a.name.as_str(), p))).fold(base, |l, (app, p)| l.with_app_path(app, p))
@@ -526,6 +547,21 @@ reload = ["nginx", "-s", "reload"]
         let err = load(&MINIMAL.replace("reload =", "mode = \"rw-r--r--\"\nreload =")).unwrap_err().to_string();
         assert!(err.contains("app[0].mode") || err.contains("app.0.mode"), "{err}");
         assert!(err.contains("octal"), "{err}");
+    }
+
+    #[test]
+    fn apps_under_role_agent_are_warned_about_not_refused() {
+        let c = load(&MINIMAL.replace("role = \"both\"", "role = \"agent\"")).unwrap();
+        let w = c.warnings();
+        assert!(w.len() == 1 && w[0].contains("applies no [[app]]") && w[0].contains("nginxconf"), "{w:?}");
+        assert!(load(MINIMAL).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_once_and_readably() {
+        let err = load(&format!("{MINIMAL}mode = \"9999\"\n")).unwrap_err().to_string();
+        assert!(err.contains("key `app[0].mode`") && err.contains("got \"9999\""), "{err}");
+        assert!(!err.contains("app[0]mode"), "{err}");
     }
 
     #[test]

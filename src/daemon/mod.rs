@@ -475,6 +475,9 @@ pub async fn run(config: Config, config_path: PathBuf, early: signals::EarlyStop
     };
     let config = Arc::new(config);
     tracing::info!(role = %config.role, node = %config.node_id, hosts = %config.zookeeper.hosts, config = %config_path.display(), "zkcoordd starting");
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
 
     let metrics = Arc::new(Metrics::new());
     let (supervisor, session) = session::channel(metrics.clone());
