@@ -253,3 +253,17 @@ async fn a_failure_retried_forever_shows_in_healthz_after_three_attempts() {
     });
     eprintln!("figures: a retried failure showed in /healthz after {:?}", started.elapsed());
 }
+
+/// `status` of an app nothing knows of is an error, as `history` is; with no agent registered
+/// it warns that publishes will time out.
+#[test]
+fn status_of_an_unknown_app_is_an_error_and_no_agent_is_a_warning() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let out = ctl(&["--zk", &hosts, "status", "nosuchapp"]);
+    assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no application \"nosuchapp\""), "{}", output_text(&out));
+    let out = ctl(&["--zk", &hosts, "status"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("none registered: a publish now waits for an agent, then times out"), "{}", output_text(&out));
+}

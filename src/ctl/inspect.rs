@@ -225,13 +225,22 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
 /// Prints agents and hosts; hosts behind the newest version are marked.
 pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), CtlError> {
     let client = t.connect().await?;
+    if let Some(app) = only {
+        // As `history` and `get` do: an app nothing knows of is a mistake, not an empty answer.
+        let known = client.check_stat(&t.layout.versions(app)).await.map_err(zk_fail)?.is_some()
+            || client.check_stat(&t.layout.status(app)).await.map_err(zk_fail)?.is_some()
+            || t.config.as_ref().is_some_and(|c| c.apps.iter().any(|a| a.name == app));
+        if !known {
+            return Err(fail(exit::DATAERR, format!("no application {app:?} (no node {} and no host reports it)", t.layout.versions(app))));
+        }
+    }
     let s = gather_status(&client, t, only).await?;
     if json {
         return print_json(&s);
     }
     let mut out = String::from("AGENTS\n");
     if s.agents.is_empty() {
-        out.push_str("  (none registered)\n");
+        out.push_str("  (none registered: a publish now waits for an agent, then times out)\n");
     }
     for a in &s.agents {
         out.push_str(&format!(
