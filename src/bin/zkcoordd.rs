@@ -39,6 +39,10 @@ fn main() {
             config.apps.len(),
             config.zookeeper.hosts
         );
+        // Every file read, so an operator sees which drop-ins took part.
+        for file in &config.files {
+            println!("  read {}", file.display());
+        }
         return;
     }
     let mode = match (args.once, args.dry_run) {
