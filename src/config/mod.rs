@@ -13,6 +13,7 @@ mod agent;
 mod app;
 pub mod dropins;
 mod hook;
+mod log;
 mod service;
 mod zookeeper;
 
@@ -20,6 +21,7 @@ pub use acl::{acl_identity, AclConfig};
 pub use agent::AgentConfig;
 pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, MAX_SPLAY};
 pub use hook::HookCommand;
+pub use log::LogFormat;
 pub use service::{services_path, ServiceConfig, DEFAULT_SERVICES_ROOT};
 pub use zookeeper::{AuthScheme, TlsConfig, ZkConfig};
 
@@ -91,6 +93,9 @@ pub struct Config {
     /// Log filter, e.g. "info" or "zkcoord=debug,info"; ZKCOORD_LOG or RUST_LOG override it.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// "text", "json" or "journal"; absent: the journal under systemd, text otherwise.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
     /// How to reach ZooKeeper and where our znodes live.
     pub zookeeper: ZkConfig,
     /// Agent settings; defaults apply when the section is absent.
