@@ -45,6 +45,9 @@ const FILES: &[&str] = &[
     "/usr/share/doc/zkcoord/README.md",
     "/usr/share/bash-completion/completions/zkcoordctl",
     "/usr/share/fish/vendor_completions.d/zkcoordctl.fish",
+    "/usr/share/zkcoord/prometheus/zkcoord-alerts.yml",
+    "/usr/share/zkcoord/grafana/zkcoord-dashboard.json",
+    "/usr/share/man/man5/zkcoord.toml.5.gz",
 ];
 
 #[test]
