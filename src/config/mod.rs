@@ -13,6 +13,7 @@ mod agent;
 mod app;
 pub mod dropins;
 mod hook;
+pub mod keys;
 mod log;
 mod service;
 mod zookeeper;

@@ -30,7 +30,7 @@ use target::{fail, CtlError, Target};
     name = "zkcoordctl",
     version,
     about = "Publish and inspect configurations distributed by zkcoordd",
-    after_help = "Examples:\n  zkcoordctl publish nginxconf ./nginx.conf --message \"more workers\" --wait\n  zkcoordctl status nginxconf\n  zkcoordctl diff nginxconf -1\n  zkcoordctl rollback nginxconf --to 11\n  zkcoordctl --zk zk1:2181,zk2:2181 get nginxconf --version 12\n\nVersions: 12, conf-0000000012, or -1 for the one before the newest.\nExit codes: 0 ok, 1 a host failed to apply, 64 usage, 65 rejected or bad input,\n69 ZooKeeper unreachable, 75 no leader answered or --wait timed out, 78 bad config."
+    after_help = "Examples:\n  zkcoordctl publish nginxconf ./nginx.conf --message \"more workers\" --wait\n  zkcoordctl status nginxconf\n  zkcoordctl diff nginxconf -1\n  zkcoordctl rollback nginxconf --to 11\n  zkcoordctl --zk zk1:2181,zk2:2181 get nginxconf --version 12\n\nVersions: 12, conf-0000000012, or -1 for the one before the newest.\nExit codes: 0 ok, 1 a host failed to apply, 64 usage, 65 rejected or bad input,\n69 ZooKeeper unreachable, 70 internal error or an agent that cannot do what was asked\n(staging, signing), 75 no leader answered or --wait timed out, 77 not authorized\n(ZooKeeper ACLs, signing key), 78 bad config."
 )]
 pub struct Cli {
     /// Config file to read the ZooKeeper connect string and roots from.
