@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what zkcoord's tests and demo need on Debian 12: ZooKeeper (Debian's `zookeeper`
 # package, run by the tests themselves, never as a service), a Java runtime, and the tools the
-# package tests use (rpm, debootstrap, systemd-nspawn, file), and keytool and openssl for the TLS test.
+# package tests use (rpm, debootstrap, systemd-nspawn, file, lintian, rpmlint), keytool and openssl
+# for the TLS test, and prometheus with promtool for the monitoring test.
 # Idempotent: when everything is present it does not touch apt at all. Run as root.
 set -euo pipefail
 
@@ -26,12 +27,19 @@ fi
 # For the package tests: rpm (inspect and install the .rpm), debootstrap and systemd-container
 # (a real systemd booted with systemd-nspawn), file (check that binaries are stripped).
 # keytool and openssl make the TLS test's keystores and certificates.
-for pair in rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container file:file keytool:default-jre-headless openssl:openssl; do
+# lintian and rpmlint judge the built packages (tests/packages.rs); prometheus and promtool
+# (Debian's prometheus package, run by the tests as a plain process, never as a service) check
+# the shipped alert rules and scrape live daemons (tests/monitoring.rs).
+for pair in rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container file:file keytool:default-jre-headless openssl:openssl \
+    lintian:lintian rpmlint:rpmlint prometheus:prometheus promtool:prometheus; do
     cmd=${pair%%:*} pkg=${pair##*:}
     if command -v "$cmd" >/dev/null 2>&1; then
         say "$cmd already installed"
     else
-        packages+=("$pkg")
+        case " ${packages[*]:-} " in
+            *" $pkg "*) ;;
+            *) packages+=("$pkg") ;;
+        esac
     fi
 done
 

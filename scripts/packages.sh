@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the .deb and the .rpm into target/: release binaries (stripped), man pages generated
 # from the CLI definitions, then cargo-deb and cargo-generate-rpm (installed if missing, at
-# pinned versions). Versions come from Cargo.toml.
+# pinned versions). Versions come from Cargo.toml; the changelog from the git history.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "==> packages: $*"; }
@@ -20,6 +20,8 @@ say "cargo build --release $LOCKED"
 cargo build --release $LOCKED --bins
 say "man pages -> target/man"
 cargo run --release $LOCKED --quiet --example gen-manpages -- target/man
+say "changelog from the git history -> target/changelog"
+bash scripts/changelog.sh target/changelog
 say "cargo deb -> target/"
 cargo deb --no-build $LOCKED --output target/
 say "cargo generate-rpm -> target/"

@@ -14,7 +14,8 @@ pub use crate::ctl::Cli as CtlArgs;
 /// rollback), or both, as /etc/zkcoord.toml says. SIGHUP re-reads the config; SIGTERM stops
 /// cleanly. With --once it applies the newest version of every app and exits; with --dry-run it
 /// prints what that would do and changes nothing. Exit codes follow sysexits: 64 usage,
-/// 69 ZooKeeper unreachable, 78 configuration; --once exits 1 when an apply failed.
+/// 69 ZooKeeper unreachable, 70 internal error, 78 configuration; --once exits 1 when an
+/// apply failed.
 #[derive(Debug, Parser)]
 #[command(name = "zkcoordd", version, about, long_about)]
 pub struct DaemonArgs {

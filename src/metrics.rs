@@ -16,6 +16,12 @@
 //! | `zkcoord_hook_duration_seconds` | histogram | `app`, `hook` |
 //! | `zkcoord_publish_to_apply_seconds` | histogram | `app` |
 //! | `zkcoord_versions_behind` | gauge | `app` |
+//! | `zkcoord_build_info` | info (1) | `version`, `arch`, `os` |
+//! | `zkcoord_applied_version` | gauge: sequence number of the applied version | `app` |
+//! | `zkcoord_last_apply_success_timestamp_seconds` | gauge | `app` |
+//! | `process_*` | the standard process metrics ([`process`]) | |
+
+pub mod process;
 
 use crate::model::request::Outcome;
 use crate::model::status::ApplyResult;
@@ -24,6 +30,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use std::sync::atomic::AtomicU64;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
@@ -147,6 +155,12 @@ pub struct Metrics {
     service_registered: Family<ServiceLabels, Gauge>,
     /// Live members a rendered app saw at its last look.
     render_members: Family<AppLabels, Gauge>,
+    /// The sequence number of the version applied here, so a dashboard can show hosts per
+    /// version and an alert can compare a host with the newest.
+    applied_version: Family<AppLabels, Gauge>,
+    /// When an apply last succeeded (or, after a restart, when the remembered version was
+    /// applied): "nothing applied for N hours" is an alert without reading logs.
+    last_success: Family<AppLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -180,6 +194,8 @@ impl Metrics {
             versions_behind: Family::default(),
             service_registered: Family::default(),
             render_members: Family::default(),
+            applied_version: Family::default(),
+            last_success: Family::default(),
         };
         let registry = &mut m.registry;
         registry.register("zkcoord_session_state", "ZooKeeper session state: 1 for the current one", m.session_state.clone());
@@ -209,6 +225,26 @@ impl Metrics {
             m.service_registered.clone(),
         );
         registry.register("zkcoord_render_members", "Live members a rendered app saw at its last look", m.render_members.clone());
+        registry.register(
+            "zkcoord_applied_version",
+            "Sequence number of the version applied on this host (conf-0000000012 is 12)",
+            m.applied_version.clone(),
+        );
+        registry.register(
+            "zkcoord_last_apply_success_timestamp_seconds",
+            "When a version of the app was last applied successfully on this host, in seconds since the epoch",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "zkcoord_build",
+            "The running build: always 1, the labels say which",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("arch", std::env::consts::ARCH),
+                ("os", std::env::consts::OS),
+            ]),
+        );
+        registry.register_collector(Box::new(process::ProcessCollector));
         for outcome in OUTCOMES {
             let _ = m.publishes.get_or_create(&OutcomeLabels { outcome: outcome.into() });
         }
@@ -272,12 +308,24 @@ impl Metrics {
     /// A follower for `app` stopped (removed by a reload): its gauge goes; counters stay.
     pub fn app_stopped(&self, app: &str) {
         self.versions_behind.remove(&AppLabels { app: app.into() });
+        self.applied_version.remove(&AppLabels { app: app.into() });
+        self.last_success.remove(&AppLabels { app: app.into() });
         self.render_members.remove(&AppLabels { app: app.into() });
     }
 
     /// An apply of `app` ended with `result`.
     pub fn apply_finished(&self, app: &str, result: ApplyResult) {
         self.applies.get_or_create(&ApplyLabels { app: app.into(), result: result.as_str().into() }).inc();
+    }
+
+    /// Version `seq` of `app` is the one applied here, since `applied_at` (seconds since the
+    /// epoch): called after a successful apply and when a restart finds it remembered.
+    pub fn applied(&self, app: &str, seq: Option<u64>, applied_at: u64) {
+        let labels = AppLabels { app: app.into() };
+        if let Some(seq) = seq {
+            self.applied_version.get_or_create(&labels).set(seq.min(i64::MAX as u64) as i64);
+        }
+        self.last_success.get_or_create(&labels).set(applied_at as f64);
     }
 
     /// A version of `app` was applied `since_publish` after its node was created.
@@ -346,5 +394,26 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn build_info_applied_version_last_success_and_process_metrics_are_exported() {
+        let m = Metrics::new();
+        m.app_started("web");
+        m.applied("web", Some(12), 1_700_000_000);
+        let text = m.encode();
+        let build = format!("zkcoord_build_info{{version=\"{}\",arch=\"{}\",os=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH, std::env::consts::OS);
+        for line in [
+            build.as_str(),
+            "zkcoord_applied_version{app=\"web\"} 12",
+            "zkcoord_last_apply_success_timestamp_seconds{app=\"web\"} 1700000000.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        for name in ["process_resident_memory_bytes ", "process_cpu_seconds_total ", "process_open_fds ", "process_start_time_seconds "] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "no {name:?} in\n{text}");
+        }
+        m.app_stopped("web");
+        assert!(!m.encode().contains("zkcoord_applied_version{"), "a removed app's gauges go");
     }
 }

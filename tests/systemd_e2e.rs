@@ -55,7 +55,6 @@ fn cached_root() -> PathBuf {
     let out = Command::new("debootstrap")
         .args(["--variant=minbase", "--include=systemd,systemd-sysv,dbus", "bookworm"])
         .arg(&tmp)
-        .arg("http://deb.debian.org/debian")
         .output()
         .unwrap();
     assert!(out.status.success(), "debootstrap failed: {}", String::from_utf8_lossy(&out.stdout));

@@ -1,11 +1,10 @@
-# zkcoord %post: create the state directory; enable the unit on first install without starting
-# it (/etc/zkcoord.toml must be edited first); restart a running daemon on upgrade.
+# zkcoord %post: create the state directory; on first install apply the system's preset policy
+# (what %systemd_post does: `systemctl preset`, so a distribution or image that disables new
+# services keeps them disabled). The daemon is never started here: /etc/zkcoord.toml must be
+# edited first. Upgrades restart a running daemon in %postun, as %systemd_postun_with_restart does.
 mkdir -p /var/lib/zkcoord
 chmod 0750 /var/lib/zkcoord
-systemctl daemon-reload >/dev/null 2>&1 || :
 if [ "$1" -eq 1 ]; then
-    systemctl enable zkcoordd.service >/dev/null 2>&1 || :
-    echo "zkcoord: edit /etc/zkcoord.toml, check it with 'zkcoordd --check-config', then 'systemctl start zkcoordd'"
-else
-    systemctl try-restart zkcoordd.service >/dev/null 2>&1 || :
+    systemctl --no-reload preset zkcoordd.service >/dev/null 2>&1 || :
+    echo "zkcoord: edit /etc/zkcoord.toml, check it with 'zkcoordd --check-config', then 'systemctl enable --now zkcoordd'"
 fi

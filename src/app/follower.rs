@@ -209,6 +209,9 @@ impl Applier {
     /// The starting point: what the state file says this host applied.
     pub fn progress(&self) -> Progress {
         let applied = self.state.load(&self.app.name);
+        if let Some(a) = &applied {
+            self.metrics.applied(&self.app.name, Some(a.seq), a.applied_at);
+        }
         let report = StatusReport {
             host: self.node_id.clone(),
             pid: std::process::id(),
@@ -573,6 +576,7 @@ impl Applier {
         p.report.error = None;
         p.report.time = now_secs();
         self.metrics.apply_finished(&self.app.name, ApplyResult::Ok);
+        self.metrics.applied(&self.app.name, Some(v.seq), now_secs());
     }
 
     fn record_failure(&self, p: &mut Progress, v: &VersionId, result: ApplyResult, error: String, retry: bool) {

@@ -231,6 +231,8 @@ impl RenderFollower {
                 tracing::info!(app = %name, dest = %self.app.dest.display(), count, "rendered");
                 st.failed = None;
                 self.record(st, &label, Some(sha), ApplyResult::Ok, None);
+                // A rendered file has no version number: only the time is exported.
+                self.metrics.applied(name, None, now_secs());
                 ApplyResult::Ok
             }
             Ok(InstallResult::CheckFailed(why)) => {

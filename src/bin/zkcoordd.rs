@@ -39,6 +39,10 @@ fn main() {
             config.apps.len(),
             config.zookeeper.hosts
         );
+        // Every file read, so an operator sees which drop-ins took part.
+        for file in &config.files {
+            println!("  read {}", file.display());
+        }
         for w in config.warnings() {
             println!("warning: {w}");
         }

@@ -11,7 +11,10 @@
 mod acl;
 mod agent;
 mod app;
+pub mod dropins;
 mod hook;
+pub mod keys;
+mod log;
 mod service;
 mod zookeeper;
 
@@ -19,6 +22,7 @@ pub use acl::{acl_identity, AclConfig};
 pub use agent::AgentConfig;
 pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, MAX_SPLAY};
 pub use hook::HookCommand;
+pub use log::LogFormat;
 pub use service::{services_path, ServiceConfig, DEFAULT_SERVICES_ROOT};
 pub use zookeeper::{AuthScheme, BadConnectString, ConnectString, TlsConfig, ZkConfig};
 
@@ -90,6 +94,9 @@ pub struct Config {
     /// Log filter, e.g. "info" or "zkcoord=debug,info"; ZKCOORD_LOG or RUST_LOG override it.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// "text", "json" or "journal"; absent: the journal under systemd, text otherwise.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
     /// How to reach ZooKeeper and where our znodes live.
     pub zookeeper: ZkConfig,
     /// Agent settings; defaults apply when the section is absent.
@@ -111,6 +118,14 @@ pub struct Config {
     /// Local services this host registers as live members while they are healthy (any role).
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// Where drop-in files are read from (main file only); absent: `zkcoord.d` beside the
+    /// main file. See [`dropins`].
+    #[serde(default)]
+    pub dropin_dir: Option<PathBuf>,
+    /// Every file this configuration was read from, the main file first, then its drop-ins
+    /// in the order merged: `--check-config` lists them. Empty when parsed from text.
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
 }
 
 /// The `[http]` section: where monitoring reads the daemon's health and metrics.
@@ -225,11 +240,32 @@ fn overlapping_dests(apps: &[AppConfig]) -> Result<(), String> {
 }
 
 impl Config {
-    /// Reads, overrides from the environment, parses and validates `path`.
+    /// Reads `path` and its drop-ins ([`dropins`]), overrides from the environment, parses
+    /// and validates the merged result. An error in an `[[app]]` or `[[service]]` entry names
+    /// the file that entry came from.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::from_toml(path, &text, |k| std::env::var(k).ok())
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source });
+        let text = read(path)?;
+        let main = dropins::parse(path, &text)?;
+        let dir = dropins::dropin_dir(path, &main)?;
+        let files = dropins::list(&dir)?;
+        let env = |k: &str| std::env::var(k).ok();
+        if files.is_empty() {
+            let mut config = Self::from_toml(path, &text, env)?;
+            config.files = vec![path.to_path_buf()];
+            return Ok(config);
+        }
+        let mut parsed = Vec::with_capacity(files.len());
+        for f in files {
+            let t = dropins::parse(&f, &read(&f)?)?;
+            parsed.push((f, t));
+        }
+        let merged = dropins::merge(path, main, parsed)?;
+        let text = toml::to_string(&merged.table)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: format!("cannot merge drop-ins: {e}") })?;
+        let mut config = Self::from_toml(path, &text, env).map_err(|e| blame_entry(e, &merged))?;
+        config.files = merged.files;
+        Ok(config)
     }
 
     /// Parses TOML text as if read from `path`, with `env` looked up for the overrides.
@@ -485,6 +521,23 @@ impl Config {
     pub fn layout(&self) -> crate::model::layout::Layout {
         let base = crate::model::layout::Layout::new(&self.zookeeper.root, &self.zookeeper.applications, &self.agent.election_path);
         self.apps.iter().filter_map(|a| a.published()?.path.as_deref().map(|p| (a.name.as_str(), p))).fold(base, |l, (app, p)| l.with_app_path(app, p))
+    }
+}
+
+/// Moves an error about `app[i]` or `service[i]` of a merged configuration to the file that
+/// entry came from, so the operator opens the right file.
+fn blame_entry(e: ConfigError, merged: &dropins::Merged) -> ConfigError {
+    let source = |text: &str| {
+        [("app[", &merged.app_sources), ("service[", &merged.service_sources)].into_iter().find_map(|(prefix, sources)| {
+            let rest = text.split(prefix).nth(1)?;
+            let i: usize = rest.split(']').next()?.parse().ok()?;
+            sources.get(i).cloned()
+        })
+    };
+    match e {
+        ConfigError::Invalid { path, key, message } => ConfigError::Invalid { path: source(&key).unwrap_or(path), key, message },
+        ConfigError::Parse { path, message } => ConfigError::Parse { path: source(&message).unwrap_or(path), message },
+        other => other,
     }
 }
 

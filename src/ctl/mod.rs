@@ -143,6 +143,9 @@ pub enum Command {
     Watch {
         /// Only this application.
         app: Option<String>,
+        /// One JSON object per event, one per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Live members of a service (or of every service): address, age and data, and who is drained.
     #[command(after_help = "Examples:\n  zkcoordctl services\n  zkcoordctl services web --json\n  zkcoordctl services rpc --path /rpc")]
@@ -212,6 +215,10 @@ pub struct PublishOptions {
     /// With --canary: how long the canaries must run the version before promotion (default 5m).
     #[arg(long, requires = "canary", value_parser = humantime::parse_duration)]
     pub soak: Option<Duration>,
+    /// Machine-readable output: one JSON object at the end (outcome and version; with --wait
+    /// also the rollout's result and every host's).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `zkcoordctl acl ...`.
@@ -296,7 +303,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::History { app, json } => inspect::history(&target, &app, json).await,
         Command::Status { app, json } => inspect::status(&target, app.as_deref(), json).await,
         Command::Diff { app, a, b, file } => inspect::diff(&target, &app, a.as_deref(), b.as_deref(), file.as_deref()).await,
-        Command::Watch { app } => watch::watch(&target, app.as_deref()).await,
+        Command::Watch { app, json } => watch::watch(&target, app.as_deref(), json).await,
         Command::Rollout { app, json } => rollout::show(&target, &app, json).await,
         Command::Promote { app, message } => rollout::decide(&target, &app, rollout::Verdict::Promote, message.as_deref()).await,
         Command::Abort { app, message } => rollout::decide(&target, &app, rollout::Verdict::Abort, message.as_deref()).await,

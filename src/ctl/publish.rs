@@ -70,7 +70,7 @@ pub async fn publish(
     opts: PublishOptions,
     carried: Option<signing::VersionSignature>,
 ) -> Result<(), CtlError> {
-    let PublishOptions { message, timeout, wait, sign_key, canary, soak } = opts;
+    let PublishOptions { message, timeout, wait, sign_key, canary, soak, json } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
     let (mut header, body) = crate::zk::blobs::prepare(app, &author(), message, &data, content, t.max_config_size())
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
@@ -101,7 +101,9 @@ pub async fn publish(
         Err(AwaitError::Zk(e)) => return Err(zk_fail(e)),
         Err(e) => return Err(fail(exit::SOFTWARE, e.to_string())),
     };
-    println!("{outcome}");
+    if !json {
+        println!("{outcome}");
+    }
     // Content equal to the newest version stages nothing.
     let staged = staged && matches!(outcome, Outcome::Published { .. });
     if staged && !super::rollout::announce(&client, t, app).await {
@@ -121,11 +123,15 @@ pub async fn publish(
             return Err(fail(exit::SOFTWARE, format!("{version} was published without its signature (the leading agent is older than signed versions); hosts with trusted_keys will refuse it")));
         }
     }
+    let mut report = json.then(|| outcome_json(app, &outcome));
     let version = match outcome {
-        Outcome::Rejected { .. } => return Err(fail(exit::DATAERR, String::new())),
+        Outcome::Rejected { .. } => {
+            print_json(report);
+            return Err(fail(exit::DATAERR, String::new()));
+        }
         Outcome::Published { version } | Outcome::Unchanged { version } => version,
     };
-    match wait {
+    let result = match wait {
         None => Ok(()),
         Some(limit) => {
             let v = VersionId::parse(&version).ok_or_else(|| fail(exit::SOFTWARE, format!("odd version name {version}")))?;
@@ -133,9 +139,52 @@ pub async fn publish(
             // The version's stream: a host that runs a larger sequence number of an earlier
             // stream (the app's node was re-created since) has not applied this one.
             let stream = client.check_stat(&t.layout.versions(app)).await.map_err(zk_fail)?.map(|s| s.czxid);
-            wait_rollout(&client, t, app, &Wanted { version: v, stream }, limit).await
+            wait_rollout(&client, t, app, &Wanted { version: v, stream }, limit, report.as_mut()).await
         }
+    };
+    print_json(report);
+    result
+}
+
+/// `{"app": …, "outcome": "published", "version": "conf-0000000012"}` (or `"reason"` for a
+/// rejection): what `--json` prints, completed by the rollout's result with `--wait`.
+fn outcome_json(app: &str, outcome: &Outcome) -> serde_json::Map<String, serde_json::Value> {
+    let mut o = serde_json::Map::new();
+    o.insert("app".into(), app.into());
+    let (word, key, value) = match outcome {
+        Outcome::Published { version } => ("published", "version", version),
+        Outcome::Unchanged { version } => ("unchanged", "version", version),
+        Outcome::Rejected { reason } => ("rejected", "reason", reason),
+    };
+    o.insert("outcome".into(), word.into());
+    o.insert(key.into(), value.clone().into());
+    o
+}
+
+/// Prints the `--json` object, if there is one, as one line.
+fn print_json(report: Option<serde_json::Map<String, serde_json::Value>>) {
+    if let Some(r) = report {
+        println!("{}", serde_json::Value::Object(r));
     }
+}
+
+/// The rollout's end for `--json`: `result` (applied, failed, timeout, no-hosts) and each
+/// host's state (applied, failed with result and error, pending, untrusted with why).
+fn rollout_json(result: &str, hosts: &BTreeMap<String, HostProgress>) -> serde_json::Value {
+    let hosts: serde_json::Map<String, serde_json::Value> = hosts
+        .iter()
+        .map(|(host, p)| {
+            let v = match p {
+                HostProgress::Applied => serde_json::json!({"state": "applied"}),
+                HostProgress::Pending => serde_json::json!({"state": "pending"}),
+                HostProgress::Failed(result, error) => serde_json::json!({"state": "failed", "result": result, "error": error}),
+                HostProgress::Untrusted(why) => serde_json::json!({"state": "untrusted", "error": why}),
+            };
+            (host.clone(), v)
+        })
+        .collect();
+    let applied = hosts.values().filter(|h| h["state"] == "applied").count();
+    serde_json::json!({"result": result, "applied": applied, "hosts": hosts})
 }
 
 /// Publishes an earlier version's bytes as a new version, saying so in the message.
@@ -253,12 +302,26 @@ fn summary_line(hosts: &BTreeMap<String, HostProgress>) -> String {
 type HostWatch = Pin<Box<dyn std::future::Future<Output = String> + Send>>;
 
 /// Follows every live host of `app` until each reports `target` or a failure, or `limit` passes.
-async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Wanted, limit: Duration) -> Result<(), CtlError> {
+/// With `json`, prints nothing and puts the end (as [`rollout_json`]) under its `"wait"` key.
+async fn wait_rollout(
+    client: &zk::Client,
+    t: &Target,
+    app: &str,
+    target: &Wanted,
+    limit: Duration,
+    mut json: Option<&mut serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), CtlError> {
     let dir = t.layout.status(app);
     let deadline = tokio::time::Instant::now() + limit;
     let mut progress: BTreeMap<String, HostProgress> = BTreeMap::new();
     let mut watches: FuturesUnordered<HostWatch> = FuturesUnordered::new();
-    let bar = std::io::stderr().is_terminal().then(|| {
+    let quiet = json.is_some();
+    let mut finish = |result: &str, hosts: &BTreeMap<String, HostProgress>| {
+        if let Some(j) = json.as_deref_mut() {
+            j.insert("wait".into(), rollout_json(result, hosts));
+        }
+    };
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} applied {msg}").expect("template"));
         b
@@ -279,7 +342,10 @@ async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Wante
             }
         }
         if progress.is_empty() {
-            println!("no live host reports {app}; nothing to wait for");
+            if !quiet {
+                println!("no live host reports {app}; nothing to wait for");
+            }
+            finish("no-hosts", &progress);
             return Ok(());
         }
         let mut children_changed = Box::pin(async move {
@@ -299,7 +365,8 @@ async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Wante
                         b.set_position(progress.values().filter(|p| **p == HostProgress::Applied).count() as u64);
                         b.set_message(line.split_once(" applied").map(|(_, rest)| rest.trim_start_matches(", ").to_string()).unwrap_or_default());
                     }
-                    None => println!("{line}"),
+                    None if !quiet => println!("{line}"),
+                    None => {}
                 }
                 last_line = line;
             }
@@ -309,6 +376,7 @@ async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Wante
                     println!("{last_line}");
                 }
                 let failed = progress.values().filter(|p| matches!(p, HostProgress::Failed(..))).count();
+                finish(if failed == 0 { "applied" } else { "failed" }, &progress);
                 return if failed == 0 { Ok(()) } else { Err(fail(1, String::new())) };
             }
             tokio::select! {
@@ -316,6 +384,7 @@ async fn wait_rollout(client: &zk::Client, t: &Target, app: &str, target: &Wante
                     if let Some(b) = &bar {
                         b.abandon();
                     }
+                    finish("timeout", &progress);
                     let waiting: Vec<&str> = progress.iter().filter(|(_, p)| **p == HostProgress::Pending).map(|(h, _)| h.as_str()).collect();
                     return Err(fail(exit::TEMPFAIL, format!(
                         "timed out after {}: {last_line}; still waiting for {}",

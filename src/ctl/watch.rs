@@ -1,5 +1,6 @@
 //! `zkcoordctl watch`: follows publishes and host reports live, one line per event, until
-//! interrupted. Built on ZooKeeper's persistent recursive watches, so nothing is polled.
+//! interrupted (`--json`: one object per line, for scripts). Built on ZooKeeper's persistent
+//! recursive watches, so nothing is polled.
 
 use super::target::{fail, zk_fail, CtlError, Target};
 use crate::exit;
@@ -13,14 +14,36 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-fn say(line: String) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{} {line}", now());
-    let _ = out.flush();
+/// How events are printed: a timestamped line, or (`--json`) one object per line with
+/// `time`, `event` and the event's fields.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    /// One JSON object per line instead of text.
+    json: bool,
+}
+
+impl Out {
+    /// Prints one event: `line` as text, or `event` and `fields` as JSON.
+    fn say(self, line: String, event: &str, fields: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = if self.json {
+            let mut o = serde_json::Map::new();
+            o.insert("time".into(), now().into());
+            o.insert("event".into(), event.into());
+            if let serde_json::Value::Object(f) = fields {
+                o.extend(f.into_iter().filter(|(_, v)| !v.is_null()));
+            }
+            writeln!(out, "{}", serde_json::Value::Object(o))
+        } else {
+            writeln!(out, "{} {line}", now())
+        };
+        let _ = out.flush();
+    }
 }
 
 /// Prints a line for every publish, prune and host report until Ctrl-C.
-pub async fn watch(t: &Target, app: Option<&str>) -> Result<(), CtlError> {
+pub async fn watch(t: &Target, app: Option<&str>, json: bool) -> Result<(), CtlError> {
+    let out = Out { json };
     let client = t.connect().await?;
     let (versions_root, status_root) = match app {
         Some(a) => (t.versions_path(a), t.layout.status(a)),
@@ -28,23 +51,27 @@ pub async fn watch(t: &Target, app: Option<&str>) -> Result<(), CtlError> {
     };
     let mut versions = client.watch(&versions_root, zk::AddWatchMode::PersistentRecursive).await.map_err(zk_fail)?;
     let mut reports = client.watch(&status_root, zk::AddWatchMode::PersistentRecursive).await.map_err(zk_fail)?;
-    say(format!("watching {} and {} (Ctrl-C to stop)", versions_root, status_root));
+    out.say(
+        format!("watching {} and {} (Ctrl-C to stop)", versions_root, status_root),
+        "watching",
+        serde_json::json!({"versions": versions_root, "reports": status_root}),
+    );
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             ev = versions.changed() => {
                 if ev.event_type == zk::EventType::Session {
-                    session_event(&ev)?;
+                    session_event(out, &ev)?;
                     continue;
                 }
-                on_version(&client, t, &ev).await;
+                on_version(out, &client, t, &ev).await;
             }
             ev = reports.changed() => {
                 if ev.event_type == zk::EventType::Session {
-                    session_event(&ev)?;
+                    session_event(out, &ev)?;
                     continue;
                 }
-                on_report(&client, &status_root, app, &ev).await;
+                on_report(out, &client, &status_root, app, &ev).await;
             }
         }
     }
@@ -52,21 +79,21 @@ pub async fn watch(t: &Target, app: Option<&str>) -> Result<(), CtlError> {
 
 /// A session event: go on after a reconnect, stop when the session is gone (the watcher must
 /// not be polled after a terminal state).
-fn session_event(ev: &zk::WatchedEvent) -> Result<(), CtlError> {
+fn session_event(out: Out, ev: &zk::WatchedEvent) -> Result<(), CtlError> {
     match ev.session_state {
         zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
-            say("reconnected to ZooKeeper; events during the outage may be missing".into());
+            out.say("reconnected to ZooKeeper; events during the outage may be missing".into(), "reconnected", serde_json::json!({}));
             Ok(())
         }
         zk::SessionState::Disconnected => {
-            say("lost the connection to ZooKeeper; reconnecting".into());
+            out.say("lost the connection to ZooKeeper; reconnecting".into(), "disconnected", serde_json::json!({}));
             Ok(())
         }
         other => Err(fail(exit::UNAVAILABLE, format!("ZooKeeper session ended ({other}); stopped watching"))),
     }
 }
 
-async fn on_version(client: &zk::Client, t: &Target, ev: &zk::WatchedEvent) {
+async fn on_version(out: Out, client: &zk::Client, t: &Target, ev: &zk::WatchedEvent) {
     let mut parts = ev.path.rsplitn(3, '/');
     let (Some(name), Some(app)) = (parts.next(), parts.next()) else { return };
     let Some(v) = VersionId::parse(name) else { return };
@@ -82,18 +109,25 @@ async fn on_version(client: &zk::Client, t: &Target, ev: &zk::WatchedEvent) {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            let by = match meta {
-                Some(m) => format!(" by {}{}", m.author, m.message.map(|msg| format!(": {msg}")).unwrap_or_default()),
+            let (author, message) = meta.map(|m| (Some(m.author), m.message)).unwrap_or_default();
+            let by = match &author {
+                Some(a) => format!(" by {a}{}", message.as_ref().map(|msg| format!(": {msg}")).unwrap_or_default()),
                 None => String::new(),
             };
-            say(format!("{app} published {} ({size} bytes){by}", v.name));
+            out.say(
+                format!("{app} published {} ({size} bytes){by}", v.name),
+                "published",
+                serde_json::json!({"app": app, "version": v.name, "size": size, "author": author, "message": message}),
+            );
         }
-        zk::EventType::NodeDeleted => say(format!("{app} removed {}", v.name)),
+        zk::EventType::NodeDeleted => {
+            out.say(format!("{app} removed {}", v.name), "removed", serde_json::json!({"app": app, "version": v.name}))
+        }
         _ => {}
     }
 }
 
-async fn on_report(client: &zk::Client, status_root: &str, only: Option<&str>, ev: &zk::WatchedEvent) {
+async fn on_report(out: Out, client: &zk::Client, status_root: &str, only: Option<&str>, ev: &zk::WatchedEvent) {
     let rel = ev.path.trim_start_matches(status_root).trim_start_matches('/');
     let (app, host) = match only {
         Some(a) => (a, rel),
@@ -111,12 +145,14 @@ async fn on_report(client: &zk::Client, status_root: &str, only: Option<&str>, e
             let Ok(r) = serde_json::from_slice::<StatusReport>(&b) else { return };
             let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             let mut line = format!("{app} {host} {result} {}", r.version.as_deref().unwrap_or("none"));
-            if let (Some(a), Some(e)) = (&r.attempted, &r.error) {
-                line.push_str(&format!(" ({a}: {})", e.lines().next().unwrap_or_default()));
+            let error = r.error.as_deref().map(|e| e.lines().next().unwrap_or_default().to_string());
+            if let (Some(a), Some(e)) = (&r.attempted, &error) {
+                line.push_str(&format!(" ({a}: {e})"));
             }
-            say(line);
+            let fields = serde_json::json!({"app": app, "host": host, "result": result, "version": r.version, "attempted": r.attempted, "error": error});
+            out.say(line, "report", fields);
         }
-        zk::EventType::NodeDeleted => say(format!("{app} {host} gone")),
+        zk::EventType::NodeDeleted => out.say(format!("{app} {host} gone"), "gone", serde_json::json!({"app": app, "host": host})),
         _ => {}
     }
 }

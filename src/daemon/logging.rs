@@ -1,7 +1,9 @@
 //! Logs: structured fields to the journal when stderr is the journal (`journalctl
-//! ZKCOORD_APP=nginxconf`), readable text otherwise.
+//! ZKCOORD_APP=nginxconf`), readable text otherwise, unless `log_format` says "text", "json"
+//! (one object per line, [`super::json_log`]) or "journal".
 //! The level can be changed while running (SIGHUP with a new `log_level`).
 
+use crate::config::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -42,8 +44,9 @@ fn stderr_is_journal() -> bool {
     }
 }
 
-/// Installs the global subscriber with `level`, unless `ZKCOORD_LOG` or `RUST_LOG` say otherwise.
-pub fn init(level: &str) -> LogControl {
+/// Installs the global subscriber with `level`, unless `ZKCOORD_LOG` or `RUST_LOG` say
+/// otherwise, writing in `format` (absent: the journal when stderr is the journal, else text).
+pub fn init(level: &str, format: Option<LogFormat>) -> LogControl {
     let from_env = std::env::var("ZKCOORD_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok());
     let filter = from_env
         .as_deref()
@@ -52,13 +55,22 @@ pub fn init(level: &str) -> LogControl {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let control = LogControl { handle, pinned_by_env: from_env.is_some() };
-    if stderr_is_journal() {
-        if let Ok(journald) = tracing_journald::layer() {
+    let format = format.unwrap_or(if stderr_is_journal() { LogFormat::Journal } else { LogFormat::Text });
+    if format == LogFormat::Json {
+        tracing_subscriber::registry().with(filter).with(super::json_log::JsonLines::new("zkcoordd")).init();
+        return control;
+    }
+    let mut no_journal = None;
+    if format == LogFormat::Journal {
+        match tracing_journald::layer() {
+            Ok(journald) => {
             tracing_subscriber::registry()
                 .with(filter)
                 .with(journald.with_syslog_identifier("zkcoordd".into()).with_field_prefix(Some("ZKCOORD".into())))
                 .init();
-            return control;
+                return control;
+            }
+            Err(e) => no_journal = Some(e),
         }
     }
     tracing_subscriber::registry()
@@ -70,5 +82,8 @@ pub fn init(level: &str) -> LogControl {
                 .with_target(false),
         )
         .init();
+    if let Some(e) = no_journal {
+        tracing::warn!("log_format \"journal\": cannot reach the journal ({e}); writing text to stderr");
+    }
     control
 }

@@ -5,9 +5,10 @@
 
 //!
 //! May use: everything below it. Its own rooms: `http` (`/healthz`, `/metrics`), `systemd`
-//! (sd_notify), `signals` (Unix signals as messages), `logging` (journal or text).
+//! (sd_notify), `signals` (Unix signals as messages), `logging` (journal, text or JSON), `json_log` (the JSON lines).
 
 pub(crate) mod http;
+pub(crate) mod json_log;
 pub(crate) mod logging;
 pub mod signals;
 pub(crate) mod systemd;
@@ -258,6 +259,7 @@ impl Components {
             ("agent.election_path", old.agent.election_path != new.agent.election_path),
             ("agent.leaders", old.agent.leaders != new.agent.leaders),
             ("max_config_size", old.max_config_size != new.max_config_size),
+            ("log_format", old.log_format != new.log_format),
         ];
         let needs_restart: Vec<&str> = fixed.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k).collect();
         if !needs_restart.is_empty() {
@@ -446,7 +448,7 @@ pub fn start(config: Config, config_path: PathBuf, mode: Mode, early_stop: signa
     // ZKCOORD_LOG or RUST_LOG ask for it.
     let one_shot = mode != Mode::Daemon;
     crate::zk::identity::install_from(&config);
-    let log = logging::init(if one_shot { "off" } else { &config.log_level });
+    let log = logging::init(if one_shot { "off" } else { &config.log_level }, config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
