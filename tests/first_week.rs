@@ -267,3 +267,22 @@ fn status_of_an_unknown_app_is_an_error_and_no_agent_is_a_warning() {
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("none registered: a publish now waits for an agent, then times out"), "{}", output_text(&out));
 }
+
+/// The `applied` line's `since_publish_ms` is measured when the apply is done (reload
+/// included), as `zkcoord_publish_to_apply_seconds` is: with a reload that takes 400 ms it is
+/// never less than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applied_line_counts_the_whole_apply_from_the_publish() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let mut spec = Spec::both("web-1", &hosts);
+    spec.reload = Some(r#"["sh", "-c", "sleep 0.4"]"#.into());
+    let d = spec.start();
+    publish_ok(&hosts, b"slow reload\n").await;
+    wait_on_disk(&d, b"slow reload\n", Duration::from_secs(20)).await;
+    d.wait_for_log(" applied ", Duration::from_secs(20));
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains(" applied ") && l.contains("since_publish_ms=")).expect("an applied line");
+    let ms: u64 = line.split("since_publish_ms=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(ms >= 400, "since_publish_ms={ms} is less than the reload took: {line}");
+}

@@ -517,8 +517,6 @@ impl Applier {
             }
             Fetched::Verified { bytes, sha256, ctime_ms } => (bytes, sha256, ctime_ms),
         };
-        let age_ms = (crate::clock::now_ms() as i64 - ctime_ms).max(0);
-        let since_publish = Duration::from_millis(age_ms as u64);
         if crate::host::bundle::holds(&self.app, &sha) {
             tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
             self.record_success(p, v, stream, &sha);
@@ -535,8 +533,10 @@ impl Applier {
                 if let Some(r) = reload.filter(|r| !r.output.trim().is_empty()) {
                     tracing::info!(app = %name, "reload said: {}", r.output.trim());
                 }
+                // From the version's creation to now, the install (check, rename, reload) done.
+                let age_ms = (crate::clock::now_ms() as i64 - ctime_ms).max(0);
                 tracing::info!(app = %name, version = %v, dest = %self.app.dest.display(), since_publish_ms = age_ms, "applied");
-                self.metrics.applied_after(name, since_publish);
+                self.metrics.applied_after(name, Duration::from_millis(age_ms as u64));
                 self.record_success(p, v, stream, &sha);
             }
             Ok(InstallResult::CheckFailed(why)) => {
