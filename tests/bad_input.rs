@@ -125,4 +125,8 @@ async fn a_publish_with_no_agent_running_times_out_and_is_withdrawn() {
     assert_eq!(out.status.code(), Some(75), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no leading agent answered"));
     assert!(children_sorted(&client, "/zkcoord/requests").await.is_empty(), "the request was withdrawn");
+    // ... and the parents the publish made for it went with it: the tree is as it was.
+    for parent in ["/zkcoord/requests", "/zkcoord/outcomes"] {
+        assert!(client.check_stat(parent).await.unwrap().is_none(), "{parent} was left behind");
+    }
 }

@@ -91,13 +91,27 @@ pub async fn publish(
             }
         })?;
     }
+    // Parents this publish makes itself go again if no agent ever answers: a tree with no agent
+    // keeps nothing of a publish that could not happen.
+    let mut made = Vec::new();
+    for p in [t.layout.requests(), t.layout.outcomes()] {
+        if client.check_stat(&p).await.map_err(zk_fail)?.is_none() {
+            made.push(p);
+        }
+    }
     let req = crate::zk::request::submit(&client, &t.layout, &header, body).await.map_err(|e| match crate::zk::identity::explain(&e, &t.layout.requests(), "create a publish request in") {
         Some(why) => fail(exit::NOPERM, why),
         None => zk_fail(e),
     })?;
     let outcome = match crate::zk::request::await_outcome(&client, &t.layout, &req, timeout).await {
         Ok(o) => o,
-        Err(e @ AwaitError::NoLeader(_)) => return Err(fail(exit::TEMPFAIL, e.to_string())),
+        Err(e @ AwaitError::NoLeader(_)) => {
+            for p in &made {
+                // Only when empty: an agent that came meanwhile may be using it.
+                let _ = client.delete(p, None).await;
+            }
+            return Err(fail(exit::TEMPFAIL, e.to_string()));
+        }
         Err(AwaitError::Zk(e)) => return Err(zk_fail(e)),
         Err(e) => return Err(fail(exit::SOFTWARE, e.to_string())),
     };

@@ -30,11 +30,13 @@ impl VersionArg {
     /// The version this names among `versions` (oldest first).
     pub fn resolve(&self, versions: &[VersionId], app: &str) -> Result<VersionId, String> {
         match self {
-            VersionArg::Exact(v) => versions
-                .iter()
-                .find(|x| x.seq == v.seq)
-                .cloned()
-                .ok_or_else(|| format!("{app} has no version {}", v.name)),
+            VersionArg::Exact(v) => versions.iter().find(|x| x.seq == v.seq).cloned().ok_or_else(|| match versions.first() {
+                // Older than everything kept: pruning took it (sequence numbers only grow).
+                Some(oldest) if v.seq < oldest.seq => {
+                    format!("{app} has no version {}: it was pruned (or the app re-created since); the oldest kept is {} (keep_versions sets how many stay)", v.name, oldest.name)
+                }
+                _ => format!("{app} has no version {}", v.name),
+            }),
             VersionArg::BeforeNewest(n) => versions
                 .len()
                 .checked_sub(1 + n)
@@ -61,6 +63,8 @@ mod tests {
         assert_eq!(VersionArg::parse("-0").unwrap().resolve(&all, "a").unwrap().seq, 12);
         assert!(VersionArg::parse("-3").unwrap().resolve(&all, "a").unwrap_err().contains("too far"));
         assert!(VersionArg::parse("5").unwrap().resolve(&all, "a").unwrap_err().contains("no version conf-0000000005"));
+        let pruned = VersionArg::parse("1").unwrap().resolve(&all, "a").unwrap_err();
+        assert!(pruned.contains("was pruned (or the app re-created since); the oldest kept is conf-0000000003"), "{pruned}");
         assert!(VersionArg::parse("latest").is_err());
     }
 }
