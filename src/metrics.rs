@@ -70,6 +70,15 @@ struct AppLabels {
     app: String,
 }
 
+/// `app="nginxconf",state="aborted"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    /// The application's name.
+    app: String,
+    /// The state the leader wrote.
+    state: String,
+}
+
 /// `service="web"`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
@@ -131,6 +140,10 @@ pub struct Metrics {
     session_state: Family<StateLabels, Gauge>,
     /// New sessions (the first, and one after every expiry).
     sessions: Counter,
+    /// Rollout decisions the leader wrote (soaking, promoted, aborted), by app.
+    rollout_decisions: Family<RolloutLabels, Counter>,
+    /// 1 while this host waits for one of an app's `max_parallel_reloads` slots.
+    reload_slot_waiting: Family<AppLabels, Gauge>,
     /// 1 when the last SIGHUP's configuration was taken, 0 when it was refused.
     config_reload_ok: Gauge,
     /// SIGHUPs whose configuration was refused.
@@ -182,6 +195,8 @@ impl Metrics {
             registry: Registry::default(),
             session_state: Family::default(),
             sessions: Counter::default(),
+            rollout_decisions: Family::default(),
+            reload_slot_waiting: Family::default(),
             config_reload_ok: Gauge::default(),
             config_reload_failures: Counter::default(),
             reconnects: Counter::default(),
@@ -209,6 +224,16 @@ impl Metrics {
             m.config_reload_ok.clone(),
         );
         registry.register("zkcoord_config_reload_failures", "SIGHUPs whose configuration was refused", m.config_reload_failures.clone());
+        registry.register(
+            "zkcoord_rollout_decisions",
+            "Staged-rollout decisions this agent wrote as leader (soaking, promoted, aborted), by app",
+            m.rollout_decisions.clone(),
+        );
+        registry.register(
+            "zkcoord_reload_slot_waiting",
+            "1 while this host waits for one of the app's max_parallel_reloads slots",
+            m.reload_slot_waiting.clone(),
+        );
         m.config_reload_ok.set(1);
         registry.register("zkcoord_publishes", "Publish requests handled by this agent as leader, by outcome", m.publishes.clone());
         registry.register("zkcoord_applies", "Finished applies by app and result", m.applies.clone());
@@ -257,6 +282,16 @@ impl Metrics {
         for p in PHASES {
             self.session_state.get_or_create(&StateLabels { state: p.to_string() }).set(i64::from(p == phase));
         }
+    }
+
+    /// The leader moved `app`'s rollout to `state`.
+    pub fn rollout_decided(&self, app: &str, state: &str) {
+        self.rollout_decisions.get_or_create(&RolloutLabels { app: app.into(), state: state.into() }).inc();
+    }
+
+    /// This host starts (`true`) or stops waiting for a reload slot of `app`.
+    pub fn reload_slot_waiting(&self, app: &str, waiting: bool) {
+        self.reload_slot_waiting.get_or_create(&AppLabels { app: app.into() }).set(i64::from(waiting));
     }
 
     /// A SIGHUP's configuration was taken (`true`) or refused.
@@ -394,6 +429,25 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn rollout_decisions_reload_slot_waits_and_refused_reloads_are_exported() {
+        let m = Metrics::new();
+        m.rollout_decided("web", "aborted");
+        m.reload_slot_waiting("web", true);
+        m.config_reloaded(false);
+        let text = m.encode();
+        for line in [
+            "zkcoord_rollout_decisions_total{app=\"web\",state=\"aborted\"} 1",
+            "zkcoord_reload_slot_waiting{app=\"web\"} 1",
+            "zkcoord_config_last_reload_successful 0",
+            "zkcoord_config_reload_failures_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        m.reload_slot_waiting("web", false);
+        assert!(m.encode().lines().any(|l| l == "zkcoord_reload_slot_waiting{app=\"web\"} 0"));
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub async fn run(
             _ = leadership.changed() => continue,
             _ = session.changed() => continue,
             r = serve(&leader) => r,
-            r = crate::agent::rollout::supervise(&config, &client, &fence) => r,
+            r = crate::agent::rollout::supervise(&config, &client, &fence, &metrics) => r,
         };
         let err = match result {
             Ok(never) => match never {},

@@ -3,6 +3,7 @@
 
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::model::layout::{self, Layout, VersionId};
 use crate::model::rollout::{canary_state, parse, decide, pick_canaries, CanarySpec, CanaryState, Decision, Rollout, State};
 use crate::model::status::StatusReport;
@@ -147,9 +148,9 @@ impl PlainPublish {
 /// version-checked. It returns only when leadership itself is in doubt (fenced, connection or
 /// session lost), so a rollout problem (say, an ACL refusing the rollouts node) never stops the
 /// intake of publish requests: it is logged and retried.
-pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
+pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics) -> Result<std::convert::Infallible, AgentError> {
     loop {
-        let err = match run_supervisor(config, client, fence).await {
+        let err = match run_supervisor(config, client, fence, metrics).await {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -163,7 +164,7 @@ pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fenc
     }
 }
 
-async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence) -> Result<std::convert::Infallible, AgentError> {
+async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics) -> Result<std::convert::Infallible, AgentError> {
     let layout = config.layout();
     let parent = layout.rollouts();
     crate::zk::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
@@ -179,7 +180,7 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence) -> 
         })];
         let mut next: Option<u64> = None;
         for app in &apps {
-            if let Some(due) = step(config, &layout, client, fence, app, &mut wakes).await? {
+            if let Some(due) = step(config, &layout, client, fence, metrics, app, &mut wakes).await? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
@@ -201,6 +202,7 @@ async fn step(
     layout: &Layout,
     client: &zk::Client,
     fence: &Fence,
+    metrics: &Metrics,
     app: &str,
     wakes: &mut Vec<Wake>,
 ) -> Result<Option<u64>, AgentError> {
@@ -267,6 +269,7 @@ async fn step(
         Decision::Write(next) => {
             if write(client, fence, &p, &next, stat.version).await? {
                 tracing::info!(app, mono_us = crate::clock::monotonic_us(), "rollout {}", next.describe());
+                metrics.rollout_decided(app, next.state.as_str());
             }
             Ok(Some(now_ms()))
         }

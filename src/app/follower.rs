@@ -524,7 +524,7 @@ impl Applier {
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
         let installed = crate::host::bundle::install_any(&self.app, &v.name, bytes, self.max_config_size, &self.metrics);
-        let Some(installed) = crate::app::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop).await? else {
+        let Some(installed) = crate::app::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop, &self.metrics).await? else {
             tracing::info!(app = %name, version = %v, "stopped while waiting for a reload slot; nothing was changed");
             return Ok(());
         };

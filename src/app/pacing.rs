@@ -37,11 +37,17 @@ pub async fn paced<T>(
     node_id: &str,
     work: impl Future<Output = T>,
     stop: &tokio_util::sync::CancellationToken,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Option<T>, zk::Error> {
     let Some(limit) = app.published().and_then(|p| p.max_parallel_reloads) else {
         return Ok(Some(work.await));
     };
-    let Some(lease) = Lease::acquire(client, &layout.app_reloads(&app.name), node_id, limit as usize, &app.name, stop).await? else {
+    // `zkcoord_reload_slot_waiting` is 1 for as long as this host waits for a slot: a fleet
+    // whose slots never free (a host stuck mid-install) shows here before it shows anywhere.
+    metrics.reload_slot_waiting(&app.name, true);
+    let acquired = Lease::acquire(client, &layout.app_reloads(&app.name), node_id, limit as usize, &app.name, stop).await;
+    metrics.reload_slot_waiting(&app.name, false);
+    let Some(lease) = acquired? else {
         return Ok(None);
     };
     let out = work.await;
