@@ -337,7 +337,7 @@ impl Applier {
         if meta.is_none() && needs_meta {
             meta = match self.wait_for_meta(client, &meta_path, stream, Duration::from_secs(2)).await? {
                 Ok(m) => m.map(|(m, _)| m),
-                Err(reason) => return Ok(Fetched::Refused(reason)),
+                Err(reason) => return Ok(Fetched::Refused(reason.into())),
             };
         }
         if meta.is_none() && self.trusted.required() {
@@ -381,7 +381,7 @@ impl Applier {
             let m = meta.as_ref().expect("metadata was required above");
             match self.trusted.verify(m.signature.as_ref(), &self.app.name, &sha, bytes.len()) {
                 Ok(signer) => tracing::debug!(app = %self.app.name, version = %v, "signed by {signer}"),
-                Err(reason) => return Ok(Fetched::Refused(reason)),
+                Err(reason) => return Ok(Fetched::Refused(reason.into())),
             }
         }
         Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })

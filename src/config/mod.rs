@@ -449,7 +449,7 @@ impl Config {
                 }
             }
             if let Some(p) = app.published() {
-                crate::model::signing::TrustedKeys::load(&p.trusted_keys).map_err(|m| invalid(&key("trusted_keys"), &m))?;
+                crate::model::signing::TrustedKeys::load(&p.trusted_keys).map_err(|e| invalid(&key("trusted_keys"), &e.to_string()))?;
             }
         }
         Ok(())

@@ -156,8 +156,8 @@ pub enum RequestError {
     #[error("sha256 must be 64 lowercase hex digits, got {0:?}")]
     BadSha256(String),
     /// The signature does not verify.
-    #[error("{0}")]
-    Signature(String),
+    #[error(transparent)]
+    Signature(#[from] crate::model::signing::SignatureError),
     /// The bytes are not as long as the header says.
     #[error("size mismatch: header says {header} bytes, got {got}")]
     SizeMismatch {
@@ -219,7 +219,7 @@ pub fn validate_header(h: &RequestHeader) -> Result<(), RequestError> {
         return Err(RequestError::BadSha256(h.sha256.clone()));
     }
     if let Some(sig) = &h.signature {
-        crate::model::signing::check(sig, &h.app, &h.sha256, h.size).map_err(RequestError::Signature)?;
+        crate::model::signing::check(sig, &h.app, &h.sha256, h.size)?;
     }
     Ok(())
 }

@@ -31,25 +31,57 @@ fn signed_message(app: &str, sha256_hex: &str, size: usize) -> Vec<u8> {
     format!("{DOMAIN}\n{app}\n{sha256_hex}\n{size}").into_bytes()
 }
 
+/// Why a key cannot be used or a signature does not count; each says which file or key, and
+/// what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// A key file is missing, unreadable, or readable by others.
+    #[error("{0}")]
+    KeyFile(String),
+    /// A file or string is not the key it should be.
+    #[error("{0}")]
+    BadKey(String),
+    /// The signature is malformed, or made by its key over other content.
+    #[error("{0}")]
+    BadSignature(String),
+    /// The app requires a signature by a trusted key, and this version has none that counts.
+    #[error("{0}")]
+    NotTrusted(String),
+}
+
+impl From<SignatureError> for String {
+    fn from(e: SignatureError) -> String {
+        e.to_string()
+    }
+}
+
+impl From<crate::secret::SecretError> for SignatureError {
+    fn from(e: crate::secret::SecretError) -> SignatureError {
+        SignatureError::KeyFile(e.to_string())
+    }
+}
+
 /// A short, stable name for a public key in messages: the first 8 bytes of its sha256, in hex.
 pub fn key_id(key: &VerifyingKey) -> String {
     crate::digest::sha256_hex(key.as_bytes())[..16].to_string()
 }
 
 /// Reads a PKCS#8 PEM private key, refusing a file that group or others can read.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, SignatureError> {
     crate::secret::refuse_if_shared(path)?;
-    let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    SigningKey::from_pkcs8_pem(&pem)
-        .map_err(|e| format!("{} is not an ed25519 private key in PKCS#8 PEM ({e}); make one with `zkcoordctl key generate`", path.display()))
+    let pem = std::fs::read_to_string(path).map_err(|e| SignatureError::KeyFile(format!("cannot read {}: {e}", path.display())))?;
+    SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+        SignatureError::BadKey(format!("{} is not an ed25519 private key in PKCS#8 PEM ({e}); make one with `zkcoordctl key generate`", path.display()))
+    })
 }
 
 /// Reads a public key: SPKI PEM (`-----BEGIN PUBLIC KEY-----`) or the raw 32 bytes in base64.
-pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_verifying_key(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, SignatureError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SignatureError::KeyFile(format!("cannot read {}: {e}", path.display())))?;
+    parse_verifying_key(&text).map_err(|e| SignatureError::BadKey(format!("{}: {e}", path.display())))
 }
 
+/// A public key from its text (PEM or base64); the error says what it is not.
 fn parse_verifying_key(text: &str) -> Result<VerifyingKey, String> {
     if text.contains("-----BEGIN PUBLIC KEY-----") {
         return VerifyingKey::from_public_key_pem(text).map_err(|e| format!("not an ed25519 public key in PEM ({e})"));
@@ -67,12 +99,13 @@ pub fn sign(key: &SigningKey, app: &str, sha256_hex: &str, size: usize) -> Versi
 
 /// Checks that `sig` is a well-formed, valid signature by the key it names. The agent runs this
 /// to refuse garbage early; only an app's trusted keys decide whether the signer counts.
-pub fn check(sig: &VersionSignature, app: &str, sha256_hex: &str, size: usize) -> Result<VerifyingKey, String> {
-    let key = parse_verifying_key(&sig.public_key).map_err(|e| format!("signature names a bad public key: {e}"))?;
-    let raw = B64.decode(&sig.signature).map_err(|_| "signature is not base64".to_string())?;
-    let bytes: [u8; 64] = raw.try_into().map_err(|_| "signature is not 64 bytes".to_string())?;
+pub fn check(sig: &VersionSignature, app: &str, sha256_hex: &str, size: usize) -> Result<VerifyingKey, SignatureError> {
+    let bad = SignatureError::BadSignature;
+    let key = parse_verifying_key(&sig.public_key).map_err(|e| bad(format!("signature names a bad public key: {e}")))?;
+    let raw = B64.decode(&sig.signature).map_err(|_| bad("signature is not base64".to_string()))?;
+    let bytes: [u8; 64] = raw.try_into().map_err(|_| bad("signature is not 64 bytes".to_string()))?;
     key.verify(&signed_message(app, sha256_hex, size), &Signature::from_bytes(&bytes))
-        .map_err(|_| format!("signature by key {} does not match the content", key_id(&key)))?;
+        .map_err(|_| bad(format!("signature by key {} does not match the content", key_id(&key))))?;
     Ok(key)
 }
 
@@ -83,12 +116,12 @@ pub struct TrustedKeys {
     keys: Vec<(VerifyingKey, PathBuf)>,
     /// Why the configured keys could not be read (then nothing is installed: failing open
     /// would turn a deleted key file into "accept anything").
-    unusable: Option<String>,
+    unusable: Option<SignatureError>,
 }
 
 impl TrustedKeys {
     /// Loads every file in `paths`; the first unreadable one is the error.
-    pub fn load(paths: &[PathBuf]) -> Result<TrustedKeys, String> {
+    pub fn load(paths: &[PathBuf]) -> Result<TrustedKeys, SignatureError> {
         let keys = paths.iter().map(|p| load_verifying_key(p).map(|k| (k, p.clone()))).collect::<Result<_, _>>()?;
         Ok(TrustedKeys { keys, unusable: None })
     }
@@ -104,17 +137,18 @@ impl TrustedKeys {
     }
 
     /// Accepts content only with a valid signature by a trusted key; says who signed.
-    pub fn verify(&self, sig: Option<&VersionSignature>, app: &str, sha256_hex: &str, size: usize) -> Result<String, String> {
+    pub fn verify(&self, sig: Option<&VersionSignature>, app: &str, sha256_hex: &str, size: usize) -> Result<String, SignatureError> {
+        let refuse = SignatureError::NotTrusted;
         if let Some(e) = &self.unusable {
-            return Err(format!("trusted_keys cannot be read ({e}); not installing"));
+            return Err(refuse(format!("trusted_keys cannot be read ({e}); not installing")));
         }
         let Some(sig) = sig else {
-            return Err("version is not signed and this app requires a signature by a trusted key; not installing".into());
+            return Err(refuse("version is not signed and this app requires a signature by a trusted key; not installing".into()));
         };
-        let key = check(sig, app, sha256_hex, size).map_err(|e| format!("{e}; not installing"))?;
+        let key = check(sig, app, sha256_hex, size).map_err(|e| refuse(format!("{e}; not installing")))?;
         match self.keys.iter().find(|(k, _)| *k == key) {
             Some((_, path)) => Ok(format!("key {} ({})", key_id(&key), path.display())),
-            None => Err(format!("version is signed by key {}, which is not in trusted_keys; not installing", key_id(&key))),
+            None => Err(refuse(format!("version is signed by key {}, which is not in trusted_keys; not installing", key_id(&key)))),
         }
     }
 }
@@ -140,12 +174,12 @@ mod tests {
         let sig = sign(&key, "web", "ab", 3);
         let trusted = TrustedKeys { keys: vec![(parse_verifying_key(&public).unwrap(), "k.pub".into())], unusable: None };
         assert!(trusted.verify(Some(&sig), "web", "ab", 3).unwrap().contains("k.pub"));
-        assert!(trusted.verify(Some(&sig), "other", "ab", 3).unwrap_err().contains("does not match"));
+        assert!(trusted.verify(Some(&sig), "other", "ab", 3).unwrap_err().to_string().contains("does not match"));
         assert!(trusted.verify(Some(&sig), "web", "ac", 3).is_err());
         assert!(trusted.verify(Some(&sig), "web", "ab", 4).is_err());
-        assert!(trusted.verify(None, "web", "ab", 3).unwrap_err().contains("not signed"));
+        assert!(trusted.verify(None, "web", "ab", 3).unwrap_err().to_string().contains("not signed"));
         let stranger = SigningKey::from_pkcs8_pem(&generate().0).unwrap();
-        let e = trusted.verify(Some(&sign(&stranger, "web", "ab", 3)), "web", "ab", 3).unwrap_err();
+        let e = trusted.verify(Some(&sign(&stranger, "web", "ab", 3)), "web", "ab", 3).unwrap_err().to_string();
         assert!(e.contains("not in trusted_keys"), "{e}");
     }
 
