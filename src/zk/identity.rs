@@ -409,7 +409,7 @@ pub fn install_from(config: &Config) {
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let config = Config::load(path)?;
     if let Some(tls) = &config.zookeeper.tls {
-        crate::zk::tls::build(tls).map_err(|m| ConfigError::invalid(path, "zookeeper.tls", &m))?;
+        crate::zk::tls::build(tls).map_err(|e| ConfigError::invalid(path, "zookeeper.tls", &e.to_string()))?;
     }
     Ok(config)
 }

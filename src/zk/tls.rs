@@ -12,30 +12,68 @@ use crate::config::TlsConfig;
 use std::path::Path;
 use zookeeper_client as zk;
 
+/// Why the `[zookeeper.tls]` files cannot make a TLS identity; each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file is missing or unreadable.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds no certificate the client can use.
+    #[error("{} holds no usable CA certificate: {why}", path.display())]
+    BadCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the TLS library said.
+        why: String,
+    },
+    /// The certificate and key do not make an identity.
+    #[error("{} and {} are not a usable certificate and key: {why}", cert.display(), key.display())]
+    BadIdentity {
+        /// The certificate file.
+        cert: std::path::PathBuf,
+        /// The key file.
+        key: std::path::PathBuf,
+        /// What the TLS library said.
+        why: String,
+    },
+    /// Only one of `cert_file` and `key_file` is set.
+    #[error("expected both cert_file and key_file, or neither")]
+    HalfIdentity,
+    /// The key file is readable by others.
+    #[error(transparent)]
+    SharedKey(#[from] crate::secret::SecretError),
+}
+
 /// Reads the files and builds the client's TLS options; the error names the file at fault.
-pub fn build(config: &TlsConfig) -> Result<zk::TlsOptions, String> {
+pub fn build(config: &TlsConfig) -> Result<zk::TlsOptions, TlsError> {
     let ca = read(&config.ca_file)?;
     let mut options = zk::TlsOptions::new()
         .with_pem_ca(&ca)
-        .map_err(|e| format!("{} holds no usable CA certificate: {e}", config.ca_file.display()))?;
+        .map_err(|e| TlsError::BadCa { path: config.ca_file.clone(), why: e.to_string() })?;
     match (&config.cert_file, &config.key_file) {
         (None, None) => {}
         (Some(cert), Some(key)) => {
             crate::secret::refuse_if_shared(key)?;
             let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-            options = options.with_pem_identity(&cert_pem, &key_pem).map_err(|e| {
-                format!("{} and {} are not a usable certificate and key: {e}", cert.display(), key.display())
-            })?;
+            options = options
+                .with_pem_identity(&cert_pem, &key_pem)
+                .map_err(|e| TlsError::BadIdentity { cert: cert.clone(), key: key.clone(), why: e.to_string() })?;
         }
-        _ => return Err("expected both cert_file and key_file, or neither".into()),
+        _ => return Err(TlsError::HalfIdentity),
     }
     // Hostname verification stays on: a server's certificate must name the host or IP in
     // the connect string, or anyone holding a certificate from the CA could pose as ZooKeeper.
     Ok(options)
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// A file's text, or which file could not be read.
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|source| TlsError::Unreadable { path: path.to_path_buf(), source })
 }
 
 /// This process's TLS options, set once at start-up from the config.
