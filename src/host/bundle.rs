@@ -46,23 +46,59 @@ pub struct Packed {
     /// Size of the uncompressed tar.
     pub tar_bytes: u64,
 }
+/// Why a tree cannot be packed or an archive unpacked; each says which path and why.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// What the tree or archive holds is not allowed (a path leaving the tree, a symlink, a
+    /// device, a truncated entry).
+    #[error("{0}")]
+    Refused(String),
+    /// Over `max_config_size`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not an archive, or a damaged one.
+    #[error("{0}")]
+    Damaged(String),
+    /// A file operation failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done, to which path.
+        what: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+impl BundleError {
+    /// A failed file operation: `what` ("read /etc/nginx/conf.d/a.conf") and why.
+    fn io(what: String, source: io::Error) -> BundleError {
+        BundleError::Io { what, source }
+    }
+}
+
+impl From<BundleError> for String {
+    fn from(e: BundleError) -> String {
+        e.to_string()
+    }
+}
+
 
 /// Checks one archive entry's path: relative, and every component a plain name (no `..`, no
 /// root, no drive prefix). Returns the path without `.` components.
-pub fn validate_entry_path(p: &Path) -> Result<PathBuf, String> {
+pub fn validate_entry_path(p: &Path) -> Result<PathBuf, BundleError> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::ParentDir => return Err(format!("{}: a path climbing with `..` would leave the tree", p.display())),
+            Component::ParentDir => return Err(BundleError::Refused(format!("{}: a path climbing with `..` would leave the tree", p.display()))),
             Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("{}: an absolute path would leave the tree", p.display()))
+                return Err(BundleError::Refused(format!("{}: an absolute path would leave the tree", p.display())))
             }
         }
     }
     if out.as_os_str().is_empty() {
-        return Err(format!("{:?}: an empty path", p.display().to_string()));
+        return Err(BundleError::Refused(format!("{:?}: an empty path", p.display().to_string())));
     }
     Ok(out)
 }
@@ -86,10 +122,10 @@ fn kind_name(ft: &fs::FileType) -> &'static str {
 
 /// Packs the tree under `dir` deterministically; refuses anything but regular files and
 /// directories, and trees whose tar is over `max` bytes.
-pub fn pack(dir: &Path, max: u64) -> Result<Packed, String> {
-    let meta = fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+pub fn pack(dir: &Path, max: u64) -> Result<Packed, BundleError> {
+    let meta = fs::metadata(dir).map_err(|e| BundleError::io(format!("read {}", dir.display()), e))?;
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err(BundleError::Refused(format!("{} is not a directory", dir.display())));
     }
     let mut entries = Vec::new();
     walk(dir, Path::new(""), &mut entries)?;
@@ -108,54 +144,54 @@ pub fn pack(dir: &Path, max: u64) -> Result<Packed, String> {
             tar.append_data(&mut h, &rel, io::empty())
         } else {
             files += 1;
-            let data = fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+            let data = fs::read(&full).map_err(|e| BundleError::io(format!("read {}", full.display()), e))?;
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(data.len() as u64);
             tar.append_data(&mut h, &rel, &data[..])
         };
-        append.map_err(|e| format!("cannot pack {}: {e}", full.display()))?;
+        append.map_err(|e| BundleError::io(format!("pack {}", full.display()), e))?;
         if tar.get_ref().len() as u64 > max {
             return Err(too_big(tar.get_ref().len() as u64, max));
         }
     }
-    let raw = tar.into_inner().map_err(|e| format!("cannot pack {}: {e}", dir.display()))?;
+    let raw = tar.into_inner().map_err(|e| BundleError::io(format!("pack {}", dir.display()), e))?;
     let tar_bytes = raw.len() as u64;
     crate::model::content::check_max(tar_bytes, max).map_err(|_| too_big(tar_bytes, max))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&raw).and_then(|_| gz.try_finish()).map_err(|e| format!("cannot compress: {e}"))?;
-    let gz = gz.finish().map_err(|e| format!("cannot compress: {e}"))?;
+    gz.write_all(&raw).and_then(|_| gz.try_finish()).map_err(|e| BundleError::io(format!("compress"), e))?;
+    let gz = gz.finish().map_err(|e| BundleError::io(format!("compress"), e))?;
     let (bytes, compression) = if gz.len() < raw.len() { (gz, GZIP) } else { (raw, NONE) };
     let content = ContentInfo { kind: Some(KIND_BUNDLE.into()), compression: Some(compression.into()), ..Default::default() };
     Ok(Packed { bytes, content, files, tar_bytes })
 }
 
-fn too_big(len: u64, max: u64) -> String {
-    format!("the bundle is {len} bytes or more as tar; the limit is {max} bytes (max_config_size = {})", crate::model::content::human(max))
+fn too_big(len: u64, max: u64) -> BundleError {
+    BundleError::TooLarge(format!("the bundle is {len} bytes or more as tar; the limit is {max} bytes (max_config_size = {})", crate::model::content::human(max)))
 }
 
 /// Collects the entries under `root/rel`, sorted by name, refusing what a bundle cannot hold.
-fn walk(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) -> Result<(), String> {
+fn walk(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) -> Result<(), BundleError> {
     let here = root.join(rel);
     let mut names: Vec<_> = fs::read_dir(&here)
-        .map_err(|e| format!("cannot read {}: {e}", here.display()))?
+        .map_err(|e| BundleError::io(format!("read {}", here.display()), e))?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot read {}: {e}", here.display()))?;
+        .map_err(|e| BundleError::io(format!("read {}", here.display()), e))?;
     names.sort();
     for name in names {
         let rel = rel.join(&name);
         let full = root.join(&rel);
-        let md = fs::symlink_metadata(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+        let md = fs::symlink_metadata(&full).map_err(|e| BundleError::io(format!("read {}", full.display()), e))?;
         let ft = md.file_type();
         if ft.is_symlink() {
             let target = fs::read_link(&full).map(|t| t.display().to_string()).unwrap_or_default();
-            return Err(format!(
+            return Err(BundleError::Refused(format!(
                 "{} is a symlink (to {target}); bundles hold only regular files and directories (copy the file in instead)",
                 full.display()
-            ));
+            )));
         }
         if !ft.is_file() && !ft.is_dir() {
-            return Err(format!("{} is {}; bundles hold only regular files and directories", full.display(), kind_name(&ft)));
+            return Err(BundleError::Refused(format!("{} is {}; bundles hold only regular files and directories", full.display(), kind_name(&ft))));
         }
         let is_dir = ft.is_dir();
         out.push((rel.clone(), md));
@@ -170,51 +206,51 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) -> Resu
 /// only regular files and directories, paths inside the tree, at most `max` bytes of content.
 /// Files and directories get the archive's permission bits (no setuid/setgid/sticky) and
 /// `owner`; everything is fsynced. Returns the number of files.
-pub fn unpack(archive: &[u8], into: &Path, max: u64, owner: Ownership) -> Result<usize, String> {
+pub fn unpack(archive: &[u8], into: &Path, max: u64, owner: Ownership) -> Result<usize, BundleError> {
     let reader: Box<dyn Read> =
         if archive.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(archive)) } else { Box::new(archive) };
     let mut ar = tar::Archive::new(reader);
     let mut total: u64 = 0;
     let mut files = 0;
     let mut dirs: Vec<(PathBuf, u32)> = vec![];
-    let chown = |f: &File, path: &Path| -> Result<(), String> {
+    let chown = |f: &File, path: &Path| -> Result<(), BundleError> {
         if owner.uid.is_some() || owner.gid.is_some() {
             std::os::unix::fs::fchown(f, owner.uid.map(|u| u.as_raw()), owner.gid.map(|g| g.as_raw()))
-                .map_err(|e| format!("cannot set the owner of {}: {e}", path.display()))?;
+                .map_err(|e| BundleError::io(format!("set the owner of {}", path.display()), e))?;
         }
         Ok(())
     };
-    for entry in ar.entries().map_err(|e| format!("not a bundle archive: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("bundle archive is damaged: {e}"))?;
-        let raw_path = entry.path().map_err(|e| format!("bundle entry with an unreadable path: {e}"))?.into_owned();
+    for entry in ar.entries().map_err(|e| BundleError::Damaged(format!("not a bundle archive: {e}")))? {
+        let mut entry = entry.map_err(|e| BundleError::Damaged(format!("bundle archive is damaged: {e}")))?;
+        let raw_path = entry.path().map_err(|e| BundleError::Damaged(format!("bundle entry with an unreadable path: {e}")))?.into_owned();
         let rel = validate_entry_path(&raw_path)?;
         let target = into.join(&rel);
-        let mode = entry.header().mode().map_err(|e| format!("{}: bad mode: {e}", rel.display()))? & 0o777;
+        let mode = entry.header().mode().map_err(|e| BundleError::Damaged(format!("{}: bad mode: {e}", rel.display())))? & 0o777;
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+                fs::create_dir_all(&target).map_err(|e| BundleError::io(format!("create {}", target.display()), e))?;
                 dirs.push((rel, mode));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.header().size().map_err(|e| format!("{}: bad size: {e}", rel.display()))?;
+                let size = entry.header().size().map_err(|e| BundleError::Damaged(format!("{}: bad size: {e}", rel.display())))?;
                 total = total.saturating_add(size);
-                crate::model::content::check_max(total, max).map_err(|e| format!("bundle content too large: {e}"))?;
+                crate::model::content::check_max(total, max).map_err(|e| BundleError::TooLarge(format!("bundle content too large: {e}")))?;
                 if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                    fs::create_dir_all(parent).map_err(|e| BundleError::io(format!("create {}", parent.display()), e))?;
                 }
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(&target)
-                    .map_err(|e| format!("cannot create {} (a duplicate entry?): {e}", target.display()))?;
-                let copied = io::copy(&mut (&mut entry).take(size), &mut f).map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+                    .map_err(|e| BundleError::io(format!("create {} (a duplicate entry?)", target.display()), e))?;
+                let copied = io::copy(&mut (&mut entry).take(size), &mut f).map_err(|e| BundleError::io(format!("write {}", target.display()), e))?;
                 if copied != size {
-                    return Err(format!("bundle archive is truncated at {}", rel.display()));
+                    return Err(BundleError::Refused(format!("bundle archive is truncated at {}", rel.display())));
                 }
-                f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| format!("cannot set the mode of {}: {e}", target.display()))?;
+                f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| BundleError::io(format!("set the mode of {}", target.display()), e))?;
                 chown(&f, &target)?;
-                f.sync_all().map_err(|e| format!("cannot fsync {}: {e}", target.display()))?;
+                f.sync_all().map_err(|e| BundleError::io(format!("fsync {}", target.display()), e))?;
                 files += 1;
             }
             other => {
@@ -226,7 +262,7 @@ pub fn unpack(archive: &[u8], into: &Path, max: u64, owner: Ownership) -> Result
                     tar::EntryType::Fifo => "a fifo",
                     _ => "an unsupported entry type",
                 };
-                return Err(format!("{} is {what}; bundles hold only regular files and directories", rel.display()));
+                return Err(BundleError::Refused(format!("{} is {what}; bundles hold only regular files and directories", rel.display())));
             }
         }
     }
@@ -235,14 +271,14 @@ pub fn unpack(archive: &[u8], into: &Path, max: u64, owner: Ownership) -> Result
     let mut all_dirs: Vec<PathBuf> = dirs.iter().map(|(p, _)| into.join(p)).collect();
     all_dirs.push(into.to_path_buf());
     for d in &all_dirs {
-        let f = File::open(d).map_err(|e| format!("cannot open {}: {e}", d.display()))?;
-        f.sync_all().map_err(|e| format!("cannot fsync {}: {e}", d.display()))?;
+        let f = File::open(d).map_err(|e| BundleError::io(format!("open {}", d.display()), e))?;
+        f.sync_all().map_err(|e| BundleError::io(format!("fsync {}", d.display()), e))?;
     }
     for (rel, mode) in dirs {
         let d = into.join(&rel);
-        let f = File::open(&d).map_err(|e| format!("cannot open {}: {e}", d.display()))?;
+        let f = File::open(&d).map_err(|e| BundleError::io(format!("open {}", d.display()), e))?;
         chown(&f, &d)?;
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| format!("cannot set the mode of {}: {e}", d.display()))?;
+        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| BundleError::io(format!("set the mode of {}", d.display()), e))?;
     }
     Ok(files)
 }
@@ -389,7 +425,7 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
             let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&versions).map_err(|e| io_error("create a temp directory in", &versions, e))?;
             if let Err(why) = unpack(&bytes, tmp.path(), max, owner) {
                 remove_version(&tmp.keep());
-                return Ok(Err(why));
+                return Ok(Err(why.to_string()));
             }
             let mut name = versions.join(&version);
             if current.as_deref() == Some(name.as_path()) {
@@ -518,8 +554,8 @@ mod tests {
         for bad in ["../etc/passwd", "a/../../x", "/etc/passwd", ".", ""] {
             assert!(validate_entry_path(Path::new(bad)).is_err(), "{bad}");
         }
-        assert!(validate_entry_path(Path::new("a/../b")).unwrap_err().contains("`..`"));
-        assert!(validate_entry_path(Path::new("/x")).unwrap_err().contains("absolute"));
+        assert!(validate_entry_path(Path::new("a/../b")).unwrap_err().to_string().contains("`..`"));
+        assert!(validate_entry_path(Path::new("/x")).unwrap_err().to_string().contains("absolute"));
     }
 
     #[test]
@@ -547,11 +583,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("ok.conf"), b"x").unwrap();
         nix::unistd::mkfifo(&d.path().join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
-        let e = pack(d.path(), MAX).unwrap_err();
+        let e = pack(d.path(), MAX).unwrap_err().to_string();
         assert!(e.contains("pipe is a fifo") && e.contains("only regular files and directories"), "{e}");
         fs::remove_file(d.path().join("pipe")).unwrap();
         std::os::unix::fs::symlink("../../etc/passwd", d.path().join("escape")).unwrap();
-        let e = pack(d.path(), MAX).unwrap_err();
+        let e = pack(d.path(), MAX).unwrap_err().to_string();
         assert!(e.contains("escape is a symlink (to ../../etc/passwd)"), "{e}");
     }
 
@@ -559,7 +595,7 @@ mod tests {
     fn pack_refuses_a_tree_over_the_limit() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("big"), vec![1u8; 200_000]).unwrap();
-        let e = pack(d.path(), 100_000).unwrap_err();
+        let e = pack(d.path(), 100_000).unwrap_err().to_string();
         assert!(e.contains("limit is 100000 bytes"), "{e}");
     }
 
@@ -594,7 +630,7 @@ mod tests {
         ] {
             let out = d.path().join(format!("out-{}", path.replace('/', "_")));
             fs::create_dir(&out).unwrap();
-            let e = unpack(&hostile(path, kind), &out, MAX, Ownership::default()).unwrap_err();
+            let e = unpack(&hostile(path, kind), &out, MAX, Ownership::default()).unwrap_err().to_string();
             assert!(e.contains(why), "{path}: {e}");
         }
         assert!(!d.path().join("evil").exists());
