@@ -76,7 +76,7 @@ pub async fn plan_publish(
     };
     let canaries = match pick_canaries(app, spec, &live) {
         Ok(c) => c,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Ok(Err(reason.into())),
     };
     // Hosts that are not canaries keep what they run: the previous rollout's `previous` when
     // that one never reached them, else the newest version so far.

@@ -124,31 +124,43 @@ pub struct CanarySpec {
     /// Soak time in milliseconds.
     pub soak_ms: u64,
 }
+/// Why a rollout cannot be staged as asked: a `--canary`/`--soak` the operator mistyped, or
+/// canaries that cannot be picked from the live hosts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RolloutError(pub String);
+
+impl From<RolloutError> for String {
+    fn from(e: RolloutError) -> String {
+        e.0
+    }
+}
+
 
 /// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak`.
-pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>) -> Result<Option<CanarySpec>, String> {
+pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>) -> Result<Option<CanarySpec>, RolloutError> {
     let Some(c) = canary else {
         return match soak {
-            Some(_) => Err("--soak needs --canary".into()),
+            Some(_) => Err(RolloutError("--soak needs --canary".into())),
             None => Ok(None),
         };
     };
     let soak_ms = soak.unwrap_or(DEFAULT_SOAK).as_millis() as u64;
     let c = c.trim();
     if let Some(p) = c.strip_suffix('%') {
-        let percent: u32 = p.trim().parse().map_err(|_| format!("--canary {c:?}: expected a percentage like 10%"))?;
+        let percent: u32 = p.trim().parse().map_err(|_| RolloutError(format!("--canary {c:?}: expected a percentage like 10%")))?;
         if !(1..=100).contains(&percent) {
-            return Err(format!("--canary {c:?}: expected a percentage from 1% to 100%"));
+            return Err(RolloutError(format!("--canary {c:?}: expected a percentage from 1% to 100%")));
         }
         return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms }));
     }
     let mut hosts: Vec<String> = c.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     hosts.dedup();
     if hosts.is_empty() {
-        return Err("--canary: expected host names (web-1,web-2) or a percentage (10%)".into());
+        return Err(RolloutError("--canary: expected host names (web-1,web-2) or a percentage (10%)".into()));
     }
     if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.chars().any(char::is_control)) {
-        return Err(format!("--canary: {bad:?} is not a node id"));
+        return Err(RolloutError(format!("--canary: {bad:?} is not a node id")));
     }
     Ok(Some(CanarySpec { hosts, percent: None, soak_ms }))
 }
@@ -173,10 +185,10 @@ pub fn visible(children: Vec<String>, rollout: Option<&Rollout>, node: &str) -> 
 /// Named canaries must be live (a canary that never reports would hold the rollout forever).
 /// N% picks ceil(N% of the live hosts), at least one, ordered by sha256(app/host): the same
 /// hosts for the same app and fleet, spread differently across apps.
-pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Vec<String>, String> {
+pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Vec<String>, RolloutError> {
     if let Some(p) = spec.percent {
         if live.is_empty() {
-            return Err(format!("no live host reports {app}: cannot pick {p}% of them as canaries"));
+            return Err(RolloutError(format!("no live host reports {app}: cannot pick {p}% of them as canaries")));
         }
         let k = ((live.len() as u64 * p as u64).div_ceil(100) as usize).clamp(1, live.len());
         let mut ranked: Vec<(String, &String)> =
@@ -190,11 +202,11 @@ pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Ve
     if !missing.is_empty() {
         let mut known = live.to_vec();
         known.sort();
-        return Err(format!(
+        return Err(RolloutError(format!(
             "canary host(s) {} do not report {app} (no live status node); live hosts: {}",
             missing.join(", "),
             if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        ));
+        )));
     }
     Ok(spec.hosts.clone())
 }
@@ -364,9 +376,9 @@ mod tests {
         assert_eq!(pick_canaries("app", &spec, &shuffled).unwrap(), a, "order of the listing does not matter");
         let half = CanarySpec { percent: Some(50), ..spec.clone() };
         assert_eq!(pick_canaries("app", &half, &live).unwrap().len(), 2);
-        assert!(pick_canaries("app", &spec, &[]).unwrap_err().contains("no live host"));
+        assert!(pick_canaries("app", &spec, &[]).unwrap_err().0.contains("no live host"));
         let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0 };
-        let e = pick_canaries("app", &named, &live).unwrap_err();
+        let e = pick_canaries("app", &named, &live).unwrap_err().0;
         assert!(e.contains("web-9") && e.contains("web-1, web-2"), "{e}");
     }
 
