@@ -101,10 +101,10 @@ impl Target {
     pub async fn resolve_version(&self, client: &zk::Client, app: &str, arg: Option<&str>) -> Result<VersionId, CtlError> {
         let all = self.versions(client, app).await?;
         let arg = match arg {
-            Some(s) => VersionArg::parse(s).map_err(|e| fail(exit::USAGE, e))?,
+            Some(s) => VersionArg::parse(s).map_err(|e| fail(e.exit_code(), e.to_string()))?,
             None => VersionArg::BeforeNewest(0),
         };
-        arg.resolve(&all, app).map_err(|e| fail(exit::DATAERR, e))
+        arg.resolve(&all, app).map_err(|e| fail(e.exit_code(), e.to_string()))
     }
 
     /// The largest config this publisher sends (`max_config_size`, default 64 MiB).

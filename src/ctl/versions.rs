@@ -1,7 +1,30 @@
 //! Version arguments as operators type them: `conf-0000000012`, `12`, or `-1` (the one before
 //! the newest), resolved against the versions that exist.
 
+use crate::exit;
 use crate::model::layout::VersionId;
+
+/// Why a version argument names no version; each kind has its exit code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    /// Not a version at all: a usage mistake (exit 64).
+    #[error("not a version: {0:?} (expected 12, conf-0000000012 or -1)")]
+    Malformed(String),
+    /// A version the app does not have (exit 65): never made, pruned, or further back than
+    /// there are versions.
+    #[error("{0}")]
+    NotThere(String),
+}
+
+impl VersionError {
+    /// The sysexits code `zkcoordctl` ends with.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VersionError::Malformed(_) => exit::USAGE,
+            VersionError::NotThere(_) => exit::DATAERR,
+        }
+    }
+}
 
 /// A version as given on the command line, before it is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,21 +37,23 @@ pub enum VersionArg {
 
 impl VersionArg {
     /// Parses `conf-0000000012`, `12` or `-1`.
-    pub fn parse(s: &str) -> Result<VersionArg, String> {
+    pub fn parse(s: &str) -> Result<VersionArg, VersionError> {
         if let Some(back) = s.strip_prefix('-') {
-            return back
-                .parse::<usize>()
-                .map(VersionArg::BeforeNewest)
-                .map_err(|_| format!("not a version: {s:?} (expected 12, conf-0000000012 or -1)"));
+            return back.parse::<usize>().map(VersionArg::BeforeNewest).map_err(|_| VersionError::Malformed(s.to_string()));
         }
         VersionId::parse(s)
             .or_else(|| s.parse::<u64>().ok().map(VersionId::from_seq))
             .map(VersionArg::Exact)
-            .ok_or_else(|| format!("not a version: {s:?} (expected 12, conf-0000000012 or -1)"))
+            .ok_or_else(|| VersionError::Malformed(s.to_string()))
     }
 
     /// The version this names among `versions` (oldest first).
-    pub fn resolve(&self, versions: &[VersionId], app: &str) -> Result<VersionId, String> {
+    pub fn resolve(&self, versions: &[VersionId], app: &str) -> Result<VersionId, VersionError> {
+        self.find(versions, app).map_err(VersionError::NotThere)
+    }
+
+    /// [`VersionArg::resolve`], the refusal said in words.
+    fn find(&self, versions: &[VersionId], app: &str) -> Result<VersionId, String> {
         match self {
             VersionArg::Exact(v) => versions.iter().find(|x| x.seq == v.seq).cloned().ok_or_else(|| match versions.first() {
                 // Older than everything kept: pruning took it (sequence numbers only grow).
@@ -61,9 +86,9 @@ mod tests {
         assert_eq!(VersionArg::parse("12").unwrap().resolve(&all, "a").unwrap().seq, 12);
         assert_eq!(VersionArg::parse("-1").unwrap().resolve(&all, "a").unwrap().seq, 7);
         assert_eq!(VersionArg::parse("-0").unwrap().resolve(&all, "a").unwrap().seq, 12);
-        assert!(VersionArg::parse("-3").unwrap().resolve(&all, "a").unwrap_err().contains("too far"));
-        assert!(VersionArg::parse("5").unwrap().resolve(&all, "a").unwrap_err().contains("no version conf-0000000005"));
-        let pruned = VersionArg::parse("1").unwrap().resolve(&all, "a").unwrap_err();
+        assert!(VersionArg::parse("-3").unwrap().resolve(&all, "a").unwrap_err().to_string().contains("too far"));
+        assert!(VersionArg::parse("5").unwrap().resolve(&all, "a").unwrap_err().to_string().contains("no version conf-0000000005"));
+        let pruned = VersionArg::parse("1").unwrap().resolve(&all, "a").unwrap_err().to_string();
         assert!(pruned.contains("was pruned (or the app re-created since); the oldest kept is conf-0000000003"), "{pruned}");
         assert!(VersionArg::parse("latest").is_err());
     }
