@@ -203,7 +203,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
             }
             // With the policy known, a node some other identity wrote says nothing about the host.
             if let Err(why) = crate::zk::guard::status_trusted(client, &path, &host, stat.czxid).await.map_err(zk_fail)? {
-                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why), age_secs: 0, behind: false });
+                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why.to_string()), age_secs: 0, behind: false });
                 continue;
             }
             let runs = r.version.as_deref().and_then(VersionId::parse);

@@ -441,7 +441,7 @@ async fn read_host(client: &zk::Client, dir: &str, host: &str, target: &Wanted) 
             });
             let progress = match trust {
                 Ok(()) => progress_of(report.as_ref(), target),
-                Err(why) => HostProgress::Untrusted(why),
+                Err(why) => HostProgress::Untrusted(why.to_string()),
             };
             Ok(Some((progress, watch)))
         }

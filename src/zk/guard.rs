@@ -9,7 +9,7 @@
 //! (`czxid > mzxid`), since anything created while it was open may be anyone's. A parent never
 //! repaired has `mzxid == czxid`, so all its children pass.
 
-use crate::zk::identity::{AclPolicy, AclVerdict, NodeKind};
+use crate::zk::identity::{AclPolicy, AclVerdict, NodeKind, Untrusted};
 use crate::config::Config;
 use zookeeper_client as zk;
 
@@ -191,13 +191,13 @@ pub async fn secure_known(config: &Config, client: &zk::Client) -> Result<(), zk
 /// Readers' verdicts on status nodes, by path, with the czxid they were reached at: an
 /// ephemeral node's ACL cannot change without ADMIN, which only its creator has, so a verdict
 /// holds for as long as the node (its czxid) does.
-static TRUST: std::sync::Mutex<Option<std::collections::HashMap<String, (i64, Result<(), String>)>>> = std::sync::Mutex::new(None);
+static TRUST: std::sync::Mutex<Option<std::collections::HashMap<String, (i64, Result<(), Untrusted>)>>> = std::sync::Mutex::new(None);
 
 /// Whether the status node at `path` (named after host `node`, with `czxid` as the read that
 /// found it said) may be believed under this process's ACL policy: the one check every reader
 /// (`zkcoordctl status`, `publish --wait`, the rollout supervisor) makes, by
 /// [`crate::zk::identity::AclPolicy::status_owner`]. Ok(Ok) with ACLs off; one getACL per new node.
-pub async fn status_trusted(client: &zookeeper_client::Client, path: &str, node: &str, czxid: i64) -> Result<Result<(), String>, zookeeper_client::Error> {
+pub async fn status_trusted(client: &zookeeper_client::Client, path: &str, node: &str, czxid: i64) -> Result<Result<(), Untrusted>, zookeeper_client::Error> {
     let Some(policy) = crate::zk::identity::policy() else { return Ok(Ok(())) };
     if let Some((z, v)) = TRUST.lock().ok().and_then(|t| t.as_ref().and_then(|m| m.get(path).cloned())) {
         if z == czxid {

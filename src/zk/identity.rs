@@ -50,7 +50,7 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// Reads `path`, refusing a file that group or others can read (the secret is root's).
-    pub fn load(path: &Path, scheme: AuthScheme) -> Result<Credentials, String> {
+    pub fn load(path: &Path, scheme: AuthScheme) -> Result<Credentials, crate::secret::SecretError> {
         Ok(Credentials { user_password: crate::secret::load_user_password(path)?, scheme })
     }
 }
@@ -322,7 +322,7 @@ impl AclPolicy {
     /// (digest or SASL user, certificate CN), it must be that one. Err says why not, naming
     /// the identity: `untrusted: ACL names digest:web-2`. The one rule `zkcoordctl status`,
     /// `publish --wait` and the rollout supervisor use.
-    pub fn status_owner(&self, node: &str, acl: &[zk::Acl]) -> Result<(), String> {
+    pub fn status_owner(&self, node: &str, acl: &[zk::Acl]) -> Result<(), Untrusted> {
         if !self.enabled {
             return Ok(());
         }
@@ -336,7 +336,7 @@ impl AclPolicy {
             .collect();
         let writers: Vec<&zk::Acl> = acl.iter().filter(|a| bits(a.permission()) & !bits(zk::Permission::READ) != 0).collect();
         if writers.is_empty() {
-            return Err("untrusted: ACL names no writer".into());
+            return Err(Untrusted::NoWriter);
         }
         for w in writers {
             let ok = if named.is_empty() {
@@ -349,10 +349,28 @@ impl AclPolicy {
                     ("digest", Some((user, _))) => format!("digest:{user}"),
                     _ => format!("{}:{}", w.scheme(), w.id()),
                 };
-                return Err(format!("untrusted: ACL names {id}"));
+                return Err(Untrusted::Writer(id));
             }
         }
         Ok(())
+    }
+}
+
+/// Why a status node is not believed: it does not say it was written by the host it is named
+/// after.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Untrusted {
+    /// Nobody may write it: not a node any host made.
+    #[error("untrusted: ACL names no writer")]
+    NoWriter,
+    /// Another identity (`digest:web-2`) may write it.
+    #[error("untrusted: ACL names {0}")]
+    Writer(String),
+}
+
+impl From<Untrusted> for String {
+    fn from(e: Untrusted) -> String {
+        e.to_string()
     }
 }
 
@@ -445,13 +463,13 @@ mod tests {
         let p = d.path().join("auth");
         std::fs::write(&p, "agent:s3cret\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Credentials::load(&p, AuthScheme::Digest).unwrap_err().contains("chmod 600"));
+        assert!(Credentials::load(&p, AuthScheme::Digest).unwrap_err().to_string().contains("chmod 600"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = Credentials::load(&p, AuthScheme::Digest).unwrap();
         assert_eq!(c.user_password, "agent:s3cret");
         assert_eq!(format!("{c:?}"), "Credentials(digest:agent:***)");
         std::fs::write(&p, "nocolon\n").unwrap();
-        assert!(Credentials::load(&p, AuthScheme::Sasl).unwrap_err().contains("user:password"));
+        assert!(Credentials::load(&p, AuthScheme::Sasl).unwrap_err().to_string().contains("user:password"));
     }
 
     #[test]
@@ -547,11 +565,11 @@ mod tests {
         let own = [entry("digest", "web-1:x", P::ALL), r.clone()];
         assert_eq!(p.status_owner("web-1", &own), Ok(()));
         let forged = [entry("digest", "web-2:x", P::ALL), r.clone()];
-        assert_eq!(p.status_owner("web-1", &forged), Err("untrusted: ACL names digest:web-2".into()));
+        assert_eq!(p.status_owner("web-1", &forged), Err(Untrusted::Writer("digest:web-2".into())));
         // A name no identity goes by: any host identity will do (one shared app identity).
         assert_eq!(p.status_owner("db-9", &forged), Ok(()));
-        assert_eq!(p.status_owner("web-1", &[entry("world", "anyone", P::ALL)]), Err("untrusted: ACL names world:anyone".into()));
-        assert_eq!(p.status_owner("web-1", &[entry("digest", "ops:x", P::ALL), r.clone()]), Err("untrusted: ACL names digest:ops".into()));
+        assert_eq!(p.status_owner("web-1", &[entry("world", "anyone", P::ALL)]), Err(Untrusted::Writer("world:anyone".into())));
+        assert_eq!(p.status_owner("web-1", &[entry("digest", "ops:x", P::ALL), r.clone()]), Err(Untrusted::Writer("digest:ops".into())));
         assert_eq!(p.status_owner("web-3", &[entry("x509", "CN=web-3,O=ops", P::ALL), r.clone()]), Ok(()));
         assert!(p.status_owner("web-3", &[entry("x509", "CN=web-1,O=ops", P::ALL), r.clone()]).is_err());
         assert!(p.status_owner("web-1", std::slice::from_ref(&r)).is_err(), "nobody wrote it");
