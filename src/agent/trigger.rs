@@ -184,25 +184,45 @@ async fn receive(stream: &mut TcpStream, token: Option<&str>) -> Result<Vec<u8>,
             Ok(Ok(_)) => {}
         }
     }
-    parse_message(&buf, token).map(<[u8]>::to_vec).map_err(Refusal::Bad)
+    parse_message(&buf, token).map(<[u8]>::to_vec).map_err(|e| Refusal::Bad(e.to_string()))
 }
 
 /// The data of a complete trigger message, or why it is refused: `add|<data>`, or with a
 /// token configured `add:<token>|<data>`. Pure, so the protocol can be fuzzed without sockets.
-pub fn parse_message<'a>(buf: &'a [u8], token: Option<&str>) -> Result<&'a [u8], String> {
+pub fn parse_message<'a>(buf: &'a [u8], token: Option<&str>) -> Result<&'a [u8], BadMessage> {
     let data = match token {
-        None => buf.strip_prefix(ADD).ok_or("expected `add|<data>`")?,
+        None => buf.strip_prefix(ADD).ok_or(BadMessage::NotAdd)?,
         Some(expected) => {
-            let rest = buf.strip_prefix(b"add:").ok_or("expected `add:<token>|<data>` (this listener requires a token)")?;
-            let bar = rest.iter().position(|&b| b == b'|').ok_or("expected `add:<token>|<data>`")?;
+            let rest = buf.strip_prefix(b"add:").ok_or(BadMessage::NoToken)?;
+            let bar = rest.iter().position(|&b| b == b'|').ok_or(BadMessage::NoBar)?;
             if !constant_time_eq(&rest[..bar], expected.as_bytes()) {
-                return Err("wrong token".into());
+                return Err(BadMessage::WrongToken);
             }
             &rest[bar + 1..]
         }
     };
     crate::model::content::check_size(data.len())?;
     Ok(data)
+}
+
+/// Why a trigger message is refused; the sender is answered `rejected: <this>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadMessage {
+    /// Not the `add|` command.
+    #[error("expected `add|<data>`")]
+    NotAdd,
+    /// This listener requires a token, and the message has none.
+    #[error("expected `add:<token>|<data>` (this listener requires a token)")]
+    NoToken,
+    /// A token without the `|` that ends it.
+    #[error("expected `add:<token>|<data>`")]
+    NoBar,
+    /// Not this listener's token.
+    #[error("wrong token")]
+    WrongToken,
+    /// The data is over one node's limit.
+    #[error(transparent)]
+    TooLarge(#[from] crate::model::content::TooLarge),
 }
 
 /// Compares without leaking, through timing, how much of a guess was right.
@@ -218,17 +238,17 @@ mod tests {
     fn messages_are_add_then_raw_bytes_within_the_limit() {
         assert_eq!(parse_message(b"add|x|y\n", None).unwrap(), b"x|y\n");
         assert_eq!(parse_message(b"add|", None).unwrap(), b"");
-        assert!(parse_message(b"del|x", None).unwrap_err().contains("expected `add|<data>`"));
+        assert!(parse_message(b"del|x", None).unwrap_err().to_string().contains("expected `add|<data>`"));
         let mut big = b"add|".to_vec();
         big.extend(std::iter::repeat(b'x').take(MAX_NODE_BYTES + 1));
-        assert!(parse_message(&big, None).unwrap_err().contains("limit"));
+        assert!(parse_message(&big, None).unwrap_err().to_string().contains("limit"));
     }
 
     #[test]
     fn with_a_token_only_messages_carrying_it_are_accepted() {
         assert_eq!(parse_message(b"add:s3cret|data", Some("s3cret")).unwrap(), b"data");
-        assert_eq!(parse_message(b"add:wrong|data", Some("s3cret")).unwrap_err(), "wrong token");
-        assert!(parse_message(b"add|data", Some("s3cret")).unwrap_err().contains("requires a token"));
+        assert_eq!(parse_message(b"add:wrong|data", Some("s3cret")).unwrap_err(), BadMessage::WrongToken);
+        assert!(parse_message(b"add|data", Some("s3cret")).unwrap_err().to_string().contains("requires a token"));
         assert!(parse_message(b"add:s3cret", Some("s3cret")).is_err());
     }
 }

@@ -321,7 +321,7 @@ impl Config {
             ("zookeeper.applications", &self.zookeeper.applications),
             ("agent.election_path", &self.agent.election_path),
         ] {
-            validate_znode_path(p).map_err(|m| invalid(key, &m))?;
+            validate_znode_path(p).map_err(|e| invalid(key, &e.to_string()))?;
         }
         if self.node_id.is_empty() || self.node_id.contains('/') || self.node_id.chars().any(char::is_control) {
             return Err(invalid("node_id", "expected a non-empty name without '/' or control characters"));
@@ -391,7 +391,7 @@ impl Config {
                 return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", app.name)));
             }
             if let Some(p) = app.published().and_then(|p| p.path.as_ref()) {
-                validate_znode_path(p).map_err(|m| invalid(&key("path"), &m))?;
+                validate_znode_path(p).map_err(|e| invalid(&key("path"), &e.to_string()))?;
             }
             if !app.dest.is_absolute() || app.dest.file_name().is_none() || app.dest.as_os_str().as_encoded_bytes().ends_with(b"/") {
                 return Err(invalid(&key("dest"), &format!("expected an absolute path to a file, got {:?}", app.dest.display().to_string())));
@@ -439,7 +439,7 @@ impl Config {
             if let Some(r) = app.rendered() {
                 validate_app_name(&r.service).map_err(|e| invalid(&key("render.service"), &e.to_string()))?;
                 if let Some(p) = &r.path {
-                    validate_znode_path(p).map_err(|m| invalid(&key("render.path"), &m))?;
+                    validate_znode_path(p).map_err(|e| invalid(&key("render.path"), &e.to_string()))?;
                 }
                 if !r.template.is_absolute() {
                     return Err(invalid(&key("render.template"), &format!("expected an absolute path to a template file on this host, got {:?}", r.template.display().to_string())));
@@ -464,7 +464,7 @@ impl Config {
                 return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", s.name)));
             }
             if let Some(p) = &s.path {
-                validate_znode_path(p).map_err(|m| invalid(&key("path"), &m))?;
+                validate_znode_path(p).map_err(|e| invalid(&key("path"), &e.to_string()))?;
             }
             if let Some(n) = &s.node_name {
                 if n.is_empty() || n.contains('/') || n.chars().any(char::is_control) {
@@ -541,15 +541,20 @@ fn blame_entry(e: ConfigError, merged: &dropins::Merged) -> ConfigError {
     }
 }
 
+/// A path that is no absolute, clean znode path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected an absolute znode path like \"/a/b\", got {0:?}")]
+pub struct BadZnodePath(pub String);
+
 /// An absolute znode path without empty, `.` or `..` segments.
-pub fn validate_znode_path(p: &str) -> Result<(), String> {
+pub fn validate_znode_path(p: &str) -> Result<(), BadZnodePath> {
     let bad = !p.starts_with('/')
         || p.len() < 2
         || p.ends_with('/')
         || p[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..")
         || p.chars().any(char::is_control);
     if bad {
-        Err(format!("expected an absolute znode path like \"/a/b\", got {p:?}"))
+        Err(BadZnodePath(p.to_string()))
     } else {
         Ok(())
     }
