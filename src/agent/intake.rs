@@ -67,7 +67,7 @@ enum Newest {
 }
 
 /// What the batch read of one app, once.
-struct AppView {
+struct AppRead {
     parent: String,
     /// The version stream: the versions parent's czxid.
     stream: i64,
@@ -75,11 +75,11 @@ struct AppView {
     rollout: PlainPublish,
 }
 
-impl AppView {
+impl AppRead {
     /// Reads the versions, the newest one's content and metadata and the rollout record:
     /// two round trips, and the parents created when missing (a missing versions parent
     /// begins a new version stream, see [`Leader::begin_stream`]).
-    async fn read(leader: &Leader<'_>, app: &str) -> Result<AppView, AgentError> {
+    async fn read(leader: &Leader<'_>, app: &str) -> Result<AppRead, AgentError> {
         let client = leader.client;
         let layout = leader.config.layout();
         let parent = layout.versions(app);
@@ -118,7 +118,7 @@ impl AppView {
                 Some(Newest::Existing { name: v.name, sha256, has_meta })
             }
         };
-        Ok(AppView { parent, stream, newest, rollout })
+        Ok(AppRead { parent, stream, newest, rollout })
     }
 }
 
@@ -129,7 +129,7 @@ struct Batch {
     plans: Vec<(String, Plan)>,
     creates: Vec<NewVersion>,
     /// What the batch read of each app.
-    apps: HashMap<String, AppView>,
+    apps: HashMap<String, AppRead>,
 }
 
 impl Batch {
@@ -137,7 +137,7 @@ impl Batch {
     async fn decide(&mut self, leader: &Leader<'_>, name: &str, h: RequestHeader, data: Vec<u8>) -> Result<(), AgentError> {
         let config = leader.config;
         if !self.apps.contains_key(&h.app) {
-            let view = AppView::read(leader, &h.app).await?;
+            let view = AppRead::read(leader, &h.app).await?;
             self.apps.insert(h.app.clone(), view);
         }
         let Some(view) = self.apps.get_mut(&h.app) else {
