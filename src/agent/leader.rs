@@ -50,7 +50,7 @@ impl Leader<'_> {
     }
 
     /// Turns one request whose node held `bytes` into an outcome, one round trip after another:
-    /// the path for everything [`crate::intake`] does not batch. Returns the app when a version
+    /// the path for everything [`crate::agent::intake`] does not batch. Returns the app when a version
     /// was created.
     pub(crate) async fn handle_fetched(&self, name: &str, bytes: &[u8], claimed: bool) -> Result<Option<String>, AgentError> {
         let Leader { config, layout, client, metrics, .. } = self;
