@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         let (h2, b2) = request::decode(&again).expect("re-encoded request decodes");
         assert_eq!(h2, header);
         assert_eq!(b2, body);
-        let _ = request::check_size(body.len());
+        let _ = zkcoord::model::content::check_size(body.len());
     }
     let _ = serde_json::from_slice::<request::Outcome>(data);
     let _ = serde_json::from_slice::<request::VersionMeta>(data);
