@@ -286,7 +286,7 @@ fn progress_of(report: Option<&StatusReport>, wanted: &Wanted) -> HostProgress {
     if failed && seq(r.attempted.as_deref()).is_some_and(|s| s >= target.seq) {
         let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let error = r.error.clone().unwrap_or_default();
-        return HostProgress::Failed(result, error.lines().next().unwrap_or_default().to_string());
+        return HostProgress::Failed(result, crate::model::status::reason(&error).to_string());
     }
     HostProgress::Pending
 }

@@ -233,7 +233,7 @@ pub fn canary_state(report: Option<&StatusReport>, version: &VersionId) -> Canar
     if matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Rejected)
         && seq(r.attempted.as_deref()) == Some(version.seq)
     {
-        let error = r.error.as_deref().unwrap_or_default().lines().next().unwrap_or_default().to_string();
+        let error = crate::model::status::reason(r.error.as_deref().unwrap_or_default()).to_string();
         return CanaryState::Failed(r.result.as_str().to_string(), error);
     }
     CanaryState::Pending
