@@ -489,8 +489,8 @@ mod tests {
         assert_eq!(progress_of(Some(&report(Some("conf-0000000013"), ApplyResult::Ok, None, None)), &t), HostProgress::Applied);
         assert_eq!(progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::Ok, None, None)), &t), HostProgress::Pending);
         assert_eq!(
-            progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::CheckFailed, Some("conf-0000000012"), Some("bad\nmore"))), &t),
-            HostProgress::Failed("check-failed".into(), "bad".into())
+            progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::CheckFailed, Some("conf-0000000012"), Some("check `nginx -t` exited with status 1\nnginx: [notice] signal process started\nnginx: [emerg] bad\nmore"))), &t),
+            HostProgress::Failed("check-failed".into(), "nginx: [emerg] bad".into())
         );
         assert_eq!(progress_of(None, &t), HostProgress::Pending);
     }
