@@ -150,9 +150,19 @@ async fn the_line_that_says_why_reaches_publish_wait_and_status() {
     let zk = ZkEnsemble::single();
     let hosts = zk.connect_string();
     let mut spec = Spec::both("web-1", &hosts);
-    // Debian's nginx on a failed `nginx -s reload`: the notice first, the reason after.
-    spec.reload = Some(r#"["sh", "-c", "if grep -q busy {dir}/www/nginx.conf; then echo 'nginx: [notice] 77#77: signal process started'; echo 'nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)' >&2; exit 1; fi"]"#.into());
-    let d = spec.start();
+    // Debian's nginx on a failed `nginx -s reload`: the notice first, the reason after. A
+    // script file, so that the command line itself (shown in the error's head) says neither.
+    spec.reload = Some(r#"["sh", "{dir}/reload.sh"]"#.into());
+    let d = Daemon::prepare(&spec.node);
+    std::fs::create_dir_all(d.dir().join("www")).unwrap();
+    let script = format!(
+        "if grep -q busy {}/www/nginx.conf; then echo 'nginx: [notice] 77#77: signal process started'; echo 'nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)' >&2; exit 1; fi\n",
+        d.dir().display()
+    );
+    std::fs::write(d.dir().join("reload.sh"), script).unwrap();
+    let mut d = d;
+    d.set_config(&spec.toml());
+    d.spawn();
     let client = zk_client(&hosts).await;
     publish_ok(&hosts, b"fine\n").await;
     wait_status(&client, "web-1", "ok", None).await;

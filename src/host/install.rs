@@ -254,14 +254,14 @@ pub(crate) async fn reload_or_roll_back(
     if app.reload.is_none() && app.verify.is_none() {
         return InstallResult::Applied { reload: None };
     }
-    let failure = match reload_and_verify(app, metrics).await {
+    let failure = match reload_and_verify(app, metrics, verify::Attempt::New).await {
         Ok(run) => return InstallResult::Applied { reload: run },
         Err((_, failure)) => failure,
     };
     let restored = blocking(roll_back).await;
     let after = match &restored {
         Err(e) => format!("; rollback failed: {e}"),
-        Ok(what) => match reload_and_verify(app, metrics).await {
+        Ok(what) => match reload_and_verify(app, metrics, verify::Attempt::RolledBack).await {
             Ok(_) => format!("; {what} and reloaded"),
             Err((_, again)) => format!("; {what}; reload after rollback failed too:\n{again}"),
         },
@@ -283,8 +283,8 @@ pub(crate) async fn reload_or_roll_back(
 
 /// Runs the reload (if any) and the verification (if any). Err is the run (if the reload ran)
 /// and the failure as text: a head line, then what the command or the log said.
-async fn reload_and_verify(app: &AppConfig, metrics: &Metrics) -> Result<Option<HookRun>, (Option<HookRun>, String)> {
-    let baseline = verify::before_reload(app);
+async fn reload_and_verify(app: &AppConfig, metrics: &Metrics, attempt: verify::Attempt) -> Result<Option<HookRun>, (Option<HookRun>, String)> {
+    let baseline = verify::before_reload(app, attempt);
     let run = match &app.reload {
         Some(reload) => {
             let run = run_hook(app, metrics, Hook::Reload, reload, None).await;

@@ -70,10 +70,24 @@ pub enum VerifyError {
     Command(String, String),
 }
 
+/// Which reload a verification follows: the one of the new content, or the one after a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The new content's reload: any error logged since fails it.
+    New,
+    /// The reload of the restored content. The service may still be busy with the refused
+    /// reload (nginx retries a failed bind() five times, 500 ms apart, logging `[emerg]` each
+    /// time and `still could not bind()` last, before it handles the next signal), so the log's
+    /// lines are reported but only a new worker generation decides, within twice the window.
+    RolledBack,
+}
+
 /// What the service looked like just before the reload, to tell the new generation from the old.
 pub(crate) struct Baseline {
     /// When the reload was about to start.
     at: Instant,
+    /// Which reload this follows.
+    attempt: Attempt,
     /// The nginx check's view; None for a verify command.
     nginx: Option<NginxBaseline>,
 }
@@ -89,7 +103,7 @@ struct NginxBaseline {
 }
 
 /// Looks at the service before its reload; None when the app has no verification.
-pub(crate) fn before_reload(app: &AppConfig) -> Option<Baseline> {
+pub(crate) fn before_reload(app: &AppConfig, attempt: Attempt) -> Option<Baseline> {
     let verify = app.verify.as_ref()?;
     let nginx = match &verify.check {
         VerifyCheck::Command(_) => None,
@@ -99,7 +113,7 @@ pub(crate) fn before_reload(app: &AppConfig) -> Option<Baseline> {
             log_len: error_log.as_deref().and_then(|l| fs::metadata(l).ok()).map_or(0, |m| m.len()),
         }),
     };
-    Some(Baseline { at: Instant::now(), nginx })
+    Some(Baseline { at: Instant::now(), attempt, nginx })
 }
 
 /// Waits, at most the settle window, until the service shows it runs what was installed.
@@ -108,7 +122,7 @@ pub(crate) async fn after_reload(app: &AppConfig, baseline: &Baseline) -> Result
     let Some(verify) = &app.verify else { return Ok(String::new()) };
     match (&verify.check, &baseline.nginx) {
         (VerifyCheck::Command(cmd), _) => command(app, verify, cmd, baseline).await,
-        (VerifyCheck::Nginx { pid_file, error_log }, Some(b)) => nginx(verify, pid_file, error_log.as_deref(), b, baseline.at).await,
+        (VerifyCheck::Nginx { pid_file, error_log }, Some(b)) => nginx(verify, pid_file, error_log.as_deref(), b, baseline).await,
         (VerifyCheck::Nginx { pid_file, .. }, None) => {
             Err(VerifyError::PidFile { pid_file: pid_file.clone(), why: "no baseline was taken before the reload".into() })
         }
@@ -131,13 +145,17 @@ async fn command(app: &AppConfig, verify: &VerifyConfig, cmd: &HookCommand, base
     }
 }
 
-async fn nginx(verify: &VerifyConfig, pid_file: &Path, error_log: Option<&Path>, b: &NginxBaseline, at: Instant) -> Result<String, VerifyError> {
-    let deadline = at + verify.settle;
-    let settle = humantime::format_duration(verify.settle).to_string();
+async fn nginx(verify: &VerifyConfig, pid_file: &Path, error_log: Option<&Path>, b: &NginxBaseline, baseline: &Baseline) -> Result<String, VerifyError> {
+    let at = baseline.at;
+    let strict = baseline.attempt == Attempt::New;
+    let window = if strict { verify.settle } else { verify.settle * 2 };
+    let deadline = at + window;
+    let settle = humantime::format_duration(window).to_string();
     let log_of = || error_log.map(|l| read_since(l, b.log_len)).unwrap_or_default();
+    let failing = |lines: &[String]| if strict { failing_lines(lines) } else { Vec::new() };
     loop {
         let lines = log_of();
-        let bad = failing_lines(&lines);
+        let bad = failing(&lines);
         if let (Some(l), false) = (error_log, bad.is_empty()) {
             return Err(VerifyError::Logged { log_file: l.to_path_buf(), log: indent(&bad) });
         }
@@ -151,7 +169,7 @@ async fn nginx(verify: &VerifyConfig, pid_file: &Path, error_log: Option<&Path>,
         let past = Instant::now() >= deadline;
         if !new.is_empty() && (old_left == 0 || past) {
             // A last look at the log: an error written as the workers started still fails it.
-            let bad = failing_lines(&log_of());
+            let bad = failing(&log_of());
             if let (Some(l), false) = (error_log, bad.is_empty()) {
                 return Err(VerifyError::Logged { log_file: l.to_path_buf(), log: indent(&bad) });
             }
