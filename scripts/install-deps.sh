@@ -2,7 +2,8 @@
 # Installs what zkcoord's tests and demo need on Debian 12: ZooKeeper (Debian's `zookeeper`
 # package, run by the tests themselves, never as a service), a Java runtime, and the tools the
 # package tests use (rpm, debootstrap, systemd-nspawn, file, lintian, rpmlint), keytool and openssl
-# for the TLS test, and prometheus with promtool for the monitoring test.
+# for the TLS test, prometheus with promtool for the monitoring test, and nginx-light (run by the
+# tests as a plain process in a temp prefix) for the post-reload verification test.
 # Idempotent: when everything is present it does not touch apt at all. Run as root.
 set -euo pipefail
 
@@ -29,9 +30,11 @@ fi
 # keytool and openssl make the TLS test's keystores and certificates.
 # lintian and rpmlint judge the built packages (tests/packages.rs); prometheus and promtool
 # (Debian's prometheus package, run by the tests as a plain process, never as a service) check
-# the shipped alert rules and scrape live daemons (tests/monitoring.rs).
+# the shipped alert rules and scrape live daemons (tests/monitoring.rs). nginx-light (Debian's
+# nginx 1.22; its maintainer scripts' service start is refused by policy-rc.d below) is the real
+# service behind tests/nginx_verify.rs.
 for pair in rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container file:file keytool:default-jre-headless openssl:openssl \
-    lintian:lintian rpmlint:rpmlint prometheus:prometheus promtool:prometheus; do
+    lintian:lintian rpmlint:rpmlint prometheus:prometheus promtool:prometheus nginx:nginx-light; do
     cmd=${pair%%:*} pkg=${pair##*:}
     if command -v "$cmd" >/dev/null 2>&1; then
         say "$cmd already installed"

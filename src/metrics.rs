@@ -111,6 +111,8 @@ pub enum Hook {
     Check,
     /// The reload command (also the one after a rollback).
     Reload,
+    /// Post-reload verification (a verify command's runs, or the nginx check's wait).
+    Verify,
 }
 
 impl Hook {
@@ -118,6 +120,7 @@ impl Hook {
         match self {
             Hook::Check => "check",
             Hook::Reload => "reload",
+            Hook::Verify => "verify",
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::hook::HookCommand;
 use super::service::services_path;
+use super::verify::{self, VerifyConfig, VerifyKey};
 
 /// An `[app.render]` table: the app's file is rendered from a service's live members instead
 /// of being taken from published versions.
@@ -86,6 +87,22 @@ struct AppEntry {
     /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
     #[serde(default)]
     follow_symlinks: bool,
+    /// After the reload: `"nginx"` for the built-in nginx check, or a command (argv or shell
+    /// string) that exits 0 once the service runs the new content ([`crate::config::VerifyCheck`]).
+    #[serde(default)]
+    verify: Option<VerifyKey>,
+    /// How long one verify command may run before its process group is killed.
+    #[serde(default = "verify::default_verify_timeout", with = "humantime_serde")]
+    verify_timeout: Duration,
+    /// How long after the reload the service may take to show that it runs the new content.
+    #[serde(default = "verify::default_verify_settle", with = "humantime_serde")]
+    verify_settle: Duration,
+    /// With `verify = "nginx"`: nginx's pid file, naming the master whose workers are watched.
+    #[serde(default)]
+    nginx_pid: Option<PathBuf>,
+    /// With `verify = "nginx"`: nginx's error log, whose lines since the reload are read.
+    #[serde(default)]
+    nginx_error_log: Option<PathBuf>,
     /// Render `dest` from a service's live members instead of applying published versions.
     #[serde(default)]
     render: Option<RenderConfig>,
@@ -134,6 +151,9 @@ pub struct AppConfig {
     pub run_as: Option<String>,
     /// Write through a symlink at `dest` (off: a symlink there is refused, not followed).
     pub follow_symlinks: bool,
+    /// What proves, after the reload, that the service runs the new content; None trusts the
+    /// reload command's exit status.
+    pub verify: Option<VerifyConfig>,
     /// Published versions, or a rendering of a service's live members.
     pub source: AppSource,
 }
@@ -175,6 +195,8 @@ impl TryFrom<AppEntry> for AppConfig {
     type Error = String;
 
     fn try_from(e: AppEntry) -> Result<AppConfig, String> {
+        let verify = verify::from_keys(e.verify, e.verify_timeout, e.verify_settle, e.nginx_pid, e.nginx_error_log)
+            .map_err(|(k, why)| format!("{SUBKEY}{k}: {why}"))?;
         let source = match e.render {
             Some(render) => {
                 // A rendered file comes from live members, not from published versions: these
@@ -213,6 +235,7 @@ impl TryFrom<AppEntry> for AppConfig {
             hook_timeout: e.hook_timeout,
             run_as: e.run_as,
             follow_symlinks: e.follow_symlinks,
+            verify,
             source,
         })
     }

@@ -2,7 +2,7 @@
 //! file, which key and what was expected.
 //!
 //! Its rooms, one per section: `zookeeper`, `agent`, `acl`, `app` (`[[app]]`, published or
-//! rendered by type), `service` (`[[service]]`), and `hook` (the commands both run). This file holds the whole file's shape, the
+//! rendered by type), `service` (`[[service]]`), `hook` (the commands both run), and `verify` (post-reload verification). This file holds the whole file's shape, the
 //! overrides, and the checks across sections.
 //!
 //! May use: `model`, the leaves. Checks that need what only ZooKeeper's layer builds (the TLS
@@ -16,6 +16,7 @@ mod hook;
 pub mod keys;
 mod log;
 mod service;
+mod verify;
 mod zookeeper;
 
 pub use acl::{acl_identity, AclConfig};
@@ -23,6 +24,7 @@ pub use agent::AgentConfig;
 pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, MAX_SPLAY};
 pub use hook::HookCommand;
 pub use log::LogFormat;
+pub use verify::{VerifyCheck, VerifyConfig};
 pub use service::{services_path, ServiceConfig, DEFAULT_SERVICES_ROOT};
 pub use zookeeper::{AuthScheme, BadConnectString, ConnectString, TlsConfig, ZkConfig};
 

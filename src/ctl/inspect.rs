@@ -271,7 +271,7 @@ pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), Ct
                 line = format!("  {:<16} {}", h.host, h.error.as_deref().unwrap_or("untrusted"));
             }
             if let (Some(a), Some(e)) = (&h.attempted, &h.error) {
-                line.push_str(&format!("  ({a}: {})", e.lines().next().unwrap_or_default()));
+                line.push_str(&format!("  ({a}: {})", crate::model::status::reason(e)));
             }
             out.push_str(&line);
             out.push('\n');

@@ -286,7 +286,7 @@ fn progress_of(report: Option<&StatusReport>, wanted: &Wanted) -> HostProgress {
     if failed && seq(r.attempted.as_deref()).is_some_and(|s| s >= target.seq) {
         let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let error = r.error.clone().unwrap_or_default();
-        return HostProgress::Failed(result, error.lines().next().unwrap_or_default().to_string());
+        return HostProgress::Failed(result, crate::model::status::reason(&error).to_string());
     }
     HostProgress::Pending
 }
@@ -489,8 +489,8 @@ mod tests {
         assert_eq!(progress_of(Some(&report(Some("conf-0000000013"), ApplyResult::Ok, None, None)), &t), HostProgress::Applied);
         assert_eq!(progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::Ok, None, None)), &t), HostProgress::Pending);
         assert_eq!(
-            progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::CheckFailed, Some("conf-0000000012"), Some("bad\nmore"))), &t),
-            HostProgress::Failed("check-failed".into(), "bad".into())
+            progress_of(Some(&report(Some("conf-0000000011"), ApplyResult::CheckFailed, Some("conf-0000000012"), Some("check `nginx -t` exited with status 1\nnginx: [notice] signal process started\nnginx: [emerg] bad\nmore"))), &t),
+            HostProgress::Failed("check-failed".into(), "nginx: [emerg] bad".into())
         );
         assert_eq!(progress_of(None, &t), HostProgress::Pending);
     }

@@ -145,7 +145,7 @@ async fn on_report(out: Out, client: &zk::Client, status_root: &str, only: Optio
             let Ok(r) = serde_json::from_slice::<StatusReport>(&b) else { return };
             let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             let mut line = format!("{app} {host} {result} {}", r.version.as_deref().unwrap_or("none"));
-            let error = r.error.as_deref().map(|e| e.lines().next().unwrap_or_default().to_string());
+            let error = r.error.as_deref().map(|e| crate::model::status::reason(e).to_string());
             if let (Some(a), Some(e)) = (&r.attempted, &error) {
                 line.push_str(&format!(" ({a}: {e})"));
             }

@@ -458,7 +458,7 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
         let run = install::run_hook(app, metrics, Hook::Check, check, Some(&new_dir)).await;
         if !run.ok() {
             remove_version(&new_dir);
-            return Ok(InstallResult::CheckFailed(run.describe("check", check)));
+            return Ok(InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check))));
         }
     }
 

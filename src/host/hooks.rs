@@ -42,20 +42,27 @@ impl HookRun {
         self.outcome == HookOutcome::Succeeded
     }
 
-    /// For logs and status reports: what the command said first (its first line is what an
-    /// operator needs, e.g. nginx's `[emerg]` line), then which command failed and how.
-    pub fn describe(&self, what: &str, cmd: &HookCommand) -> String {
+    /// One line for logs and status reports: which command failed and how.
+    pub fn summary(&self, what: &str, cmd: &HookCommand) -> String {
         let why = match &self.outcome {
             HookOutcome::Succeeded => "succeeded".to_string(),
             HookOutcome::Failed(s) => s.clone(),
             HookOutcome::TimedOut(t) => format!("timed out after {}; process group killed", humantime::format_duration(*t)),
             HookOutcome::NotStarted(s) => format!("could not start: {s}"),
         };
+        format!("{what} `{cmd}` {why}")
+    }
+
+    /// For logs and status reports: [`HookRun::summary`], then everything the command printed
+    /// (bounded), so that [`crate::model::status::reason`] finds the line that says why (nginx's
+    /// `[emerg]` line comes after its `[notice] signal process started`, never first).
+    pub fn describe(&self, what: &str, cmd: &HookCommand) -> String {
+        let head = self.summary(what, cmd);
         let out = self.output.trim();
         if out.is_empty() {
-            format!("{what} `{cmd}` {why}")
+            head
         } else {
-            format!("{out}\n({what} `{cmd}` {why})")
+            format!("{head}\n{out}")
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::config::{AppConfig, HookCommand};
 use crate::host::hooks::{self, HookRun};
+use crate::host::verify;
 use crate::metrics::{Hook, Metrics};
 use nix::unistd::{Gid, Group, Uid, User};
 use std::fs::{self, File};
@@ -217,7 +218,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
         let run = run_hook(app, metrics, Hook::Check, check, Some(staged.path())).await;
         if !run.ok() {
             drop(staged);
-            return Ok(InstallResult::CheckFailed(run.describe("check", check)));
+            return Ok(InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check))));
         }
     }
 
@@ -241,29 +242,76 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
 }
 
 /// The last steps of every install (files, bundles, rendered apps), once the new content is in
-/// place: run the reload; if it fails, `roll_back` (which says what it put back), reload again,
-/// and report `reload-failed` with both outcomes. One place decides what a failed reload means.
+/// place: run the reload and verify that the service runs the new content
+/// ([`crate::host::verify`]); if either fails, `roll_back` (which says what it put back), reload
+/// and verify again, and report `reload-failed` with both outcomes. One place decides what a
+/// failed reload means, so "applied" always means the service runs it.
 pub(crate) async fn reload_or_roll_back(
     app: &AppConfig,
     metrics: &Metrics,
     roll_back: impl FnOnce() -> Result<&'static str, InstallError> + Send + 'static,
 ) -> InstallResult {
-    let Some(reload) = &app.reload else {
+    if app.reload.is_none() && app.verify.is_none() {
         return InstallResult::Applied { reload: None };
-    };
-    let run = run_hook(app, metrics, Hook::Reload, reload, None).await;
-    if run.ok() {
-        return InstallResult::Applied { reload: Some(run) };
     }
-    let failure = run.describe("reload", reload);
-    let restored = blocking(roll_back).await;
-    let rerun = run_hook(app, metrics, Hook::Reload, reload, None).await;
-    let after = match (&restored, rerun.ok()) {
-        (Ok(what), true) => format!("{what} and reloaded"),
-        (Ok(what), false) => format!("{what}; reload after rollback failed too: {}", rerun.describe("reload", reload)),
-        (Err(e), _) => format!("rollback failed: {e}"),
+    let failure = match reload_and_verify(app, metrics, verify::Attempt::New).await {
+        Ok(run) => return InstallResult::Applied { reload: run },
+        Err((_, failure)) => failure,
     };
-    InstallResult::ReloadFailed(format!("{failure}; {after}"))
+    let restored = blocking(roll_back).await;
+    let after = match &restored {
+        Err(e) => format!("; rollback failed: {e}"),
+        Ok(what) => match reload_and_verify(app, metrics, verify::Attempt::RolledBack).await {
+            Ok(_) => format!("; {what} and reloaded"),
+            Err((_, again)) => format!("; {what}; reload after rollback failed too:\n{again}"),
+        },
+    };
+    // The head line says what failed and what was put back; the hooks' and the log's lines
+    // follow, so that `reason` finds the line that says why.
+    let (head, rest) = failure.split_once('\n').unwrap_or((&failure, ""));
+    let after_head = after.lines().next().unwrap_or_default();
+    let after_rest = after.split_once('\n').map_or("", |(_, r)| r);
+    let mut text = format!("{head}{after_head}");
+    for part in [rest, after_rest] {
+        if !part.trim().is_empty() {
+            text.push('\n');
+            text.push_str(part.trim_end());
+        }
+    }
+    InstallResult::ReloadFailed(crate::model::status::bounded_error(text))
+}
+
+/// Runs the reload (if any) and the verification (if any). Err is the run (if the reload ran)
+/// and the failure as text: a head line, then what the command or the log said.
+async fn reload_and_verify(app: &AppConfig, metrics: &Metrics, attempt: verify::Attempt) -> Result<Option<HookRun>, (Option<HookRun>, String)> {
+    let baseline = verify::before_reload(app, attempt);
+    let run = match &app.reload {
+        Some(reload) => {
+            let run = run_hook(app, metrics, Hook::Reload, reload, None).await;
+            if !run.ok() {
+                let text = run.describe("reload", reload);
+                return Err((Some(run), text));
+            }
+            Some(run)
+        }
+        None => None,
+    };
+    if let Some(baseline) = baseline {
+        let started = std::time::Instant::now();
+        let verified = verify::after_reload(app, &baseline).await;
+        metrics.hook_ran(&app.name, Hook::Verify, started.elapsed());
+        match verified {
+            Ok(how) => tracing::info!(app = %app.name, "{how}"),
+            Err(e) => {
+                let head = match &app.reload {
+                    Some(reload) => format!("reload `{reload}` exited 0 but the service does not run the new content"),
+                    None => "the service does not run the new content".to_string(),
+                };
+                return Err((run, format!("{head}\n{e}")));
+            }
+        }
+    }
+    Ok(run)
 }
 
 /// Runs one of `app`'s hooks with its timeout, and records how long it ran.

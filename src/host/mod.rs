@@ -1,5 +1,6 @@
 //! This machine's files and processes: hook commands with a timeout (`hooks`), the one atomic
-//! install with check, reload and rollback (`install`), directory bundles (`bundle`), and what
+//! install with check, reload and rollback (`install`), directory bundles (`bundle`), post-reload verification
+//! (`verify`), and what
 //! this host applied, remembered across restarts (`state`).
 //!
 //! May use: `config`, `metrics`, `model`, the leaves. Never `zk`: what to install arrives as
@@ -9,3 +10,4 @@ pub mod bundle;
 pub(crate) mod hooks;
 pub mod install;
 pub(crate) mod state;
+pub(crate) mod verify;

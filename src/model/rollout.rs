@@ -233,7 +233,7 @@ pub fn canary_state(report: Option<&StatusReport>, version: &VersionId) -> Canar
     if matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Rejected)
         && seq(r.attempted.as_deref()) == Some(version.seq)
     {
-        let error = r.error.as_deref().unwrap_or_default().lines().next().unwrap_or_default().to_string();
+        let error = crate::model::status::reason(r.error.as_deref().unwrap_or_default()).to_string();
         return CanaryState::Failed(r.result.as_str().to_string(), error);
     }
     CanaryState::Pending
@@ -332,7 +332,7 @@ mod tests {
             sha256: None,
             result,
             attempted: attempted.map(String::from),
-            error: Some("nginx: bad\nmore".into()),
+            error: Some("check failed\nnginx: [emerg] bad\nnginx: configuration file test failed".into()),
             time: 0,
             stream: None,
         }
@@ -402,12 +402,12 @@ mod tests {
     fn a_failing_canary_aborts_naming_host_and_error() {
         let v = VersionId::from_seq(12);
         let failed = canary_state(Some(&report("conf-0000000011", ApplyResult::CheckFailed, Some("conf-0000000012"))), &v);
-        assert_eq!(failed, CanaryState::Failed("check-failed".into(), "nginx: bad".into()));
+        assert_eq!(failed, CanaryState::Failed("check-failed".into(), "nginx: [emerg] bad".into()));
         // A failure of an older version is not this rollout's.
         let old = canary_state(Some(&report("conf-0000000010", ApplyResult::ReloadFailed, Some("conf-0000000011"))), &v);
         assert_eq!(old, CanaryState::Pending);
         let Decision::Write(r) = decide(&record(State::Soaking), &[("web-1".into(), failed)], 0) else { panic!() };
         assert_eq!(r.state, State::Aborted);
-        assert!(r.reason.unwrap().contains("check-failed on canary web-1: nginx: bad"));
+        assert!(r.reason.unwrap().contains("check-failed on canary web-1: nginx: [emerg] bad"));
     }
 }

@@ -88,9 +88,82 @@ impl StatusReport {
     }
 }
 
+/// How much of a failure's text a status report (and the journal line beside it) keeps: the
+/// whole output of a hook is worth keeping, but a status node is read by every `status` and
+/// `publish --wait`, and ZooKeeper nodes should stay small.
+pub const ERROR_LIMIT: usize = 4096;
+
+/// The severities a service (nginx, and programs that copied its log format) uses for lines
+/// that say why something failed, worst first.
+const SEVERITIES: [&str; 4] = ["[emerg]", "[alert]", "[crit]", "[error]"];
+
+/// The line of a failure's text that says why it failed, for every place that shows an operator
+/// one line (`publish --wait`, `status`, `watch`, a rollout's abort reason): the first line at
+/// the worst severity present (`[emerg]`, `[alert]`, `[crit]`, `[error]`), else the last
+/// non-empty line. Not the first line: Debian's nginx prints `[notice] ... signal process
+/// started` before every error of `nginx -s reload`, so the first line never says why.
+pub fn reason(error: &str) -> &str {
+    let lines = || error.lines().map(str::trim).filter(|l| !l.is_empty());
+    for severity in SEVERITIES {
+        if let Some(line) = lines().find(|l| l.contains(severity)) {
+            return line;
+        }
+    }
+    lines().last().unwrap_or_default()
+}
+
+/// `error` cut to [`ERROR_LIMIT`] bytes for a status report, so that the reason survives: the
+/// head (which says what failed and what was put back), the [`reason`] line, and as much of the
+/// tail as fits.
+pub fn bounded_error(error: String) -> String {
+    if error.len() <= ERROR_LIMIT {
+        return error;
+    }
+    let why = reason(&error).to_string();
+    let first = error.lines().next().unwrap_or_default();
+    let head = cut_at_char(first, ERROR_LIMIT / 4);
+    let why = cut_at_char(&why, ERROR_LIMIT / 4);
+    let room = ERROR_LIMIT.saturating_sub(head.len() + why.len() + 16);
+    let mut start = error.len().saturating_sub(room);
+    while !error.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{head}\n{why}\n...\n{}", &error[start..])
+}
+
+/// The longest prefix of `s` at most `max` bytes long that ends on a character boundary.
+fn cut_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reason_is_the_worst_line_else_the_last_one() {
+        let nginx = "reload `nginx -s reload` exited with status 1\nnginx: [notice] 12#12: signal process started\nnginx: [error] open() \"/x.pid\" failed\nnginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)\n";
+        assert_eq!(reason(nginx), "nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)");
+        assert_eq!(reason("check `x` exited with status 1\nfirst\n  last words  \n\n"), "last words");
+        assert_eq!(reason("one line"), "one line");
+        assert_eq!(reason(""), "");
+    }
+
+    #[test]
+    fn a_bounded_error_keeps_its_head_and_its_reason() {
+        let long = format!("reload failed\n[emerg] the reason\n{}tail", "x\n".repeat(5000));
+        let b = bounded_error(long);
+        assert!(b.len() <= ERROR_LIMIT, "{}", b.len());
+        assert!(b.starts_with("reload failed\n[emerg] the reason\n") && b.ends_with("tail"), "{b}");
+        assert_eq!(bounded_error("short".into()), "short");
+    }
 
     #[test]
     fn result_names_are_the_json_names() {
