@@ -102,14 +102,21 @@ const SEVERITIES: [&str; 4] = ["[emerg]", "[alert]", "[crit]", "[error]"];
 /// the worst severity present (`[emerg]`, `[alert]`, `[crit]`, `[error]`), else the last
 /// non-empty line. Not the first line: Debian's nginx prints `[notice] ... signal process
 /// started` before every error of `nginx -s reload`, so the first line never says why.
+/// What zkcoord quotes in backticks (the command it ran) is not searched: a check written as
+/// `sh -c '... echo [emerg] ...'` must not name its own command line as the reason.
 pub fn reason(error: &str) -> &str {
     let lines = || error.lines().map(str::trim).filter(|l| !l.is_empty());
     for severity in SEVERITIES {
-        if let Some(line) = lines().find(|l| l.contains(severity)) {
+        if let Some(line) = lines().find(|l| outside_quotes(l).contains(severity)) {
             return line;
         }
     }
     lines().last().unwrap_or_default()
+}
+
+/// `line` without the spans zkcoord quotes in backticks.
+fn outside_quotes(line: &str) -> String {
+    line.split('`').step_by(2).collect()
 }
 
 /// `error` cut to [`ERROR_LIMIT`] bytes for a status report, so that the reason survives: the
@@ -170,5 +177,12 @@ mod tests {
         for r in [ApplyResult::Pending, ApplyResult::Ok, ApplyResult::CheckFailed, ApplyResult::ReloadFailed, ApplyResult::Error] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
+    }
+
+    #[test]
+    fn the_reason_is_never_the_quoted_command() {
+        let error = "check `sh -c echo 'nginx: [emerg] x' >&2; exit 1` exited with status 1\nnginx: [emerg] unknown directive \"servr\"";
+        assert_eq!(reason(error), "nginx: [emerg] unknown directive \"servr\"");
+        assert_eq!(reason("check `echo [emerg]` exited with status 1"), "check `echo [emerg]` exited with status 1");
     }
 }
