@@ -21,19 +21,33 @@ pub enum Verdict {
 
 /// The record after `verdict`, or the line to print when nothing changes (Ok) or the verdict
 /// makes no sense (Err).
-pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>) -> Result<Result<Rollout, String>, String> {
+pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>) -> Result<Decided, CannotDecide> {
     let why = why.map(|w| format!(": {w}")).unwrap_or_default();
     match (verdict, r.state) {
-        (Verdict::Promote, State::Promoted) => Ok(Err(format!("already promoted: {}", r.describe()))),
-        (Verdict::Abort, State::Aborted) => Ok(Err(format!("already aborted: {}", r.describe()))),
-        (Verdict::Abort, State::Promoted) => Err(format!(
+        (Verdict::Promote, State::Promoted) => Ok(Decided::Already(format!("already promoted: {}", r.describe()))),
+        (Verdict::Abort, State::Aborted) => Ok(Decided::Already(format!("already aborted: {}", r.describe()))),
+        (Verdict::Abort, State::Promoted) => Err(CannotDecide(format!(
             "cannot abort: already promoted, every host takes it ({}); publish a rollback instead (zkcoordctl rollback APP --to -1)",
             r.describe()
-        )),
-        (Verdict::Promote, _) => Ok(Ok(Rollout { state: State::Promoted, reason: Some(format!("promoted by {who}{why}")), ..r.clone() })),
-        (Verdict::Abort, _) => Ok(Ok(Rollout { state: State::Aborted, reason: Some(format!("aborted by {who}{why}")), ..r.clone() })),
+        ))),
+        (Verdict::Promote, _) => Ok(Decided::Write(Rollout { state: State::Promoted, reason: Some(format!("promoted by {who}{why}")), ..r.clone() })),
+        (Verdict::Abort, _) => Ok(Decided::Write(Rollout { state: State::Aborted, reason: Some(format!("aborted by {who}{why}")), ..r.clone() })),
     }
 }
+
+/// What a decision by hand comes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    /// The record to write.
+    Write(Rollout),
+    /// Nothing to do: it already stands so (the line says how).
+    Already(String),
+}
+
+/// A decision the rollout's state does not allow (exit 65), with what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CannotDecide(pub String);
 
 /// Promotes or aborts `app`'s rollout, printing what happened.
 pub async fn decide(t: &Target, app: &str, verdict: Verdict, why: Option<&str>) -> Result<(), CtlError> {
@@ -45,12 +59,12 @@ pub async fn decide(t: &Target, app: &str, verdict: Verdict, why: Option<&str>) 
             return Err(fail(exit::DATAERR, format!("{app} has no rollout (no node {path})")));
         };
         let next = match apply_verdict(&r, verdict, &who, why) {
-            Ok(Ok(next)) => next,
-            Ok(Err(line)) => {
+            Ok(Decided::Write(next)) => next,
+            Ok(Decided::Already(line)) => {
                 println!("{line}");
                 return Ok(());
             }
-            Err(why) => return Err(fail(exit::DATAERR, why)),
+            Err(why) => return Err(fail(exit::DATAERR, why.to_string())),
         };
         match client.set_data(&path, &next.to_bytes(), Some(stat.version)).await {
             Ok(_) => {
@@ -173,12 +187,13 @@ mod tests {
 
     #[test]
     fn verdicts_move_open_rollouts_and_refuse_to_abort_a_promoted_one() {
-        let p = apply_verdict(&record(State::Soaking), Verdict::Promote, "ops@h", Some("looks good")).unwrap().unwrap();
+        let p = apply_verdict(&record(State::Soaking), Verdict::Promote, "ops@h", Some("looks good")).unwrap();
+        let Decided::Write(p) = p else { panic!("{p:?}") };
         assert_eq!((p.state, p.reason.as_deref()), (State::Promoted, Some("promoted by ops@h: looks good")));
-        let a = apply_verdict(&record(State::Canary), Verdict::Abort, "ops@h", None).unwrap().unwrap();
+        let Decided::Write(a) = apply_verdict(&record(State::Canary), Verdict::Abort, "ops@h", None).unwrap() else { panic!() };
         assert_eq!(a.state, State::Aborted);
-        assert!(apply_verdict(&record(State::Aborted), Verdict::Promote, "ops@h", None).unwrap().is_ok(), "an aborted rollout may still be promoted by hand");
-        assert!(apply_verdict(&record(State::Promoted), Verdict::Promote, "ops@h", None).unwrap().unwrap_err().starts_with("already promoted"));
-        assert!(apply_verdict(&record(State::Promoted), Verdict::Abort, "ops@h", None).unwrap_err().contains("rollback"));
+        assert!(matches!(apply_verdict(&record(State::Aborted), Verdict::Promote, "ops@h", None).unwrap(), Decided::Write(_)), "an aborted rollout may still be promoted by hand");
+        assert!(matches!(apply_verdict(&record(State::Promoted), Verdict::Promote, "ops@h", None).unwrap(), Decided::Already(l) if l.starts_with("already promoted")));
+        assert!(apply_verdict(&record(State::Promoted), Verdict::Abort, "ops@h", None).unwrap_err().0.contains("rollback"));
     }
 }
