@@ -29,25 +29,43 @@ use zookeeper_client as zk;
 /// `members` (sorted; each with `node`, `host`, `port`, `data` and `ctime_ms`), `count`,
 /// `service` and `node` (this host's node id). Undefined names are errors, so a typo fails the
 /// render instead of writing an upstream block without servers.
-pub fn render(template: &str, service: &str, node_id: &str, members: &[Member]) -> Result<String, String> {
+pub fn render(template: &str, service: &str, node_id: &str, members: &[Member]) -> Result<String, RenderError> {
     let mut env = minijinja::Environment::new();
     env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("default delimiters"));
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let tmpl = env.template_from_str(template).map_err(|e| describe(&e))?;
+    let tmpl = env.template_from_str(template).map_err(RenderError::of)?;
     let ctx = minijinja::context! {
         members => minijinja::Value::from(minijinja::value::Serde(members)),
         count => members.len(),
         service => service,
         node => node_id,
     };
-    tmpl.render(ctx).map_err(|e| describe(&e))
+    tmpl.render(ctx).map_err(RenderError::of)
 }
 
-/// A template error with its line, as minijinja reports it.
-fn describe(e: &minijinja::Error) -> String {
-    match e.line() {
-        Some(line) => format!("{e} (line {line})"),
-        None => e.to_string(),
+/// Why a rendered app's file could not be made; the old file stays.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The template file cannot be read.
+    #[error("cannot read template {}: {source}", path.display())]
+    Template {
+        /// The template file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The template does not render (a syntax mistake, an undefined name), with its line.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RenderError {
+    /// A minijinja error with its line, as minijinja reports it.
+    fn of(e: minijinja::Error) -> RenderError {
+        RenderError::Invalid(match e.line() {
+            Some(line) => format!("{e} (line {line})"),
+            None => e.to_string(),
+        })
     }
 }
 
@@ -200,13 +218,13 @@ impl RenderFollower {
         }
         st.held = false;
         let output = std::fs::read_to_string(&self.render.template)
-            .map_err(|e| format!("cannot read template {}: {e}", self.render.template.display()))
+            .map_err(|source| RenderError::Template { path: self.render.template.clone(), source })
             .and_then(|t| render(&t, &self.render.service, &self.node_id, &snap.members));
         let bytes = match output {
             Ok(s) => s.into_bytes(),
             Err(why) => {
                 tracing::error!(app = %name, template = %self.render.template.display(), "render failed, file kept: {why}");
-                self.record(st, &label, None, ApplyResult::Error, Some(why));
+                self.record(st, &label, None, ApplyResult::Error, Some(why.to_string()));
                 self.metrics.apply_finished(name, ApplyResult::Error);
                 return;
             }
@@ -330,7 +348,7 @@ mod tests {
 
     #[test]
     fn template_mistakes_are_errors_with_a_line() {
-        let err = render("ok\n{{ memebrs | length }}\n", "web", "n", &[]).unwrap_err();
+        let err = render("ok\n{{ memebrs | length }}\n", "web", "n", &[]).unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(render("{% for %}", "web", "n", &[]).is_err());
     }
