@@ -249,7 +249,7 @@ impl Components {
     /// Applies a new configuration: apps added, removed or changed, intake settings, log level,
     /// the HTTP listener. Keys that need a new session or a new election are refused with a
     /// message.
-    async fn apply(&mut self, new: Config, log: &LogControl) -> Result<Vec<String>, String> {
+    async fn apply(&mut self, new: Config, log: &LogControl) -> Result<Vec<String>, NeedsRestart> {
         let old = self.config.clone();
         let fixed = [
             ("role", old.role != new.role),
@@ -263,7 +263,7 @@ impl Components {
         ];
         let needs_restart: Vec<&str> = fixed.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k).collect();
         if !needs_restart.is_empty() {
-            return Err(format!("changing {} needs a restart (systemctl restart zkcoordd)", needs_restart.join(", ")));
+            return Err(NeedsRestart(needs_restart.join(", ")));
         }
         let new = Arc::new(new);
         let mut changes = Vec::new();
@@ -428,6 +428,12 @@ impl Components {
 pub fn load_config(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
     crate::zk::identity::load_config(path)
 }
+
+/// A reload that changes what only a restart can (the session, the election, the state
+/// directory): refused, and the running configuration kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("changing {0} needs a restart (systemctl restart zkcoordd)")]
+pub struct NeedsRestart(pub String);
 
 /// How `zkcoordd` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
