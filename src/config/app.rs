@@ -191,12 +191,24 @@ pub struct PublishedApp {
 /// which [`Config::from_toml`] turns into `key `app[0].key`: why`.
 pub(super) const SUBKEY: char = '@';
 
-impl TryFrom<AppEntry> for AppConfig {
-    type Error = String;
+/// A key of an `[[app]]` table that cannot be as written (one its kind of app cannot have, a
+/// verify setting that needs another). Its text is `@key: why`,
+/// which [`crate::config::Config::from_toml`] turns into `key `app[0].key`: why`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{SUBKEY}{key}: {why}")]
+pub struct BadAppKey {
+    /// The key, as written in the table.
+    pub key: &'static str,
+    /// Why it cannot be so.
+    pub why: String,
+}
 
-    fn try_from(e: AppEntry) -> Result<AppConfig, String> {
+impl TryFrom<AppEntry> for AppConfig {
+    type Error = BadAppKey;
+
+    fn try_from(e: AppEntry) -> Result<AppConfig, BadAppKey> {
         let verify = verify::from_keys(e.verify, e.verify_timeout, e.verify_settle, e.nginx_pid, e.nginx_error_log)
-            .map_err(|(k, why)| format!("{SUBKEY}{k}: {why}"))?;
+            .map_err(|(key, why)| BadAppKey { key, why })?;
         let source = match e.render {
             Some(render) => {
                 // A rendered file comes from live members, not from published versions: these
@@ -207,11 +219,14 @@ impl TryFrom<AppEntry> for AppConfig {
                     ("max_parallel_reloads", e.max_parallel_reloads.is_some()),
                     ("splay", e.splay.is_some()),
                 ];
-                if let Some((k, _)) = versions_only.iter().find(|(_, set)| *set) {
-                    return Err(format!("{SUBKEY}{k}: applies to published versions; a rendered app ([app.render]) cannot use it"));
+                if let Some((key, _)) = versions_only.iter().find(|(_, set)| *set) {
+                    return Err(BadAppKey { key, why: "applies to published versions; a rendered app ([app.render]) cannot use it".into() });
                 }
                 if e.path.is_some() {
-                    return Err(format!("{SUBKEY}path: is where published versions live; a rendered app names its members with render.service or render.path"));
+                    return Err(BadAppKey {
+                        key: "path",
+                        why: "is where published versions live; a rendered app names its members with render.service or render.path".into(),
+                    });
                 }
                 AppSource::Rendered(render)
             }
