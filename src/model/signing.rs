@@ -82,13 +82,14 @@ pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, SignatureError> {
 }
 
 /// A public key from its text (PEM or base64); the error says what it is not.
-fn parse_verifying_key(text: &str) -> Result<VerifyingKey, String> {
+fn parse_verifying_key(text: &str) -> Result<VerifyingKey, SignatureError> {
+    let bad = |why: String| SignatureError::BadKey(why);
     if text.contains("-----BEGIN PUBLIC KEY-----") {
-        return VerifyingKey::from_public_key_pem(text).map_err(|e| format!("not an ed25519 public key in PEM ({e})"));
+        return VerifyingKey::from_public_key_pem(text).map_err(|e| bad(format!("not an ed25519 public key in PEM ({e})")));
     }
-    let raw = B64.decode(text.trim()).map_err(|_| "expected an ed25519 public key in PEM or base64".to_string())?;
-    let bytes: [u8; 32] = raw.try_into().map_err(|_| "expected 32 bytes of ed25519 public key".to_string())?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not a valid ed25519 public key ({e})"))
+    let raw = B64.decode(text.trim()).map_err(|_| bad("expected an ed25519 public key in PEM or base64".to_string()))?;
+    let bytes: [u8; 32] = raw.try_into().map_err(|_| bad("expected 32 bytes of ed25519 public key".to_string()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| bad(format!("not a valid ed25519 public key ({e})")))
 }
 
 /// Signs version content for `app`.
