@@ -91,18 +91,14 @@ pub async fn publish(
             }
         })?;
     }
-    // Parents this publish makes itself go again if no agent ever answers: a tree with no agent
-    // keeps nothing of a publish that could not happen.
-    let mut made = Vec::new();
-    for p in [t.layout.requests(), t.layout.outcomes()] {
-        if client.check_stat(&p).await.map_err(zk_fail)?.is_none() {
-            made.push(p);
-        }
-    }
-    let req = crate::zk::request::submit(&client, &t.layout, &header, body).await.map_err(|e| match crate::zk::identity::explain(&e, &t.layout.requests(), "create a publish request in") {
+    let refused = |e: zk::Error| match crate::zk::identity::explain(&e, &t.layout.requests(), "create a publish request in") {
         Some(why) => fail(exit::NOPERM, why),
         None => zk_fail(e),
-    })?;
+    };
+    // Parents this publish makes itself go again if no agent ever answers: a tree with no agent
+    // keeps nothing of a publish that could not happen.
+    let made = crate::zk::request::ensure_parents(&client, &t.layout).await.map_err(refused)?;
+    let req = crate::zk::request::create(&client, &t.layout, &header, body).await.map_err(refused)?;
     let outcome = match crate::zk::request::await_outcome(&client, &t.layout, &req, timeout).await {
         Ok(o) => o,
         Err(e @ AwaitError::NoLeader(_)) => {

@@ -17,15 +17,20 @@ pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader
 ///
 /// With ACLs only agents may create them: a publisher that comes while a new leader is still
 /// making its parents waits for them (up to [`PARENT_PATIENCE`]) instead of being refused.
-pub async fn ensure_parents(client: &zk::Client, layout: &Layout) -> Result<(), zk::Error> {
+/// Returns the parents it created itself.
+pub async fn ensure_parents(client: &zk::Client, layout: &Layout) -> Result<Vec<String>, zk::Error> {
     use crate::zk::identity::NodeKind;
+    let mut made = Vec::new();
     for (path, kind) in [(layout.requests(), NodeKind::RequestsParent), (layout.outcomes(), NodeKind::OutcomesParent)] {
         match crate::zk::session::ensure_path(client, &path, kind).await {
             Err(zk::Error::NoAuth) => await_parent(client, &path).await?,
-            other => other?,
+            Ok(true) => made.push(path),
+            other => {
+                other?;
+            }
         }
     }
-    Ok(())
+    Ok(made)
 }
 
 /// How long a publisher waits for a leader to make a parent it may not make itself.

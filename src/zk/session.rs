@@ -443,10 +443,14 @@ pub fn state_error(state: zk::SessionState) -> zk::Error {
 /// Creates `path` (with the ACL of `kind`) and its missing ancestors (with the ACL of
 /// `kind.ancestors()`, the agents' parent ACL but for services) as persistent nodes. Existing
 /// nodes are left as they are.
-pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::zk::identity::NodeKind) -> Result<(), zk::Error> {
+///
+/// Says whether it created `path` itself (a caller that made a node for one use can take it
+/// away again).
+pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::zk::identity::NodeKind) -> Result<bool, zk::Error> {
     if client.check_stat(path).await?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
+    let mut created = false;
     let mut prefix = String::new();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     for (i, seg) in segments.iter().enumerate() {
@@ -455,14 +459,15 @@ pub async fn ensure_path(client: &zk::Client, path: &str, kind: crate::zk::ident
         let last = i + 1 == segments.len();
         let acl = crate::zk::identity::for_node(if last { kind } else { kind.ancestors() });
         match client.create(&prefix, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Ok(_) => created = last,
+            Err(zk::Error::NodeExists) => {}
             // ZooKeeper checks CREATE on the parent before it looks for the node, so an app host
             // gets NoAuth for an ancestor that exists (made by an agent): go on below it.
             Err(zk::Error::NoAuth) if !last && client.check_stat(&prefix).await?.is_some() => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Makes sure the chroot of `hosts` exists: looks with `client` (a session inside it), and
@@ -480,7 +485,7 @@ pub async fn ensure_chroot(client: &zk::Client, hosts: &crate::config::ConnectSt
     let made = ensure_path(&outside, chroot, crate::zk::identity::NodeKind::AgentParent.ancestors()).await;
     close(outside).await;
     match made {
-        Ok(()) => {
+        Ok(_) => {
             tracing::warn!(%chroot, "the chroot did not exist; created it");
             Ok(())
         }
