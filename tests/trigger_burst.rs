@@ -10,11 +10,30 @@ use fleet::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// An agent with the legacy trigger on `port`, keeping every version of a burst.
-fn burst_agent(hosts: &str, port: u16) -> Daemon {
-    let mut agent = Spec::agent("agent-1", hosts);
-    agent.agent_extra = format!("trigger_listen = \"127.0.0.1:{port}\"\ntrigger_app = \"{APP}\"\nkeep_versions = 2000");
-    agent.start()
+/// A ZooKeeper and an agent with the legacy trigger on a free port, keeping every version of a
+/// burst, registered and listening; with a plain client to check what it made.
+struct BurstRig {
+    /// Kept alive for the test.
+    _zk: ZkEnsemble,
+    /// The agent.
+    agent: Daemon,
+    /// A plain client.
+    client: zookeeper_client::Client,
+    /// The trigger's port.
+    port: u16,
+}
+
+async fn burst_rig() -> BurstRig {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let port = free_port();
+    let mut spec = Spec::agent("agent-1", &hosts);
+    spec.agent_extra = format!("trigger_listen = \"127.0.0.1:{port}\"\ntrigger_app = \"{APP}\"\nkeep_versions = 2000");
+    let agent = spec.start();
+    let client = zk_client(&hosts).await;
+    wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
+    agent.wait_for_log("legacy trigger listening", Duration::from_secs(20));
+    BurstRig { _zk: zk, agent, client, port }
 }
 
 /// The bytes of every version of APP, read with a plain ZooKeeper client.
@@ -26,13 +45,7 @@ async fn version_bytes(client: &zookeeper_client::Client, names: &[String]) -> B
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_fire_and_forget_triggers_loses_nothing_and_stays_within_budget() {
     const N: usize = 400;
-    let zk = ZkEnsemble::single();
-    let hosts = zk.connect_string();
-    let port = free_port();
-    let agent = burst_agent(&hosts, port);
-    let client = zk_client(&hosts).await;
-    wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
-    agent.wait_for_log("legacy trigger listening", Duration::from_secs(20));
+    let BurstRig { _zk, agent, client, port } = burst_rig().await;
 
     // Four senders, each back to back: more connections at once than the listener's limit (64).
     let burst = trigger_burst(&client, port, N, 4, Duration::from_secs(300)).await;
@@ -60,13 +73,7 @@ async fn a_burst_of_fire_and_forget_triggers_loses_nothing_and_stays_within_budg
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_and_cannot_starve_real_triggers() {
-    let zk = ZkEnsemble::single();
-    let hosts = zk.connect_string();
-    let port = free_port();
-    let agent = burst_agent(&hosts, port);
-    let client = zk_client(&hosts).await;
-    wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
-    agent.wait_for_log("legacy trigger listening", Duration::from_secs(20));
+    let BurstRig { _zk, agent, client: _, port } = burst_rig().await;
 
     // More silent connections than the listener takes at once.
     let idle: Vec<std::net::TcpStream> = (0..80).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
@@ -90,13 +97,7 @@ async fn idle_connections_are_closed_and_cannot_starve_real_triggers() {
 #[ignore = "a measurement, not a test: prints figures"]
 async fn measure_a_burst_of_500_fire_and_forget_triggers() {
     let n: usize = std::env::var("ZKCOORD_BURST").ok().and_then(|s| s.parse().ok()).unwrap_or(500);
-    let zk = ZkEnsemble::single();
-    let hosts = zk.connect_string();
-    let port = free_port();
-    let agent = burst_agent(&hosts, port);
-    let client = zk_client(&hosts).await;
-    wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
-    agent.wait_for_log("legacy trigger listening", Duration::from_secs(20));
+    let BurstRig { _zk, agent, client, port } = burst_rig().await;
     let burst = trigger_burst(&client, port, n, 1, Duration::from_secs(600)).await;
     let want: BTreeSet<Vec<u8>> = (0..n).map(burst_payload).collect();
     let got = version_bytes(&client, &burst.versions).await;
