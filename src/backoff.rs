@@ -1,4 +1,5 @@
-//! Exponential backoff with jitter, so a fleet of daemons does not reconnect in lockstep.
+//! Exponential backoff with jitter, so a fleet of daemons does not reconnect in lockstep, and
+//! the jittered wait of a periodic pass ([`jittered`]), for the same reason.
 
 use rand::Rng;
 use std::time::Duration;
@@ -34,9 +35,28 @@ impl Backoff {
     }
 }
 
+/// How far a periodic pass may stray from its interval, either way: a fleet started together
+/// (a deploy, a power cut) spreads its passes out instead of reading ZooKeeper in lockstep.
+pub const PASS_JITTER: f64 = 0.2;
+
+/// The wait before the next periodic pass: `interval`, give or take [`PASS_JITTER`] at random.
+pub fn jittered(interval: Duration) -> Duration {
+    let f = rand::thread_rng().gen_range(1.0 - PASS_JITTER..=1.0 + PASS_JITTER);
+    interval.mul_f64(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_waits_within_twenty_percent_of_its_interval_and_not_always_the_same() {
+        let i = Duration::from_secs(300);
+        let waits: Vec<Duration> = (0..1000).map(|_| jittered(i)).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(240) && *w <= Duration::from_secs(360)), "{waits:?}");
+        let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*max - *min > Duration::from_secs(60), "spread out: {min:?}..{max:?}");
+    }
 
     #[test]
     fn doubles_up_to_the_ceiling_and_resets() {

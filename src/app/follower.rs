@@ -223,6 +223,7 @@ impl Applier {
             error: None,
             time: now_secs(),
             stream: applied.as_ref().map(|a| a.stream).filter(|s| *s != 0),
+            drift: None,
         };
         Progress {
             applied,
@@ -793,6 +794,7 @@ mod tests {
                 error: None,
                 time: 0,
                 stream: None,
+                drift: None,
             }),
             looked: true,
             applying: false,

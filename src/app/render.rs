@@ -133,6 +133,7 @@ impl RenderFollower {
                 error: None,
                 time: now_secs(),
                 stream: None,
+                drift: None,
             },
             failed: None,
             held: false,

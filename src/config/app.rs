@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::hook::HookCommand;
 use super::service::services_path;
 use super::verify::{self, VerifyConfig, VerifyKey};
+use crate::model::drift::OnDrift;
 
 /// An `[app.render]` table: the app's file is rendered from a service's live members instead
 /// of being taken from published versions.
@@ -63,9 +64,9 @@ struct AppEntry {
     path: Option<String>,
     /// The file this host keeps at the newest version.
     dest: PathBuf,
-    /// File mode of `dest`, as an octal string like "0644".
-    #[serde(default = "default_mode", deserialize_with = "deserialize_mode")]
-    mode: u32,
+    /// File mode of `dest`, as an octal string like "0644"; absent keeps an existing file's.
+    #[serde(default, deserialize_with = "deserialize_mode")]
+    mode: Option<u32>,
     /// Owner of `dest` (user name or uid); unchanged when absent.
     #[serde(default)]
     owner: Option<String>,
@@ -123,6 +124,12 @@ struct AppEntry {
     /// Bundles: how many version directories stay on disk, the current one included.
     #[serde(default = "default_keep_local")]
     keep_local: usize,
+    /// What to do when `dest` was changed by someone else: reapply, report or hold.
+    #[serde(default)]
+    on_drift: OnDrift,
+    /// This app's periodic pass, when it differs from the top-level `resync_interval`.
+    #[serde(default)]
+    resync_interval: Option<Resync>,
 }
 
 /// One `[[app]]` entry: what this host keeps at `dest`, how it checks and reloads it, and
@@ -135,8 +142,9 @@ pub struct AppConfig {
     pub name: String,
     /// The file (or, for a bundle, the symlink) this host keeps at the newest content.
     pub dest: PathBuf,
-    /// File mode of `dest`, as an octal string like "0644".
-    pub mode: u32,
+    /// File mode of `dest`, as an octal string like "0644". None keeps the mode an existing
+    /// file has (a file made 0600 by hand stays 0600) and makes new files 0644.
+    pub mode: Option<u32>,
     /// Owner of `dest` (user name or uid); unchanged when absent.
     pub owner: Option<String>,
     /// Group of `dest` (group name or gid); unchanged when absent.
@@ -156,6 +164,52 @@ pub struct AppConfig {
     pub verify: Option<VerifyConfig>,
     /// Published versions, or a rendering of a service's live members.
     pub source: AppSource,
+    /// What to do when `dest` holds something else than what this host applied (a hand edit):
+    /// put it back, report it, or report it and apply nothing new ([`OnDrift`]).
+    pub on_drift: OnDrift,
+    /// How often the follower looks again by itself, whatever the watches said; as written in
+    /// the entry, else the top-level `resync_interval` (filled in by [`crate::config::Config`]).
+    pub resync_interval: Option<Resync>,
+}
+
+/// The interval of a follower's periodic pass (`resync_interval`): a duration of at least
+/// [`MIN_RESYNC`], or none (`"off"` or `0`). Watches can be missed (a bug, a server that lost
+/// them, a file edited by hand, which no watch reports); the pass finds what they missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resync(pub Option<Duration>);
+
+/// The default pass: every 5 minutes (QConf rescans every 30-60 minutes, Apollo pulls every 5).
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+
+/// The shortest pass accepted: each costs a handful of ZooKeeper requests per app and host.
+pub const MIN_RESYNC: Duration = Duration::from_secs(1);
+
+impl Default for Resync {
+    fn default() -> Resync {
+        Resync(Some(DEFAULT_RESYNC))
+    }
+}
+
+impl<'de> Deserialize<'de> for Resync {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Resync, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(i64),
+            Text(String),
+        }
+        let expected = "expected a duration like \"5m\" (at least 1s), or \"off\" (or 0) for no periodic pass";
+        let d = match Written::deserialize(d)? {
+            Written::Number(0) => return Ok(Resync(None)),
+            Written::Number(n) => return Err(serde::de::Error::custom(format!("{expected}, got {n}"))),
+            Written::Text(s) if s.trim() == "off" || s.trim() == "0" => return Ok(Resync(None)),
+            Written::Text(s) => humantime::parse_duration(s.trim()).map_err(|_| serde::de::Error::custom(format!("{expected}, got {s:?}")))?,
+        };
+        if d < MIN_RESYNC {
+            return Err(serde::de::Error::custom(format!("{expected}, got {}", humantime::format_duration(d))));
+        }
+        Ok(Resync(Some(d)))
+    }
 }
 
 /// Where an app's content comes from: the two kinds of app, told apart by type, so that a key
@@ -252,6 +306,8 @@ impl TryFrom<AppEntry> for AppConfig {
             follow_symlinks: e.follow_symlinks,
             verify,
             source,
+            on_drift: e.on_drift,
+            resync_interval: e.resync_interval,
         })
     }
 }
@@ -282,6 +338,17 @@ impl AppConfig {
         }
     }
 
+    /// The interval of this app's periodic pass; None: no pass.
+    pub fn resync(&self) -> Option<Duration> {
+        self.resync_interval.unwrap_or_default().0
+    }
+
+    /// The mode a new copy of `dest` gets: the configured one, else that of the file there now
+    /// (so an operator's chmod 0600 stays), else 0644.
+    pub fn mode_for(&self, existing: Option<u32>) -> u32 {
+        self.mode.or(existing).unwrap_or(DEFAULT_MODE)
+    }
+
     /// What this app keeps at `dest`: a rendered app always keeps one file.
     pub fn kind(&self) -> AppKind {
         self.published().map_or(AppKind::File, |p| p.kind)
@@ -307,17 +374,16 @@ fn default_render_max_wait() -> Duration {
     Duration::from_secs(2)
 }
 
-fn default_mode() -> u32 {
-    0o644
-}
+/// The mode of a file zkcoord creates when the entry names none.
+pub const DEFAULT_MODE: u32 = 0o644;
 
 fn default_hook_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-fn deserialize_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+fn deserialize_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let s = String::deserialize(d)?;
-    parse_mode(&s).ok_or_else(|| {
+    parse_mode(&s).map(Some).ok_or_else(|| {
         serde::de::Error::custom(format!("expected a file mode as an octal string like \"0644\", got {s:?}"))
     })
 }

@@ -21,7 +21,7 @@ mod zookeeper;
 
 pub use acl::{acl_identity, AclConfig};
 pub use agent::AgentConfig;
-pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, MAX_SPLAY};
+pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, Resync, DEFAULT_MODE, DEFAULT_RESYNC, MAX_SPLAY, MIN_RESYNC};
 pub use hook::HookCommand;
 pub use log::LogFormat;
 pub use verify::{VerifyCheck, VerifyConfig};
@@ -124,6 +124,11 @@ pub struct Config {
     /// main file. See [`dropins`].
     #[serde(default)]
     pub dropin_dir: Option<PathBuf>,
+    /// How often every app's follower looks again by itself (re-reads the newest version,
+    /// compares the destination's hash, checks our ephemeral nodes, re-arms its watches),
+    /// unless its `[[app]]` entry says otherwise; `"off"` for never.
+    #[serde(default)]
+    pub resync_interval: Resync,
     /// Every file this configuration was read from, the main file first, then its drop-ins
     /// in the order merged: `--check-config` lists them. Empty when parsed from text.
     #[serde(skip)]
@@ -283,7 +288,7 @@ impl Config {
             }
         }
         let merged = builder.build().map_err(|e| parse_err(e.to_string()))?;
-        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let mut key = e.path().to_string();
             let mut inner = e.into_inner().to_string();
             // The config crate names the key again at the end, garbled (`app[0]mode`): ours,
@@ -303,6 +308,12 @@ impl Config {
             }
         })?;
         config.validate(path)?;
+        // Each app carries its own pass interval, so a SIGHUP that changes the top-level one
+        // restarts exactly the followers it changes.
+        let resync = config.resync_interval;
+        for app in &mut config.apps {
+            app.resync_interval.get_or_insert(resync);
+        }
         Ok(config)
     }
 
@@ -588,7 +599,11 @@ reload = ["nginx", "-s", "reload"]
         assert_eq!(c.zookeeper.session_timeout, Duration::from_secs(10));
         assert_eq!(c.agent.leaders, 1);
         assert_eq!(c.agent.keep_versions, 100);
-        assert_eq!(c.apps[0].mode, 0o644);
+        assert_eq!(c.apps[0].mode, None, "absent: an existing file keeps its mode");
+        assert_eq!(c.apps[0].mode_for(None), 0o644);
+        assert_eq!(c.apps[0].mode_for(Some(0o600)), 0o600);
+        assert_eq!(c.apps[0].resync(), Some(Duration::from_secs(300)));
+        assert_eq!(c.apps[0].on_drift, crate::model::drift::OnDrift::Reapply);
         assert_eq!(c.apps[0].hook_timeout, Duration::from_secs(30));
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/zkcoord"));
     }
@@ -765,6 +780,23 @@ reload = ["nginx", "-s", "reload"]
             let err = load(&format!("{MINIMAL}{k} = {v}\n{render}")).unwrap_err().to_string();
             assert!(err.contains(&format!("app[0].{k}")) && err.contains("rendered app"), "{k}: {err}");
         }
+    }
+
+    #[test]
+    fn resync_and_on_drift_take_their_forms_and_name_the_key_otherwise() {
+        let c = load(&format!("resync_interval = \"off\"\n{MINIMAL}on_drift = \"hold\"\nmode = \"0600\"\n")).unwrap();
+        assert_eq!((c.apps[0].resync(), c.apps[0].on_drift, c.apps[0].mode), (None, crate::model::drift::OnDrift::Hold, Some(0o600)));
+        assert_eq!(c.apps[0].mode_for(Some(0o640)), 0o600, "an explicit mode wins");
+        let c = load(&format!("resync_interval = \"1m\"\n{MINIMAL}resync_interval = 0\n")).unwrap();
+        assert_eq!((c.resync_interval.0, c.apps[0].resync()), (Some(Duration::from_secs(60)), None), "the app's own wins");
+        let c = load(&format!("resync_interval = \"2s\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.apps[0].resync(), Some(Duration::from_secs(2)), "the top-level one is each app's default");
+        let err = load(&format!("resync_interval = \"10ms\"\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains("/etc/zkcoord.toml") && err.contains("resync_interval") && err.contains("at least 1s"), "{err}");
+        let err = load(&format!("{MINIMAL}resync_interval = \"often\"\n")).unwrap_err().to_string();
+        assert!(err.contains("app[0].resync_interval") && err.contains("\"off\""), "{err}");
+        let err = load(&format!("{MINIMAL}on_drift = \"ignore\"\n")).unwrap_err().to_string();
+        assert!(err.contains("app[0].on_drift") && err.contains("reapply"), "{err}");
     }
 
     #[test]

@@ -462,6 +462,7 @@ mod tests {
             error: error.map(String::from),
             time: 0,
             stream: None,
+            drift: None,
         }
     }
 

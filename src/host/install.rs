@@ -177,6 +177,11 @@ struct Previous {
     mode: u32,
 }
 
+/// The permission bits of the file at `dest`, if there is one.
+pub fn existing_mode(dest: &Path) -> Option<u32> {
+    fs::metadata(dest).ok().filter(|m| m.is_file()).map(|m| m.permissions().mode() & 0o7777)
+}
+
 fn read_previous(dest: &Path) -> Result<Option<Previous>, InstallError> {
     match fs::read(dest) {
         Ok(bytes) => {
@@ -211,7 +216,8 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
     let real_dest = resolve_dest(app)?;
     let app = &AppConfig { dest: real_dest, ..app.clone() };
     let dest = app.dest.clone();
-    let mode = app.mode;
+    // Without a configured mode the file keeps the one it has (new files get 0644).
+    let mode = app.mode_for(existing_mode(&dest));
     let staged = blocking(move || stage(&dest, &bytes, mode, owner)).await?;
 
     if let Some(check) = &app.check {
@@ -342,7 +348,7 @@ mod tests {
 
     fn app(dir: &Path, check: Option<&str>, reload: Option<&str>) -> AppConfig {
         AppConfig {
-            mode: 0o640,
+            mode: Some(0o640),
             check: check.map(|s| HookCommand::Shell(s.into())),
             reload: reload.map(|s| HookCommand::Shell(s.into())),
             hook_timeout: Duration::from_secs(5),
@@ -367,6 +373,18 @@ mod tests {
         assert_eq!(fs::read(&a.dest).unwrap(), b"good\n");
         assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o777, 0o640);
         assert!(leftovers(d.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_mode_an_existing_file_keeps_its_own_and_a_new_one_gets_0644() {
+        let d = tempfile::tempdir().unwrap();
+        let a = AppConfig { mode: None, ..app(d.path(), None, None) };
+        install(&a, b"one\n".to_vec(), &Metrics::new()).await.unwrap();
+        assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o7777, 0o644);
+        fs::set_permissions(&a.dest, fs::Permissions::from_mode(0o600)).unwrap();
+        install(&a, b"two\n".to_vec(), &Metrics::new()).await.unwrap();
+        assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(fs::read(&a.dest).unwrap(), b"two\n");
     }
 
     #[tokio::test]

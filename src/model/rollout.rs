@@ -335,6 +335,7 @@ mod tests {
             error: Some("check failed\nnginx: [emerg] bad\nnginx: configuration file test failed".into()),
             time: 0,
             stream: None,
+            drift: None,
         }
     }
 

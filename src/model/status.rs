@@ -69,6 +69,10 @@ pub struct StatusReport {
     /// versions only within one stream. Absent from hosts older than streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<i64>,
+    /// The destination holds something other than `version` (edited by hand) and this host
+    /// leaves it so (`on_drift = "report"` or `"hold"`); absent while the file matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::model::drift::Drift>,
 }
 
 impl StatusReport {
