@@ -16,6 +16,9 @@
 //! | `zkcoord_hook_duration_seconds` | histogram | `app`, `hook` |
 //! | `zkcoord_publish_to_apply_seconds` | histogram | `app` |
 //! | `zkcoord_versions_behind` | gauge | `app` |
+//! | `zkcoord_drift_detected_total` | counter: distinct hand edits of the destination found | `app` |
+//! | `zkcoord_drifted` | gauge 0/1: the destination is left edited (`on_drift` report or hold) | `app` |
+//! | `zkcoord_drift_held` | gauge 0/1: new versions are withheld (`on_drift = "hold"`) | `app` |
 //! | `zkcoord_build_info` | info (1) | `version`, `arch`, `os` |
 //! | `zkcoord_applied_version` | gauge: sequence number of the applied version | `app` |
 //! | `zkcoord_last_apply_success_timestamp_seconds` | gauge | `app` |
@@ -171,6 +174,12 @@ pub struct Metrics {
     service_registered: Family<ServiceLabels, Gauge>,
     /// Live members a rendered app saw at its last look.
     render_members: Family<AppLabels, Gauge>,
+    /// Distinct hand edits found at an app's destination (each on-disk hash counts once).
+    drift_detected: Family<AppLabels, Counter>,
+    /// 1 while an app's destination is left edited by hand (`on_drift` report or hold).
+    drifted: Family<AppLabels, Gauge>,
+    /// 1 while an app applies nothing new because of a hand edit (`on_drift = "hold"`).
+    drift_held: Family<AppLabels, Gauge>,
     /// The sequence number of the version applied here, so a dashboard can show hosts per
     /// version and an alert can compare a host with the newest.
     applied_version: Family<AppLabels, Gauge>,
@@ -212,6 +221,9 @@ impl Metrics {
             versions_behind: Family::default(),
             service_registered: Family::default(),
             render_members: Family::default(),
+            drift_detected: Family::default(),
+            drifted: Family::default(),
+            drift_held: Family::default(),
             applied_version: Family::default(),
             last_success: Family::default(),
         };
@@ -253,6 +265,9 @@ impl Metrics {
             m.service_registered.clone(),
         );
         registry.register("zkcoord_render_members", "Live members a rendered app saw at its last look", m.render_members.clone());
+        registry.register("zkcoord_drift_detected", "Distinct hand edits found at the app's destination", m.drift_detected.clone());
+        registry.register("zkcoord_drifted", "1 while the app's destination is left edited by hand (on_drift report or hold)", m.drifted.clone());
+        registry.register("zkcoord_drift_held", "1 while the app applies no new version because of a hand edit (on_drift = hold)", m.drift_held.clone());
         registry.register(
             "zkcoord_applied_version",
             "Sequence number of the version applied on this host (conf-0000000012 is 12)",
@@ -341,6 +356,8 @@ impl Metrics {
             let _ = self.applies.get_or_create(&ApplyLabels { app: app.into(), result: r.as_str().into() });
         }
         let _ = self.versions_behind.get_or_create(&AppLabels { app: app.into() });
+        let _ = self.drift_detected.get_or_create(&AppLabels { app: app.into() });
+        self.drift_state(app, false, false);
     }
 
     /// A follower for `app` stopped (removed by a reload): its gauge goes; counters stay.
@@ -349,6 +366,19 @@ impl Metrics {
         self.applied_version.remove(&AppLabels { app: app.into() });
         self.last_success.remove(&AppLabels { app: app.into() });
         self.render_members.remove(&AppLabels { app: app.into() });
+        self.drifted.remove(&AppLabels { app: app.into() });
+        self.drift_held.remove(&AppLabels { app: app.into() });
+    }
+
+    /// A hand edit of `app`'s destination not seen before was found.
+    pub fn drift_detected(&self, app: &str) {
+        self.drift_detected.get_or_create(&AppLabels { app: app.into() }).inc();
+    }
+
+    /// Whether `app`'s destination is left edited by hand, and whether that holds new versions back.
+    pub fn drift_state(&self, app: &str, drifted: bool, held: bool) {
+        self.drifted.get_or_create(&AppLabels { app: app.into() }).set(i64::from(drifted));
+        self.drift_held.get_or_create(&AppLabels { app: app.into() }).set(i64::from(held));
     }
 
     /// An apply of `app` ended with `result`.

@@ -51,6 +51,8 @@ pub struct ServiceRunner {
     pub drain_flag: String,
     /// Where whether the member is wanted is recorded (`zkcoord_service_registered`).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// How often the member is looked at besides its watch (top-level `resync_interval`).
+    pub resync: Option<std::time::Duration>,
 }
 
 impl ServiceRunner {
@@ -70,6 +72,7 @@ impl ServiceRunner {
             parent_kind: crate::zk::identity::NodeKind::ServiceParent,
             tombstone: None,
             conflict: None,
+            resync: self.resync,
         };
         let (_data_tx, data_rx) = watch::channel(svc.member_data());
         let mut keeper: Option<(CancellationToken, JoinHandle<()>)> = None;

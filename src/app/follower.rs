@@ -18,6 +18,8 @@ use crate::zk::session::SessionHandle;
 use crate::clock::now_secs;
 use crate::host::state::{Applied, StateStore};
 use crate::model::status::{ApplyResult, StatusReport};
+use crate::app::drift::DriftWatch;
+use crate::model::drift::{Disk, Drift, OnDrift, Verdict};
 use crate::ready::ReadyPart;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +107,11 @@ pub struct Progress {
     /// Retried failures of the current version in a row, and since when it fails: a failure
     /// retried past [`RETRY_HEALTH_BOUND`] stops counting as "on its way" in `/healthz`.
     retries: (u32, Option<std::time::Instant>),
+    /// Which hand edits of the destination were logged and counted already.
+    drift: DriftWatch,
+    /// The newer version a hold keeps back (`on_drift = "hold"`), named in the report's
+    /// `attempted` and `error` until the hold ends.
+    held_back: Option<String>,
 }
 
 /// After this many retried attempts, or this long, a failure that is retried with backoff
@@ -234,6 +241,8 @@ impl Applier {
             report,
             state_error: None,
             retries: (0, None),
+            drift: DriftWatch::default(),
+            held_back: None,
         }
     }
 
@@ -261,36 +270,97 @@ impl Applier {
     }
 
     /// Whether `newest` (of version stream `stream`) should be applied now: it is newer than
-    /// what this host applied, the stream was re-created, or the destination drifted. A version
-    /// whose check or reload failed is not retried until a newer one comes.
-    pub fn needs_apply(&self, newest: &VersionId, stream: i64, p: &mut Progress) -> bool {
+    /// what this host applied, the stream was re-created, or the destination drifted and
+    /// `on_drift` says to put it back. A version whose check or reload failed is not retried
+    /// until a newer one comes. Every path that looks (start, a watch that fired, the periodic
+    /// pass, `--once`) asks here, and here alone [`crate::model::drift::decide`] is asked, so
+    /// `on_drift` means the same on each. An edit left in place is described in the report
+    /// (reading the applied version back once per distinct edit, for the diff summary).
+    pub async fn needs_apply(&self, client: &zk::Client, newest: &VersionId, stream: i64, p: &mut Progress) -> Result<bool, zk::Error> {
         if p.failed == Some(newest.seq) && p.retry.is_none() {
-            return false;
+            return Ok(false);
         }
-        match &p.applied {
-            None => true,
-            // A state file from before streams were recorded adopts the current one.
-            Some(a) if a.stream == 0 => {
-                p.applied.as_mut().expect("matched").stream = stream;
-                self.needs_apply(newest, stream, p)
-            }
-            Some(a) if a.stream != stream => {
+        let newer = match &p.applied {
+            None => return Ok(true),
+            Some(a) if a.stream != stream && a.stream != 0 => {
                 tracing::warn!(app = %self.app.name, path = %self.versions, "the versions' parent node was re-created; following the new version stream");
                 true
             }
             Some(a) if newest.seq > a.seq => true,
-            Some(a) if newest.seq == a.seq => {
-                let drifted = !crate::host::bundle::holds(&self.app, &a.sha256);
-                if drifted {
-                    tracing::warn!(app = %self.app.name, dest = %self.app.dest.display(), version = %a.version, "destination drifted from the applied version; re-applying");
-                }
-                drifted
-            }
+            Some(a) if newest.seq == a.seq => false,
             Some(a) => {
                 tracing::debug!(app = %self.app.name, newest = %newest, applied = %a.version, "newest is older than what is applied; not going backwards");
-                false
+                return Ok(false);
+            }
+        };
+        let a = p.applied.clone().expect("matched");
+        if a.stream == 0 {
+            // A state file from before streams were recorded adopts the current one.
+            p.applied.as_mut().expect("matched").stream = stream;
+        }
+        let on_disk = crate::app::drift::look(&self.app, Some(&a.sha256));
+        match crate::model::drift::decide(self.app.on_drift, on_disk.disk, newer) {
+            Verdict::UpToDate => {
+                self.release(p);
+                Ok(false)
+            }
+            Verdict::Apply => {
+                if let (Disk::Differs, Some(sha)) = (on_disk.disk, &on_disk.sha256) {
+                    let why = if newer { format!("applying {newest} over it") } else { format!("re-applying {} (on_drift = \"reapply\")", a.version) };
+                    p.drift.replacing(&self.app, &self.metrics, sha, &why);
+                }
+                Ok(true)
+            }
+            Verdict::Leave(action) => {
+                let sha = on_disk.sha256.clone().unwrap_or_default();
+                if !DriftWatch::known(&p.report, &sha) {
+                    let applied = self.applied_bytes(client, &a).await?;
+                    let summary = match self.app.kind() {
+                        crate::config::AppKind::File => crate::model::drift::summary(applied.as_deref(), &on_disk.bytes),
+                        crate::config::AppKind::Bundle => (format!("points at {}, not {}", String::from_utf8_lossy(&on_disk.bytes), a.version), Vec::new()),
+                    };
+                    p.drift.leave(&self.app, &self.metrics, &mut p.report, &sha, summary, action);
+                } else if let Some(d) = p.report.drift.as_mut() {
+                    d.action = action;
+                }
+                p.held_back = None;
+                if action == OnDrift::Hold && newer {
+                    let line = p.report.drift.as_ref().map(Drift::describe).unwrap_or_default();
+                    p.report.attempted = Some(newest.name.clone());
+                    p.report.error = Some(format!(
+                        "{line}; {newest} is not applied until {} matches {} again or is removed",
+                        self.app.dest.display(),
+                        a.version
+                    ));
+                    p.held_back = Some(newest.name.clone());
+                }
+                Ok(false)
             }
         }
+    }
+
+    /// The destination holds the applied version again: no drift to report, no hold.
+    fn release(&self, p: &mut Progress) {
+        if p.report.drift.is_some() {
+            p.drift.clear(&self.app, &self.metrics, &mut p.report);
+        }
+        if p.held_back.take().is_some() && p.report.result == ApplyResult::Ok {
+            p.report.attempted = None;
+            p.report.error = None;
+        }
+    }
+
+    /// The applied version's bytes as ZooKeeper holds them, for a drift's diff summary; None
+    /// when they cannot be had (pruned, refused) or for a bundle (its archive is no text).
+    async fn applied_bytes(&self, client: &zk::Client, a: &Applied) -> Result<Option<Vec<u8>>, zk::Error> {
+        if self.app.kind() == crate::config::AppKind::Bundle {
+            return Ok(None);
+        }
+        let v = VersionId::parse(&a.version).unwrap_or_else(|| VersionId::from_seq(a.seq));
+        Ok(match self.fetch(client, &v, a.stream).await? {
+            Fetched::Verified { bytes, sha256, .. } if sha256 == a.sha256 => Some(bytes),
+            _ => None,
+        })
     }
 
     /// Reads version `v` of stream `stream` (the versions parent's czxid) and its metadata and
@@ -576,6 +646,10 @@ impl Applier {
         p.report.attempted = None;
         p.report.error = None;
         p.report.time = now_secs();
+        p.held_back = None;
+        if p.report.drift.is_some() {
+            p.drift.clear(&self.app, &self.metrics, &mut p.report);
+        }
         self.metrics.apply_finished(&self.app.name, ApplyResult::Ok);
         self.metrics.applied(&self.app.name, Some(v.seq), now_secs());
     }
@@ -627,8 +701,9 @@ impl AppFollower {
         self.applier.stop = shutdown.clone();
         let a = &self.applier;
         let p = a.progress();
-        let status = StatusNode::keep(&a.layout, &a.app.name, &a.node_id, &p.report, &session, &shutdown);
-        let mut looks = Looks { follower: &self, p, seen: Seen::default(), status, shutdown: shutdown.clone() };
+        let status = StatusNode::keep(&a.layout, &a.app.name, &a.node_id, &p.report, a.app.resync(), &session, &shutdown);
+        let next_pass = a.app.resync().map(next_pass_after);
+        let mut looks = Looks { follower: &self, p, seen: Seen::default(), status, shutdown: shutdown.clone(), next_pass, pass: false };
         self.publish(&looks.p, &looks.seen, false);
         let what = format!("reading versions of app {}", a.app.name);
         skeleton::follow(&a.app.name, &a.metrics, &mut session, &shutdown, &what, &mut looks).await;
@@ -636,16 +711,24 @@ impl AppFollower {
     }
 
     /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
+    /// A periodic pass (`pass`) is the same look after a `sync`, so it reads what the leader
+    /// has, re-arms the watches and compares the destination whatever the watches said: a sync,
+    /// the listing and the rollout record (two reads when there is none), plus one read of the
+    /// status node by its keeper; the applied version is read back only for a new hand edit.
     async fn look(
         &self,
         client: &zk::Client,
         generation: u64,
+        pass: bool,
         p: &mut Progress,
         seen: &mut Seen,
         status: &watch::Sender<Vec<u8>>,
     ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, zk::Error> {
         let a = &self.applier;
-        if p.synced != generation {
+        if pass {
+            tracing::debug!(app = %a.app.name, "periodic pass");
+        }
+        if pass || p.synced != generation {
             a.sync(client).await?;
             p.synced = generation;
         }
@@ -688,7 +771,7 @@ impl AppFollower {
         let listing = Listing::new(&children, &parent);
         *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
         if let Some(newest) = listing.newest.clone() {
-            if a.needs_apply(&newest, listing.stream, p) {
+            if a.needs_apply(client, &newest, listing.stream, p).await? {
                 if let Some(delay) = a.splay.wait(p.applied().is_some()) {
                     tracing::info!(app = %a.app.name, version = %newest, "splay: applying in {delay:?}");
                     self.publish(p, seen, false);
@@ -708,6 +791,15 @@ impl AppFollower {
             }
         }
         self.publish(p, seen, false);
+        // A drift found or cleared changes the report without an apply.
+        let bytes = p.report.to_bytes();
+        status.send_if_modified(|current| {
+            let changed = *current != bytes;
+            if changed {
+                *current = bytes;
+            }
+            changed
+        });
         Ok(wake)
     }
 
@@ -742,16 +834,33 @@ struct Looks<'a> {
     status: StatusNode,
     /// The daemon's stop.
     shutdown: CancellationToken,
+    /// When the next periodic pass is due (None: `resync_interval = "off"`).
+    next_pass: Option<tokio::time::Instant>,
+    /// Whether the next look is a periodic pass.
+    pass: bool,
+}
+
+/// When the pass after one that starts now is due: the interval, with jitter.
+fn next_pass_after(interval: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + crate::backoff::jittered(interval)
 }
 
 impl Turn for Looks<'_> {
     fn turn<'a>(&'a mut self, client: &'a zk::Client, generation: u64, session: &'a mut SessionHandle) -> impl std::future::Future<Output = Result<Flow, zk::Error>> + Send + 'a {
         async move {
             let f = self.follower;
-            let wake = f.look(client, generation, &mut self.p, &mut self.seen, &self.status.report).await?;
+            let wake = f.look(client, generation, self.pass, &mut self.p, &mut self.seen, &self.status.report).await?;
+            if self.pass {
+                self.pass = false;
+                self.next_pass = f.applier.app.resync().map(next_pass_after);
+            }
             f.ready.mark();
             let retry = self.p.retry.map(tokio::time::sleep);
+            let next_pass = self.next_pass;
             tokio::select! {
+                _ = async { match next_pass { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                    self.pass = true;
+                }
                 _ = self.shutdown.cancelled() => return Ok(Flow::Stop),
                 Ok(()) = self.status.conflict.changed() => {
                     if let Ok(mut c) = f.conflict.lock() {

@@ -39,6 +39,8 @@ enum Outcome {
     Applied(String),
     /// The apply failed; one line saying which version and why.
     Failed(String),
+    /// The destination was edited by hand and `on_drift` leaves it: what is there, what is kept.
+    Left(String),
 }
 
 /// Runs `zkcoordd --once`: applies the newest version of every app, then exits.
@@ -66,6 +68,7 @@ pub async fn once(config: &Config) -> i32 {
             Ok(Outcome::UpToDate(v)) => println!("{}: up to date at {v}", app.name),
             Ok(Outcome::NothingPublished) => println!("{}: nothing published yet at {}", app.name, applier.versions),
             Ok(Outcome::Applied(v)) => println!("{}: applied {v} to {}", app.name, app.dest.display()),
+            Ok(Outcome::Left(line)) => println!("{}: {line}", app.name),
             Ok(Outcome::Failed(line)) => {
                 eprintln!("zkcoordd: {}: {line}", app.name);
                 code = code.max(exit::FAILURE);
@@ -90,8 +93,13 @@ async fn apply_once(applier: &Applier, client: &zk::Client) -> Result<Outcome, z
     let Some((newest, stream)) = newest(applier, client).await? else {
         return Ok(Outcome::NothingPublished);
     };
-    if !applier.needs_apply(&newest, stream, &mut p) {
-        return Ok(Outcome::UpToDate(applied_name(&p, &newest)));
+    if !applier.needs_apply(client, &newest, stream, &mut p).await? {
+        return Ok(match (&p.report().drift, p.report().attempted.as_deref(), p.report().error.as_deref()) {
+            // A hold keeps a newer version out: the run did not do what it is for.
+            (Some(d), Some(_), Some(why)) if d.held() => Outcome::Failed(one_line(why)),
+            (Some(d), _, _) => Outcome::Left(format!("{}; left as it is (on_drift = \"{}\")", d.describe(), d.action.as_str())),
+            (None, _, _) => Outcome::UpToDate(applied_name(&p, &newest)),
+        });
     }
     applier.apply(client, &newest, stream, &mut p).await?;
     let r = p.report();
@@ -156,7 +164,10 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
     let Some((newest, stream)) = newest(applier, client).await? else {
         return Ok(format!("{name}: nothing published yet at {}; nothing would happen\n", applier.versions));
     };
-    if !applier.needs_apply(&newest, stream, &mut p) {
+    if !applier.needs_apply(client, &newest, stream, &mut p).await? {
+        if let Some(d) = &p.report().drift {
+            return Ok(format!("{name}: {}; would leave it as it is (on_drift = \"{}\"){}\n", d.describe(), d.action.as_str(), if p.report().attempted.is_some() { format!(" and not apply {newest}") } else { String::new() }));
+        }
         return Ok(format!("{name}: up to date at {}; nothing would happen\n", applied_name(&p, &newest)));
     }
     let (bytes, sha) = match applier.fetch(client, &newest, stream).await? {

@@ -141,7 +141,7 @@ impl RenderFollower {
             synced: 0,
             skipped: Vec::new(),
         };
-        let status = StatusNode::keep(&self.layout, &name, &self.node_id, &st.report, &session, &shutdown);
+        let status = StatusNode::keep(&self.layout, &name, &self.node_id, &st.report, self.app.resync(), &session, &shutdown);
         self.publish(&st, false);
         let what = format!("reading members of {} for app {name}", self.render.members_path());
         let mut renders = Renders { follower: &self, st, status, shutdown: shutdown.clone() };

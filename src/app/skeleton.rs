@@ -51,8 +51,13 @@ impl AppView {
         let Some(r) = &self.report else {
             return format!("{name}=starting");
         };
+        let edited = match &r.drift {
+            Some(d) if d.held() => " (held: edited by hand)",
+            Some(_) => " (drifted: edited by hand)",
+            None => "",
+        };
         match (&r.version, r.result) {
-            (v, ApplyResult::Ok) => format!("{name}={}", v.as_deref().unwrap_or("none")),
+            (v, ApplyResult::Ok) => format!("{name}={}{edited}", v.as_deref().unwrap_or("none")),
             (_, ApplyResult::Pending) => format!("{name}=waiting"),
             (v, res) => format!(
                 "{name}={} ({} {})",
@@ -64,8 +69,8 @@ impl AppView {
     }
 
     /// Whether this app is healthy: Ok when it is at the newest version it saw, or on its way
-    /// there (an apply running, or a write error being retried); otherwise one line saying why
-    /// not. A version whose check or reload failed is not healthy for as long as it stays the
+    /// there (an apply running, or a write error being retried), and not held by a hand edit;
+    /// otherwise one line saying why not. A version whose check or reload failed is not healthy for as long as it stays the
     /// newest: the host then runs an older version and will not try again by itself.
     pub fn health(&self) -> Result<(), String> {
         let name = &self.name;
@@ -74,6 +79,11 @@ impl AppView {
         };
         if let Some(why) = &self.conflict {
             return Err(format!("app {name}: {why}"));
+        }
+        // A hold keeps new versions out until an operator acts: unhealthy until then, whether
+        // or not a newer version waits. A reported edit (`on_drift = "report"`) is healthy.
+        if let Some(d) = r.drift.as_ref().filter(|d| d.held()) {
+            return Err(format!("app {name}: {}", d.describe()));
         }
         if self.behind == 0 || self.applying || self.retrying {
             return Ok(());
@@ -120,8 +130,10 @@ pub struct StatusNode {
 }
 
 impl StatusNode {
-    /// Starts keeping `app`'s status node for `node_id`, holding `first` until a report follows.
-    pub fn keep(layout: &Layout, app: &str, node_id: &str, first: &StatusReport, session: &SessionHandle, shutdown: &CancellationToken) -> StatusNode {
+    /// Starts keeping `app`'s status node for `node_id`, holding `first` until a report follows;
+    /// the keeper also looks at the node every `resync` (the app's periodic pass), re-creating
+    /// it if a deletion went unnoticed and rewriting data someone else changed.
+    pub fn keep(layout: &Layout, app: &str, node_id: &str, first: &StatusReport, resync: Option<std::time::Duration>, session: &SessionHandle, shutdown: &CancellationToken) -> StatusNode {
         let (report, report_rx) = watch::channel(first.to_bytes());
         let (reg_tx, _reg_rx) = watch::channel(None);
         let (conflict_tx, conflict) = watch::channel(None);
@@ -132,6 +144,7 @@ impl StatusNode {
             parent_kind: crate::zk::identity::NodeKind::StatusParent,
             tombstone: Some(StatusReport::tombstone_bytes),
             conflict: Some(std::sync::Arc::new(conflict_tx)),
+            resync,
         };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), report_rx, reg_tx, shutdown.clone()));
         StatusNode { report, conflict, keeper }

@@ -187,6 +187,7 @@ impl Components {
             parent_kind: crate::zk::identity::NodeKind::AgentParent,
             tombstone: None,
             conflict: None,
+            resync: config.resync_interval.0,
         };
         let keeper = registration::keep(spec, self.session.clone(), data_rx, reg_tx, self.work_stop.clone());
         self.fixed.spawn(async move {
@@ -240,6 +241,7 @@ impl Components {
             node_id: config.node_id.clone(),
             drain_flag: config.layout().drain(&config.node_id, &svc.name),
             metrics: self.metrics.clone(),
+            resync: config.resync_interval.0,
         };
         let stop = self.work_stop.child_token();
         let task = tokio::spawn(runner.run(self.session.clone(), stop.clone()));
@@ -455,6 +457,22 @@ pub fn start(config: Config, config_path: PathBuf, mode: Mode, early_stop: signa
     let one_shot = mode != Mode::Daemon;
     crate::zk::identity::install_from(&config);
     let log = logging::init(if one_shot { "off" } else { &config.log_level }, config.log_format);
+    // The daemon and `--once` apply, so each holds the state directory's lock while it runs;
+    // `--dry-run` changes nothing and may run beside either.
+    let _lock = match mode {
+        Mode::DryRun => None,
+        Mode::Daemon | Mode::Once => match crate::host::lock::acquire(&config.state_dir) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                eprintln!("zkcoordd: {e}");
+                tracing::error!("{e}");
+                return match e {
+                    crate::host::lock::LockError::Held { .. } => crate::exit::TEMPFAIL,
+                    crate::host::lock::LockError::Io { .. } => crate::exit::CANTCREAT,
+                };
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {

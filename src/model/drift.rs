@@ -79,6 +79,8 @@ pub fn decide(policy: OnDrift, disk: Disk, newer: bool) -> Verdict {
 /// tell which edit it is and how big, never the file itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drift {
+    /// The file (or bundle link) that was edited.
+    pub dest: String,
     /// sha256 of what is on disk now, to tell one edit from the next.
     pub sha256: String,
     /// How it differs from the applied content, e.g. `+3 -1 lines`.
@@ -100,10 +102,11 @@ impl Drift {
         self.action == OnDrift::Hold
     }
 
-    /// One line for `status`, STATUS and `/healthz`: `held: /etc/x edited by hand (+3 -1 lines, sha256 1a2b3c4d)`.
-    pub fn describe(&self, dest: &str) -> String {
+    /// One line for `status`, STATUS and `/healthz`:
+    /// `held: /etc/x edited by hand (+3 -1 lines, sha256 0123456789ab)`.
+    pub fn describe(&self) -> String {
         let verb = if self.held() { "held" } else { "drifted" };
-        format!("{verb}: {dest} edited by hand ({}, sha256 {})", self.summary, &self.sha256[..self.sha256.len().min(12)])
+        format!("{verb}: {} edited by hand ({}, sha256 {})", self.dest, self.summary, &self.sha256[..self.sha256.len().min(12)])
     }
 }
 
@@ -184,8 +187,8 @@ mod tests {
 
     #[test]
     fn a_drift_describes_itself_in_one_line() {
-        let d = Drift { sha256: "0123456789abcdef".repeat(4), summary: "+1 -0 lines".into(), lines: vec![], action: OnDrift::Hold, since: 0 };
-        assert_eq!(d.describe("/etc/x"), "held: /etc/x edited by hand (+1 -0 lines, sha256 0123456789ab)");
+        let d = Drift { dest: "/etc/x".into(), sha256: "0123456789abcdef".repeat(4), summary: "+1 -0 lines".into(), lines: vec![], action: OnDrift::Hold, since: 0 };
+        assert_eq!(d.describe(), "held: /etc/x edited by hand (+1 -0 lines, sha256 0123456789ab)");
         assert!(serde_json::to_string(&d).unwrap().contains("\"action\":\"hold\""));
     }
 }

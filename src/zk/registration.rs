@@ -27,6 +27,10 @@ pub struct NodeSpec {
     /// impostor, or a stuck predecessor), and cleared once the node is ours: the host reports
     /// itself unhealthy meanwhile.
     pub conflict: Option<std::sync::Arc<watch::Sender<Option<String>>>>,
+    /// How often to look at the node by itself, besides its watch (None: never): a watch that
+    /// was missed, or data someone else overwrote (which a watch wakes for but nothing else
+    /// corrects), is put right at the next pass. Each pass reads the node once.
+    pub resync: Option<Duration>,
 }
 
 /// Our node as it currently exists.
@@ -122,12 +126,34 @@ async fn keep_on_session(
         }
         // Once the data's sender is gone the data is final; keep watching the node.
         let mut data_open = true;
+        let mut next_pass = spec.resync.map(|r| tokio::time::Instant::now() + crate::backoff::jittered(r));
         loop {
             let (stat, watcher) = client.check_and_watch_stat(&path).await?;
             if stat.is_none() {
                 break;
             }
+            let pass = async {
+                match next_pass {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = pass => {
+                    next_pass = spec.resync.map(|r| tokio::time::Instant::now() + crate::backoff::jittered(r));
+                    let ours = data.borrow().clone();
+                    match client.get_data(&path).await {
+                        Err(zk::Error::NoNode) => break,
+                        Err(e) => return Err(e),
+                        Ok((theirs, _)) if theirs != ours => {
+                            tracing::warn!(node = %path, "periodic pass: our ephemeral node's data was changed by someone else; writing ours again");
+                            if !set_or_recreate(client, &path, &ours).await? {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                }
                 ev = watcher.changed() => match ev.event_type {
                     zk::EventType::NodeDeleted => break,
                     zk::EventType::Session => return Err(session::state_error(ev.session_state)),
