@@ -83,6 +83,8 @@ struct Rendered {
     synced: u64,
     /// Children left out at the last look (not JSON objects), so the warning is not repeated.
     skipped: Vec<String>,
+    /// Which hand edits of the destination were logged and counted already.
+    drift: crate::app::drift::DriftWatch,
 }
 
 /// One rendered application's follower.
@@ -140,6 +142,7 @@ impl RenderFollower {
             count: None,
             synced: 0,
             skipped: Vec::new(),
+            drift: Default::default(),
         };
         let status = StatusNode::keep(&self.layout, &name, &self.node_id, &st.report, self.app.resync(), &session, &shutdown);
         self.publish(&st, false);
@@ -174,10 +177,22 @@ impl RenderFollower {
             self.render_and_install(&snap, st).await;
             status.send_replace(st.report.to_bytes());
             self.publish(st, false);
+            // The periodic pass: sync, re-read the members (re-arming the watches) and compare
+            // the destination with what was rendered, whatever the watches said.
+            let pass = self.app.resync().map(crate::backoff::jittered);
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(true),
                 _ = session.changed() => return Ok(false),
                 _ = &mut wake => {}
+                _ = async { match pass { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
+                    tracing::debug!(app = %self.app.name, "periodic pass");
+                    match client.sync(&path).await {
+                        Ok(()) | Err(zk::Error::NoNode) => {}
+                        Err(e) => return Err(e),
+                    }
+                    (snap, wake) = members::read_and_watch(client, &path).await?;
+                    continue;
+                }
             }
             // Coalesce: re-read (re-arming the watches) until quiet, or until max_wait.
             let deadline = tokio::time::Instant::now() + self.render.max_wait;
@@ -231,6 +246,28 @@ impl RenderFollower {
             }
         };
         let sha = crate::digest::sha256_hex(&bytes);
+        // The file against what was last rendered into it: a hand edit is decided on as for a
+        // published app (one rule, [`crate::model::drift::decide`]); new members count as newer.
+        let rendered = st.report.sha256.clone().filter(|_| st.report.result == ApplyResult::Ok);
+        let on_disk = crate::app::drift::look(&self.app, rendered.as_deref());
+        let newer = rendered.as_deref() != Some(sha.as_str());
+        match crate::model::drift::decide(self.app.on_drift, on_disk.disk, newer) {
+            crate::model::drift::Verdict::Leave(action) => {
+                let disk_sha = on_disk.sha256.unwrap_or_default();
+                if !crate::app::drift::DriftWatch::known(&st.report, &disk_sha) {
+                    let summary = crate::model::drift::summary((!newer).then_some(&bytes[..]), &on_disk.bytes);
+                    st.drift.leave(&self.app, &self.metrics, &mut st.report, &disk_sha, summary, action);
+                }
+                return;
+            }
+            crate::model::drift::Verdict::Apply if on_disk.disk == crate::model::drift::Disk::Differs => {
+                st.drift.replacing(&self.app, &self.metrics, on_disk.sha256.as_deref().unwrap_or_default(), "rendering over it");
+            }
+            _ => {}
+        }
+        if st.report.drift.is_some() {
+            st.drift.clear(&self.app, &self.metrics, &mut st.report);
+        }
         if install::holds(&self.app.dest, &sha) {
             tracing::debug!(app = %name, count, "rendered output unchanged; nothing to write");
             // The file is right again: an output that failed before is tried afresh if it returns.
