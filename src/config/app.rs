@@ -125,7 +125,7 @@ struct AppEntry {
     #[serde(default = "default_keep_local")]
     keep_local: usize,
     /// What to do when `dest` was changed by someone else: reapply, report or hold.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "deserialize_on_drift")]
     on_drift: OnDrift,
     /// This app's periodic pass, when it differs from the top-level `resync_interval`.
     #[serde(default)]
@@ -386,6 +386,16 @@ fn deserialize_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::E
     parse_mode(&s).map(Some).ok_or_else(|| {
         serde::de::Error::custom(format!("expected a file mode as an octal string like \"0644\", got {s:?}"))
     })
+}
+
+fn deserialize_on_drift<'de, D: Deserializer<'de>>(d: D) -> Result<OnDrift, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "reapply" => Ok(OnDrift::Reapply),
+        "report" => Ok(OnDrift::Report),
+        "hold" => Ok(OnDrift::Hold),
+        _ => Err(serde::de::Error::custom(format!("expected \"reapply\", \"report\" or \"hold\", got {s:?}"))),
+    }
 }
 
 /// Parses "0644" or "644" into a mode, refusing anything beyond 0o7777.
