@@ -1,0 +1,188 @@
+//! Scaling past one ensemble's voters (issue 15): app hosts served by ZooKeeper observers.
+//!
+//! The layout a large fleet uses, on loopback: 3 voters that the agents talk to, 2 observers
+//! that the app hosts talk to (their `hosts` lists the observers only; see README, "Large
+//! fleets: observers"). Every version reaches every host through an observer, no host ever
+//! goes backwards, and when an observer dies its hosts move to the other one and go on.
+//!
+//! `capacity` (ignored; run it by name) measures what each host costs the servers, for the
+//! capacity table in BENCHMARKS.md.
+
+mod common;
+mod fleet;
+
+use common::*;
+use fleet::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The bytes of version `n` of the test's config; `number_of` reads `n` back from a file.
+fn payload(n: u64) -> Vec<u8> {
+    format!("# observer test\nversion {n}\n").into_bytes()
+}
+
+/// The `n` of a `payload(n)`, if the bytes are one.
+fn number_of(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.lines().nth(1)?.strip_prefix("version ")?.parse().ok()
+}
+
+/// What a sampler saw while the test published: every host's file and status, read over and
+/// over from a client of the voters, checked never to go backwards.
+#[derive(Debug, Default)]
+struct Samples {
+    /// Rounds of reading every host.
+    rounds: usize,
+    /// Each time a host's file or status went back, as a sentence.
+    backwards: Vec<String>,
+}
+
+/// Reads every host's destination (`payload` number) and status (`conf-` sequence) until
+/// `stop`, and records any step back. A rename is atomic, so every read file is one version.
+fn sample(client: zookeeper_client::Client, hosts: Vec<(String, std::path::PathBuf)>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Samples> {
+    tokio::spawn(async move {
+        let mut out = Samples::default();
+        let mut last_file: BTreeMap<String, u64> = BTreeMap::new();
+        let mut last_status: BTreeMap<String, u64> = BTreeMap::new();
+        while !stop.load(Ordering::SeqCst) {
+            for (node, dest) in &hosts {
+                if let Some(n) = std::fs::read(dest).ok().as_deref().and_then(number_of) {
+                    let prev = last_file.insert(node.clone(), n).unwrap_or(0);
+                    if n < prev {
+                        out.backwards.push(format!("{node}: file went from version {prev} to {n}"));
+                    }
+                }
+                if let Some(s) = status(&client, node).await {
+                    if let Some(seq) = s["version"].as_str().and_then(seq_of) {
+                        let prev = last_status.insert(node.clone(), seq).unwrap_or(0);
+                        if seq < prev {
+                            out.backwards.push(format!("{node}: status went from seq {prev} to {seq}"));
+                        }
+                    }
+                }
+            }
+            out.rounds += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        out
+    })
+}
+
+/// Waits until every host's file holds `payload(n)` and its status says `ok` for `version`.
+async fn wait_all_applied(client: &zookeeper_client::Client, apps: &[Daemon], n: u64, version: &str) {
+    for d in apps {
+        wait_on_disk(d, &payload(n), Duration::from_secs(60)).await;
+        wait_status(client, d.name(), "ok", Some(version)).await;
+    }
+}
+
+/// Which server each app daemon's session is on right now (waits for each to be connected).
+async fn placement(zk: &ZkEnsemble, apps: &[Daemon]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for d in apps {
+        let mut at = None;
+        wait_until(&format!("{} has a connection to some server", d.name()), Duration::from_secs(30), || {
+            at = zk.server_of_pid(d.pid());
+            std::future::ready(at.is_some())
+        })
+        .await;
+        out.push(at.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_on_observers_apply_every_version_and_fail_over_when_their_observer_dies() {
+    let started = Instant::now();
+    let mut zk = ZkEnsemble::with_observers(3, 2);
+    let (voters, observers) = (zk.voters(), zk.observers());
+    for &o in &observers {
+        assert_eq!(zk.mode(o).as_deref(), Some("observer"), "server {o} serves as an observer");
+    }
+    let voter_hosts = zk.connect_string_of(&voters);
+    let observer_hosts = zk.connect_string_of(&observers);
+
+    // The agent (the only writer of versions) talks to the voters; the app hosts only to the
+    // observers, as README's "Large fleets" section says a fleet should.
+    let mut agent = Spec::agent("agent-1", &voter_hosts);
+    agent.session = "4s";
+    let _agent = agent.start();
+    let apps: Vec<Daemon> = (1..=3)
+        .map(|i| {
+            let mut s = Spec::app(&format!("web-{i}"), &observer_hosts);
+            s.session = "4s";
+            s.start()
+        })
+        .collect();
+    let client = zk_client(&voter_hosts).await;
+
+    // 1. A first version reaches every host, and every host's session is on an observer.
+    let v1 = publish_ok(&voter_hosts, &payload(1)).await;
+    wait_all_applied(&client, &apps, 1, &v1).await;
+    let at = placement(&zk, &apps).await;
+    assert!(at.iter().all(|i| observers.contains(i)), "every app session is on an observer: {at:?}");
+    let on_observers: usize = observers.iter().map(|&o| zk.session_ids(o).len()).sum();
+    assert_eq!(on_observers, apps.len(), "the observers serve exactly the app hosts' sessions (cons)");
+    eprintln!("figures: sessions by server after v1: {at:?} (observers {observers:?})");
+
+    // 2. Versions published back to back: every host ends on the newest, never going back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample(zk_client(&voter_hosts).await, apps.iter().map(|d| (d.name().to_string(), dest(d))).collect(), stop.clone());
+    let mut newest = (1, v1);
+    for n in 2..=8 {
+        newest = (n, publish_ok(&voter_hosts, &payload(n)).await);
+    }
+    wait_all_applied(&client, &apps, newest.0, &newest.1).await;
+
+    // 3. Kill the observer serving the most hosts while versions are being published: its hosts
+    // move to the other observer (same session, so nothing to re-read) and take the rest.
+    let at = placement(&zk, &apps).await;
+    let victim = *observers.iter().max_by_key(|&&o| at.iter().filter(|&&s| s == o).count()).unwrap();
+    let survivor = *observers.iter().find(|&&o| o != victim).unwrap();
+    let moved: Vec<&str> = apps.iter().zip(&at).filter(|(_, &s)| s == victim).map(|(d, _)| d.name()).collect();
+    let burst = {
+        let hosts = voter_hosts.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            for n in 9..=14 {
+                last = Some((n, publish_ok(&hosts, &payload(n)).await));
+            }
+            last.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let killed_at = Instant::now();
+    zk.kill(victim);
+    let mid_burst = !burst.is_finished();
+    newest = burst.await.unwrap();
+    wait_all_applied(&client, &apps, newest.0, &newest.1).await;
+    eprintln!(
+        "figures: observer {victim} (serving {moved:?}) killed {} the burst; all hosts on v{} {:?} later",
+        if mid_burst { "during" } else { "after" },
+        newest.0,
+        killed_at.elapsed()
+    );
+
+    // 4. After the failover: every host is on the surviving observer, reports the newest
+    // version ok (its ephemeral status node is there), and a further publish lands too.
+    let at = placement(&zk, &apps).await;
+    assert!(at.iter().all(|&s| s == survivor), "every app session moved to observer {survivor}: {at:?}");
+    assert_eq!(zk.session_ids(survivor).len(), apps.len(), "the surviving observer serves every host (cons)");
+    let last = publish_ok(&voter_hosts, &payload(15)).await;
+    wait_all_applied(&client, &apps, 15, &last).await;
+    let statuses = children_sorted(&client, &format!("/zkcoord/status/{APP}")).await;
+    assert_eq!(statuses, vec!["web-1", "web-2", "web-3"], "every host's status node is back");
+    for d in &apps {
+        let owner_ok = status(&client, d.name()).await.map(|s| s["result"] == "ok").unwrap_or(false);
+        assert!(owner_ok, "{} reports ok", d.name());
+        let expired = d.log().matches("session ended").count();
+        eprintln!("figures: {}: sessions ended during the test: {expired}", d.name());
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+    assert!(samples.rounds > 0, "the sampler read the hosts");
+    assert!(samples.backwards.is_empty(), "a host went backwards: {:?}", samples.backwards);
+    eprintln!("figures: {} sample rounds, none backwards; whole test {:?}", samples.rounds, started.elapsed());
+}
