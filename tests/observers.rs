@@ -186,3 +186,51 @@ async fn hosts_on_observers_apply_every_version_and_fail_over_when_their_observe
     assert!(samples.backwards.is_empty(), "a host went backwards: {:?}", samples.backwards);
     eprintln!("figures: {} sample rounds, none backwards; whole test {:?}", samples.rounds, started.elapsed());
 }
+
+/// The path a fleet should not take, and what it costs: hosts that list a single observer lose
+/// ZooKeeper when it dies. They keep serving the last good file and keep trying; their sessions
+/// expire (the status nodes vanish); when the observer is back they build new sessions, `sync`
+/// through the observer before reading, and apply what was published meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_on_a_single_observer_hold_their_file_through_its_outage_and_catch_up_on_a_new_session() {
+    let mut zk = ZkEnsemble::with_observers(3, 1);
+    let observer = zk.observers()[0];
+    let voter_hosts = zk.connect_string_of(&zk.voters());
+    let mut agent = Spec::agent("agent-1", &voter_hosts);
+    agent.session = "4s";
+    let _agent = agent.start();
+    let mut apps: Vec<Daemon> = (1..=2)
+        .map(|i| {
+            let mut s = Spec::app(&format!("web-{i}"), &zk.connect_string_of(&[observer]));
+            s.session = "1s";
+            s.start()
+        })
+        .collect();
+    let client = zk_client(&voter_hosts).await;
+    let v1 = publish_ok(&voter_hosts, &payload(1)).await;
+    wait_all_applied(&client, &apps, 1, &v1).await;
+
+    // The observer dies; the quorum does not notice (it never voted) and publishing goes on.
+    zk.kill(observer);
+    let v2 = publish_ok(&voter_hosts, &payload(2)).await;
+    // The leader expires the hosts' sessions: their ephemeral status nodes go.
+    wait_until("the hosts' sessions expired (status nodes gone)", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.is_empty() }
+    })
+    .await;
+    let v3 = publish_ok(&voter_hosts, &payload(3)).await;
+    for d in apps.iter_mut() {
+        assert!(d.is_running(), "{} keeps running without ZooKeeper", d.name());
+        assert_eq!(on_disk(d), Some(payload(1)), "{} keeps the last good file", d.name());
+    }
+
+    // Back: new sessions, sync, read; the newest (v3) is applied, v2 is skipped or passed.
+    zk.start(observer);
+    wait_all_applied(&client, &apps, 3, &v3).await;
+    for d in &apps {
+        assert!(d.log().contains("session ended"), "{}'s session expired and was rebuilt", d.name());
+        assert_eq!(zk.server_of_pid(d.pid()), Some(observer));
+    }
+    eprintln!("figures: {v1} -> {v2} (published during the outage) -> {v3} applied after the observer's return");
+}
