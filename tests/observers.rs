@@ -234,3 +234,230 @@ async fn hosts_on_a_single_observer_hold_their_file_through_its_outage_and_catch
     }
     eprintln!("figures: {v1} -> {v2} (published during the outage) -> {v3} applied after the observer's return");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Capacity: what one app host costs the servers. Prints the rows of BENCHMARKS.md's
+// "Capacity: observers" table. Re-run with
+//     cargo build --release --bin zkcoordd
+//     ZKCOORD_DAEMON_BIN=$PWD/target/release/zkcoordd \
+//       cargo test --test observers capacity -- --ignored --nocapture
+// (without ZKCOORD_DAEMON_BIN the debug daemon runs: the same requests, a larger RSS)
+// (ZKCOORD_CAPACITY_HOSTS="1,10,20", ZKCOORD_CAPACITY_PUBLISHES=20, ZKCOORD_CAPACITY_IDLE_SECS=10,
+// ZKCOORD_CAPACITY_SESSIONS=1000 plain sessions for the memory probe, 0 to skip it).
+
+/// An environment variable parsed, or its default.
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The servers' counters at one moment.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    /// When it was taken.
+    at: Instant,
+    /// `zk_packets_received` of every server, by index.
+    packets: Vec<u64>,
+    /// `zk_watch_count` of every server.
+    watches: Vec<u64>,
+    /// `zk_approximate_data_size` of the quorum leader.
+    data_size: u64,
+    /// The leader's last zxid (its low 32 bits count transactions).
+    zxid: u64,
+}
+
+fn snapshot(zk: &ZkEnsemble) -> Snapshot {
+    let at = Instant::now();
+    let m: Vec<BTreeMap<String, String>> = (0..zk.len()).map(|i| zk.mntr(i).unwrap_or_default()).collect();
+    let num = |i: usize, k: &str| m[i].get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let leader = zk.leader_index().expect("a quorum leader");
+    Snapshot {
+        at,
+        packets: (0..zk.len()).map(|i| num(i, "zk_packets_received")).collect(),
+        watches: (0..zk.len()).map(|i| num(i, "zk_watch_count")).collect(),
+        data_size: num(leader, "zk_approximate_data_size"),
+        zxid: zk_zxid(zk.server_port(leader)).expect("the leader's zxid"),
+    }
+}
+
+/// Packets the servers in `which` received between two snapshots.
+fn packets(a: &Snapshot, b: &Snapshot, which: &[usize]) -> f64 {
+    which.iter().map(|&i| b.packets[i].saturating_sub(a.packets[i]) as f64).sum()
+}
+
+/// The JVM's heap in use right after a full GC, in KiB (`jcmd GC.run`, then `GC.heap_info`),
+/// and its RSS: what the server's sessions, watches and data take once garbage is gone.
+fn jvm_memory_kib(pid: u32) -> (u64, u64) {
+    let jcmd = |arg: &str| {
+        let out = std::process::Command::new("jcmd").arg(pid.to_string()).arg(arg).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    jcmd("GC.run");
+    let info = jcmd("GC.heap_info");
+    let used = info
+        .lines()
+        .find_map(|l| l.split("used ").nth(1))
+        .and_then(|v| v.split('K').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (used, proc_status_kib(pid, "VmRSS:"))
+}
+
+/// The commit the figures are of (with `-dirty` when the worktree differs from it).
+fn commit() -> String {
+    let git = |args: &[&str]| std::process::Command::new("git").args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().ok();
+    let head = git(&["rev-parse", "--short", "HEAD"]).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    format!("{head}{}", if dirty { "-dirty" } else { "" })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for BENCHMARKS.md; run by name with --ignored --nocapture"]
+async fn capacity() {
+    let steps: Vec<usize> = std::env::var("ZKCOORD_CAPACITY_HOSTS")
+        .unwrap_or_else(|_| "1,10,20".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let publishes: u64 = env_or("ZKCOORD_CAPACITY_PUBLISHES", 20);
+    let idle = Duration::from_secs(env_or("ZKCOORD_CAPACITY_IDLE_SECS", 10));
+    let probe_sessions: usize = env_or("ZKCOORD_CAPACITY_SESSIONS", 1000);
+
+    let zk = ZkEnsemble::with_observers(3, 1);
+    let (voters, observer) = (zk.voters(), zk.observers()[0]);
+    let voter_hosts = zk.connect_string_of(&voters);
+    let observer_hosts = zk.connect_string_of(&[observer]);
+    let observer_pid = zk.pid(observer).unwrap();
+    let mut agent = Spec::agent("agent-1", &voter_hosts);
+    agent.session = "10s";
+    let _agent = agent.start();
+    let client = zk_client(&voter_hosts).await;
+    let mut n = 1;
+    let mut newest = publish_ok(&voter_hosts, &payload(n)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (heap0, rss0) = jvm_memory_kib(observer_pid);
+    let base = snapshot(&zk);
+
+    let mut rows = Vec::new();
+    let mut apps: Vec<Daemon> = Vec::new();
+    for &hosts in &steps {
+        while apps.len() < hosts {
+            let mut s = Spec::app(&format!("web-{}", apps.len() + 1), &observer_hosts);
+            s.session = "10s"; // the default session_timeout: it sets the ping rate
+            apps.push(s.start());
+        }
+        wait_all_applied(&client, &apps, n, &newest).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // Idle: pings only.
+        let a = snapshot(&zk);
+        tokio::time::sleep(idle).await;
+        let b = snapshot(&zk);
+        let idle_secs = b.at.duration_since(a.at).as_secs_f64();
+        let idle_obs = packets(&a, &b, &[observer]) / idle_secs;
+        let idle_vot = packets(&a, &b, &voters) / idle_secs;
+
+        // Publishes, one at a time, each applied everywhere before the next.
+        let c = snapshot(&zk);
+        for _ in 0..publishes {
+            n += 1;
+            newest = publish_ok(&voter_hosts, &payload(n)).await;
+            wait_all_applied(&client, &apps, n, &newest).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let d = snapshot(&zk);
+        let secs = d.at.duration_since(c.at).as_secs_f64();
+        let p = publishes as f64;
+        let obs_per_publish = (packets(&c, &d, &[observer]) - idle_obs * secs) / p;
+        let vot_per_publish = (packets(&c, &d, &voters) - idle_vot * secs) / p;
+        let writes_per_publish = (d.zxid - c.zxid) as f64 / p;
+        let (heap, rss) = jvm_memory_kib(observer_pid);
+        let host_rss: Vec<u64> = apps.iter().map(|d| proc_status_kib(d.pid(), "VmRSS:")).collect();
+        let sessions = zk.session_ids(observer).len();
+        assert_eq!(sessions, hosts, "every host's session is on the observer");
+        if hosts == steps[0] {
+            // What one host watches, by path (`wchp`), so the memory probe can hold the same.
+            eprintln!("capacity: the observer's watches by path:\n{}", zk.four_letter(observer, "wchp").unwrap_or_default());
+        }
+        let row = format!(
+            "| {hosts} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {:.1} | {} | {:.1} | {} | {} |",
+            idle_obs / hosts as f64,
+            obs_per_publish,
+            obs_per_publish / hosts as f64,
+            vot_per_publish,
+            writes_per_publish,
+            d.watches[observer] as f64 / hosts as f64,
+            (heap as f64 - heap0 as f64) / hosts as f64,
+            heap,
+            (rss as f64 - rss0 as f64) / hosts as f64,
+            d.data_size,
+            host_rss.iter().sum::<u64>() as f64 / hosts as f64,
+            host_rss.iter().max().unwrap(),
+            commit(),
+        );
+        eprintln!("capacity row: {row}");
+        rows.push(row);
+    }
+    let voter_watches: Vec<u64> = voters.iter().map(|&i| snapshot(&zk).watches[i]).collect();
+
+    // Memory probe: plain sessions on the observer holding what a host holds (a child watch on
+    // the versions, a watch on the rollout record, an ephemeral status node of a host's size),
+    // so that the per-session memory is read over many sessions, not 20.
+    let mut probe_row = None;
+    if probe_sessions > 0 {
+        for d in apps.iter_mut() {
+            d.kill9();
+        }
+        wait_until("the app hosts' sessions are gone", Duration::from_secs(60), || {
+            let client = client.clone();
+            async move { children_sorted(&client, &format!("/zkcoord/status/{APP}")).await.is_empty() }
+        })
+        .await;
+        let status_bytes = 260usize; // a host's status JSON is ~230-260 bytes
+        let (heap_a, rss_a) = jvm_memory_kib(observer_pid);
+        let w0 = snapshot(&zk).watches[observer];
+        let started = Instant::now();
+        let mut sessions = Vec::with_capacity(probe_sessions);
+        for chunk in (0..probe_sessions).collect::<Vec<_>>().chunks(50) {
+            let made = futures::future::join_all(chunk.iter().map(|&i| {
+                let hosts = observer_hosts.clone();
+                async move {
+                    let c = zk_client_with_timeout(&hosts, Duration::from_secs(10)).await;
+                    let (_, _, w1) = c.get_and_watch_children(&format!("/applications/{APP}")).await.unwrap();
+                    let (_, w2) = c.check_and_watch_stat(&format!("/zkcoord/rollouts/{APP}")).await.unwrap();
+                    let path = format!("/zkcoord/status/{APP}/probe-{i:05}");
+                    c.create(&path, &vec![b'x'; status_bytes], &zookeeper_client::CreateMode::Ephemeral.with_acls(zookeeper_client::Acls::anyone_all()))
+                        .await
+                        .unwrap();
+                    (c, w1, w2)
+                }
+            }))
+            .await;
+            sessions.extend(made);
+        }
+        let connect_secs = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (heap_b, rss_b) = jvm_memory_kib(observer_pid);
+        let w1 = snapshot(&zk).watches[observer];
+        let per = |a: u64, b: u64| (b as f64 - a as f64) / probe_sessions as f64;
+        probe_row = Some(format!(
+            "| {probe_sessions} plain sessions on the observer (2 watches + a {status_bytes} B ephemeral each) | {:.2} KiB heap | {:.2} KiB RSS | {:.2} watches | connected in {connect_secs:.1} s | {} |",
+            per(heap_a, heap_b),
+            per(rss_a, rss_b),
+            (w1 as f64 - w0 as f64) / probe_sessions as f64,
+            commit()
+        ));
+        eprintln!("capacity probe: {}", probe_row.as_ref().unwrap());
+        drop(sessions);
+    }
+
+    println!("\nzkcoord capacity, commit {}, {publishes} publishes per step, idle window {idle:?}", commit());
+    println!("| app hosts on the observer | idle requests/s per host | observer requests per publish | of which per host | voters' requests per publish (publisher + agent) | quorum writes per publish (zxid) | watches per host (observer) | observer heap per host after GC (KiB) | observer heap after GC (KiB) | observer RSS per host (KiB) | data size (B) | zkcoordd RSS per host, mean (KiB) | max (KiB) | commit |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!("baseline (no hosts): observer heap after GC {heap0} KiB, RSS {rss0} KiB; voters' watches at the end {voter_watches:?}; leader data size at start {} B", base.data_size);
+    if let Some(p) = probe_row {
+        println!("{p}");
+    }
+}
