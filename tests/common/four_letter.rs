@@ -20,7 +20,7 @@ pub fn four_letter(port: u16, cmd: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// The `Mode:` line of `srvr` (`standalone`, `leader`, `follower`), or `None` when the server
+/// The `Mode:` line of `srvr` (`standalone`, `leader`, `follower`, `observer`), or `None` when the server
 /// is down or not serving.
 pub fn zk_mode(port: u16) -> Option<String> {
     let out = four_letter(port, "srvr")?;
@@ -30,5 +30,47 @@ pub fn zk_mode(port: u16) -> Option<String> {
 }
 
 pub(crate) fn is_serving_mode(mode: &str) -> bool {
-    matches!(mode, "standalone" | "leader" | "follower")
+    matches!(mode, "standalone" | "leader" | "follower" | "observer")
+}
+
+/// `mntr` as key -> value (tab-separated lines such as `zk_packets_received\t1234`), or `None`
+/// when the server does not answer. Benchmarks count requests and watches from it.
+pub fn mntr(port: u16) -> Option<BTreeMap<String, String>> {
+    let out = four_letter(port, "mntr")?;
+    let map: BTreeMap<String, String> = out
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (!map.is_empty()).then_some(map)
+}
+
+/// The last committed zxid a server reports in `srvr` (`Zxid: 0x...`). Its low 32 bits count
+/// transactions within an epoch, so the difference over a window is the quorum writes made in it.
+pub fn zk_zxid(port: u16) -> Option<u64> {
+    let out = four_letter(port, "srvr")?;
+    let hex = out.lines().find_map(|l| l.strip_prefix("Zxid:"))?.trim().trim_start_matches("0x");
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The `sid=0x...` of every connection in a `cons` answer (the four-letter word's own
+/// connection has none).
+pub fn cons_session_ids(cons: &str) -> Vec<String> {
+    cons.lines()
+        .filter_map(|l| l.split("sid=").nth(1))
+        .map(|rest| rest.split(|c: char| c == ',' || c == ')').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Remote ports of the established TCP connections of process `pid` (from `ss -Htnp`).
+pub fn pid_peer_ports(pid: u32) -> Vec<u16> {
+    let Ok(out) = Command::new("ss").args(["-Htnp", "state", "established"]).output() else {
+        return Vec::new();
+    };
+    let me = format!("pid={pid},");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&me))
+        .filter_map(|l| l.split_whitespace().nth(3)?.rsplit(':').next()?.parse().ok())
+        .collect()
 }

@@ -24,7 +24,7 @@
 //! `daemon` (the real `zkcoordd`, its config and log), `ctl` (the real `zkcoordctl`), `proxy`
 //! (a TCP proxy for partitions and dropped connections).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::future::Future;
 use std::io::{self, Read, Write};

@@ -18,6 +18,10 @@ pub struct ZkServer {
     starts: usize,
     /// Extra JVM arguments (e.g. a JAAS file for SASL).
     jvm_args: Vec<String>,
+    /// A non-voting member (`peerType=observer`): it serves clients and forwards their writes to
+    /// the leader, but never counts towards a quorum, so tests of large fleets can add client
+    /// capacity without changing what a quorum is.
+    observer: bool,
 }
 
 /// Extra server settings for tests of TLS and SASL: zoo.cfg lines (`{dir}` is the server's own
@@ -40,6 +44,10 @@ impl ZkServer {
     }
     pub fn election_port(&self) -> u16 {
         self.election_port
+    }
+    /// True for an observer (non-voting member); its `srvr` mode is `observer`.
+    pub fn is_observer(&self) -> bool {
+        self.observer
     }
     /// `127.0.0.1:<client port>`.
     pub fn address(&self) -> String {
@@ -167,8 +175,8 @@ impl Drop for ZkServer {
     }
 }
 
-/// A ZooKeeper ensemble of 1 (standalone) or 3 servers on loopback, with tickTime=200 (sessions
-/// from 0.4 s to 20 s allowed).
+/// A ZooKeeper ensemble on loopback: 1 (standalone) or more voting servers, optionally with
+/// observers (`with_observers`), with tickTime=200 (sessions from 0.4 s to 20 s allowed).
 pub struct ZkEnsemble {
     servers: Vec<ZkServer>,
 }
@@ -196,11 +204,31 @@ impl ZkEnsemble {
 
     /// `n` servers with extra settings.
     pub fn with_extra(n: usize, extra: &ZkExtra) -> ZkEnsemble {
-        assert!(n >= 1);
+        Self::build(n, 0, extra)
+    }
+
+    /// `voters` voting servers (indices `0..voters`) and `observers` observers (indices
+    /// `voters..voters + observers`), all serving when this returns. An observer has
+    /// `peerType=observer` in its own zoo.cfg, and every server lists it as
+    /// `server.N=host:peer:election:observer`, as ZooKeeper's observers guide asks: this is how
+    /// a large fleet adds client capacity without slowing down the quorum's votes.
+    pub fn with_observers(voters: usize, observers: usize) -> ZkEnsemble {
+        Self::with_observers_extra(voters, observers, &ZkExtra::default())
+    }
+
+    /// `with_observers` with extra settings on every server.
+    pub fn with_observers_extra(voters: usize, observers: usize, extra: &ZkExtra) -> ZkEnsemble {
+        assert!(observers == 0 || voters + observers > 1);
+        Self::build(voters, observers, extra)
+    }
+
+    fn build(voters: usize, observers: usize, extra: &ZkExtra) -> ZkEnsemble {
+        assert!(voters >= 1);
+        let n = voters + observers;
         let started = Instant::now();
         let mut failures = Vec::new();
         for attempt in 1..=4 {
-            let mut ens = Self::configure(n, extra);
+            let mut ens = Self::configure(voters, observers, extra);
             for s in ens.servers.iter_mut() {
                 s.spawn();
             }
@@ -208,7 +236,7 @@ impl ZkEnsemble {
             match ens.wait_serving(&all, ZK_START_TIMEOUT) {
                 Ok(()) => {
                     eprintln!(
-                        "[harness] ZooKeeper x{n} serving at {} after {:.1?}",
+                        "[harness] ZooKeeper x{n} ({observers} observers) serving at {} after {:.1?}",
                         ens.connect_string(),
                         started.elapsed()
                     );
@@ -228,7 +256,8 @@ impl ZkEnsemble {
         panic!("ZooKeeper x{n} did not start:\n{}", failures.join("\n"));
     }
 
-    fn configure(n: usize, extra: &ZkExtra) -> ZkEnsemble {
+    fn configure(voters: usize, observers: usize, extra: &ZkExtra) -> ZkEnsemble {
+        let n = voters + observers;
         let mut servers = Vec::with_capacity(n);
         for index in 0..n {
             let dir = make_tempdir(&format!("zk{}", index + 1));
@@ -243,6 +272,7 @@ impl ZkEnsemble {
                 child: None,
                 starts: 0,
                 jvm_args: extra.jvm_args.clone(),
+                observer: index >= voters,
             });
         }
         let quorum: String = if n > 1 {
@@ -250,10 +280,11 @@ impl ZkEnsemble {
                 .iter()
                 .map(|s| {
                     format!(
-                        "server.{}=127.0.0.1:{}:{}\n",
+                        "server.{}=127.0.0.1:{}:{}{}\n",
                         s.index + 1,
                         s.peer_port,
-                        s.election_port
+                        s.election_port,
+                        if s.observer { ":observer" } else { "" }
                     )
                 })
                 .collect()
@@ -279,9 +310,10 @@ impl ZkEnsemble {
                  maxSessionTimeout=20000\n\
                  maxClientCnxns=0\n\
                  preAllocSize=4096\n\
-                 {quorum}{}",
+                 {}{quorum}{}",
                 data.display(),
                 s.client_port,
+                if s.observer { "peerType=observer\n" } else { "" },
                 extra.cfg.replace("{dir}", &s.dir.path().display().to_string())
             );
             fs::write(&s.cfg_path, cfg).expect("write zoo.cfg");
@@ -343,6 +375,21 @@ impl ZkEnsemble {
         self.servers.len()
     }
 
+    /// Indices of the voting members (all of them unless built `with_observers`).
+    pub fn voters(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&i| !self.servers[i].observer).collect()
+    }
+
+    /// Indices of the observers.
+    pub fn observers(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&i| self.servers[i].observer).collect()
+    }
+
+    /// Whether server `i` is an observer.
+    pub fn is_observer(&self, i: usize) -> bool {
+        self.servers[i].observer
+    }
+
     pub fn server(&self, i: usize) -> &ZkServer {
         &self.servers[i]
     }
@@ -388,10 +435,9 @@ impl ZkEnsemble {
     /// otherwise returns at once (it cannot serve until another member comes back).
     pub fn start(&mut self, i: usize) {
         self.start_no_wait(i);
-        let running = (0..self.len())
-            .filter(|&j| self.servers[j].is_running())
-            .count();
-        if running > self.len() / 2 {
+        let voters = self.voters();
+        let running = voters.iter().filter(|&&j| self.servers[j].is_running()).count();
+        if running > voters.len() / 2 {
             if let Err(e) = self.wait_serving(&[i], ZK_START_TIMEOUT) {
                 panic!("{e}");
             }
@@ -431,6 +477,24 @@ impl ZkEnsemble {
     /// Any four-letter word to server `i`.
     pub fn four_letter(&self, i: usize, cmd: &str) -> Option<String> {
         four_letter(self.servers[i].client_port, cmd)
+    }
+
+    /// Server `i`'s `mntr` as key -> value (`zk_packets_received`, `zk_watch_count`, ...).
+    pub fn mntr(&self, i: usize) -> Option<BTreeMap<String, String>> {
+        mntr(self.servers[i].client_port)
+    }
+
+    /// Session ids (`sid=0x...` of `cons`) connected to server `i`: which clients this server
+    /// really serves, without counting the four-letter word's own connection.
+    pub fn session_ids(&self, i: usize) -> Vec<String> {
+        self.four_letter(i, "cons").map(|c| cons_session_ids(&c)).unwrap_or_default()
+    }
+
+    /// Which server the process `pid` holds an established TCP connection to (by client port,
+    /// from `ss -tnp`): where a daemon's session is served right now.
+    pub fn server_of_pid(&self, pid: u32) -> Option<usize> {
+        let ports = pid_peer_ports(pid);
+        (0..self.len()).find(|&i| ports.contains(&self.servers[i].client_port))
     }
 
     pub fn log_path(&self, i: usize) -> &Path {
