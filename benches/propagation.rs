@@ -9,6 +9,10 @@
 //! - fan-out: 1,000 app followers in this process (the library's own app code, one ZooKeeper
 //!   session and one scratch directory each), time until all of them applied a publish, beside
 //!   1,000 plain sessions that only watch and read (the floor);
+//! - recipe: the classic recipe (create -> child watch -> get -> write the file) with the same
+//!   client crate, for 0, 10 and 50 watchers, beside zkcoord through the leader's legacy trigger
+//!   and through the request path, with ZooKeeper requests and quorum writes per publish and
+//!   per host counted on the servers (issue 15);
 //! - throughput: versions per second through the library's publish calls and through the
 //!   legacy trigger, one client and 16 concurrent clients;
 //! - failover: SIGTERM and kill -9 of the leading agent until a publish is acknowledged;
@@ -20,7 +24,8 @@
 //!
 //! `ZKCOORD_BENCH_PUBLISHES` sets the publishes per propagation row (default 200),
 //! `ZKCOORD_BENCH_IDLE_SECS` the idle window (default 60), and `ZKCOORD_BENCH_ONLY` a comma list
-//! of sections (burst, floor, propagation, fanout, throughput, failover, footprint; default all).
+//! of sections (burst, floor, recipe, propagation, fanout, throughput, failover, footprint; default all).
+//! `ZKCOORD_BENCH_RECIPE_PUBLISHES` sets the publishes per row of the recipe section (default 50).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -393,6 +398,182 @@ async fn section_fanout_floor(hosts: &str, watchers: usize, publishes: usize, re
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// Publishes per row of the recipe section (`ZKCOORD_BENCH_RECIPE_PUBLISHES`, default 50).
+fn recipe_publishes() -> usize {
+    std::env::var("ZKCOORD_BENCH_RECIPE_PUBLISHES").ok().and_then(|s| s.parse().ok()).unwrap_or(50)
+}
+
+/// Pause between the recipe section's publishes, so each one's status writes drain.
+const RECIPE_GAP: Duration = Duration::from_millis(100);
+/// How long the servers are watched idle before each row, for the idle rate subtracted.
+const RECIPE_IDLE: Duration = Duration::from_secs(3);
+
+/// The classic recipe, written with the same client crate: `watchers` sessions in this process,
+/// each `get_children` with a watch on `parent`, and on the event `get` the newest and write
+/// the file (temp file and rename; no fsync, as the scripts it stands for). Returns the files.
+async fn recipe_watchers(hosts: &str, parent: &str, dir: &std::path::Path, watchers: usize, stop: &tokio_util::sync::CancellationToken) -> Vec<std::path::PathBuf> {
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut files = Vec::new();
+    for i in 0..watchers {
+        let file = dir.join(format!("recipe-{i:03}.conf"));
+        files.push(file.clone());
+        let (hosts, parent, stop, ready) = (hosts.to_string(), parent.to_string(), stop.clone(), ready.clone());
+        tokio::spawn(async move {
+            let client = zk_client(&hosts).await;
+            let tmp = file.with_extension("tmp");
+            let mut first = true;
+            loop {
+                let (children, w) = client.list_and_watch_children(&parent).await.unwrap();
+                if first {
+                    ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    first = false;
+                }
+                if let Some(newest) = zkcoord::model::layout::newest_version(&children) {
+                    if let Ok((data, _)) = client.get_data(&format!("{parent}/{}", newest.name)).await {
+                        std::fs::write(&tmp, &data).unwrap();
+                        std::fs::rename(&tmp, &file).unwrap();
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = w.changed() => {}
+                }
+            }
+        });
+    }
+    wait_until("recipe watchers ready", Duration::from_secs(60), || async { ready.load(std::sync::atomic::Ordering::SeqCst) >= watchers }).await;
+    files
+}
+
+/// How one publish of a recipe-section row is made.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// The recipe's publisher: one PERSISTENT_SEQUENTIAL create.
+    Recipe,
+    /// The legacy trigger, sent to the leading agent's port.
+    Trigger(u16),
+    /// The request path, as `zkcoordctl publish` takes it (on one long-lived session).
+    Request,
+}
+
+/// Runs `n` publishes `via` and waits after each until every file in `files` holds its bytes;
+/// returns the latencies from publish start, and the requests and quorum writes per publish
+/// counted on the servers (idle rate subtracted).
+async fn recipe_row(hosts: &str, ports: &[u16], via: Via, parent: &str, files: &[std::path::PathBuf], n: usize) -> (Vec<Duration>, f64, f64) {
+    let client = zk_client(hosts).await;
+    let layout = layout();
+    if via == Via::Request {
+        zkcoord::zk::request::ensure_parents(&client, &layout).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle0 = server_counts(ports);
+    tokio::time::sleep(RECIPE_IDLE).await;
+    let idle1 = server_counts(ports);
+    let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+    let tag = std::process::id();
+    let before = server_counts(ports);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let bytes = format!("worker_processes {i}; # {tag} {parent} {:?}\n", files.len()).into_bytes();
+        let start = Instant::now();
+        match via {
+            Via::Recipe => {
+                client.create(&format!("{parent}/conf-"), &bytes, &opts).await.unwrap();
+            }
+            Via::Trigger(port) => {
+                let mut msg = b"add|".to_vec();
+                msg.extend_from_slice(&bytes);
+                let reply = tokio::task::spawn_blocking(move || trigger(port, &msg)).await.unwrap();
+                assert!(reply.starts_with("published"), "trigger answered {reply:?}");
+            }
+            Via::Request => {
+                let header = zkcoord::model::request::header_for(APP, "bench", None, "zkcoordctl", &bytes).unwrap();
+                let req = zkcoord::zk::request::create(&client, &layout, &header, &bytes).await.unwrap();
+                let outcome = zkcoord::zk::request::await_outcome(&client, &layout, &req, Duration::from_secs(30)).await.unwrap();
+                assert!(matches!(outcome, zkcoord::model::request::Outcome::Published { .. }), "{outcome}");
+            }
+        }
+        loop {
+            if files.iter().all(|f| std::fs::read(f).ok().as_deref() == Some(&bytes[..])) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "publish {i} never landed everywhere");
+            tokio::time::sleep(Duration::from_micros(250)).await;
+        }
+        out.push(start.elapsed());
+        tokio::time::sleep(RECIPE_GAP).await;
+    }
+    // The hosts' status writes of the last publish land before the count is read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server_counts(ports);
+    let (packets, txns) = counted_since(before, after, (idle0, idle1));
+    (out, packets / n as f64, txns / n as f64)
+}
+
+/// The recipe baseline beside zkcoord in the same run (issue 15): latency from publish start
+/// until every host's file holds the bytes, and ZooKeeper requests and quorum writes per
+/// publish and per host, counted from the servers' `mntr` and zxid.
+async fn section_recipe(hosts: &str, ports: &[u16], trigger_ports: &[(u32, u16)], report: &mut Vec<String>) {
+    let n = recipe_publishes();
+    report.push(String::new());
+    report.push(format!("| publish start -> every host's file holds it (ms), {n} publishes {RECIPE_GAP:?} apart | hosts | p50 | p90 | p99 | max | ZooKeeper requests / publish | per host | quorum writes / publish |"));
+    report.push("|---|---|---|---|---|---|---|---|---|".into());
+    let mut push = |name: &str, hosts_n: usize, mut v: Vec<Duration>, req: f64, txn: f64, base: Option<(f64, f64)>| {
+        v.sort();
+        let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+        let per_host = match base {
+            Some((r0, _)) if hosts_n > 0 => format!("{:.1}", (req - r0) / hosts_n as f64),
+            _ => "-".into(),
+        };
+        report.push(format!(
+            "| {name} | {hosts_n} | {} | {} | {} | {} | {req:.1} | {per_host} | {txn:.1} |",
+            ms(pct(&v, 0.5)),
+            ms(pct(&v, 0.9)),
+            ms(pct(&v, 0.99)),
+            ms(*v.last().unwrap_or(&Duration::ZERO))
+        ));
+    };
+    let scratch = tempfile::Builder::new().prefix("zkcoord-recipe-").tempdir().unwrap();
+    // The recipe.
+    let writer = zk_client(hosts).await;
+    let mut base = None;
+    for watchers in [0usize, 10, 50] {
+        let parent = format!("/bench/recipe-{watchers}");
+        create_all(&writer, &parent).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let files = recipe_watchers(hosts, &parent, scratch.path(), watchers, &stop).await;
+        let (lat, req, txn) = recipe_row(hosts, ports, Via::Recipe, &parent, &files, n).await;
+        if watchers == 0 {
+            base = Some((req, txn));
+        }
+        push("recipe: create -> child watch -> get -> write", watchers, lat, req, txn, base);
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // zkcoord: the leader's trigger port, and the request path.
+    let client = zk_client(hosts).await;
+    let leader = leader_pid(&client).await.expect("a leader");
+    let port = trigger_ports.iter().find(|(pid, _)| *pid == leader).map(|(_, p)| *p).expect("the leader's trigger port");
+    let mut bases: HashMap<&str, (f64, f64)> = HashMap::new();
+    for count in [0usize, 10, 50] {
+        let mut apps = if count > 0 { start_apps(hosts, count, None).await } else { Vec::new() };
+        let files: Vec<std::path::PathBuf> = apps.iter().map(dest).collect();
+        for (label, via) in [("zkcoord: legacy trigger to the leader", Via::Trigger(port)), ("zkcoord: request path (as zkcoordctl)", Via::Request)] {
+            let (lat, req, txn) = recipe_row(hosts, ports, via, "", &files, n).await;
+            if count == 0 {
+                bases.insert(label, (req, txn));
+            }
+            push(label, count, lat, req, txn, bases.get(label).copied());
+        }
+        for a in apps.iter_mut() {
+            a.term();
+        }
+        drop(apps);
+        wait_no_status(hosts).await;
+    }
+    report.push(format!("\nRequests are `zk_packets_received` summed over the 3 servers, quorum writes the zxid delta, both less the idle rate of a {RECIPE_IDLE:?} window before each row. Per host is (row - the 0-host row) / hosts. With 0 hosts, latency is publish start -> answered (trigger, request path) or created (recipe)."));
+}
+
 /// Versions per second: library calls and the legacy trigger, 1 and 16 clients.
 async fn section_throughput(hosts: &str, trigger_port: u16, per_client: usize, report: &mut Vec<String>) {
     report.push(String::new());
@@ -614,19 +795,28 @@ async fn main() {
         table(&mut report, "the floor (ms)");
         report.push(row("plain client create -> watch -> read", floor(&hosts, n).await));
     }
-    let trigger_port = free_port();
+    // Each agent listens for legacy triggers on a port of its own: the throughput section sends
+    // to the first (leader or not, as a script would), the recipe section to the leader's.
+    let agent_ports = [free_port(), free_port()];
+    let trigger_port = agent_ports[0];
     let mut agents: Vec<Daemon> = (0..2)
         .map(|i| {
             let mut s = Spec::agent(&format!("agent-{i}"), &hosts);
             s.session = "2s";
-            s.agent_extra = format!("trigger_listen = \"127.0.0.1:{}\"\ntrigger_app = \"{APP}\"", trigger_port + i as u16 * 0);
+            s.agent_extra = format!("trigger_listen = \"127.0.0.1:{}\"\ntrigger_app = \"{APP}\"", agent_ports[i]);
             s.start()
         })
         .collect();
-    // Only one agent can bind the trigger port; the other logs it and goes on, which is
-    // what the trigger benchmark needs (one listener).
     let client = zk_client(&hosts).await;
     wait_until("a leader", Duration::from_secs(30), || async { leader_pid(&client).await.is_some() }).await;
+    if wanted("recipe") {
+        for a in &agents {
+            a.wait_for_log("legacy trigger listening", Duration::from_secs(30));
+        }
+        let ports: Vec<u16> = (0..zk.len()).map(|i| zk.server_port(i)).collect();
+        let trigger_ports: Vec<(u32, u16)> = agents.iter().zip(agent_ports).map(|(a, p)| (a.pid(), p)).collect();
+        section_recipe(&hosts, &ports, &trigger_ports, &mut report).await;
+    }
     if wanted("propagation") {
         section_propagation(&hosts, n, &mut report).await;
     }

@@ -52,6 +52,11 @@ struct NewVersion {
     app: String,
     /// The versions parent.
     parent: String,
+    /// The metadata parent.
+    meta_parent: String,
+    /// Its name, `conf-<seq>`: the number a sequential create would get (see
+    /// [`crate::agent::leader::next_version_seq`]).
+    name: String,
     data: Vec<u8>,
     meta: VersionMeta,
     /// The rollout record's supersession, carried by the app's first new version.
@@ -69,6 +74,9 @@ enum Newest {
 /// What the batch read of one app, once.
 struct AppRead {
     parent: String,
+    meta_parent: String,
+    /// The sequence number the next new version of this batch takes.
+    next: u64,
     /// The version stream: the versions parent's czxid.
     stream: i64,
     newest: Option<Newest>,
@@ -84,18 +92,20 @@ impl AppRead {
         let layout = leader.config.layout();
         let parent = layout.versions(app);
         let meta_parent = layout.meta(app);
-        let (children, rollout) = futures::join!(client.get_children(&parent), PlainPublish::read(client, &layout, app));
-        let mut rollout = rollout?;
-        let (children, stream) = match children {
-            Ok((c, stat)) => (c, stat.czxid),
+        let (children, rollout) = futures::join!(client.get_children(&parent), crate::zk::rollout::read_any(client, &layout, app));
+        let mut rollout = PlainPublish::of(app, rollout?);
+        let (children, stat) = match children {
+            Ok(r) => r,
             Err(zk::Error::NoNode) => {
-                let stream = leader.begin_stream(app).await?;
+                leader.begin_stream(app).await?;
                 // The old stream's record may be gone now: read it again.
-                rollout = PlainPublish::read(client, &layout, app).await?;
-                (Vec::new(), stream)
+                rollout = PlainPublish::of(app, crate::zk::rollout::read_any(client, &layout, app).await?);
+                client.get_children(&parent).await?
             }
             Err(e) => return Err(e.into()),
         };
+        let stream = stat.czxid;
+        let next = crate::agent::leader::next_version_seq(&stat, &children);
         session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
         let newest = match layout::newest_version(&children) {
             None => None,
@@ -118,7 +128,7 @@ impl AppRead {
                 Some(Newest::Existing { name: v.name, sha256, has_meta })
             }
         };
-        Ok(AppRead { parent, stream, newest, rollout })
+        Ok(AppRead { parent, meta_parent, next, stream, newest, rollout })
     }
 }
 
@@ -157,7 +167,9 @@ impl Batch {
             _ => {
                 let index = self.creates.len();
                 let rollout = Some(view.rollout.take(&config.layout()));
-                self.creates.push(NewVersion { app: h.app.clone(), parent: view.parent.clone(), data, meta, rollout });
+                let name = layout::VersionId::from_seq(view.next).name;
+                view.next += 1;
+                self.creates.push(NewVersion { app: h.app.clone(), parent: view.parent.clone(), meta_parent: view.meta_parent.clone(), name, data, meta, rollout });
                 view.newest = Some(Newest::Pending { create: index, sha256: h.sha256.clone() });
                 Plan::Create(index)
             }
@@ -176,14 +188,11 @@ impl Batch {
         }
         let names = create_versions(leader.client, leader.fence, &batch.creates).await?;
         let mut answers = Vec::with_capacity(batch.plans.len());
-        let mut metas: Vec<Option<VersionMeta>> = batch.creates.iter().map(|c| Some(c.meta.clone())).collect();
         for (req, plan) in batch.plans {
             let (outcome, meta_for) = match plan {
                 Plan::Answer(outcome, meta_for) => (outcome, meta_for),
-                Plan::Create(i) => {
-                    let meta = metas[i].take().map(|m| (batch.creates[i].app.clone(), names[i].clone(), m));
-                    (Outcome::Published { version: names[i].clone() }, meta)
-                }
+                // Its metadata went with the version.
+                Plan::Create(i) => (Outcome::Published { version: names[i].clone() }, None),
                 Plan::SameAs(i) => (Outcome::Unchanged { version: names[i].clone() }, None),
             };
             answers.push((req, outcome, meta_for));
@@ -252,43 +261,22 @@ fn runs(sizes: impl IntoIterator<Item = usize>, max_ops: usize) -> Vec<std::ops:
     out
 }
 
-/// Creates the versions in fenced multi-ops, each app's rollout supersession with its first
-/// version; returns the created names in order.
+/// Creates the versions, each with its metadata (see [`crate::agent::leader::add_version`]),
+/// in fenced multi-ops, each app's rollout supersession with its first version; returns the
+/// created names in order. A name a plain client took meanwhile fails its multi-op
+/// (NodeExists): the leader then reads again and handles the requests anew.
 async fn create_versions(client: &zk::Client, fence: &Fence, creates: &[NewVersion]) -> Result<Vec<String>, AgentError> {
-    let owned = crate::zk::identity::for_node(NodeKind::Owned);
-    let mode = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&owned));
-    let mut names = Vec::with_capacity(creates.len());
-    for run in runs(creates.iter().map(|c| c.data.len()), 1000) {
+    for run in runs(creates.iter().map(|c| c.data.len() + 512), 1000) {
         let mut w = fence.writer(client)?;
-        // Which results are version creates: the rollout ops sit between them.
-        let mut is_version = Vec::new();
         for c in &creates[run] {
-            w.add_create(&format!("{}/{}", c.parent, layout::VERSION_PREFIX), &c.data, &mode)?;
-            is_version.push(true);
+            crate::agent::leader::add_version(&mut w, &c.parent, &c.meta_parent, &c.name, &c.data, &c.meta)?;
             if let Some(plan) = c.rollout.as_ref().filter(|p| p.has_op()) {
                 plan.add_to(&mut w)?;
-                is_version.push(false);
             }
         }
-        let results = fence.commit(w).await?;
-        if results.len() != is_version.len() {
-            return Err(AgentError::Zk(zk::Error::UnexpectedError(format!(
-                "multi-op of {} operations returned {} results",
-                is_version.len(),
-                results.len()
-            ))));
-        }
-        for (result, version) in results.into_iter().zip(is_version) {
-            match result {
-                zk::MultiWriteResult::Create { path, .. } if version => {
-                    names.push(path.rsplit('/').next().unwrap_or_default().to_string());
-                }
-                _ if !version => {}
-                other => return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("multi create returned {other:?}")))),
-            }
-        }
+        fence.commit(w).await?;
     }
-    Ok(names)
+    Ok(creates.iter().map(|c| c.name.clone()).collect())
 }
 
 /// Writes metadata, outcomes and request deletions in fenced multi-ops. A multi-op that fails

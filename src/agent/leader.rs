@@ -30,6 +30,30 @@ pub(crate) struct Leader<'a> {
 /// Metadata to write beside a version: (app, version, meta).
 pub(crate) type MetaFor = Option<(String, String, VersionMeta)>;
 
+/// The sequence number `app`'s next version takes, from its versions parent's `stat` and
+/// `children` (see [`layout::next_sequence`]): the name a sequential create would get now. Never
+/// at or below the newest listed version: a server that counts `cversion` otherwise (creations
+/// only) is answered with its `cversion`.
+pub(crate) fn next_version_seq(stat: &zk::Stat, children: &[String]) -> u64 {
+    let next = layout::next_sequence(stat.cversion, stat.num_children);
+    match layout::newest_version(children) {
+        Some(n) if next <= n.seq => (stat.cversion.max(0) as u64).max(n.seq + 1),
+        _ => next,
+    }
+}
+
+/// Adds version `name` (under `parent`) and its metadata (under `meta_parent`) to a fenced
+/// multi-op: both appear in one transaction, so no reader ever sees the version without its
+/// metadata, and the plain create of the name [`next_version_seq`] gave fails the whole
+/// multi-op (NodeExists) when a plain client's sequential create took that number first.
+pub(crate) fn add_version(w: &mut zk::CheckWriter<'_>, parent: &str, meta_parent: &str, name: &str, data: &[u8], meta: &VersionMeta) -> Result<(), zk::Error> {
+    let owned = crate::zk::identity::for_node(NodeKind::Owned);
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+    let meta = serde_json::to_vec(meta).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode metadata: {e}")))?;
+    w.add_create(&format!("{parent}/{name}"), data, &persistent)?;
+    w.add_create(&format!("{meta_parent}/{name}"), &meta, &persistent)
+}
+
 impl Leader<'_> {
     /// Turns one request into an outcome. Returns the app when a version was created.
     pub(crate) async fn handle_request(&self, name: &str) -> Result<Option<String>, AgentError> {
@@ -112,11 +136,15 @@ impl Leader<'_> {
         let meta_parent = layout.meta(&h.app);
         // The listing also says whether the parent exists, so the first publish alone creates
         // it (beginning a new version stream), and gives the stream's identity, its czxid.
-        let (children, stream) = match client.get_children(&parent).await {
-            Ok((c, stat)) => (c, stat.czxid),
-            Err(zk::Error::NoNode) => (Vec::new(), self.begin_stream(&h.app).await?),
+        let (children, parent_stat) = match client.get_children(&parent).await {
+            Ok(r) => r,
+            Err(zk::Error::NoNode) => {
+                self.begin_stream(&h.app).await?;
+                client.get_children(&parent).await?
+            }
             Err(e) => return Err(e.into()),
         };
+        let stream = parent_stat.czxid;
         let meta = VersionMeta::of(h, stream);
         if let Some(newest) = layout::newest_version(&children) {
             match client.get_data(&format!("{parent}/{}", newest.name)).await {
@@ -159,22 +187,19 @@ impl Leader<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let rollout = match crate::agent::rollout::plan_publish(client, layout, &h.app, h.canary.as_ref(), &children).await? {
+        let existing = crate::zk::rollout::read_any(client, layout, &h.app).await?;
+        let rollout = match crate::agent::rollout::plan_publish(client, layout, &h.app, h.canary.as_ref(), &children, existing).await? {
             Ok(plan) => plan,
             Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
         };
         session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
-        let owned = crate::zk::identity::for_node(NodeKind::Owned);
+        let version = VersionId::from_seq(next_version_seq(&parent_stat, &children)).name;
         let mut w = fence.writer(client)?;
-        w.add_create(&format!("{parent}/{}", layout::VERSION_PREFIX), data, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&owned)))?;
+        add_version(&mut w, &parent, &meta_parent, &version, data, &meta)?;
         rollout.add_to(&mut w)?;
-        let results = fence.commit(w).await?;
-        let created = match results.into_iter().next() {
-            Some(zk::MultiWriteResult::Create { path, .. }) => path,
-            other => return Err(AgentError::Zk(zk::Error::UnexpectedError(format!("multi create returned {other:?}")))),
-        };
-        let version = created.rsplit('/').next().unwrap_or_default().to_string();
-        Ok((Outcome::Published { version: version.clone() }, Some((h.app.clone(), version, meta))))
+        fence.commit(w).await?;
+        // The metadata went with the version: nothing to fill in when answering.
+        Ok((Outcome::Published { version }, None))
     }
 
     /// Begins a new version stream for `app`, whose versions parent does not exist (never

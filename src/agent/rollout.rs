@@ -9,7 +9,7 @@ use crate::model::rollout::{canary_state, parse, decide, pick_canaries, CanarySp
 use crate::model::status::StatusReport;
 use crate::zk::fence::{AgentError, Fence};
 use crate::zk::identity::NodeKind;
-use crate::zk::rollout::{read_any, Wake};
+use crate::zk::rollout::Wake;
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -47,18 +47,23 @@ impl PublishPlan {
     }
 }
 
+/// The record (None when unreadable) and its stat, when a node exists: what the leader knows of
+/// an app's rollout record (see [`crate::agent::known`]).
+pub type Existing = Option<(Option<Rollout>, zk::Stat)>;
+
 /// Plans the rollout side of publishing to `app` (whose versions are `children` before the new
-/// one): with a canary spec, a new record (the canaries resolved against the live hosts now);
-/// without one, the deletion of any record, since the new version supersedes it. Err is a reason
-/// to reject the request.
+/// one, and whose record is `existing`): with a canary spec, a new record (the canaries resolved
+/// against the live hosts now); without one, the deletion of any record, since the new version
+/// supersedes it. Every operation is version-checked, so a record changed since it was read
+/// fails the publish's multi-op. Err is a reason to reject the request.
 pub async fn plan_publish(
     client: &zk::Client,
     layout: &Layout,
     app: &str,
     spec: Option<&CanarySpec>,
     children: &[String],
+    existing: Existing,
 ) -> Result<Result<PublishPlan, String>, zk::Error> {
-    let existing = read_any(client, layout, app).await?;
     let Some(spec) = spec else {
         return Ok(Ok(PublishPlan {
             op: existing.map(|(r, stat)| {
@@ -120,11 +125,10 @@ pub struct PlainPublish {
 }
 
 impl PlainPublish {
-    /// Reads `app`'s rollout record (one round trip).
-    pub async fn read(client: &zk::Client, layout: &Layout, app: &str) -> Result<PlainPublish, zk::Error> {
-        let existing = read_any(client, layout, app).await?;
+    /// What publishing to `app` without a spec does to its record `existing`.
+    pub fn of(app: &str, existing: Existing) -> PlainPublish {
         let holds_back = matches!(&existing, Some((Some(r), _)) if r.state.holds_back());
-        Ok(PlainPublish { holds_back, app: app.to_string(), existing })
+        PlainPublish { holds_back, app: app.to_string(), existing }
     }
 
     /// The plan for the first new version: the same as [`plan_publish`] without a spec. Later

@@ -387,7 +387,7 @@ impl Applier {
                 self.versions
             )));
         }
-        let mut meta = match meta? {
+        let meta = match meta? {
             Ok(Some((m, czxid))) => {
                 if parents.and_then(|t| t.meta_mzxid).is_some_and(|mz| czxid <= mz) {
                     return Ok(Fetched::Refused(format!(
@@ -400,17 +400,8 @@ impl Applier {
             Ok(None) => None,
             Err(reason) => return Ok(Fetched::Refused(reason)),
         };
-        // The leader writes metadata just after the version. Wait a moment for it when it
-        // decides what the bytes are: a signature is required, the app keeps bundles, or the
-        // bytes look like an archive that a file app must not take for a config.
-        let needs_meta = self.trusted.required() || self.app.kind() == crate::config::AppKind::Bundle || crate::host::bundle::looks_like_archive(&bytes)
-            || crate::model::content::Marker::parse(&bytes).is_some();
-        if meta.is_none() && needs_meta {
-            meta = match self.wait_for_meta(client, &meta_path, stream, Duration::from_secs(2)).await? {
-                Ok(m) => m.map(|(m, _)| m),
-                Err(reason) => return Ok(Fetched::Refused(reason.into())),
-            };
-        }
+        // The leader writes metadata in the same transaction as the version, so what was read
+        // with it is all there is: none means a plain client's version (installed as raw bytes).
         if meta.is_none() && self.trusted.required() {
             // Still none: a plain client's version, or a leader that died before answering
             // (its successor fills the metadata in). Keep looking for a while, then refuse.
@@ -476,24 +467,6 @@ impl Applier {
                 .map_err(|e| format!("metadata {path} does not parse ({e}); not installing"))),
             Err(zk::Error::NoNode) => Ok(Ok(None)),
             Err(e) => Err(e),
-        }
-    }
-
-    /// Waits up to `limit` for metadata of stream `stream` to appear at `path` (a stale one
-    /// of an earlier stream is waited past: the leader replaces it).
-    async fn wait_for_meta(&self, client: &zk::Client, path: &str, stream: i64, limit: Duration) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let (stat, watcher) = client.check_and_watch_stat(path).await?;
-            if stat.is_some() {
-                match self.read_meta(client, path, stream).await? {
-                    Ok(None) => {}
-                    found => return Ok(found),
-                }
-            }
-            if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
-                return Ok(Ok(None));
-            }
         }
     }
 

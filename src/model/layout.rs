@@ -197,6 +197,25 @@ pub fn newest_version(children: &[String]) -> Option<VersionId> {
     children.iter().filter_map(|c| VersionId::parse(c)).max()
 }
 
+/// The sequence number ZooKeeper gives the next sequential child of a node whose stat says
+/// `cversion` and `num_children`: a PERSISTENT_SEQUENTIAL create of `conf-` under it now would
+/// be named `conf-<this, 10 digits>`.
+///
+/// The server names a sequential node after the parent's internal child version, which counts
+/// child *creations* only. The `cversion` a client reads counts creations and deletions
+/// (ZooKeeper's `DataNode.copyStat` reports `2 * creations - children`), so after deletions
+/// (pruning) it runs ahead of the next name; `(cversion + children) / 2` is the creations
+/// count again. Seen on ZooKeeper 3.8: three creates and two deletes read as cversion 5 with one
+/// child, and the next sequential create was named `...0000000003`.
+///
+/// Why the leader wants it: a plain create of exactly this name, together with the version's
+/// metadata in one multi-op, is indistinguishable from the sequential create it replaces (the
+/// counter moves on by one either way), and fails atomically (NodeExists) when a plain client's
+/// sequential create took the number first.
+pub fn next_sequence(cversion: i32, num_children: i32) -> u64 {
+    ((i64::from(cversion) + i64::from(num_children)).max(0) / 2) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +247,16 @@ mod tests {
         assert!(validate_app_name("..").unwrap_err().to_string().contains("path segment"));
         assert!(validate_app_name("a/b").unwrap_err().to_string().contains("a character other than"));
         assert!(validate_app_name("").unwrap_err().to_string().contains("is empty"));
+    }
+
+    #[test]
+    fn the_next_sequence_number_counts_creations_not_deletions() {
+        // As ZooKeeper 3.8 answered: 3 creates, 2 deletes -> cversion 5, 1 child; next ...03.
+        assert_eq!(next_sequence(5, 1), 3);
+        // Then one sequential and one plain create: cversion 7, 3 children; next ...05.
+        assert_eq!(next_sequence(7, 3), 5);
+        assert_eq!(next_sequence(0, 0), 0);
+        assert_eq!(next_sequence(2, 2), 2);
     }
 
     #[test]

@@ -74,3 +74,54 @@ pub fn pid_peer_ports(pid: u32) -> Vec<u16> {
         .filter_map(|l| l.split_whitespace().nth(3)?.rsplit(':').next()?.parse().ok())
         .collect()
 }
+
+/// One line's value of `mntr` (e.g. `zk_packets_received`), or `None` when the server does
+/// not answer or has no such line.
+pub fn mntr_value(port: u16, key: &str) -> Option<u64> {
+    let out = four_letter(port, "mntr")?;
+    out.lines().find_map(|l| {
+        let (k, v) = l.split_once('\t')?;
+        (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// The server's last zxid (`srvr`'s `Zxid:` line): its low 32 bits count the transactions
+/// (quorum writes) of the current epoch, so a delta counts writes.
+pub fn last_zxid(port: u16) -> Option<i64> {
+    let out = four_letter(port, "srvr")?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Zxid:"))
+        .and_then(|z| i64::from_str_radix(z.trim().trim_start_matches("0x"), 16).ok())
+}
+
+/// What a set of servers has received and written so far: `zk_packets_received` summed over
+/// them, and the largest last zxid (the ensemble's newest transaction).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerCounts {
+    /// Client packets (requests and pings) received, over all the servers.
+    pub packets: u64,
+    /// The newest zxid any of them has seen.
+    pub zxid: i64,
+    /// When it was read.
+    pub at: std::time::Instant,
+}
+
+/// Reads [`ServerCounts`] from the servers on `ports`.
+pub fn server_counts(ports: &[u16]) -> ServerCounts {
+    let packets = ports.iter().filter_map(|p| mntr_value(*p, "zk_packets_received")).sum();
+    let zxid = ports.iter().filter_map(|p| last_zxid(*p)).max().unwrap_or(0);
+    ServerCounts { packets, zxid, at: std::time::Instant::now() }
+}
+
+/// Requests and transactions between two [`ServerCounts`], less what `idle` (a quiet window
+/// read the same way) says the same span costs with nothing happening (pings, mostly).
+pub fn counted_since(before: ServerCounts, after: ServerCounts, idle: (ServerCounts, ServerCounts)) -> (f64, f64) {
+    let span = after.at.duration_since(before.at).as_secs_f64();
+    let idle_span = idle.1.at.duration_since(idle.0.at).as_secs_f64().max(1e-9);
+    let idle_packets = (idle.1.packets - idle.0.packets) as f64 / idle_span;
+    let idle_txns = (idle.1.zxid - idle.0.zxid) as f64 / idle_span;
+    (
+        (after.packets - before.packets) as f64 - idle_packets * span,
+        (after.zxid - before.zxid) as f64 - idle_txns * span,
+    )
+}
