@@ -104,7 +104,17 @@ async fn a_hand_edit_is_reapplied_reported_or_held_as_on_drift_says() {
     // Restoring the file ends the hold; the newest version follows through the pipeline.
     std::fs::write(dest(&hold), b"worker_processes 1;\n").unwrap();
     wait_on_disk(&hold, b"worker_processes 2;\n", Duration::from_secs(20)).await;
-    let s = wait_status(&client, "hold", "ok", Some(&v2)).await;
+    // The file changes before the status node does: wait for the report of v2 itself, not
+    // for the held report that already names v2 as attempted.
+    let start = std::time::Instant::now();
+    let s = loop {
+        let s = wait_status(&client, "hold", "ok", Some(&v2)).await;
+        if s["version"] == v2.as_str() || start.elapsed() > Duration::from_secs(20) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(s["version"], v2.as_str(), "{s}");
     assert!(s.get("drift").is_none() && s.get("error").is_none(), "{s}");
     for mut d in [reapply, report, hold] {
         assert!(d.term().success());
