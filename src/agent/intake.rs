@@ -17,7 +17,7 @@
 use crate::zk::identity::NodeKind;
 use crate::agent::leader::{Leader, MetaFor};
 use crate::model::request::{validate_header, validate_inline};
-use crate::zk::fence::{AgentError, Fence};
+use crate::zk::fence::AgentError;
 use crate::model::layout::{self};
 use crate::model::request::{self, Outcome, RequestHeader, VersionMeta};
 use crate::agent::rollout::{PlainPublish, PublishPlan};
@@ -186,7 +186,7 @@ impl Batch {
         if batch.plans.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let names = create_versions(leader.client, leader.fence, &batch.creates).await?;
+        let names = create_versions(leader, &batch.creates).await?;
         let mut answers = Vec::with_capacity(batch.plans.len());
         for (req, plan) in batch.plans {
             let (outcome, meta_for) = match plan {
@@ -265,16 +265,32 @@ fn runs(sizes: impl IntoIterator<Item = usize>, max_ops: usize) -> Vec<std::ops:
 /// in fenced multi-ops, each app's rollout supersession with its first version; returns the
 /// created names in order. A name a plain client took meanwhile fails its multi-op
 /// (NodeExists): the leader then reads again and handles the requests anew.
-async fn create_versions(client: &zk::Client, fence: &Fence, creates: &[NewVersion]) -> Result<Vec<String>, AgentError> {
+async fn create_versions(leader: &Leader<'_>, creates: &[NewVersion]) -> Result<Vec<String>, AgentError> {
+    let Leader { client, fence, .. } = leader;
     for run in runs(creates.iter().map(|c| c.data.len() + 512), 1000) {
-        let mut w = fence.writer(client)?;
-        for c in &creates[run] {
-            crate::agent::leader::add_version(&mut w, &c.parent, &c.meta_parent, &c.name, &c.data, &c.meta)?;
-            if let Some(plan) = c.rollout.as_ref().filter(|p| p.has_op()) {
-                plan.add_to(&mut w)?;
+        for attempt in 0..2 {
+            let mut w = fence.writer(client)?;
+            for c in &creates[run.clone()] {
+                crate::agent::leader::add_version(&mut w, &c.parent, &c.meta_parent, &c.name, &c.data, &c.meta)?;
+                if let Some(plan) = c.rollout.as_ref().filter(|p| p.has_op()) {
+                    plan.add_to(&mut w)?;
+                }
+            }
+            match fence.commit(w).await {
+                Ok(_) => break,
+                // Metadata an earlier stream left under one of these names: removed, tried again.
+                Err(AgentError::Zk(zk::Error::NodeExists)) if attempt == 0 => {
+                    let mut cleared = false;
+                    for c in &creates[run.clone()] {
+                        cleared |= leader.clear_stale_meta(&c.app, &c.name).await?;
+                    }
+                    if !cleared {
+                        return Err(AgentError::Zk(zk::Error::NodeExists));
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
-        fence.commit(w).await?;
     }
     Ok(creates.iter().map(|c| c.name.clone()).collect())
 }

@@ -194,10 +194,16 @@ impl Leader<'_> {
         };
         session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
         let version = VersionId::from_seq(next_version_seq(&parent_stat, &children)).name;
-        let mut w = fence.writer(client)?;
-        add_version(&mut w, &parent, &meta_parent, &version, data, &meta)?;
-        rollout.add_to(&mut w)?;
-        fence.commit(w).await?;
+        for attempt in 0..2 {
+            let mut w = fence.writer(client)?;
+            add_version(&mut w, &parent, &meta_parent, &version, data, &meta)?;
+            rollout.add_to(&mut w)?;
+            match fence.commit(w).await {
+                Ok(_) => break,
+                Err(AgentError::Zk(zk::Error::NodeExists)) if attempt == 0 && self.clear_stale_meta(&h.app, &version).await? => {}
+                Err(e) => return Err(e),
+            }
+        }
         // The metadata went with the version: nothing to fill in when answering.
         Ok((Outcome::Published { version }, None))
     }
@@ -269,6 +275,22 @@ impl Leader<'_> {
             Ok(m) if !m.belongs_to(parent.czxid, stat.czxid) => Some(stat.version),
             _ => None,
         })
+    }
+
+    /// After a version's multi-op failed with NodeExists: removes metadata that an earlier
+    /// version stream of `app` left under `version`'s name (an app deleted and re-created by
+    /// hand restarts its numbering), so the multi-op can be tried again. False when nothing
+    /// stale was there: the name itself was taken (a plain client's create).
+    pub(crate) async fn clear_stale_meta(&self, app: &str, version: &str) -> Result<bool, AgentError> {
+        let path = format!("{}/{version}", self.layout.meta(app));
+        let Some(v) = self.stale_meta(app, &path).await? else { return Ok(false) };
+        tracing::info!(app = %app, %version, "replacing metadata left by an earlier version stream");
+        let mut w = self.fence.writer(self.client)?;
+        w.add_delete(&path, Some(v))?;
+        match self.fence.commit(w).await {
+            Ok(_) | Err(AgentError::Zk(zk::Error::NoNode | zk::Error::BadVersion)) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes metadata and the outcome and removes the request (and its claim), in one fenced
