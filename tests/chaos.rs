@@ -336,8 +336,9 @@ async fn chaos_soak_keeps_every_invariant() {
         eprintln!("chaos: timeline (mono_us action):\n{}", timeline.join("\n"));
         panic!("two leaders at once (seed {seed}); see the timeline above and the agents' logs");
     }
+    // The file is renamed into place before the status node is written: wait for the report.
     for node in &apps {
-        let s = status(&client, node.daemon.name()).await.expect("status node");
+        let s = wait_status(&client, node.daemon.name(), "ok", Some(&final_version)).await;
         assert_eq!(s["version"], final_version.as_str(), "{s}");
     }
 }
