@@ -19,6 +19,7 @@
 //! | `zkcoord_drift_detected_total` | counter: distinct hand edits of the destination found | `app` |
 //! | `zkcoord_drifted` | gauge 0/1: the destination is left edited (`on_drift` report or hold) | `app` |
 //! | `zkcoord_drift_held` | gauge 0/1: new versions are withheld (`on_drift = "hold"`) | `app` |
+//! | `zkcoord_render_held` | gauge 0/1: a rendered app's members are held back (`min_members`, `max_shrink`) | `app` |
 //! | `zkcoord_build_info` | info (1) | `version`, `arch`, `os` |
 //! | `zkcoord_applied_version` | gauge: sequence number of the applied version | `app` |
 //! | `zkcoord_last_apply_success_timestamp_seconds` | gauge | `app` |
@@ -174,6 +175,9 @@ pub struct Metrics {
     service_registered: Family<ServiceLabels, Gauge>,
     /// Live members a rendered app saw at its last look.
     render_members: Family<AppLabels, Gauge>,
+    /// 1 while a rendered app holds its members back (too few, or shrunk past `max_shrink`):
+    /// the file is behind the registry on purpose, and someone should look.
+    render_held: Family<AppLabels, Gauge>,
     /// Distinct hand edits found at an app's destination (each on-disk hash counts once).
     drift_detected: Family<AppLabels, Counter>,
     /// 1 while an app's destination is left edited by hand (`on_drift` report or hold).
@@ -221,6 +225,7 @@ impl Metrics {
             versions_behind: Family::default(),
             service_registered: Family::default(),
             render_members: Family::default(),
+            render_held: Family::default(),
             drift_detected: Family::default(),
             drifted: Family::default(),
             drift_held: Family::default(),
@@ -265,6 +270,7 @@ impl Metrics {
             m.service_registered.clone(),
         );
         registry.register("zkcoord_render_members", "Live members a rendered app saw at its last look", m.render_members.clone());
+        registry.register("zkcoord_render_held", "1 while a rendered app holds back its members (min_members, max_shrink) and the file keeps its content", m.render_held.clone());
         registry.register("zkcoord_drift_detected", "Distinct hand edits found at the app's destination", m.drift_detected.clone());
         registry.register("zkcoord_drifted", "1 while the app's destination is left edited by hand (on_drift report or hold)", m.drifted.clone());
         registry.register("zkcoord_drift_held", "1 while the app applies no new version because of a hand edit (on_drift = hold)", m.drift_held.clone());
@@ -366,6 +372,7 @@ impl Metrics {
         self.applied_version.remove(&AppLabels { app: app.into() });
         self.last_success.remove(&AppLabels { app: app.into() });
         self.render_members.remove(&AppLabels { app: app.into() });
+        self.render_held.remove(&AppLabels { app: app.into() });
         self.drifted.remove(&AppLabels { app: app.into() });
         self.drift_held.remove(&AppLabels { app: app.into() });
     }
@@ -428,6 +435,11 @@ impl Metrics {
     /// Rendered app `app` saw `count` live members.
     pub fn render_members(&self, app: &str, count: usize) {
         self.render_members.get_or_create(&AppLabels { app: app.into() }).set(count as i64);
+    }
+
+    /// Whether rendered app `app` holds its members back ([`crate::model::member_guard`]).
+    pub fn render_held(&self, app: &str, held: bool) {
+        self.render_held.get_or_create(&AppLabels { app: app.into() }).set(i64::from(held));
     }
 
     /// Everything, in the OpenMetrics text format (which Prometheus scrapes as such).

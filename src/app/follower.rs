@@ -602,7 +602,7 @@ impl Applier {
     }
 
     fn record_success(&self, p: &mut Progress, v: &VersionId, stream: i64, sha: &str) {
-        let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs(), stream };
+        let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs(), stream, members: None };
         p.state_error = self.state.store(&self.app.name, &applied).err().map(|e| e.to_string());
         if let Some(e) = &p.state_error {
             tracing::error!(app = %self.app.name, "cannot remember the applied version: {e}");
@@ -790,6 +790,7 @@ impl AppFollower {
             // Retried past the bound, it is a failure STATUS and /healthz show, not progress.
             retrying: p.retry.is_some() && !p.retries_exhausted(),
             conflict: self.conflict.lock().ok().and_then(|c| c.clone()),
+            held: None,
         };
         skeleton::show(&self.view, view);
     }
@@ -884,6 +885,7 @@ mod tests {
             behind,
             retrying,
             conflict: None,
+            held: None,
         }
     }
 

@@ -7,12 +7,17 @@
 //! - renders coalesce: after a change, wait until the members were quiet for `quiet`, but no
 //!   longer than `max_wait` after the first change;
 //! - only a changed output is written (and reloaded);
-//! - an empty member list is held back (the file keeps its last content) unless the entry says
-//!   `allow_empty`, because a registry outage must not take every upstream out of nginx.
+//! - a member list that is too small (`min_members`; an empty one unless `allow_empty`) or that
+//!   shrank too far below the last applied one (`max_shrink`) is held back: the file keeps its
+//!   content, and status, `/healthz` and `zkcoord_render_held` say why, because a registry
+//!   outage must not take the upstreams out of nginx ([`crate::model::member_guard`]). The
+//!   applied count is kept in the state file, so a restart during the outage still holds.
 
 use crate::app::skeleton::{self, AppView, Flow, StatusNode, Turn};
 use crate::config::{AppConfig, Config, RenderConfig};
 use crate::host::install::{self, InstallResult};
+use crate::host::state::{Applied, StateStore};
+use crate::model::member_guard::{self, Hold};
 use crate::model::layout::Layout;
 use crate::zk::members::{self, Member, Snapshot};
 use crate::metrics::Metrics;
@@ -75,8 +80,11 @@ struct Rendered {
     report: StatusReport,
     /// sha256 of an output whose check or reload failed: not tried again until it changes.
     failed: Option<String>,
-    /// Whether the last render was held back for an empty member list (logged once).
-    held: bool,
+    /// Why the last render was held back by the member guard (logged when it changes).
+    held: Option<String>,
+    /// How many members the file was last rendered from, as the state file remembers it; None
+    /// before the first render this host applied.
+    applied: Option<usize>,
     /// Members at the last look, for the view.
     count: Option<usize>,
     /// The session generation we last synced on.
@@ -103,6 +111,8 @@ pub struct RenderFollower {
     pub ready: ReadyPart,
     /// Where this app's view is published, for STATUS and `/healthz`.
     pub view: watch::Sender<AppView>,
+    /// Where the applied member count is remembered across restarts.
+    pub state: StateStore,
 }
 
 impl RenderFollower {
@@ -116,6 +126,7 @@ impl RenderFollower {
             metrics,
             ready,
             view,
+            state: StateStore::new(&config.state_dir),
         }
     }
 
@@ -138,7 +149,8 @@ impl RenderFollower {
                 drift: None,
             },
             failed: None,
-            held: false,
+            held: None,
+            applied: self.state.load(&name).and_then(|a| a.members),
             count: None,
             synced: 0,
             skipped: Vec::new(),
@@ -146,6 +158,7 @@ impl RenderFollower {
         };
         let status = StatusNode::keep(&self.layout, &name, &self.node_id, &st.report, self.app.resync(), &session, &shutdown);
         self.publish(&st, false);
+        self.metrics.render_held(&name, false);
         let what = format!("reading members of {} for app {name}", self.render.members_path());
         let mut renders = Renders { follower: &self, st, status, shutdown: shutdown.clone() };
         skeleton::follow(&name, &self.metrics, &mut session, &shutdown, &what, &mut renders).await;
@@ -219,20 +232,26 @@ impl RenderFollower {
         }
         st.skipped = snap.skipped.clone();
         let label = format!("members:{count}");
-        if count == 0 && !self.render.allow_empty {
-            if !st.held {
-                tracing::warn!(app = %name, service = %self.render.service, dest = %self.app.dest.display(), "no live members; holding back the empty list and keeping the file as it is (set allow_empty = true to write it)");
+        if let Err(hold) = member_guard::judge(self.render.guard(), count, st.applied) {
+            let why = hold.to_string();
+            if st.held.as_deref() != Some(why.as_str()) {
+                let (service, dest) = (&self.render.service, self.app.dest.display());
+                match hold {
+                    Hold::TooFew { live: 0, min_members: 1 } => tracing::warn!(app = %name, %service, %dest, "no live members; holding back the empty list and keeping the file as it is (set allow_empty = true to write it)"),
+                    _ => tracing::warn!(app = %name, %service, %dest, count, applied = ?st.applied, "holding back the member list: {why}"),
+                }
             }
-            st.held = true;
+            self.metrics.render_held(name, true);
+            st.held = Some(why.clone());
             st.report.attempted = Some(label);
-            st.report.error = Some("held: no live members; the file keeps its last content (allow_empty = false)".into());
+            st.report.error = Some(why);
             st.report.time = now_secs();
             return;
         }
-        if st.held {
-            tracing::info!(app = %name, count, "members are back; rendering again");
+        if st.held.take().is_some() {
+            tracing::info!(app = %name, count, applied = ?st.applied, "members are back; rendering again");
+            self.metrics.render_held(name, false);
         }
-        st.held = false;
         let output = std::fs::read_to_string(&self.render.template)
             .map_err(|source| RenderError::Template { path: self.render.template.clone(), source })
             .and_then(|t| render(&t, &self.render.service, &self.node_id, &snap.members));
@@ -272,6 +291,7 @@ impl RenderFollower {
             tracing::debug!(app = %name, count, "rendered output unchanged; nothing to write");
             // The file is right again: an output that failed before is tried afresh if it returns.
             st.failed = None;
+            self.remember(st, count, &sha);
             self.record(st, &label, Some(sha), ApplyResult::Ok, None);
             return;
         }
@@ -286,6 +306,7 @@ impl RenderFollower {
             Ok(InstallResult::Applied { .. }) => {
                 tracing::info!(app = %name, dest = %self.app.dest.display(), count, "rendered");
                 st.failed = None;
+                self.remember(st, count, &sha);
                 self.record(st, &label, Some(sha), ApplyResult::Ok, None);
                 // A rendered file has no version number: only the time is exported.
                 self.metrics.applied(name, None, now_secs());
@@ -310,6 +331,19 @@ impl RenderFollower {
             }
         };
         self.metrics.apply_finished(name, result);
+    }
+
+    /// Remembers that the file now holds a render of `count` members, in memory and in the
+    /// state file (written only when the count changed), for the member guard's next look.
+    fn remember(&self, st: &mut Rendered, count: usize, sha: &str) {
+        if st.applied == Some(count) {
+            return;
+        }
+        st.applied = Some(count);
+        let applied = Applied { version: format!("members:{count}"), seq: 0, sha256: sha.to_string(), applied_at: now_secs(), stream: 0, members: Some(count) };
+        if let Err(e) = self.state.store(&self.app.name, &applied) {
+            tracing::warn!(app = %self.app.name, "cannot remember the applied member count ({count}); a restart guards against an older one: {e}");
+        }
     }
 
     /// Updates the report (metrics count real attempts only, and are recorded by the caller):
@@ -338,10 +372,12 @@ impl RenderFollower {
             applying,
             newest: st.count.map(|n| format!("members:{n}")),
             // A failed render (template, check, reload, write) leaves the file behind the
-            // members, which `/healthz` reports; a held-back empty list is deliberate, not that.
+            // members, which `/healthz` reports; a held-back list is deliberate, not that, and
+            // `/healthz` reports it through `held`.
             behind: u64::from(st.report.result != ApplyResult::Ok && st.report.result != ApplyResult::Pending),
             retrying: false,
             conflict: None,
+            held: st.held.clone(),
         };
         skeleton::show(&self.view, view);
     }

@@ -36,12 +36,16 @@ pub struct AppView {
     /// Why our status node is not ours: another session holds our name (see
     /// [`crate::zk::registration`]); the host is unhealthy while it lasts.
     pub conflict: Option<String>,
+    /// Why the follower holds back what it would apply (a rendered app's member guard,
+    /// [`crate::model::member_guard`]): the file is behind on purpose, and the host unhealthy
+    /// until the members come back or an operator accepts the change.
+    pub held: Option<String>,
 }
 
 impl AppView {
     /// The view of an app whose follower has not started yet.
     pub fn starting(name: &str) -> AppView {
-        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false, conflict: None }
+        AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false, conflict: None, held: None }
     }
 
     /// This app's part of the STATUS line: `nginxconf=conf-0000000012`,
@@ -54,6 +58,7 @@ impl AppView {
         let edited = match &r.drift {
             Some(d) if d.held() => " (held: edited by hand)",
             Some(_) => " (drifted: edited by hand)",
+            None if self.held.is_some() => " (held: members)",
             None => "",
         };
         match (&r.version, r.result) {
@@ -78,6 +83,9 @@ impl AppView {
             return Err(format!("app {name}: not yet synced with ZooKeeper"));
         };
         if let Some(why) = &self.conflict {
+            return Err(format!("app {name}: {why}"));
+        }
+        if let Some(why) = &self.held {
             return Err(format!("app {name}: {why}"));
         }
         // A hold keeps new versions out until an operator acts: unhealthy until then, whether

@@ -9,6 +9,7 @@ use super::hook::HookCommand;
 use super::service::services_path;
 use super::verify::{self, VerifyConfig, VerifyKey};
 use crate::model::drift::OnDrift;
+use crate::model::member_guard::{MaxShrink, MemberGuard, DEFAULT_MAX_SHRINK};
 
 /// An `[app.render]` table: the app's file is rendered from a service's live members instead
 /// of being taken from published versions.
@@ -23,9 +24,18 @@ pub struct RenderConfig {
     /// The template file on this host (minijinja, i.e. Jinja2 syntax).
     pub template: PathBuf,
     /// Write an empty member list too; off by default, so a registry outage (or every member
-    /// failing at once) does not take every upstream out of the rendered file.
+    /// failing at once) does not take every upstream out of the rendered file. `true` is
+    /// `min_members = 0` (and then `max_shrink` defaults to off); see [`RenderConfig::guard`].
     #[serde(default)]
     pub allow_empty: bool,
+    /// Fewer live members than this are held back (the file keeps its content); absent: 1, or 0
+    /// with `allow_empty = true`.
+    #[serde(default)]
+    pub min_members: Option<usize>,
+    /// How far below the last applied member count one render may go (`"50%"`, a count like
+    /// `10`, `"off"`); absent: [`DEFAULT_MAX_SHRINK`], or off when `min_members` is 0.
+    #[serde(default, deserialize_with = "deserialize_max_shrink")]
+    pub max_shrink: Option<MaxShrink>,
     /// Renders wait until the members have been quiet this long, so a burst makes one reload.
     #[serde(default = "default_render_quiet", with = "humantime_serde")]
     pub quiet: Duration,
@@ -38,6 +48,17 @@ impl RenderConfig {
     /// The znode whose children are the rendered members.
     pub fn members_path(&self) -> String {
         self.path.clone().unwrap_or_else(|| services_path(&self.service))
+    }
+
+    /// The member guard these keys make. `allow_empty = true` is `min_members = 0`; an app that
+    /// accepts an empty list asked to follow the registry all the way down, so its `max_shrink`
+    /// is off unless set (an explicit `max_shrink` applies to a drop to zero as well). Every
+    /// other app refuses a drop of more than [`DEFAULT_MAX_SHRINK`]: the outage this guards
+    /// against is silent, a held render is not.
+    pub fn guard(&self) -> MemberGuard {
+        let min_members = self.min_members.unwrap_or(usize::from(!self.allow_empty));
+        let max_shrink = self.max_shrink.unwrap_or(if min_members == 0 { MaxShrink::Off } else { DEFAULT_MAX_SHRINK });
+        MemberGuard { min_members, max_shrink }
     }
 }
 
@@ -386,6 +407,20 @@ fn deserialize_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::E
     parse_mode(&s).map(Some).ok_or_else(|| {
         serde::de::Error::custom(format!("expected a file mode as an octal string like \"0644\", got {s:?}"))
     })
+}
+
+fn deserialize_max_shrink<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MaxShrink>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(i64),
+        Text(String),
+    }
+    let text = match Written::deserialize(d)? {
+        Written::Number(n) => n.to_string(),
+        Written::Text(s) => s,
+    };
+    MaxShrink::parse(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn deserialize_on_drift<'de, D: Deserializer<'de>>(d: D) -> Result<OnDrift, D::Error> {

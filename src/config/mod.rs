@@ -457,6 +457,9 @@ impl Config {
                 if !r.template.is_absolute() {
                     return Err(invalid(&key("render.template"), &format!("expected an absolute path to a template file on this host, got {:?}", r.template.display().to_string())));
                 }
+                if r.allow_empty && r.min_members.is_some_and(|n| n > 0) {
+                    return Err(invalid(&key("render.min_members"), "contradicts allow_empty = true, which is min_members = 0; set one of them"));
+                }
                 if r.quiet.is_zero() || r.max_wait < r.quiet {
                     return Err(invalid(&key("render.max_wait"), "expected 0 < quiet <= max_wait (e.g. quiet = \"200ms\", max_wait = \"2s\")"));
                 }
@@ -780,6 +783,28 @@ reload = ["nginx", "-s", "reload"]
             let err = load(&format!("{MINIMAL}{k} = {v}\n{render}")).unwrap_err().to_string();
             assert!(err.contains(&format!("app[0].{k}")) && err.contains("rendered app"), "{k}: {err}");
         }
+    }
+
+    #[test]
+    fn the_member_guard_keys_take_their_forms_and_allow_empty_is_min_members_0() {
+        use crate::model::member_guard::{MaxShrink, MemberGuard};
+        let render = "[app.render]\nservice = \"web\"\ntemplate = \"/etc/zkcoord/upstream.j2\"\n";
+        let guard = |extra: &str| load(&format!("{MINIMAL}{render}{extra}")).map(|c| c.apps[0].rendered().unwrap().guard());
+        assert_eq!(guard("").unwrap(), MemberGuard { min_members: 1, max_shrink: MaxShrink::Percent(50) });
+        assert_eq!(guard("allow_empty = true\n").unwrap(), MemberGuard { min_members: 0, max_shrink: MaxShrink::Off });
+        assert_eq!(guard("min_members = 0\n").unwrap(), MemberGuard { min_members: 0, max_shrink: MaxShrink::Off });
+        assert_eq!(guard("allow_empty = true\nmax_shrink = \"25%\"\n").unwrap(), MemberGuard { min_members: 0, max_shrink: MaxShrink::Percent(25) });
+        assert_eq!(guard("min_members = 3\nmax_shrink = 10\n").unwrap(), MemberGuard { min_members: 3, max_shrink: MaxShrink::Count(10) });
+        assert_eq!(guard("max_shrink = 0\n").unwrap().max_shrink, MaxShrink::Count(0));
+        assert_eq!(guard("max_shrink = \"off\"\n").unwrap().max_shrink, MaxShrink::Off);
+        for bad in ["max_shrink = \"150%\"\n", "max_shrink = -1\n", "max_shrink = \"half\"\n"] {
+            let err = guard(bad).unwrap_err().to_string();
+            assert!(err.contains("/etc/zkcoord.toml") && err.contains("max_shrink") && err.contains("expected a percentage"), "{bad}: {err}");
+        }
+        let err = guard("min_members = -2\n").unwrap_err().to_string();
+        assert!(err.contains("min_members"), "{err}");
+        let err = guard("allow_empty = true\nmin_members = 2\n").unwrap_err().to_string();
+        assert!(err.contains("app[0].render.min_members") && err.contains("allow_empty"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub struct Applied {
     /// judged afresh rather than ignoring the new stream forever.
     #[serde(default)]
     pub stream: i64,
+    /// A rendered app: how many members the applied file was rendered from, so that a daemon
+    /// restarted during a registry outage still guards against a drop from that count
+    /// ([`crate::model::member_guard`]), not from the few members it sees first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
 }
 
 /// The state directory.
@@ -80,9 +85,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = StateStore::new(&d.path().join("state"));
         assert_eq!(s.load("a"), None);
-        let a = Applied { version: "conf-0000000003".into(), seq: 3, sha256: "ab".into(), applied_at: 1, stream: 7 };
+        let a = Applied { version: "conf-0000000003".into(), seq: 3, sha256: "ab".into(), applied_at: 1, stream: 7, members: None };
         s.store("a", &a).unwrap();
         assert_eq!(s.load("a"), Some(a));
+        let r = Applied { version: "members:40".into(), seq: 0, sha256: "cd".into(), applied_at: 2, stream: 0, members: Some(40) };
+        s.store("r", &r).unwrap();
+        assert_eq!(s.load("r"), Some(r));
         std::fs::write(d.path().join("state/b.json"), b"{not json").unwrap();
         assert_eq!(s.load("b"), None);
     }
