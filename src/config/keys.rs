@@ -67,6 +67,8 @@ pub const KEYS: &[Key] = &[
     Key { key: "`[[app]] max_parallel_reloads`", default: "absent (no limit)", meaning: "at most this many hosts install (check, rename, reload) at once; at least 1" },
     Key { key: "`[[app]] splay`", default: "absent (none)", meaning: "random delay below this before applying a new version; at most `\"1h\"`" },
     Key { key: "`[[app]] render`", default: "absent", meaning: "`{ service, path, template, allow_empty = false, quiet = \"200ms\", max_wait = \"2s\" }`: render `dest` from a service's live members (see Service registry)" },
+    Key { key: "`[app.render] min_members`", default: "`1`; `0` with `allow_empty = true`", meaning: "fewer live members are held back: the file keeps its content, status `error` and `/healthz` say `held: …`, `zkcoord_render_held` is 1; `allow_empty = true` is `min_members = 0` (setting both to disagree is an error)" },
+    Key { key: "`[app.render] max_shrink`", default: "`\"50%\"`; `\"off\"` when `min_members` is 0", meaning: "a render more than this below the last applied member count (kept in `state_dir`, so a restart still compares with it) is held back like `min_members`: a percentage `\"0%\"`-`\"100%\"`, a count like `10`, `0` (any drop held) or `\"off\"`; the hold ends when members come back; to accept a shrink, raise it and reload (SIGHUP). An explicit value applies with `allow_empty = true` too, the drop to zero included" },
     Key { key: "`[[service]] name`, `port`", default: "required", meaning: "the service, and the port clients connect to" },
     Key { key: "`[[service]] host`", default: "host name", meaning: "the address clients connect to" },
     Key { key: "`[[service]] data`", default: "`{}`", meaning: "extra JSON fields of the member (not `host` or `port`)" },
