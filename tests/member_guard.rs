@@ -153,6 +153,8 @@ async fn eight_of_ten_members_gone_is_held_across_a_restart_and_ends_when_they_r
         status(&client, "lb-1").await["pid"] == lb.pid() && error_of(&status(&client, "lb-1").await).starts_with(why)
     })
     .await;
+    let s = status(&client, "lb-1").await;
+    assert_eq!((s["version"].as_str(), s["result"].as_str()), (Some("members:10"), Some("ok")), "the file's render is known again: {s}");
     assert_eq!(rendered(&lb).unwrap(), ten, "a restart during the outage does not gut the file");
     assert_eq!(reloads(&lb), before);
     wait_until("/healthz of the restarted daemon says held", PATIENCE, || async {

@@ -134,14 +134,21 @@ impl RenderFollower {
     pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
         let name = self.app.name.clone();
         let on_disk = std::fs::read(&self.app.dest).ok().map(|b| crate::digest::sha256_hex(&b));
+        // The state file's render, when the file still holds it: reported as applied from the
+        // start, so a restart during a hold says what the file is (`members:40`), not `pending`.
+        let remembered = self.state.load(&name).filter(|a| a.members.is_some());
+        let restored = remembered.as_ref().filter(|a| on_disk.as_deref() == Some(a.sha256.as_str()));
+        if let Some(a) = restored {
+            self.metrics.applied(&name, None, a.applied_at);
+        }
         let st = Rendered {
             report: StatusReport {
                 host: self.node_id.clone(),
                 pid: std::process::id(),
                 app: name.clone(),
-                version: None,
+                version: restored.map(|a| a.version.clone()),
                 sha256: on_disk,
-                result: ApplyResult::Pending,
+                result: if restored.is_some() { ApplyResult::Ok } else { ApplyResult::Pending },
                 attempted: None,
                 error: None,
                 time: now_secs(),
@@ -150,7 +157,7 @@ impl RenderFollower {
             },
             failed: None,
             held: None,
-            applied: self.state.load(&name).and_then(|a| a.members),
+            applied: remembered.as_ref().and_then(|a| a.members),
             count: None,
             synced: 0,
             skipped: Vec::new(),
