@@ -248,3 +248,37 @@ async fn an_idle_daemon_uses_almost_no_cpu_in_every_role() {
         assert!(used < 40, "{} used {used} ticks in 2s idle: it spins", d.name());
     }
 }
+
+/// Every hook is told what it applies: `{src}`, `{dest}` and `{version}` in its argv, and the
+/// `ZKCOORD_*` variables in its environment (confd #502), the previous version included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_are_told_the_version_the_destination_and_what_came_before() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let mut spec = Spec::both("web-1", &hosts);
+    let log = r#"echo \"$0 $1 $2 $3 app=$ZKCOORD_APP version=$ZKCOORD_VERSION previous=$ZKCOORD_PREVIOUS_VERSION sha=$ZKCOORD_SHA256 dest=$ZKCOORD_DEST rollback=${ZKCOORD_ROLLBACK:-0}\" >> {dir}/hooks.log"#;
+    spec.check = Some(format!(r#"["sh", "-c", "{log}", "check", "{{src}}", "{{dest}}", "{{version}}"]"#));
+    spec.reload = Some(format!(r#"["sh", "-c", "{log}; ! grep -q broken $ZKCOORD_DEST", "reload", "-", "{{dest}}", "{{version}}"]"#));
+    let d = spec.start();
+    let client = zk_client(&hosts).await;
+
+    let v1 = publish_ok(&hosts, b"one\n").await;
+    wait_status(&client, "web-1", "ok", Some(&v1)).await;
+    let v2 = publish_ok(&hosts, b"broken\n").await;
+    wait_status(&client, "web-1", "reload-failed", Some(&v2)).await;
+
+    let dest = dest(&d);
+    let dest = dest.to_string_lossy();
+    let lines: Vec<String> = std::fs::read_to_string(d.dir().join("hooks.log")).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 5, "check and reload of v1; check, reload and the reload after the rollback of v2: {lines:#?}");
+    let sha = |b: &[u8]| { use sha2::Digest; hex::encode(sha2::Sha256::digest(b)) };
+    // The check sees the staged candidate beside the destination, never the destination itself.
+    let check1: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(check1[0], "check");
+    assert!(check1[1].starts_with(&*dest.rsplit_once('/').unwrap().0) && check1[1] != dest, "{}", lines[0]);
+    assert_eq!(&check1[2..], [&*dest, v1.as_str(), &format!("app={APP}"), &format!("version={v1}"), "previous=", &format!("sha={}", sha(b"one\n")), &format!("dest={dest}"), "rollback=0"]);
+    assert_eq!(lines[1], format!("reload - {dest} {v1} app={APP} version={v1} previous= sha={} dest={dest} rollback=0", sha(b"one\n")));
+    assert!(lines[2].starts_with("check ") && lines[2].ends_with(&format!("{dest} {v2} app={APP} version={v2} previous={v1} sha={} dest={dest} rollback=0", sha(b"broken\n"))), "{}", lines[2]);
+    assert_eq!(lines[3], format!("reload - {dest} {v2} app={APP} version={v2} previous={v1} sha={} dest={dest} rollback=0", sha(b"broken\n")));
+    assert_eq!(lines[4], format!("reload - {dest} {v2} app={APP} version={v2} previous={v1} sha={} dest={dest} rollback=1", sha(b"broken\n")));
+}

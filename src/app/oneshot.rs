@@ -197,7 +197,15 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
         if current.is_none() { "; the file does not exist yet" } else { "" }
     );
     out.push_str(&unified_diff(app, &newest, current.as_deref().unwrap_or_default(), &bytes));
-    out.push_str(&commands(app));
+    let ctx = hooks::HookContext {
+        app: name.clone(),
+        dest: app.dest.clone(),
+        version: newest.to_string(),
+        previous_version: p.applied().map(|a| a.version.clone()),
+        sha256: sha.clone(),
+        rollback: false,
+    };
+    out.push_str(&commands(app, Some(&ctx)));
     Ok(out)
 }
 
@@ -221,15 +229,16 @@ pub fn unified_diff(app: &AppConfig, version: &VersionId, old: &[u8], new: &[u8]
 }
 
 /// The check and reload commands an apply would run, in order.
-fn commands(app: &AppConfig) -> String {
+/// With `ctx`, the placeholders are filled as the apply would fill them.
+fn commands(app: &AppConfig, ctx: Option<&hooks::HookContext>) -> String {
     let name = &app.name;
     let user = app.run_as.as_ref().map(|u| format!(" as {u}")).unwrap_or_default();
     let check = match &app.check {
-        Some(c) => format!("{name}: would run check{user}: {}\n", hooks::command_line(c, Some(Path::new(STAGED_PLACEHOLDER)))),
+        Some(c) => format!("{name}: would run check{user}: {}\n", hooks::command_line(c, ctx, Some(Path::new(STAGED_PLACEHOLDER)))),
         None => format!("{name}: no check command\n"),
     };
     let reload = match &app.reload {
-        Some(c) => format!("{name}: would run reload{user}: {}\n", hooks::command_line(c, None)),
+        Some(c) => format!("{name}: would run reload{user}: {}\n", hooks::command_line(c, ctx, None)),
         None => format!("{name}: no reload command\n"),
     };
     check + &reload
@@ -290,8 +299,8 @@ mod tests {
     fn binary_content_is_summarised_and_commands_name_the_placeholder() {
         let d = unified_diff(&app(), &VersionId::from_seq(7), b"a\n", &[0xff, 0xfe]);
         assert_eq!(d, "Binary content of /etc/web.conf differs (2 bytes on disk, 2 bytes in web conf-0000000007)\n");
-        assert_eq!(commands(&app()), "web: would run check: web -t '<staged file>'\nweb: no reload command\n");
+        assert_eq!(commands(&app(), None), "web: would run check: web -t '<staged file>'\nweb: no reload command\n");
         let as_nobody = AppConfig { run_as: Some("nobody".into()), ..app() };
-        assert_eq!(commands(&as_nobody), "web: would run check as nobody: web -t '<staged file>'\nweb: no reload command\n");
+        assert_eq!(commands(&as_nobody, None), "web: would run check as nobody: web -t '<staged file>'\nweb: no reload command\n");
     }
 }

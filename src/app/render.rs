@@ -309,7 +309,16 @@ impl RenderFollower {
         let addresses: Vec<String> = snap.members.iter().map(Member::address).collect();
         tracing::info!(app = %name, count, members = ?addresses, "rendering");
         self.publish(st, true);
-        let result = match install::install(&self.app, bytes, &self.metrics).await {
+        // A rendered file has no version node: hooks are told its label (`members:N`).
+        let ctx = crate::host::hooks::HookContext {
+            app: name.clone(),
+            dest: self.app.dest.clone(),
+            version: label.clone(),
+            previous_version: st.report.version.clone(),
+            sha256: sha.clone(),
+            rollback: false,
+        };
+        let result = match install::install(&self.app, &ctx, bytes, &self.metrics).await {
             Ok(InstallResult::Applied { .. }) => {
                 tracing::info!(app = %name, dest = %self.app.dest.display(), count, "rendered");
                 st.failed = None;

@@ -20,6 +20,7 @@
 
 use crate::model::content::ContentInfo;
 use crate::config::{AppConfig, AppKind};
+use crate::host::hooks::HookContext;
 use crate::host::install::{self, InstallError, InstallResult, Ownership};
 use crate::metrics::{Hook, Metrics};
 use std::fs::{self, File};
@@ -339,11 +340,11 @@ pub fn kind_mismatch(app: &AppConfig, content: Option<&ContentInfo>) -> Option<S
 }
 
 /// Installs `bytes` for `app`: in place for a file app, as a new version directory behind the
-/// symlink for a bundle app. `version` names the directory.
-pub async fn install_any(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {
+/// symlink for a bundle app. `ctx.version` names the directory; `ctx` is what the hooks are told.
+pub async fn install_any(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {
     match app.kind() {
-        AppKind::File => install::install(app, bytes, metrics).await,
-        AppKind::Bundle => install(app, version, bytes, max, metrics).await,
+        AppKind::File => install::install(app, ctx, bytes, metrics).await,
+        AppKind::Bundle => install(app, ctx, bytes, max, metrics).await,
     }
 }
 
@@ -397,7 +398,7 @@ fn flip(dest: &Path, target: Option<&Path>) -> Result<(), InstallError> {
 /// The bundle pipeline: unpack into a new version directory, check it, flip the symlink,
 /// reload; on a failed reload flip back and reload again. Old version directories beyond
 /// `keep_local` are removed after a successful switch.
-pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {
+pub async fn install(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {
     let owner = Ownership::of(app)?;
     let dest = app.dest.clone();
     let dir = parent_dir(&dest).to_path_buf();
@@ -414,7 +415,7 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
         }
     }
     let versions = versions_dir(&dest);
-    let version = version.to_string();
+    let version = ctx.version.clone();
     // Unpack into a temp directory, then rename it to its version name: a version directory
     // that exists is always complete.
     let staged = tokio::task::spawn_blocking({
@@ -455,7 +456,7 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
     };
 
     if let Some(check) = &app.check {
-        let run = install::run_hook(app, metrics, Hook::Check, check, Some(&new_dir)).await;
+        let run = install::run_hook(app, ctx, metrics, Hook::Check, check, Some(&new_dir)).await;
         if !run.ok() {
             remove_version(&new_dir);
             return Ok(InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check))));
@@ -467,7 +468,7 @@ pub async fn install(app: &AppConfig, version: &str, bytes: Vec<u8>, max: u64, m
     flip(&dest, Some(&rel))?;
 
     let (back_to, flip_dest, unwanted) = (previous.clone(), dest.clone(), new_dir.clone());
-    let result = install::reload_or_roll_back(app, metrics, move || {
+    let result = install::reload_or_roll_back(app, ctx, metrics, move || {
         flip(&flip_dest, back_to.as_deref())?;
         // The link no longer names the new version: its directory goes.
         remove_version(&unwanted);
@@ -529,6 +530,10 @@ pub fn retain(versions: &Path, live: &Path, keep: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// What the hooks are told, for a test install of `version`.
+    fn ctx(version: &str) -> super::HookContext {
+        super::HookContext { version: version.into(), ..Default::default() }
+    }
     use super::*;
     use std::time::Duration;
 
@@ -666,7 +671,7 @@ mod tests {
         fs::write(d.path().join("ok"), b"").unwrap();
         for (i, v) in ["conf-0000000001", "conf-0000000002", "conf-0000000003"].iter().enumerate() {
             let bytes = packed(d.path(), v, &format!("good {i}\n"));
-            let r = install(&a, v, bytes.clone(), MAX, &m).await.unwrap();
+            let r = install(&a, &ctx(v), bytes.clone(), MAX, &m).await.unwrap();
             assert!(matches!(r, InstallResult::Applied { .. }), "{r:?}");
             assert_eq!(fs::read_to_string(a.dest.join("sub/x.conf")).unwrap(), format!("good {i}\n"));
             assert!(holds(&a, &crate::digest::sha256_hex(&bytes)));
@@ -675,13 +680,13 @@ mod tests {
         left.sort();
         assert_eq!(left, ["conf-0000000002", "conf-0000000002.sha256", "conf-0000000003", "conf-0000000003.sha256"]);
         // A failed check keeps the old tree.
-        let r = install(&a, "conf-0000000004", packed(d.path(), "4", "bad\n"), MAX, &m).await.unwrap();
+        let r = install(&a, &ctx("conf-0000000004"), packed(d.path(), "4", "bad\n"), MAX, &m).await.unwrap();
         assert!(matches!(r, InstallResult::CheckFailed(_)), "{r:?}");
         assert_eq!(fs::read_to_string(a.dest.join("sub/x.conf")).unwrap(), "good 2\n");
         assert!(!versions_dir(&a.dest).join("conf-0000000004").exists());
         // A failed reload flips back.
         fs::remove_file(d.path().join("ok")).unwrap();
-        let r = install(&a, "conf-0000000005", packed(d.path(), "5", "good 5\n"), MAX, &m).await.unwrap();
+        let r = install(&a, &ctx("conf-0000000005"), packed(d.path(), "5", "good 5\n"), MAX, &m).await.unwrap();
         match r {
             InstallResult::ReloadFailed(msg) => assert!(msg.contains("flipped back to the previous version"), "{msg}"),
             other => panic!("{other:?}"),
@@ -705,7 +710,7 @@ mod tests {
     async fn a_plain_file_version_is_refused_by_a_bundle_app() {
         let d = tempfile::tempdir().unwrap();
         let a = bundle_app(d.path(), None, None);
-        let r = install(&a, "conf-0000000001", b"worker_processes 4;\n".to_vec(), MAX, &Metrics::new()).await.unwrap();
+        let r = install(&a, &ctx("conf-0000000001"), b"worker_processes 4;\n".to_vec(), MAX, &Metrics::new()).await.unwrap();
         match r {
             InstallResult::CheckFailed(why) => assert!(why.starts_with("bundle refused"), "{why}"),
             other => panic!("{other:?}"),
@@ -720,7 +725,7 @@ mod tests {
         let a = bundle_app(d.path(), None, None);
         fs::create_dir(&a.dest).unwrap();
         fs::write(a.dest.join("keep"), b"x").unwrap();
-        let e = install(&a, "conf-0000000001", packed(d.path(), "1", "x"), MAX, &Metrics::new()).await.unwrap_err().to_string();
+        let e = install(&a, &ctx("conf-0000000001"), packed(d.path(), "1", "x"), MAX, &Metrics::new()).await.unwrap_err().to_string();
         assert!(e.contains("not a symlink") && e.contains("move it away"), "{e}");
         assert!(a.dest.join("keep").exists());
     }

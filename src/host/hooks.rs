@@ -4,7 +4,7 @@
 use crate::config::HookCommand;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -67,18 +67,69 @@ impl HookRun {
     }
 }
 
+/// What an app's hook is told about the change it runs for (confd #502): the `{dest}` and
+/// `{version}` placeholders beside `{src}`, and `ZKCOORD_APP`, `ZKCOORD_VERSION`,
+/// `ZKCOORD_PREVIOUS_VERSION`, `ZKCOORD_SHA256`, `ZKCOORD_DEST` in its environment, so one
+/// script can serve several apps and say in its own log what it reloads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookContext {
+    /// The app's name.
+    pub app: String,
+    /// The destination as configured (not a symlink's target).
+    pub dest: PathBuf,
+    /// The version being applied: the `conf-` node's name, or a rendered app's `members:N`.
+    pub version: String,
+    /// What this host applied before (empty in the environment when nothing was).
+    pub previous_version: Option<String>,
+    /// sha256 of the new content as published (a bundle's archive).
+    pub sha256: String,
+    /// Set on the reload (and verify) that runs after a rollback: the files hold the previous
+    /// version again; `ZKCOORD_ROLLBACK=1` tells a script so.
+    pub rollback: bool,
+}
+
+impl HookContext {
+    /// This context for the reload after a rollback.
+    pub fn rolled_back(&self) -> HookContext {
+        HookContext { rollback: true, ..self.clone() }
+    }
+
+    /// The placeholders, with `{src}` when the hook checks a staged candidate.
+    fn vars<'a>(&'a self, src: Option<&'a str>, dest: &'a str) -> Vec<(&'static str, &'a str)> {
+        let mut vars = vec![("dest", dest), ("version", self.version.as_str())];
+        vars.extend(src.map(|s| ("src", s)));
+        vars
+    }
+
+    /// The `ZKCOORD_*` environment.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("ZKCOORD_APP", self.app.clone()),
+            ("ZKCOORD_VERSION", self.version.clone()),
+            ("ZKCOORD_PREVIOUS_VERSION", self.previous_version.clone().unwrap_or_default()),
+            ("ZKCOORD_SHA256", self.sha256.clone()),
+            ("ZKCOORD_DEST", self.dest.to_string_lossy().into_owned()),
+        ];
+        if self.rollback {
+            env.push(("ZKCOORD_ROLLBACK", "1".into()));
+        }
+        env
+    }
+}
+
 /// The PATH hooks get: the daemon's own environment is not passed on.
 const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs `cmd` with `{src}` replaced by `src`, killing its process group after `timeout`.
 pub async fn run(cmd: &HookCommand, src: Option<&Path>, timeout: Duration) -> HookRun {
-    run_as(cmd, src, timeout, None).await
+    run_as(cmd, None, src, timeout, None).await
 }
 
-/// Like [`run`], as `user` (a name or uid) when given. Hooks get a clean environment (PATH,
-/// HOME, USER, LOGNAME, LANG=C.UTF-8): nothing of the daemon's, no NOTIFY_SOCKET, no secrets.
-pub async fn run_as(cmd: &HookCommand, src: Option<&Path>, timeout: Duration, user: Option<&str>) -> HookRun {
-    let argv = cmd.argv(src);
+/// Like [`run`], as `user` (a name or uid) when given, told about the change in `ctx` when it
+/// runs for an app. Hooks get a clean environment (PATH, HOME, USER, LOGNAME, LANG=C.UTF-8, and
+/// `ctx`'s `ZKCOORD_*`): nothing of the daemon's, no NOTIFY_SOCKET, no secrets.
+pub async fn run_as(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&Path>, timeout: Duration, user: Option<&str>) -> HookRun {
+    let argv = expand(cmd, ctx, src);
     let started = Instant::now();
     let account = match user {
         None => nix::unistd::User::from_uid(nix::unistd::Uid::current()).ok().flatten(),
@@ -100,6 +151,7 @@ pub async fn run_as(cmd: &HookCommand, src: Option<&Path>, timeout: Duration, us
         .env_clear()
         .env("PATH", HOOK_PATH)
         .env("LANG", "C.UTF-8")
+        .envs(ctx.map(HookContext::env).unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -141,10 +193,22 @@ pub async fn run_as(cmd: &HookCommand, src: Option<&Path>, timeout: Duration, us
     HookRun { outcome, output: truncate(&output), elapsed: started.elapsed() }
 }
 
-/// The command line `cmd` would run, with `{src}` replaced by `src` where given, quoted so it
-/// can be pasted into a shell: what `zkcoordd --dry-run` shows an operator.
-pub fn command_line(cmd: &HookCommand, src: Option<&Path>) -> String {
-    cmd.argv(src).iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+/// `cmd`'s argv with its placeholders filled from `ctx` and `src`.
+fn expand(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&Path>) -> Vec<String> {
+    let src = src.map(|p| p.to_string_lossy().into_owned());
+    match ctx {
+        None => cmd.argv(src.as_deref().map(Path::new)),
+        Some(ctx) => {
+            let dest = ctx.dest.to_string_lossy();
+            cmd.argv_with(&ctx.vars(src.as_deref(), &dest))
+        }
+    }
+}
+
+/// The command line `cmd` would run, with its placeholders filled from `ctx` and `src` where
+/// given, quoted so it can be pasted into a shell: what `zkcoordd --dry-run` shows an operator.
+pub fn command_line(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&Path>) -> String {
+    expand(cmd, ctx, src).iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
 }
 
 /// A word as a POSIX shell would need it: bare when it is plainly safe, single-quoted otherwise.
@@ -219,10 +283,10 @@ mod tests {
     #[test]
     fn command_lines_are_quoted_for_a_shell() {
         let argv = HookCommand::Argv(vec!["sh".into(), "-c".into(), "grep -q 'ok' {src}".into()]);
-        assert_eq!(command_line(&argv, Some(Path::new("<staged file>"))), r#"sh -c 'grep -q '\''ok'\'' <staged file>'"#);
+        assert_eq!(command_line(&argv, None, Some(Path::new("<staged file>"))), r#"sh -c 'grep -q '\''ok'\'' <staged file>'"#);
         let plain = HookCommand::Argv(vec!["nginx".into(), "-s".into(), "reload".into()]);
-        assert_eq!(command_line(&plain, None), "nginx -s reload");
-        assert_eq!(command_line(&sh("nginx -t -c {src}"), Some(Path::new("/tmp/x"))), "/bin/sh -c 'nginx -t -c /tmp/x'");
+        assert_eq!(command_line(&plain, None, None), "nginx -s reload");
+        assert_eq!(command_line(&sh("nginx -t -c {src}"), None, Some(Path::new("/tmp/x"))), "/bin/sh -c 'nginx -t -c /tmp/x'");
     }
 
     #[tokio::test]
@@ -231,11 +295,11 @@ mod tests {
         let r = run(&sh("echo ${ZKCOORD_SECRET_FOR_TEST:-clean} $PATH"), None, Duration::from_secs(2)).await;
         assert_eq!(r.output.trim(), format!("clean {HOOK_PATH}"));
         if nix::unistd::Uid::effective().is_root() {
-            let r = run_as(&sh("id -u; echo $USER"), None, Duration::from_secs(2), Some("nobody")).await;
+            let r = run_as(&sh("id -u; echo $USER"), None, None, Duration::from_secs(2), Some("nobody")).await;
             assert!(r.ok(), "{r:?}");
             assert_eq!(r.output.split_whitespace().collect::<Vec<_>>(), vec!["65534", "nobody"]);
         }
-        let r = run_as(&sh("true"), None, Duration::from_secs(2), Some("no-such-user-zk")).await;
+        let r = run_as(&sh("true"), None, None, Duration::from_secs(2), Some("no-such-user-zk")).await;
         assert!(matches!(r.outcome, HookOutcome::NotStarted(ref w) if w.contains("no-such-user-zk")));
     }
 

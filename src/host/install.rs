@@ -3,7 +3,7 @@
 //! reload fails.
 
 use crate::config::{AppConfig, HookCommand};
-use crate::host::hooks::{self, HookRun};
+use crate::host::hooks::{self, HookContext, HookRun};
 use crate::host::verify;
 use crate::metrics::{Hook, Metrics};
 use nix::unistd::{Gid, Group, Uid, User};
@@ -211,7 +211,7 @@ pub fn resolve_dest(app: &AppConfig) -> Result<PathBuf, InstallError> {
 
 /// Runs the whole pipeline for `app` with `bytes`: stage, check, rename, reload, roll back.
 /// Every hook run is timed into `metrics`.
-pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Result<InstallResult, InstallError> {
+pub async fn install(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, metrics: &Metrics) -> Result<InstallResult, InstallError> {
     let owner = Ownership::of(app)?;
     let real_dest = resolve_dest(app)?;
     let app = &AppConfig { dest: real_dest, ..app.clone() };
@@ -221,7 +221,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
     let staged = blocking(move || stage(&dest, &bytes, mode, owner)).await?;
 
     if let Some(check) = &app.check {
-        let run = run_hook(app, metrics, Hook::Check, check, Some(staged.path())).await;
+        let run = run_hook(app, ctx, metrics, Hook::Check, check, Some(staged.path())).await;
         if !run.ok() {
             drop(staged);
             return Ok(InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check))));
@@ -237,7 +237,7 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
     .await?;
 
     let dest = app.dest.clone();
-    Ok(reload_or_roll_back(app, metrics, move || match previous {
+    Ok(reload_or_roll_back(app, ctx, metrics, move || match previous {
         Some(p) => write_atomic(&dest, &p.bytes, p.mode, owner).map(|_| "previous file restored"),
         None => fs::remove_file(&dest)
             .map_err(|e| io_err("remove", &dest, e))
@@ -254,20 +254,21 @@ pub async fn install(app: &AppConfig, bytes: Vec<u8>, metrics: &Metrics) -> Resu
 /// failed reload means, so "applied" always means the service runs it.
 pub(crate) async fn reload_or_roll_back(
     app: &AppConfig,
+    ctx: &HookContext,
     metrics: &Metrics,
     roll_back: impl FnOnce() -> Result<&'static str, InstallError> + Send + 'static,
 ) -> InstallResult {
     if app.reload.is_none() && app.verify.is_none() {
         return InstallResult::Applied { reload: None };
     }
-    let failure = match reload_and_verify(app, metrics, verify::Attempt::New).await {
+    let failure = match reload_and_verify(app, ctx, metrics, verify::Attempt::New).await {
         Ok(run) => return InstallResult::Applied { reload: run },
         Err((_, failure)) => failure,
     };
     let restored = blocking(roll_back).await;
     let after = match &restored {
         Err(e) => format!("; rollback failed: {e}"),
-        Ok(what) => match reload_and_verify(app, metrics, verify::Attempt::RolledBack).await {
+        Ok(what) => match reload_and_verify(app, &ctx.rolled_back(), metrics, verify::Attempt::RolledBack).await {
             Ok(_) => format!("; {what} and reloaded"),
             Err((_, again)) => format!("; {what}; reload after rollback failed too:\n{again}"),
         },
@@ -289,11 +290,11 @@ pub(crate) async fn reload_or_roll_back(
 
 /// Runs the reload (if any) and the verification (if any). Err is the run (if the reload ran)
 /// and the failure as text: a head line, then what the command or the log said.
-async fn reload_and_verify(app: &AppConfig, metrics: &Metrics, attempt: verify::Attempt) -> Result<Option<HookRun>, (Option<HookRun>, String)> {
+async fn reload_and_verify(app: &AppConfig, ctx: &HookContext, metrics: &Metrics, attempt: verify::Attempt) -> Result<Option<HookRun>, (Option<HookRun>, String)> {
     let baseline = verify::before_reload(app, attempt);
     let run = match &app.reload {
         Some(reload) => {
-            let run = run_hook(app, metrics, Hook::Reload, reload, None).await;
+            let run = run_hook(app, ctx, metrics, Hook::Reload, reload, None).await;
             if !run.ok() {
                 let text = run.describe("reload", reload);
                 return Err((Some(run), text));
@@ -304,7 +305,7 @@ async fn reload_and_verify(app: &AppConfig, metrics: &Metrics, attempt: verify::
     };
     if let Some(baseline) = baseline {
         let started = std::time::Instant::now();
-        let verified = verify::after_reload(app, &baseline).await;
+        let verified = verify::after_reload(app, ctx, &baseline).await;
         metrics.hook_ran(&app.name, Hook::Verify, started.elapsed());
         match verified {
             Ok(how) => tracing::info!(app = %app.name, "{how}"),
@@ -321,8 +322,8 @@ async fn reload_and_verify(app: &AppConfig, metrics: &Metrics, attempt: verify::
 }
 
 /// Runs one of `app`'s hooks with its timeout, and records how long it ran.
-pub(crate) async fn run_hook(app: &AppConfig, metrics: &Metrics, hook: Hook, cmd: &HookCommand, src: Option<&Path>) -> HookRun {
-    let run = hooks::run_as(cmd, src, app.hook_timeout, app.run_as.as_deref()).await;
+pub(crate) async fn run_hook(app: &AppConfig, ctx: &HookContext, metrics: &Metrics, hook: Hook, cmd: &HookCommand, src: Option<&Path>) -> HookRun {
+    let run = hooks::run_as(cmd, Some(ctx), src, app.hook_timeout, app.run_as.as_deref()).await;
     metrics.hook_ran(&app.name, hook, run.elapsed);
     run
 }
@@ -368,7 +369,7 @@ mod tests {
     async fn applies_with_mode_and_leaves_no_temp_file() {
         let d = tempfile::tempdir().unwrap();
         let a = app(d.path(), Some("grep -q good {src}"), Some("true"));
-        let r = install(&a, b"good\n".to_vec(), &Metrics::new()).await.unwrap();
+        let r = install(&a, &HookContext::default(), b"good\n".to_vec(), &Metrics::new()).await.unwrap();
         assert!(matches!(r, InstallResult::Applied { .. }));
         assert_eq!(fs::read(&a.dest).unwrap(), b"good\n");
         assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o777, 0o640);
@@ -379,10 +380,10 @@ mod tests {
     async fn without_a_mode_an_existing_file_keeps_its_own_and_a_new_one_gets_0644() {
         let d = tempfile::tempdir().unwrap();
         let a = AppConfig { mode: None, ..app(d.path(), None, None) };
-        install(&a, b"one\n".to_vec(), &Metrics::new()).await.unwrap();
+        install(&a, &HookContext::default(), b"one\n".to_vec(), &Metrics::new()).await.unwrap();
         assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o7777, 0o644);
         fs::set_permissions(&a.dest, fs::Permissions::from_mode(0o600)).unwrap();
-        install(&a, b"two\n".to_vec(), &Metrics::new()).await.unwrap();
+        install(&a, &HookContext::default(), b"two\n".to_vec(), &Metrics::new()).await.unwrap();
         assert_eq!(fs::metadata(&a.dest).unwrap().permissions().mode() & 0o7777, 0o600);
         assert_eq!(fs::read(&a.dest).unwrap(), b"two\n");
     }
@@ -392,7 +393,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = app(d.path(), Some("grep -q good {src}"), Some("true"));
         fs::write(&a.dest, b"old good\n").unwrap();
-        let r = install(&a, b"bad\n".to_vec(), &Metrics::new()).await.unwrap();
+        let r = install(&a, &HookContext::default(), b"bad\n".to_vec(), &Metrics::new()).await.unwrap();
         assert!(matches!(r, InstallResult::CheckFailed(_)), "{r:?}");
         assert_eq!(fs::read(&a.dest).unwrap(), b"old good\n");
         assert!(leftovers(d.path()).is_empty());
@@ -405,7 +406,7 @@ mod tests {
         let reload = format!("echo x >> {}; grep -q old {}", count.display(), d.path().join("app.conf").display());
         let a = app(d.path(), None, Some(&reload));
         fs::write(&a.dest, b"old\n").unwrap();
-        let r = install(&a, b"new\n".to_vec(), &Metrics::new()).await.unwrap();
+        let r = install(&a, &HookContext::default(), b"new\n".to_vec(), &Metrics::new()).await.unwrap();
         match r {
             InstallResult::ReloadFailed(msg) => assert!(msg.contains("previous file restored and reloaded"), "{msg}"),
             other => panic!("{other:?}"),
@@ -421,11 +422,11 @@ mod tests {
         let real = d.path().join("real.conf");
         fs::write(&real, b"old\n").unwrap();
         std::os::unix::fs::symlink(&real, &a.dest).unwrap();
-        let e = install(&a, b"new\n".to_vec(), &Metrics::new()).await.unwrap_err().to_string();
+        let e = install(&a, &HookContext::default(), b"new\n".to_vec(), &Metrics::new()).await.unwrap_err().to_string();
         assert!(e.contains("is a symlink") && e.contains("follow_symlinks"), "{e}");
         assert_eq!(fs::read(&real).unwrap(), b"old\n");
         a.follow_symlinks = true;
-        assert!(matches!(install(&a, b"new\n".to_vec(), &Metrics::new()).await.unwrap(), InstallResult::Applied { .. }));
+        assert!(matches!(install(&a, &HookContext::default(), b"new\n".to_vec(), &Metrics::new()).await.unwrap(), InstallResult::Applied { .. }));
         assert_eq!(fs::read(&real).unwrap(), b"new\n");
         assert!(fs::symlink_metadata(&a.dest).unwrap().file_type().is_symlink(), "the link stays a link");
     }
@@ -435,7 +436,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut a = app(d.path(), None, None);
         a.dest = d.path().join("nope/app.conf");
-        let e = install(&a, b"x".to_vec(), &Metrics::new()).await.unwrap_err().to_string();
+        let e = install(&a, &HookContext::default(), b"x".to_vec(), &Metrics::new()).await.unwrap_err().to_string();
         assert!(e.contains("does not exist") && e.contains("nope"), "{e}");
     }
 }

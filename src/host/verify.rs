@@ -7,7 +7,7 @@
 //! bundles and rendered apps all get it.
 
 use crate::config::{AppConfig, HookCommand, VerifyCheck, VerifyConfig};
-use crate::host::hooks;
+use crate::host::hooks::{self, HookContext};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -118,10 +118,10 @@ pub(crate) fn before_reload(app: &AppConfig, attempt: Attempt) -> Option<Baselin
 
 /// Waits, at most the settle window, until the service shows it runs what was installed.
 /// Ok says how it showed it, for the log.
-pub(crate) async fn after_reload(app: &AppConfig, baseline: &Baseline) -> Result<String, VerifyError> {
+pub(crate) async fn after_reload(app: &AppConfig, ctx: &HookContext, baseline: &Baseline) -> Result<String, VerifyError> {
     let Some(verify) = &app.verify else { return Ok(String::new()) };
     match (&verify.check, &baseline.nginx) {
-        (VerifyCheck::Command(cmd), _) => command(app, verify, cmd, baseline).await,
+        (VerifyCheck::Command(cmd), _) => command(app, ctx, verify, cmd, baseline).await,
         (VerifyCheck::Nginx { pid_file, error_log }, Some(b)) => nginx(verify, pid_file, error_log.as_deref(), b, baseline).await,
         (VerifyCheck::Nginx { pid_file, .. }, None) => {
             Err(VerifyError::PidFile { pid_file: pid_file.clone(), why: "no baseline was taken before the reload".into() })
@@ -129,12 +129,12 @@ pub(crate) async fn after_reload(app: &AppConfig, baseline: &Baseline) -> Result
     }
 }
 
-async fn command(app: &AppConfig, verify: &VerifyConfig, cmd: &HookCommand, baseline: &Baseline) -> Result<String, VerifyError> {
+async fn command(app: &AppConfig, ctx: &HookContext, verify: &VerifyConfig, cmd: &HookCommand, baseline: &Baseline) -> Result<String, VerifyError> {
     let deadline = baseline.at + verify.settle;
     let mut tries = 0;
     loop {
         tries += 1;
-        let run = hooks::run_as(cmd, Some(&app.dest), verify.timeout, app.run_as.as_deref()).await;
+        let run = hooks::run_as(cmd, Some(ctx), Some(&app.dest), verify.timeout, app.run_as.as_deref()).await;
         if run.ok() {
             return Ok(format!("verify `{cmd}` passed {} ms after the reload ({tries} tries)", baseline.at.elapsed().as_millis()));
         }
