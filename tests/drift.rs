@@ -100,6 +100,16 @@ async fn a_hand_edit_is_reapplied_reported_or_held_as_on_drift_says() {
     assert!(s["error"].as_str().unwrap().starts_with("held: "), "{s}");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(on_disk(&hold).unwrap(), edit, "hold applies nothing new");
+    // The operator sees it in `status`, the hold said once and not as a failed version.
+    let out = ctl_async(&["--zk", &hosts, "status", APP]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with("hold ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("BEHIND") && line.contains("DRIFT held: ") && line.contains("edited by hand (+2 -0 lines"), "{line}");
+    assert_eq!(line.matches("held: ").count(), 1, "{line}");
+    let out = ctl_async(&["--zk", &hosts, "status", APP, "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let held = json["apps"][0]["hosts"].as_array().unwrap().iter().find(|h| h["host"] == "hold").unwrap().clone();
+    assert_eq!(held["drift"]["action"], "hold", "{json}");
 
     // Restoring the file ends the hold; the newest version follows through the pipeline.
     std::fs::write(dest(&hold), b"worker_processes 1;\n").unwrap();

@@ -122,6 +122,9 @@ pub struct HostStatus {
     pub age_secs: u64,
     /// True when it does not run the newest version.
     pub behind: bool,
+    /// A hand edit it leaves in place (`on_drift = "report"` or `"hold"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::model::drift::Drift>,
 }
 
 /// One app as `status` shows it.
@@ -203,7 +206,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
             }
             // With the policy known, a node some other identity wrote says nothing about the host.
             if let Err(why) = crate::zk::guard::status_trusted(client, &path, &host, stat.czxid).await.map_err(zk_fail)? {
-                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why.to_string()), age_secs: 0, behind: false });
+                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why.to_string()), age_secs: 0, behind: false, drift: None });
                 continue;
             }
             let runs = r.version.as_deref().and_then(VersionId::parse);
@@ -215,6 +218,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
                 attempted: r.attempted,
                 error: r.error,
                 age_secs: now.saturating_sub(r.time),
+                drift: r.drift,
             });
         }
         apps.push(AppStatus { app, newest: newest.map(|v| v.name), hosts });
@@ -270,8 +274,13 @@ pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), Ct
             if h.result == "untrusted" {
                 line = format!("  {:<16} {}", h.host, h.error.as_deref().unwrap_or("untrusted"));
             }
-            if let (Some(a), Some(e)) = (&h.attempted, &h.error) {
+            let held = h.drift.as_ref().is_some_and(|d| d.held());
+            // A held host's error is the drift itself: say it once.
+            if let (Some(a), Some(e), false) = (&h.attempted, &h.error, held) {
                 line.push_str(&format!("  ({a}: {})", crate::model::status::reason(e)));
+            }
+            if let Some(d) = &h.drift {
+                line.push_str(&format!("  DRIFT {}", d.describe()));
             }
             out.push_str(&line);
             out.push('\n');

@@ -189,6 +189,7 @@ fn rollout_json(result: &str, hosts: &BTreeMap<String, HostProgress>) -> serde_j
                 HostProgress::Pending => serde_json::json!({"state": "pending"}),
                 HostProgress::Failed(result, error) => serde_json::json!({"state": "failed", "result": result, "error": error}),
                 HostProgress::Untrusted(why) => serde_json::json!({"state": "untrusted", "error": why}),
+                HostProgress::Held(why) => serde_json::json!({"state": "held", "error": why}),
             };
             (host.clone(), v)
         })
@@ -251,6 +252,9 @@ enum HostProgress {
     Pending,
     /// Its status node was written by another identity: not counted, not waited for.
     Untrusted(String),
+    /// Holds a hand edit (`on_drift = "hold"`) and applies nothing new until it ends: not
+    /// waited for, since no time will bring the version; the drift's description.
+    Held(String),
 }
 
 fn seq(name: Option<&str>) -> Option<u64> {
@@ -278,6 +282,9 @@ fn progress_of(report: Option<&StatusReport>, wanted: &Wanted) -> HostProgress {
     if same_stream && seq(r.version.as_deref()).is_some_and(|s| s >= target.seq) {
         return HostProgress::Applied;
     }
+    if let Some(d) = r.drift.as_ref().filter(|d| d.held()) {
+        return HostProgress::Held(d.describe());
+    }
     let failed = matches!(r.result, ApplyResult::CheckFailed | ApplyResult::ReloadFailed | ApplyResult::Error | ApplyResult::Rejected);
     if failed && seq(r.attempted.as_deref()).is_some_and(|s| s >= target.seq) {
         let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
@@ -300,6 +307,11 @@ fn summary_line(hosts: &BTreeMap<String, HostProgress>) -> String {
     for (host, p) in hosts {
         if let HostProgress::Failed(result, error) = p {
             line.push_str(&format!(", 1 {result} on {host}: {error}"));
+        }
+    }
+    for (host, p) in hosts {
+        if let HostProgress::Held(why) = p {
+            line.push_str(&format!(", {host} {why}"));
         }
     }
     let pending = hosts.values().filter(|p| **p == HostProgress::Pending).count();
@@ -386,8 +398,14 @@ async fn wait_rollout(
                     println!("{last_line}");
                 }
                 let failed = progress.values().filter(|p| matches!(p, HostProgress::Failed(..))).count();
-                finish(if failed == 0 { "applied" } else { "failed" }, &progress);
-                return if failed == 0 { Ok(()) } else { Err(fail(1, String::new())) };
+                let held = progress.values().filter(|p| matches!(p, HostProgress::Held(_))).count();
+                let result = match (failed, held) {
+                    (0, 0) => "applied",
+                    (0, _) => "held",
+                    _ => "failed",
+                };
+                finish(result, &progress);
+                return if result == "applied" { Ok(()) } else { Err(fail(1, String::new())) };
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
@@ -464,6 +482,28 @@ mod tests {
             stream: None,
             drift: None,
         }
+    }
+
+    #[test]
+    fn a_held_host_is_not_waited_for_and_says_why() {
+        let wanted = Wanted { version: VersionId::parse("conf-0000000002").unwrap(), stream: None };
+        let mut r = report(Some("conf-0000000001"), ApplyResult::Ok, Some("conf-0000000002"), Some("held: /x edited by hand"));
+        r.drift = Some(crate::model::drift::Drift {
+            dest: "/x".into(),
+            sha256: "ab".repeat(32),
+            summary: "+1 -0 lines".into(),
+            lines: Vec::new(),
+            action: crate::model::drift::OnDrift::Hold,
+            since: 0,
+        });
+        let p = progress_of(Some(&r), &wanted);
+        assert!(matches!(&p, HostProgress::Held(why) if why.starts_with("held: /x edited by hand (+1 -0 lines")), "{p:?}");
+        let hosts = BTreeMap::from([("h".to_string(), p)]);
+        assert_eq!(rollout_json("held", &hosts)["hosts"]["h"]["state"], "held");
+        assert!(summary_line(&hosts).starts_with("0/1 applied, h held: /x"), "{}", summary_line(&hosts));
+        // Once the host runs the version, the drift no longer matters to the wait.
+        r.version = Some("conf-0000000002".into());
+        assert_eq!(progress_of(Some(&r), &wanted), HostProgress::Applied);
     }
 
     #[test]

@@ -146,10 +146,14 @@ async fn on_report(out: Out, client: &zk::Client, status_root: &str, only: Optio
             let result = serde_json::to_value(r.result).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             let mut line = format!("{app} {host} {result} {}", r.version.as_deref().unwrap_or("none"));
             let error = r.error.as_deref().map(|e| crate::model::status::reason(e).to_string());
-            if let (Some(a), Some(e)) = (&r.attempted, &error) {
+            let held = r.drift.as_ref().is_some_and(|d| d.held());
+            if let (Some(a), Some(e), false) = (&r.attempted, &error, held) {
                 line.push_str(&format!(" ({a}: {e})"));
             }
-            let fields = serde_json::json!({"app": app, "host": host, "result": result, "version": r.version, "attempted": r.attempted, "error": error});
+            if let Some(d) = &r.drift {
+                line.push_str(&format!(" DRIFT {}", d.describe()));
+            }
+            let fields = serde_json::json!({"app": app, "host": host, "result": result, "version": r.version, "attempted": r.attempted, "error": error, "drift": r.drift});
             out.say(line, "report", fields);
         }
         zk::EventType::NodeDeleted => out.say(format!("{app} {host} gone"), "gone", serde_json::json!({"app": app, "host": host})),
