@@ -318,7 +318,7 @@ impl RenderFollower {
             sha256: sha.clone(),
             rollback: false,
         };
-        let result = match install::install(&self.app, &ctx, bytes, &self.metrics).await {
+        let result = match crate::host::bundle::install_any(&self.app, &ctx, bytes, u64::MAX, &self.metrics).await {
             Ok(InstallResult::Applied { .. }) => {
                 tracing::info!(app = %name, dest = %self.app.dest.display(), count, "rendered");
                 st.failed = None;

@@ -128,6 +128,9 @@ struct AppEntry {
     /// Render `dest` from a service's live members instead of applying published versions.
     #[serde(default)]
     render: Option<RenderConfig>,
+    /// The `[reload_group.<name>]` this app is checked, installed, reloaded and rolled back with.
+    #[serde(default)]
+    reload_group: Option<String>,
     /// At most this many hosts install (check, rename, reload) at once, through a ZooKeeper
     /// semaphore ([`crate::app::pacing`]); absent means no limit.
     #[serde(default)]
@@ -191,6 +194,10 @@ pub struct AppConfig {
     /// How often the follower looks again by itself, whatever the watches said; as written in
     /// the entry, else the top-level `resync_interval` (filled in by [`crate::config::Config`]).
     pub resync_interval: Option<Resync>,
+    /// The reload group this app goes with (its whole table, filled in by
+    /// [`crate::config::Config`]): its own `check` still runs on its staged file, the group's
+    /// check, reload and verify run once for every member changed together.
+    pub reload_group: Option<super::group::ReloadGroupConfig>,
 }
 
 /// The interval of a follower's periodic pass (`resync_interval`): a duration of at least
@@ -262,21 +269,7 @@ pub struct PublishedApp {
     pub keep_local: usize,
 }
 
-/// What a conversion error of one table says when it is about one of its keys: `@key: why`,
-/// which [`Config::from_toml`] turns into `key `app[0].key`: why`.
-pub(super) const SUBKEY: char = '@';
-
-/// A key of an `[[app]]` table that cannot be as written (one its kind of app cannot have, a
-/// verify setting that needs another). Its text is `@key: why`,
-/// which [`crate::config::Config::from_toml`] turns into `key `app[0].key`: why`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{SUBKEY}{key}: {why}")]
-pub struct BadAppKey {
-    /// The key, as written in the table.
-    pub key: &'static str,
-    /// Why it cannot be so.
-    pub why: String,
-}
+pub(super) use super::bad_key::{BadAppKey, SUBKEY};
 
 impl TryFrom<AppEntry> for AppConfig {
     type Error = BadAppKey;
@@ -327,6 +320,7 @@ impl TryFrom<AppEntry> for AppConfig {
             follow_symlinks: e.follow_symlinks,
             verify,
             source,
+            reload_group: e.reload_group.map(super::group::ReloadGroupConfig::named),
             on_drift: e.on_drift,
             resync_interval: e.resync_interval,
         })

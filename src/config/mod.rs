@@ -11,7 +11,9 @@
 mod acl;
 mod agent;
 mod app;
+mod bad_key;
 pub mod dropins;
+mod group;
 mod hook;
 pub mod keys;
 mod log;
@@ -22,6 +24,7 @@ mod zookeeper;
 pub use acl::{acl_identity, AclConfig};
 pub use agent::AgentConfig;
 pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, Resync, DEFAULT_MODE, DEFAULT_RESYNC, MAX_SPLAY, MIN_RESYNC};
+pub use group::{ReloadGroupConfig, QUIET_CAP};
 pub use hook::HookCommand;
 pub use log::LogFormat;
 pub use verify::{VerifyCheck, VerifyConfig};
@@ -129,6 +132,10 @@ pub struct Config {
     /// unless its `[[app]]` entry says otherwise; `"off"` for never.
     #[serde(default)]
     pub resync_interval: Resync,
+    /// Reload groups by name (`[reload_group.nginx]`): apps naming one share its check,
+    /// reload and verify ([`ReloadGroupConfig`]).
+    #[serde(default, rename = "reload_group")]
+    pub reload_groups: std::collections::BTreeMap<String, ReloadGroupConfig>,
     /// Every file this configuration was read from, the main file first, then its drop-ins
     /// in the order merged: `--check-config` lists them. Empty when parsed from text.
     #[serde(skip)]
@@ -313,6 +320,12 @@ impl Config {
         let resync = config.resync_interval;
         for app in &mut config.apps {
             app.resync_interval.get_or_insert(resync);
+            // validate() made sure the table exists.
+            if let Some(g) = app.reload_group.as_mut() {
+                if let Some(table) = config.reload_groups.get(&g.name) {
+                    *g = ReloadGroupConfig { name: g.name.clone(), ..table.clone() };
+                }
+            }
         }
         Ok(config)
     }
@@ -399,6 +412,20 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let key = |k: &str| format!("app[{i}].{k}");
+            if let Some(g) = &app.reload_group {
+                let known: Vec<&str> = self.reload_groups.keys().map(String::as_str).collect();
+                if !self.reload_groups.contains_key(&g.name) {
+                    return Err(invalid(&key("reload_group"), &format!("expected the name of a [reload_group.<name>] table; there is no [reload_group.{}] (tables: {})", g.name, if known.is_empty() { "none".to_string() } else { known.join(", ") })));
+                }
+                for (k, set) in [("reload", app.reload.is_some()), ("verify", app.verify.is_some())] {
+                    if set {
+                        return Err(invalid(&key(k), &format!("a member of reload group {:?} is reloaded and verified by the group: set {k} in [reload_group.{}], not here", g.name, g.name)));
+                    }
+                }
+                if app.kind() == AppKind::Bundle {
+                    return Err(invalid(&key("reload_group"), "expected a file app: bundles cannot join a reload group yet"));
+                }
+            }
             validate_app_name(&app.name).map_err(|e| invalid(&key("name"), &e.to_string()))?;
             if !seen.insert(app.name.clone()) {
                 return Err(invalid(&key("name"), &format!("expected unique names; {:?} appears twice", app.name)));

@@ -340,10 +340,15 @@ pub fn kind_mismatch(app: &AppConfig, content: Option<&ContentInfo>) -> Option<S
 }
 
 /// Installs `bytes` for `app`: in place for a file app, as a new version directory behind the
-/// symlink for a bundle app. `ctx.version` names the directory; `ctx` is what the hooks are told.
+/// symlink for a bundle app, with the other members for a reload group's member (the one
+/// entry point of every install: published, rendered, once). `ctx.version` names the
+/// directory; `ctx` is what the hooks are told.
 pub async fn install_any(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {
     match app.kind() {
-        AppKind::File => install::install(app, ctx, bytes, metrics).await,
+        AppKind::File => match &app.reload_group {
+            Some(group) => crate::host::group::install(group, app, ctx, bytes, metrics).await,
+            None => install::install(app, ctx, bytes, metrics).await,
+        },
         AppKind::Bundle => install(app, ctx, bytes, max, metrics).await,
     }
 }

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// What an install did.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum InstallResult {
     /// The new file is in place and the reload (if any) succeeded.
     Applied {
@@ -210,41 +210,81 @@ pub fn resolve_dest(app: &AppConfig) -> Result<PathBuf, InstallError> {
 }
 
 /// Runs the whole pipeline for `app` with `bytes`: stage, check, rename, reload, roll back.
-/// Every hook run is timed into `metrics`.
+/// Every hook run is timed into `metrics`. Callers go through
+/// [`crate::host::bundle::install_any`], which sends a reload group's member to
+/// [`crate::host::group`] instead.
 pub async fn install(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, metrics: &Metrics) -> Result<InstallResult, InstallError> {
+    let checked = match stage_checked(app, ctx, bytes, metrics).await? {
+        Ok(c) => c,
+        Err(refused) => return Ok(refused),
+    };
+    let app = checked.app.clone();
+    let replaced = checked.commit().await?;
+    Ok(reload_or_roll_back(&app, ctx, metrics, move || replaced.restore()).await)
+}
+
+/// New content staged beside its destination, past the app's own `check`.
+pub(crate) struct Checked {
+    /// The app, its `dest` resolved through a followed symlink.
+    pub(crate) app: AppConfig,
+    staged: Staged,
+    owner: Ownership,
+}
+
+/// A destination whose content was replaced, and what it held before: enough to put it back.
+pub(crate) struct Replaced {
+    dest: PathBuf,
+    previous: Option<Previous>,
+    owner: Ownership,
+}
+
+/// Stages `bytes` for `app` and runs its `check` on the staged file. The inner Err is the
+/// check's refusal (the staged file is gone, the destination untouched).
+pub(crate) async fn stage_checked(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, metrics: &Metrics) -> Result<Result<Checked, InstallResult>, InstallError> {
     let owner = Ownership::of(app)?;
     let real_dest = resolve_dest(app)?;
-    let app = &AppConfig { dest: real_dest, ..app.clone() };
+    let app = AppConfig { dest: real_dest, ..app.clone() };
     let dest = app.dest.clone();
     // Without a configured mode the file keeps the one it has (new files get 0644).
     let mode = app.mode_for(existing_mode(&dest));
     let staged = blocking(move || stage(&dest, &bytes, mode, owner)).await?;
 
     if let Some(check) = &app.check {
-        let run = run_hook(app, ctx, metrics, Hook::Check, check, Some(staged.path())).await;
+        let run = run_hook(&app, ctx, metrics, Hook::Check, check, Some(staged.path())).await;
         if !run.ok() {
             drop(staged);
-            return Ok(InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check))));
+            return Ok(Err(InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check)))));
         }
     }
+    Ok(Ok(Checked { app, staged, owner }))
+}
 
-    let dest = app.dest.clone();
-    let previous = blocking(move || {
-        let previous = read_previous(&dest)?;
-        staged.commit()?;
-        Ok(previous)
-    })
-    .await?;
+impl Checked {
+    /// Renames the staged file over the destination, keeping what it held.
+    pub(crate) async fn commit(self) -> Result<Replaced, InstallError> {
+        let Checked { app, staged, owner } = self;
+        let dest = app.dest.clone();
+        blocking(move || {
+            let previous = read_previous(&dest)?;
+            staged.commit()?;
+            Ok(Replaced { dest, previous, owner })
+        })
+        .await
+    }
+}
 
-    let dest = app.dest.clone();
-    Ok(reload_or_roll_back(app, ctx, metrics, move || match previous {
-        Some(p) => write_atomic(&dest, &p.bytes, p.mode, owner).map(|_| "previous file restored"),
-        None => fs::remove_file(&dest)
-            .map_err(|e| io_err("remove", &dest, e))
-            .and_then(|_| sync_dir(&dest))
-            .map(|_| "new file removed (there was no previous file)"),
-    })
-    .await)
+impl Replaced {
+    /// Puts the previous content back (or removes a file that did not exist), saying which.
+    pub(crate) fn restore(self) -> Result<&'static str, InstallError> {
+        let Replaced { dest, previous, owner } = self;
+        match previous {
+            Some(p) => write_atomic(&dest, &p.bytes, p.mode, owner).map(|_| "previous file restored"),
+            None => fs::remove_file(&dest)
+                .map_err(|e| io_err("remove", &dest, e))
+                .and_then(|_| sync_dir(&dest))
+                .map(|_| "new file removed (there was no previous file)"),
+        }
+    }
 }
 
 /// The last steps of every install (files, bundles, rendered apps), once the new content is in
@@ -328,7 +368,7 @@ pub(crate) async fn run_hook(app: &AppConfig, ctx: &HookContext, metrics: &Metri
     run
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, InstallError> + Send + 'static,
 ) -> Result<T, InstallError> {
     tokio::task::spawn_blocking(f).await.expect("file-writing task panicked")

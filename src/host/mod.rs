@@ -1,5 +1,6 @@
 //! This machine's files and processes: hook commands with a timeout (`hooks`), the one atomic
-//! install with check, reload and rollback (`install`), directory bundles (`bundle`), post-reload verification
+//! install with check, reload and rollback (`install`), reload groups sharing it (`group`),
+//! directory bundles (`bundle`), post-reload verification
 //! (`verify`), and what
 //! this host applied, remembered across restarts (`state`), and the lock that lets one process
 //! at a time apply (`lock`).
@@ -8,6 +9,7 @@
 //! bytes, so every step here can be tested on a plain directory.
 
 pub mod bundle;
+pub mod group;
 pub(crate) mod hooks;
 pub mod install;
 pub mod lock;
