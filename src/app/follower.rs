@@ -789,8 +789,20 @@ impl AppFollower {
             a.sync(client).await?;
             p.synced = generation;
         }
-        if source.generation() != Some(generation) {
+        if let Source::Events { events, .. } = source {
+            if pass {
+                events.mark_stale();
+            }
+            if events.drain() == Heard::SessionEnded {
+                *source = Source::None;
+                return Err(zk::Error::SessionExpired);
+            }
+        }
+        let rewatch = matches!(source, Source::Events { events, .. } if events.needs_rewatch());
+        if source.generation() != Some(generation) || rewatch {
             a.forget_trust();
+            // The watches of the old source are dropped only once the new ones are set, so the
+            // client never asks the server to remove a watch on these paths.
             *source = match VersionEvents::start(client, &a.layout, &a.app.name, &a.versions).await {
                 Ok(events) => Source::Events { generation, events: Box::new(events) },
                 Err(Unwatched::Unsupported(e)) => {
@@ -803,13 +815,6 @@ impl AppFollower {
                 }
             };
         } else if let Source::Events { events, .. } = source {
-            if pass {
-                events.mark_stale();
-            }
-            if events.drain() == Heard::SessionEnded {
-                *source = Source::None;
-                return Err(zk::Error::SessionExpired);
-            }
             events.refresh(client, &a.layout).await?;
         }
         let (children, parent, wake): Listed = match source {
@@ -979,10 +984,11 @@ impl Source {
         }
     }
 
-    /// Asks for a full listing at the next look (after a reconnect).
-    fn mark_stale(&mut self) {
+    /// After a reconnect (or a session change of any kind): watches set again and a full
+    /// listing at the next look.
+    fn mark_reconnected(&mut self) {
         if let Source::Events { events, .. } = self {
-            events.mark_stale();
+            events.mark_reconnected();
         }
     }
 }
@@ -1041,12 +1047,13 @@ impl Turn for Looks<'_> {
                         return Err(zk::Error::SessionExpired);
                     }
                 }
-                // A reconnect: events missed meanwhile are not replayed, so the next look lists.
+                // A reconnect: events missed meanwhile are not replayed, and the server may have lost
+                // the persistent watches, so the next look sets them again and lists.
                 _ = session.changed() => reconnected = true,
                 _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => {}
             }
             if reconnected {
-                self.source.mark_stale();
+                self.source.mark_reconnected();
             }
             Ok(Flow::Again)
         }

@@ -184,8 +184,12 @@ async fn keep_on_session(
                 ev = node_event => match ev.event_type {
                     zk::EventType::NodeDeleted => break,
                     zk::EventType::Session if ev.session_state.is_terminated() => return Err(session::state_error(ev.session_state)),
-                    // A persistent watch's reconnect: a deletion meanwhile is not replayed.
+                    // A persistent watch's reconnect: a deletion meanwhile is not replayed, and
+                    // the client does not set persistent watches again on the new connection
+                    // (see `crate::zk::version_events`): set it again (the old one is dropped
+                    // after, so no removal reaches the server), then look.
                     zk::EventType::Session if ev.session_state == zk::SessionState::SyncConnected => {
+                        persistent = Some(client.watch(&path, zk::AddWatchMode::Persistent).await?);
                         if client.check_stat(&path).await?.is_none() {
                             break;
                         }

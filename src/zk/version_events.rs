@@ -10,6 +10,10 @@
 //! parent itself was deleted or created (a new version stream), and on the periodic pass.
 //! A watch survives the deletion and re-creation of the node it is on, so a stream re-created
 //! by hand is seen as those two events and then re-listed.
+//!
+//! After a reconnect the watches are set again ([`VersionEvents::needs_rewatch`]): the client
+//! crate (zookeeper-client 0.11.2, `resend_watches`) re-sends only one-shot watches to the new
+//! connection, so a persistent watch would otherwise go silent on its server.
 
 use crate::model::layout::{Layout, VersionId};
 use crate::model::rollout::Rollout;
@@ -38,6 +42,8 @@ pub struct VersionEvents {
     stale: bool,
     /// The rollout record changed since it was read: read it again.
     rollout_stale: bool,
+    /// The connection was re-established: the server may have lost the watches.
+    rewatch: bool,
 }
 
 /// Why a watch could not be set.
@@ -87,15 +93,28 @@ impl VersionEvents {
             rollout: None,
             stale: true,
             rollout_stale: true,
+            rewatch: false,
         };
         me.refresh(client, layout).await.map_err(Unwatched::Failed)?;
         Ok(me)
     }
 
-    /// Asks for a full listing before the next decision (the periodic pass, a reconnect).
+    /// Asks for a full listing before the next decision (the periodic pass).
     pub fn mark_stale(&mut self) {
         self.stale = true;
         self.rollout_stale = true;
+    }
+
+    /// Says the connection was lost and re-established (or may have been): the watches are to
+    /// be set again and everything listed, by a new [`VersionEvents::start`].
+    pub fn mark_reconnected(&mut self) {
+        self.rewatch = true;
+        self.mark_stale();
+    }
+
+    /// Whether the watches must be set again before they can be trusted (see the module doc).
+    pub fn needs_rewatch(&self) -> bool {
+        self.rewatch
     }
 
     /// Brings the knowledge up to date with what the events said: a full listing (and the
@@ -170,9 +189,10 @@ impl VersionEvents {
         if ev.event_type == zk::EventType::Session {
             return match ev.session_state {
                 s if s.is_terminated() => Heard::SessionEnded,
-                // Events while disconnected are not replayed: rebuild from a listing.
+                // Events while disconnected are not replayed, and the watches may be gone from
+                // the server: set them again and rebuild from a listing.
                 zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
-                    self.mark_stale();
+                    self.mark_reconnected();
                     Heard::Changed
                 }
                 _ => Heard::Changed,
