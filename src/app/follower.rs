@@ -65,9 +65,14 @@ pub struct Applier {
     no_multi_read: std::sync::atomic::AtomicBool,
 }
 
-/// What [`Applier::read_version`] read: the versions parent's stat (when read with the
-/// version), the version, and its metadata.
-type VersionRead = (Option<zk::Stat>, Result<(Vec<u8>, zk::Stat), zk::Error>, Result<(Vec<u8>, zk::Stat), zk::Error>);
+/// What [`Applier::read_version`] read: the versions parent's stat and the rollout record (when
+/// read with the version: Some(None) is "no record"), the version, and its metadata.
+type VersionRead = (
+    Option<zk::Stat>,
+    Option<Option<crate::model::rollout::Rollout>>,
+    Result<(Vec<u8>, zk::Stat), zk::Error>,
+    Result<(Vec<u8>, zk::Stat), zk::Error>,
+);
 
 /// What is known about whether this app's versions and metadata parents may be trusted.
 /// Keyed by the versions parent's (czxid, mzxid, aversion), which every listing returns, so the
@@ -121,6 +126,9 @@ pub struct Progress {
     /// The newer version a hold keeps back (`on_drift = "hold"`), named in the report's
     /// `attempted` and `error` until the hold ends.
     held_back: Option<String>,
+    /// A rollout record read with a version it hides from this host ([`Fetched::Hidden`]): the
+    /// follower takes it as what it knows of the record, and looks again.
+    hidden_by: Option<Option<crate::model::rollout::Rollout>>,
 }
 
 /// After this many retried attempts, or this long, a failure that is retried with backoff
@@ -187,6 +195,9 @@ impl Listing {
 pub enum Fetched {
     /// The version node was deleted meanwhile (pruned, or removed by an operator).
     Gone,
+    /// The rollout record read with the version (the two are written in one multi-op) holds it
+    /// back from this host: events told of the version before the record. Carries the record.
+    Hidden(Option<crate::model::rollout::Rollout>),
     /// The bytes must not be installed (over the size limit, not matching their metadata, or
     /// not signed by a trusted key).
     Refused(String),
@@ -253,6 +264,7 @@ impl Applier {
             retries: (0, None),
             drift: DriftWatch::default(),
             held_back: None,
+            hidden_by: None,
         }
     }
 
@@ -380,7 +392,12 @@ impl Applier {
     pub async fn fetch(&self, client: &zk::Client, v: &VersionId, stream: i64) -> Result<Fetched, zk::Error> {
         let version_path = format!("{}/{}", self.versions, v.name);
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
-        let (parent, version, meta) = self.read_version(client, &version_path, &meta_path).await?;
+        let (parent, rollout, version, meta) = self.read_version(client, &version_path, &meta_path).await?;
+        if let Some(rollout) = rollout {
+            if crate::model::rollout::visible(vec![v.name.clone()], rollout.as_ref(), &self.node_id).is_empty() {
+                return Ok(Fetched::Hidden(rollout));
+            }
+        }
         if let Some(parent) = &parent {
             // A version of another stream than the one it was taken for: the app was re-created
             // meanwhile, and the caller re-lists (its watch says so).
@@ -469,27 +486,34 @@ impl Applier {
         Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
     }
 
-    /// Reads the versions parent, version and metadata: in one multi read (ZooKeeper 3.6+), so
-    /// the parent's stat (the stream, the ACL cache key) is of the same moment as the version;
-    /// on an older server, which refuses multi reads, the version and metadata as two pipelined
-    /// reads and no parent. Once refused, multi reads are not tried again by this process.
+    /// Reads the versions parent, version, metadata and rollout record: in one multi read
+    /// (ZooKeeper 3.6+), so the parent's stat (the stream, the ACL cache key) and the record
+    /// (which versions this host may see) are of the same moment as the version; on an older
+    /// server, which refuses multi reads, the version and metadata as two pipelined reads and no
+    /// parent or record. Once refused, multi reads are not tried again by this process.
     async fn read_version(&self, client: &zk::Client, version_path: &str, meta_path: &str) -> Result<VersionRead, zk::Error> {
         if !self.no_multi_read.load(std::sync::atomic::Ordering::Relaxed) {
             let mut r = client.new_multi_reader();
             r.add_get_data(&self.versions)?;
             r.add_get_data(version_path)?;
             r.add_get_data(meta_path)?;
+            r.add_get_data(&self.layout.rollout(&self.app.name))?;
             match r.commit().await {
-                Ok(results) if results.len() == 3 => {
+                Ok(results) if results.len() == 4 => {
                     let mut it = results.into_iter().map(|r| match r {
                         zk::MultiReadResult::Data { data, stat } => Ok((data, stat)),
                         zk::MultiReadResult::Error { err } => Err(err),
                         _ => Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
                     });
-                    let (parent, version, meta) = (it.next().expect("3"), it.next().expect("3"), it.next().expect("3"));
-                    return Ok((parent.ok().map(|(_, s)| s), version, meta));
+                    let (parent, version, meta, rollout) = (it.next().expect("4"), it.next().expect("4"), it.next().expect("4"), it.next().expect("4"));
+                    let rollout = match rollout {
+                        Ok((bytes, _)) => Some(crate::model::rollout::parse(&self.app.name, &bytes)),
+                        Err(zk::Error::NoNode) => Some(None),
+                        Err(_) => None,
+                    };
+                    return Ok((parent.ok().map(|(_, s)| s), rollout, version, meta));
                 }
-                Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of 3 answered {}", results.len()))),
+                Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of 4 answered {}", results.len()))),
                 Err(e) if crate::zk::version_events::is_unsupported(&e) => {
                     tracing::info!(app = %self.app.name, "the server refuses multi reads ({e}; ZooKeeper older than 3.6?): reading version and metadata apart");
                     self.no_multi_read.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -498,7 +522,7 @@ impl Applier {
             }
         }
         let (version, meta) = tokio::join!(client.get_data(version_path), client.get_data(meta_path));
-        Ok((None, version, meta))
+        Ok((None, None, version, meta))
     }
 
     /// A version's metadata as read: None when there is none (or only one of another version
@@ -618,6 +642,11 @@ impl Applier {
         let name = &self.app.name;
         let (bytes, sha, ctime_ms) = match self.fetch(client, v, stream).await? {
             Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
+            Fetched::Hidden(rollout) => {
+                tracing::debug!(app = %name, version = %v, "the rollout record read with it holds this version back; not applying");
+                p.hidden_by = Some(rollout);
+                return Ok(());
+            }
             Fetched::Refused(reason) => {
                 tracing::error!(app = %name, version = %v, "{reason}");
                 self.record_failure(p, v, ApplyResult::Rejected, reason, false);
@@ -853,6 +882,14 @@ impl AppFollower {
                 }
                 self.publish(p, seen, true);
                 a.apply(client, &newest, listing.stream, p).await?;
+                if let Some(rollout) = p.hidden_by.take() {
+                    // The record came with the version: know it, and decide again at once.
+                    if let Source::Events { events, .. } = source {
+                        events.set_rollout(rollout);
+                    }
+                    self.publish(p, seen, false);
+                    return Ok(Box::pin(async {}));
+                }
                 seen.behind = listing.behind(p);
                 // View and gauge first: whoever sees the new status node then sees them too.
                 self.publish(p, seen, false);

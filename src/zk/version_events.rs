@@ -154,6 +154,11 @@ impl VersionEvents {
         self.known.values().map(|v| v.name.clone()).collect()
     }
 
+    /// Takes `rollout` as the record, read by someone else (with a version, in one multi read).
+    pub fn set_rollout(&mut self, rollout: Option<Rollout>) {
+        self.rollout = rollout;
+    }
+
     /// The rollout record as last read.
     pub fn rollout(&self) -> Option<&Rollout> {
         self.rollout.as_ref()
