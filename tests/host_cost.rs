@@ -93,3 +93,38 @@ async fn each_publish_costs_an_app_host_at_most_two_requests() {
         assert_eq!(on_disk(d), Some(payload(n)), "{} holds the last version", d.name());
     }
 }
+
+/// What the hosts rely on when an operator deletes an app's node and creates it again (a new
+/// version stream): a persistent recursive watch stays set across the deletion of the node it
+/// is on, tells the deletion and the re-creation of the node itself, then the versions created
+/// under the new node, in order. The follower re-lists on the node's own events (the new
+/// stream's czxid), and takes the versions after it from their events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_recursive_watch_outlives_the_deletion_and_re_creation_of_its_node() {
+    use zookeeper_client::{AddWatchMode, EventType};
+    let zk = ZkEnsemble::single();
+    let client = zk_client(&zk.connect_string()).await;
+    let app = "/applications/recreated";
+    create_all(&client, app).await;
+    let first = create_seq(&client, &format!("{app}/conf-"), b"one").await;
+    let mut w = client.watch(app, AddWatchMode::PersistentRecursive).await.unwrap();
+    delete_all(&client, app).await;
+    create_all(&client, app).await;
+    let second = create_seq(&client, &format!("{app}/conf-"), b"two").await;
+    let mut events = Vec::new();
+    while events.len() < 4 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), w.changed()).await.expect("an event within 10 s");
+        events.push((ev.event_type, ev.path));
+    }
+    let name = |p: &str| p.rsplit('/').next().unwrap().to_string();
+    assert_eq!(
+        events,
+        vec![
+            (EventType::NodeDeleted, format!("{app}/{}", name(&first))),
+            (EventType::NodeDeleted, app.to_string()),
+            (EventType::NodeCreated, app.to_string()),
+            (EventType::NodeCreated, format!("{app}/{}", name(&second))),
+        ],
+        "the old version's and the node's deletion, the node's creation, the new stream's version"
+    );
+}
