@@ -794,8 +794,8 @@ impl AppFollower {
     /// record read with a watch on every look, as before. Either way the same decision and the
     /// same apply follow.
     ///
-    /// A periodic pass (`pass`) is a look after a `sync`, with a fresh listing and the rollout
-    /// record, comparing the destination whatever the watches said; the status node's keeper
+    /// A periodic pass (`pass`) is a look after a `sync`, with the watches set again, a fresh
+    /// listing and the rollout record, comparing the destination whatever the watches said; the status node's keeper
     /// reads the node once more; the applied version is read back only for a new hand edit.
     #[allow(clippy::too_many_arguments)]
     async fn look(
@@ -820,7 +820,9 @@ impl AppFollower {
         }
         if let Source::Events { events, .. } = source {
             if pass {
-                events.mark_stale();
+                // Whatever the events said, and whether or not the server still holds the
+                // watches: set them again and list (two more requests per pass).
+                events.mark_reconnected();
             }
             if events.drain() == Heard::SessionEnded {
                 *source = Source::None;

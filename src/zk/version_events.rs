@@ -99,8 +99,8 @@ impl VersionEvents {
         Ok(me)
     }
 
-    /// Asks for a full listing before the next decision (the periodic pass).
-    pub fn mark_stale(&mut self) {
+    /// Asks for a full listing before the next decision.
+    fn mark_stale(&mut self) {
         self.stale = true;
         self.rollout_stale = true;
     }
