@@ -1,7 +1,9 @@
 //! The app role for one application: follow its versions and keep the destination at the
-//! newest one. Re-lists after every wake-up and every reconnect (events alone can be missed),
-//! syncs before reading on a new session, never goes backwards, and coalesces bursts because it
-//! always takes the newest version at the moment it looks.
+//! newest one. Learns of new versions from persistent watches' events (ZooKeeper 3.6+; see
+//! [`crate::zk::version_events`]) and re-lists at each session start, reconnect and periodic
+//! pass (events alone can be missed), or from a child watch and a listing on every wake-up on
+//! an older server; syncs before reading on a new session, never goes backwards, and coalesces
+//! bursts because it always takes the newest version it knows at the moment it looks.
 //!
 //! The decisions and the pipeline live in [`Applier`]: one function decides whether a version
 //! needs applying, one applies it. [`AppFollower`] runs them on every wake-up;
@@ -15,6 +17,7 @@ use crate::model::layout::{self, Layout, VersionId};
 use crate::metrics::Metrics;
 use crate::model::request::VersionMeta;
 use crate::zk::session::SessionHandle;
+use crate::zk::version_events::{Heard, Unwatched, VersionEvents};
 use crate::clock::now_secs;
 use crate::host::state::{Applied, StateStore};
 use crate::model::status::{ApplyResult, StatusReport};
@@ -58,7 +61,18 @@ pub struct Applier {
     /// With ACLs on: the versions parent's stat as the last listing saw it, and the parents'
     /// verdict for it (see [`Applier::parents_trusted`]).
     trust: std::sync::Mutex<TrustCache>,
+    /// The server refused a multi read (older than 3.6): version and metadata are read apart.
+    no_multi_read: std::sync::atomic::AtomicBool,
 }
+
+/// What [`Applier::read_version`] read: the versions parent's stat and the rollout record (when
+/// read with the version: Some(None) is "no record"), the version, and its metadata.
+type VersionRead = (
+    Option<zk::Stat>,
+    Option<Option<crate::model::rollout::Rollout>>,
+    Result<(Vec<u8>, zk::Stat), zk::Error>,
+    Result<(Vec<u8>, zk::Stat), zk::Error>,
+);
 
 /// What is known about whether this app's versions and metadata parents may be trusted.
 /// Keyed by the versions parent's (czxid, mzxid, aversion), which every listing returns, so the
@@ -112,6 +126,9 @@ pub struct Progress {
     /// The newer version a hold keeps back (`on_drift = "hold"`), named in the report's
     /// `attempted` and `error` until the hold ends.
     held_back: Option<String>,
+    /// A rollout record read with a version it hides from this host ([`Fetched::Hidden`]): the
+    /// follower takes it as what it knows of the record, and looks again.
+    hidden_by: Option<Option<crate::model::rollout::Rollout>>,
 }
 
 /// After this many retried attempts, or this long, a failure that is retried with backoff
@@ -178,6 +195,9 @@ impl Listing {
 pub enum Fetched {
     /// The version node was deleted meanwhile (pruned, or removed by an operator).
     Gone,
+    /// The rollout record read with the version (the two are written in one multi-op) holds it
+    /// back from this host: events told of the version before the record. Carries the record.
+    Hidden(Option<crate::model::rollout::Rollout>),
     /// The bytes must not be installed (over the size limit, not matching their metadata, or
     /// not signed by a trusted key).
     Refused(String),
@@ -210,6 +230,7 @@ impl Applier {
             splay: crate::app::pacing::Splay::of(app),
             stop: CancellationToken::new(),
             trust: std::sync::Mutex::new(TrustCache::default()),
+            no_multi_read: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -243,6 +264,7 @@ impl Applier {
             retries: (0, None),
             drift: DriftWatch::default(),
             held_back: None,
+            hidden_by: None,
         }
     }
 
@@ -365,21 +387,36 @@ impl Applier {
 
     /// Reads version `v` of stream `stream` (the versions parent's czxid) and its metadata and
     /// verifies size and hash. Metadata of another stream (left by an app node that was deleted
-    /// and created again) counts as absent. Reads only.
+    /// and created again) counts as absent. Reads only: one request on ZooKeeper 3.6+ (see
+    /// [`Applier::read_version`]), and the parents' ACLs only when their verdict is not cached.
     pub async fn fetch(&self, client: &zk::Client, v: &VersionId, stream: i64) -> Result<Fetched, zk::Error> {
         let version_path = format!("{}/{}", self.versions, v.name);
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
-        // Version and metadata in one round trip (two pipelined requests).
-        // With ACLs on, the parents' ACLs are checked first (from the cache, mostly: no round trip).
-        let parents = match self.parents_trusted(client).await? {
-            Ok(t) => t,
-            Err(reason) => return Ok(Fetched::Refused(reason)),
-        };
-        let (version, meta) = tokio::join!(client.get_data(&version_path), self.read_meta(client, &meta_path, stream));
+        let (parent, rollout, version, meta) = self.read_version(client, &version_path, &meta_path).await?;
+        if let Some(rollout) = rollout {
+            if crate::model::rollout::visible(vec![v.name.clone()], rollout.as_ref(), &self.node_id).is_empty() {
+                return Ok(Fetched::Hidden(rollout));
+            }
+        }
+        if let Some(parent) = &parent {
+            // A version of another stream than the one it was taken for: the app was re-created
+            // meanwhile, and the caller re-lists (its watch says so).
+            if stream != 0 && parent.czxid != stream {
+                return Ok(Fetched::Gone);
+            }
+            self.note_parent(parent);
+        }
         let (bytes, stat) = match version {
             Ok(r) => r,
             Err(zk::Error::NoNode) => return Ok(Fetched::Gone),
             Err(e) => return Err(e),
+        };
+        let meta = self.parse_meta(meta, &meta_path, stream)?;
+        // With ACLs on, the parents' ACLs are checked against the parent's stat just read with
+        // the version (from the cache, mostly: no round trip).
+        let parents = match self.parents_trusted(client).await? {
+            Ok(t) => t,
+            Err(reason) => return Ok(Fetched::Refused(reason)),
         };
         if parents.is_some_and(|t| stat.czxid <= t.versions_mzxid) {
             return Ok(Fetched::Refused(format!(
@@ -387,7 +424,7 @@ impl Applier {
                 self.versions
             )));
         }
-        let meta = match meta? {
+        let meta = match meta {
             Ok(Some((m, czxid))) => {
                 if parents.and_then(|t| t.meta_mzxid).is_some_and(|mz| czxid <= mz) {
                     return Ok(Fetched::Refused(format!(
@@ -449,12 +486,51 @@ impl Applier {
         Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
     }
 
-    /// Reads a version's metadata: None when there is none (or only one of another version
+    /// Reads the versions parent, version, metadata and rollout record: in one multi read
+    /// (ZooKeeper 3.6+), so the parent's stat (the stream, the ACL cache key) and the record
+    /// (which versions this host may see) are of the same moment as the version; on an older
+    /// server, which refuses multi reads, the version and metadata as two pipelined reads and no
+    /// parent or record. Once refused, multi reads are not tried again by this process.
+    async fn read_version(&self, client: &zk::Client, version_path: &str, meta_path: &str) -> Result<VersionRead, zk::Error> {
+        if !self.no_multi_read.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut r = client.new_multi_reader();
+            r.add_get_data(&self.versions)?;
+            r.add_get_data(version_path)?;
+            r.add_get_data(meta_path)?;
+            r.add_get_data(&self.layout.rollout(&self.app.name))?;
+            match r.commit().await {
+                Ok(results) if results.len() == 4 => {
+                    let mut it = results.into_iter().map(|r| match r {
+                        zk::MultiReadResult::Data { data, stat } => Ok((data, stat)),
+                        zk::MultiReadResult::Error { err } => Err(err),
+                        _ => Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
+                    });
+                    let (parent, version, meta, rollout) = (it.next().expect("4"), it.next().expect("4"), it.next().expect("4"), it.next().expect("4"));
+                    let rollout = match rollout {
+                        Ok((bytes, _)) => Some(crate::model::rollout::parse(&self.app.name, &bytes)),
+                        Err(zk::Error::NoNode) => Some(None),
+                        Err(_) => None,
+                    };
+                    return Ok((parent.ok().map(|(_, s)| s), rollout, version, meta));
+                }
+                Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of 4 answered {}", results.len()))),
+                Err(e) if crate::zk::version_events::is_unsupported(&e) => {
+                    tracing::info!(app = %self.app.name, "the server refuses multi reads ({e}; ZooKeeper older than 3.6?): reading version and metadata apart");
+                    self.no_multi_read.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (version, meta) = tokio::join!(client.get_data(version_path), client.get_data(meta_path));
+        Ok((None, None, version, meta))
+    }
+
+    /// A version's metadata as read: None when there is none (or only one of another version
     /// stream, which describes an older version of the same name), an error message when it
     /// does not parse (metadata that lies or is garbled never counts as absent).
     /// With the metadata comes its node's czxid, to tell metadata made while its parent was open.
-    async fn read_meta(&self, client: &zk::Client, path: &str, stream: i64) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
-        match client.get_data(path).await {
+    fn parse_meta(&self, read: Result<(Vec<u8>, zk::Stat), zk::Error>, path: &str, stream: i64) -> Result<Result<Option<(VersionMeta, i64)>, String>, zk::Error> {
+        match read {
             Ok((m, stat)) => Ok(serde_json::from_slice::<VersionMeta>(&m)
                 .map(|m| {
                     if m.belongs_to(stream, stat.czxid) {
@@ -470,6 +546,14 @@ impl Applier {
         }
     }
 
+    /// Drops the parents' cached verdict, so the next fetch reads their ACLs again: at the start
+    /// of each session and on each periodic pass (see [`Applier::parents_trusted`]).
+    pub fn forget_trust(&self) {
+        if let Ok(mut t) = self.trust.lock() {
+            t.checked = None;
+        }
+    }
+
     /// Remembers the versions parent's stat from a listing: the key of the ACL cache.
     pub fn note_parent(&self, stat: &zk::Stat) {
         if let Ok(mut t) = self.trust.lock() {
@@ -481,6 +565,17 @@ impl Applier {
     /// ACL: Ok(None) with ACLs off, Ok(Some(zxids)) when trusted, Err(why) naming the node and
     /// the ACL found when not. Reads both ACLs (two pipelined requests) only when the versions
     /// parent's stat differs from the one last checked, or nothing trusted was cached.
+    ///
+    /// Why not on every publish: the attack is a parent whose ACL let others create children
+    /// (an open `/applications/<app>` made before any agent ran), so that a forged `conf-<n>` or
+    /// its metadata would be installed. What decides is whether the node was created while its
+    /// parent was open, which the parent's mzxid at the repair tells for every child at once;
+    /// that verdict changes only when the parent's ACL (aversion), data (mzxid) or identity
+    /// (czxid) changes, and the stat that carries all three is read in the same multi read as
+    /// the version itself, so a verdict is never used for a parent that changed. The metadata
+    /// parent's ACL is not in that key: its verdict is dropped at every session start and
+    /// periodic pass ([`Applier::forget_trust`]), which bounds how long a change there goes
+    /// unseen by `resync_interval`.
     async fn parents_trusted(&self, client: &zk::Client) -> Result<Result<Option<ParentTrust>, String>, zk::Error> {
         let Some(policy) = crate::zk::identity::policy() else { return Ok(Ok(None)) };
         let listed = self.trust.lock().ok().and_then(|t| {
@@ -547,6 +642,11 @@ impl Applier {
         let name = &self.app.name;
         let (bytes, sha, ctime_ms) = match self.fetch(client, v, stream).await? {
             Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
+            Fetched::Hidden(rollout) => {
+                tracing::debug!(app = %name, version = %v, "the rollout record read with it holds this version back; not applying");
+                p.hidden_by = Some(rollout);
+                return Ok(());
+            }
             Fetched::Refused(reason) => {
                 tracing::error!(app = %name, version = %v, "{reason}");
                 self.record_failure(p, v, ApplyResult::Rejected, reason, false);
@@ -684,18 +784,28 @@ impl AppFollower {
         let p = a.progress();
         let status = StatusNode::keep(&a.layout, &a.app.name, &a.node_id, &p.report, a.app.resync(), &session, &shutdown);
         let next_pass = a.app.resync().map(next_pass_after);
-        let mut looks = Looks { follower: &self, p, seen: Seen::default(), status, shutdown: shutdown.clone(), next_pass, pass: false };
+        let mut looks = Looks { follower: &self, p, seen: Seen::default(), status, shutdown: shutdown.clone(), next_pass, pass: false, source: Source::None };
         self.publish(&looks.p, &looks.seen, false);
         let what = format!("reading versions of app {}", a.app.name);
         skeleton::follow(&a.app.name, &a.metrics, &mut session, &shutdown, &what, &mut looks).await;
         looks.status.stopped().await;
     }
 
-    /// One look: list (with a watch), apply the newest if needed. Returns what to wait on.
-    /// A periodic pass (`pass`) is the same look after a `sync`, so it reads what the leader
-    /// has, re-arms the watches and compares the destination whatever the watches said: a sync,
-    /// the listing and the rollout record (two reads when there is none), plus one read of the
-    /// status node by its keeper; the applied version is read back only for a new hand edit.
+    /// One look: learn what the versions are, apply the newest if needed. Returns what to wait
+    /// on besides the events of `source`.
+    ///
+    /// What it learns from depends on the server, chosen once per session (see [`Source`]): on
+    /// ZooKeeper 3.6+ from the events of persistent watches, re-listing only at the start of a
+    /// session, after a reconnect, when the versions parent was created or deleted, and on a
+    /// periodic pass; so a publish costs the host the new version's read (one multi read) and
+    /// its status write. On an older server, from a listing with a child watch and the rollout
+    /// record read with a watch on every look, as before. Either way the same decision and the
+    /// same apply follow.
+    ///
+    /// A periodic pass (`pass`) is a look after a `sync`, with the watches set again, a fresh
+    /// listing and the rollout record, comparing the destination whatever the watches said; the status node's keeper
+    /// reads the node once more; the applied version is read back only for a new hand edit.
+    #[allow(clippy::too_many_arguments)]
     async fn look(
         &self,
         client: &zk::Client,
@@ -704,51 +814,68 @@ impl AppFollower {
         p: &mut Progress,
         seen: &mut Seen,
         status: &watch::Sender<Vec<u8>>,
-    ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, zk::Error> {
+        source: &mut Source,
+    ) -> Result<Wake, zk::Error> {
         let a = &self.applier;
         if pass {
             tracing::debug!(app = %a.app.name, "periodic pass");
+            // Parents' ACLs are read again at the next fetch (see `parents_trusted`).
+            a.forget_trust();
         }
         if pass || p.synced != generation {
             a.sync(client).await?;
             p.synced = generation;
         }
-        // The listing and the rollout record are asked for together: on a busy ensemble every
-        // round trip in a row is what a thousand hosts wait for.
-        let (listed, rollout) = tokio::join!(
-            client.get_and_watch_children(&a.versions),
-            crate::zk::rollout::read_and_watch(client, &a.layout, &a.app.name)
-        );
-        let (children, parent, watcher) = match listed {
-            Ok(r) => {
-                a.note_parent(&r.1);
-                r
+        if let Source::Events { events, .. } = source {
+            if pass {
+                // Whatever the events said, and whether or not the server still holds the
+                // watches: set them again and list (two more requests per pass).
+                events.mark_reconnected();
             }
-            Err(zk::Error::NoNode) => {
-                // Nothing published yet: wait for the parent to appear.
-                let (stat, w) = client.check_and_watch_stat(&a.versions).await?;
-                if stat.is_some() {
-                    return Ok(Box::pin(async {}));
+            if events.drain() == Heard::SessionEnded {
+                *source = Source::None;
+                return Err(zk::Error::SessionExpired);
+            }
+        }
+        let rewatch = matches!(source, Source::Events { events, .. } if events.needs_rewatch());
+        if source.generation() != Some(generation) || rewatch {
+            a.forget_trust();
+            // The watches of the old source are dropped only once the new ones are set, so the
+            // client never asks the server to remove a watch on these paths.
+            *source = match VersionEvents::start(client, &a.layout, &a.app.name, &a.versions).await {
+                Ok(events) => Source::Events { generation, events: Box::new(events) },
+                Err(Unwatched::Unsupported(e)) => {
+                    tracing::info!(app = %a.app.name, "the server refuses persistent watches ({e}; ZooKeeper older than 3.6?): following with child watches on this session");
+                    Source::Children { generation }
                 }
-                tracing::debug!(app = %a.app.name, path = %a.versions, "no versions yet; waiting for the node");
-                *seen = Seen { looked: true, newest: None, behind: 0 };
-                self.publish(p, seen, false);
-                return Ok(Box::pin(async move {
-                    w.changed().await;
-                }));
+                Err(Unwatched::Failed(e)) => {
+                    *source = Source::None;
+                    return Err(e);
+                }
+            };
+        } else if let Source::Events { events, .. } = source {
+            events.refresh(client, &a.layout).await?;
+        }
+        let (children, parent, wake): Listed = match source {
+            Source::Events { events, .. } => {
+                let Some(parent) = events.parent().copied() else {
+                    // Nothing published yet: the events say when the parent appears.
+                    tracing::debug!(app = %a.app.name, path = %a.versions, "no versions yet; waiting for the node");
+                    *seen = Seen { looked: true, newest: None, behind: 0 };
+                    self.publish(p, seen, false);
+                    return Ok(Box::pin(std::future::pending()));
+                };
+                a.note_parent(&parent);
+                // A staged rollout may hold this host at an older version.
+                let children = crate::model::rollout::visible(events.names(), events.rollout(), &a.node_id);
+                (children, parent, Box::pin(std::future::pending()))
             }
-            Err(e) => return Err(e),
+            Source::Children { .. } => match self.look_by_children(client, p, seen).await? {
+                Ok(listed) => listed,
+                Err(wake) => return Ok(wake),
+            },
+            Source::None => unreachable!("a source was chosen above"),
         };
-        // A staged rollout may hold this host at an older version: the rollout record decides
-        // which versions it sees, and its changes (promote, abort) wake it like new versions.
-        let (rollout, rollout_changed) = rollout?;
-        let children = crate::model::rollout::visible(children, rollout.as_ref(), &a.node_id);
-        let wake = Box::pin(async move {
-            tokio::select! {
-                _ = watcher.changed() => {}
-                _ = rollout_changed => {}
-            }
-        });
         let listing = Listing::new(&children, &parent);
         *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
         if let Some(newest) = listing.newest.clone() {
@@ -765,6 +892,14 @@ impl AppFollower {
                 }
                 self.publish(p, seen, true);
                 a.apply(client, &newest, listing.stream, p).await?;
+                if let Some(rollout) = p.hidden_by.take() {
+                    // The record came with the version: know it, and decide again at once.
+                    if let Source::Events { events, .. } = source {
+                        events.set_rollout(rollout);
+                    }
+                    self.publish(p, seen, false);
+                    return Ok(Box::pin(async {}));
+                }
                 seen.behind = listing.behind(p);
                 // View and gauge first: whoever sees the new status node then sees them too.
                 self.publish(p, seen, false);
@@ -782,6 +917,50 @@ impl AppFollower {
             changed
         });
         Ok(wake)
+    }
+
+    /// The look of a server without persistent watches: the listing with a child watch and the
+    /// rollout record with a watch, every time. The versions visible to this host, the parent's
+    /// stat and the wake-up of either watch; or, with no versions parent yet, what to wait on.
+    async fn look_by_children(&self, client: &zk::Client, p: &Progress, seen: &mut Seen) -> Result<Result<Listed, Wake>, zk::Error> {
+        let a = &self.applier;
+        // The listing and the rollout record are asked for together: on a busy ensemble every
+        // round trip in a row is what a thousand hosts wait for.
+        let (listed, rollout) = tokio::join!(
+            client.get_and_watch_children(&a.versions),
+            crate::zk::rollout::read_and_watch(client, &a.layout, &a.app.name)
+        );
+        let (children, parent, watcher) = match listed {
+            Ok(r) => {
+                a.note_parent(&r.1);
+                r
+            }
+            Err(zk::Error::NoNode) => {
+                // Nothing published yet: wait for the parent to appear.
+                let (stat, w) = client.check_and_watch_stat(&a.versions).await?;
+                if stat.is_some() {
+                    return Ok(Err(Box::pin(async {})));
+                }
+                tracing::debug!(app = %a.app.name, path = %a.versions, "no versions yet; waiting for the node");
+                *seen = Seen { looked: true, newest: None, behind: 0 };
+                self.publish(p, seen, false);
+                return Ok(Err(Box::pin(async move {
+                    w.changed().await;
+                })));
+            }
+            Err(e) => return Err(e),
+        };
+        // A staged rollout may hold this host at an older version: the rollout record decides
+        // which versions it sees, and its changes (promote, abort) wake it like new versions.
+        let (rollout, rollout_changed) = rollout?;
+        let children = crate::model::rollout::visible(children, rollout.as_ref(), &a.node_id);
+        let wake: Wake = Box::pin(async move {
+            tokio::select! {
+                _ = watcher.changed() => {}
+                _ = rollout_changed => {}
+            }
+        });
+        Ok(Ok((children, parent, wake)))
     }
 
     /// Publishes this app's view (when it changed) and its versions-behind gauge.
@@ -804,6 +983,64 @@ impl AppFollower {
     }
 }
 
+/// A future that resolves when what a look waits on (beside its [`Source`]) happened.
+type Wake = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What a listing look found: the versions this host may see, the parent's stat, and what wakes
+/// the next look.
+type Listed = (Vec<String>, zk::Stat, Wake);
+
+/// Where a follower learns of new versions on the current session, chosen at its first look.
+enum Source {
+    /// Nothing chosen yet (or the session it was chosen on ended).
+    None,
+    /// ZooKeeper 3.6+: persistent watches, versions known from their events.
+    Events {
+        /// The session generation the watches were set on.
+        generation: u64,
+        /// The watches and what they told.
+        events: Box<VersionEvents>,
+    },
+    /// An older server: a child watch and a rollout watch set again on every look.
+    Children {
+        /// The session generation the choice was made on.
+        generation: u64,
+    },
+}
+
+impl Source {
+    /// The session generation the source belongs to.
+    fn generation(&self) -> Option<u64> {
+        match self {
+            Source::None => None,
+            Source::Events { generation, .. } | Source::Children { generation } => Some(*generation),
+        }
+    }
+
+    /// Waits for the next event of the watches (forever without them); false when the session
+    /// ended, after which the watches are dropped unpolled.
+    async fn next(&mut self) -> bool {
+        match self {
+            Source::Events { events, .. } => {
+                if events.next().await == Heard::SessionEnded {
+                    *self = Source::None;
+                    return false;
+                }
+                true
+            }
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// After a reconnect (or a session change of any kind): watches set again and a full
+    /// listing at the next look.
+    fn mark_reconnected(&mut self) {
+        if let Source::Events { events, .. } = self {
+            events.mark_reconnected();
+        }
+    }
+}
+
 /// A published app's follower while it runs: what it knows between looks.
 struct Looks<'a> {
     /// The follower.
@@ -820,6 +1057,8 @@ struct Looks<'a> {
     next_pass: Option<tokio::time::Instant>,
     /// Whether the next look is a periodic pass.
     pass: bool,
+    /// Where new versions are learnt of on the current session.
+    source: Source,
 }
 
 /// When the pass after one that starts now is due: the interval, with jitter.
@@ -831,7 +1070,7 @@ impl Turn for Looks<'_> {
     fn turn<'a>(&'a mut self, client: &'a zk::Client, generation: u64, session: &'a mut SessionHandle) -> impl std::future::Future<Output = Result<Flow, zk::Error>> + Send + 'a {
         async move {
             let f = self.follower;
-            let wake = f.look(client, generation, self.pass, &mut self.p, &mut self.seen, &self.status.report).await?;
+            let wake = f.look(client, generation, self.pass, &mut self.p, &mut self.seen, &self.status.report, &mut self.source).await?;
             if self.pass {
                 self.pass = false;
                 self.next_pass = f.applier.app.resync().map(next_pass_after);
@@ -839,6 +1078,7 @@ impl Turn for Looks<'_> {
             f.ready.mark();
             let retry = self.p.retry.map(tokio::time::sleep);
             let next_pass = self.next_pass;
+            let mut reconnected = false;
             tokio::select! {
                 _ = async { match next_pass { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                     self.pass = true;
@@ -850,8 +1090,18 @@ impl Turn for Looks<'_> {
                     }
                 }
                 _ = wake => {}
-                _ = session.changed() => {}
+                alive = self.source.next() => {
+                    if !alive {
+                        return Err(zk::Error::SessionExpired);
+                    }
+                }
+                // A reconnect: events missed meanwhile are not replayed, and the server may have lost
+                // the persistent watches, so the next look sets them again and lists.
+                _ = session.changed() => reconnected = true,
                 _ = async { match retry { Some(r) => r.await, None => std::future::pending().await } } => {}
+            }
+            if reconnected {
+                self.source.mark_reconnected();
             }
             Ok(Flow::Again)
         }

@@ -172,6 +172,7 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
     }
     let (bytes, sha) = match applier.fetch(client, &newest, stream).await? {
         Fetched::Gone => return Ok(format!("{name}: {newest} was deleted while being read; nothing would happen\n")),
+        Fetched::Hidden(_) => return Ok(format!("{name}: a rollout holds {newest} back from this host; nothing would happen\n")),
         Fetched::Refused(reason) | Fetched::Pending(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),
         Fetched::Verified { bytes, sha256, .. } => (bytes, sha256),
     };

@@ -2,7 +2,8 @@
 //! each node gets (`identity`, `tls`), ephemeral nodes kept alive (`registration`), the agents'
 //! election (`election`) and the fence every leader write carries (`fence`), publish requests
 //! in flight (`request`), chunked content (`blobs`), rollout records (`rollout`) and a service's
-//! live members (`members`), and the connect string's chroot (`chroot`).
+//! live members (`members`), an app host's versions kept from events (`version_events`), and the
+//! connect string's chroot (`chroot`).
 //!
 //! May use: `config`, `metrics`, `model`, the leaves. Never `host` (this machine's files) nor
 //! the roles above.
@@ -19,3 +20,4 @@ pub mod request;
 pub(crate) mod rollout;
 pub mod session;
 pub(crate) mod tls;
+pub(crate) mod version_events;

@@ -127,11 +127,38 @@ async fn keep_on_session(
         // Once the data's sender is gone the data is final; keep watching the node.
         let mut data_open = true;
         let mut next_pass = spec.resync.map(|r| tokio::time::Instant::now() + crate::backoff::jittered(r));
+        // The watch on our node: a persistent one where the server has them (3.6+), so that
+        // our own writes (a status report per publish) cost no request to set the watch again;
+        // an exists watch set again after each event otherwise. Set after the node was made,
+        // so a deletion in between is looked for once.
+        let mut persistent = match client.watch(&path, zk::AddWatchMode::Persistent).await {
+            Ok(w) => Some(w),
+            Err(e) if crate::zk::version_events::is_unsupported(&e) => None,
+            Err(e) => return Err(e),
+        };
+        if persistent.is_some() && client.check_stat(&path).await?.is_none() {
+            tracing::warn!(node = %path, "our ephemeral node was deleted while the session lives; re-creating it");
+            out.send_replace(None);
+            continue;
+        }
         loop {
-            let (stat, watcher) = client.check_and_watch_stat(&path).await?;
-            if stat.is_none() {
-                break;
-            }
+            let oneshot = match persistent {
+                Some(_) => None,
+                None => {
+                    let (stat, watcher) = client.check_and_watch_stat(&path).await?;
+                    if stat.is_none() {
+                        break;
+                    }
+                    Some(watcher)
+                }
+            };
+            let node_event = async {
+                match (persistent.as_mut(), oneshot) {
+                    (Some(w), _) => w.changed().await,
+                    (None, Some(w)) => w.changed().await,
+                    (None, None) => unreachable!("one of the two watches is set"),
+                }
+            };
             let pass = async {
                 match next_pass {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -154,9 +181,19 @@ async fn keep_on_session(
                         Ok(_) => {}
                     }
                 }
-                ev = watcher.changed() => match ev.event_type {
+                ev = node_event => match ev.event_type {
                     zk::EventType::NodeDeleted => break,
-                    zk::EventType::Session => return Err(session::state_error(ev.session_state)),
+                    zk::EventType::Session if ev.session_state.is_terminated() => return Err(session::state_error(ev.session_state)),
+                    // A persistent watch's reconnect: a deletion meanwhile is not replayed, and
+                    // the client does not set persistent watches again on the new connection
+                    // (see `crate::zk::version_events`): set it again (the old one is dropped
+                    // after, so no removal reaches the server), then look.
+                    zk::EventType::Session if ev.session_state == zk::SessionState::SyncConnected => {
+                        persistent = Some(client.watch(&path, zk::AddWatchMode::Persistent).await?);
+                        if client.check_stat(&path).await?.is_none() {
+                            break;
+                        }
+                    }
                     _ => continue,
                 },
                 changed = data.changed(), if data_open => {
