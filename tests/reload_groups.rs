@@ -79,8 +79,21 @@ fn reloads(www: &Path) -> usize {
     std::fs::read_to_string(www.join("reloads.log")).map(|s| s.lines().count()).unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_is_reloaded_once_and_rolled_back_together() {
+/// nginx serving a first set that is also published, and web-1 following it as the group
+/// `nginx`; `stall` is a file whose presence makes the group check hang (a daemon killed mid-batch).
+struct Site {
+    _zk: ZkEnsemble,
+    client: Client,
+    d: Daemon,
+    www_path: std::path::PathBuf,
+    www: String,
+    port: u16,
+    main1: String,
+    site1: String,
+    _nginx: NginxGuard,
+}
+
+async fn site() -> Site {
     let nginx = nginx_bin();
     let zk = ZkEnsemble::single();
     let hosts = zk.connect_string();
@@ -97,7 +110,7 @@ async fn a_group_is_reloaded_once_and_rolled_back_together() {
     std::fs::write(www_path.join("conf.d/site.conf"), &site1).unwrap();
     let st = std::process::Command::new(nginx).args(["-c", &format!("{www}/nginx.conf"), "-p", &format!("{www}/")]).status().unwrap();
     assert!(st.success(), "nginx did not start");
-    let _guard = NginxGuard(www_path.join("nginx.pid"));
+    let guard = NginxGuard(www_path.join("nginx.pid"));
     let start = Instant::now();
     while get_body(port).as_deref() != Some("v1") {
         assert!(start.elapsed() < Duration::from_secs(10), "nginx never served v1");
@@ -110,7 +123,7 @@ async fn a_group_is_reloaded_once_and_rolled_back_together() {
         "role = \"app\"\nnode_id = \"web-1\"\nstate_dir = \"{{dir}}/state\"\nresync_interval = \"off\"\n\n\
          [zookeeper]\nhosts = \"{hosts}\"\nsession_timeout = \"4s\"\nstart_timeout = \"5s\"\n\n\
          [reload_group.nginx]\n\
-         check = [\"{nginx}\", \"-t\", \"-q\", \"-c\", \"{www}/nginx.conf\", \"-p\", \"{www}/\"]\n\
+         check = [\"sh\", \"-c\", \"if [ -e {www}/stall ]; then touch {www}/in-check; sleep 60; fi; exec {nginx} -t -q -c {www}/nginx.conf -p {www}/\"]\n\
          reload = [\"sh\", \"-c\", \"echo \\\"$ZKCOORD_VERSION\\\" >> {www}/reloads.log; exec {nginx} -c {www}/nginx.conf -p {www}/ -s reload\"]\n\
          verify = \"nginx\"\nnginx_pid = \"{www}/nginx.pid\"\nnginx_error_log = \"{www}/error.log\"\nverify_settle = \"3s\"\nquiet = \"300ms\"\n\n\
          [[app]]\nname = \"main\"\ndest = \"{www}/nginx.conf\"\nreload_group = \"nginx\"\n\n\
@@ -120,6 +133,12 @@ async fn a_group_is_reloaded_once_and_rolled_back_together() {
     wait_report(&client, "main", "ok", &m1).await;
     wait_report(&client, "site", "ok", &s1).await;
     assert_eq!(reloads(&www_path), 0, "the files already held the published set");
+    Site { _zk: zk, client, d, www_path, www, port, main1, site1, _nginx: guard }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_reloaded_once_and_rolled_back_together() {
+    let Site { client, mut d, www_path, www, port, .. } = site().await;
 
     // A burst touching both files: one check, one reload, and nginx serves the new set.
     let (main2, site2) = (main_conf(&www, "v2"), site_conf(port, "v2", ""));
@@ -161,6 +180,40 @@ async fn a_group_is_reloaded_once_and_rolled_back_together() {
     assert_eq!(reloads(&www_path), 2);
     assert_eq!(get_body(port).as_deref(), Some("v2"));
     assert!(d.is_running());
+    assert!(d.term().success());
+}
+
+/// kill -9 while the group check runs (both new files installed, nothing reloaded): the next
+/// start puts both previous files back before anything else, then applies the set properly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_batch_puts_the_unchecked_set_back_at_its_next_start() {
+    let Site { client, mut d, www_path, www, port, main1, site1, .. } = site().await;
+    std::fs::write(www_path.join("stall"), b"").unwrap();
+    let (main2, site2) = (main_conf(&www, "v2"), site_conf(port, "v2", ""));
+    let m2 = publish(&client, "main", main2.as_bytes()).await;
+    let s2 = publish(&client, "site", site2.as_bytes()).await;
+    let start = Instant::now();
+    while !www_path.join("in-check").exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the group check never ran: {}", d.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Mid-batch: the new set is on disk, unchecked, nginx still runs v1.
+    assert_eq!(std::fs::read_to_string(www_path.join("nginx.conf")).unwrap(), main2);
+    assert!(www_path.join(".nginx.conf.zkcoord-group-previous").exists());
+    d.kill9();
+    std::fs::remove_file(www_path.join("stall")).unwrap();
+    assert_eq!(get_body(port).as_deref(), Some("v1"));
+
+    d.spawn();
+    wait_report(&client, "main", "ok", &m2).await;
+    wait_report(&client, "site", "ok", &s2).await;
+    let log = d.log();
+    assert_eq!(log.matches("a reload group's batch did not finish").count(), 2, "{}", d.log_tail(40));
+    assert_eq!(get_body(port).as_deref(), Some("v2"));
+    assert_eq!(std::fs::read_to_string(www_path.join("conf.d/site.conf")).unwrap(), site2);
+    assert!(!www_path.join(".nginx.conf.zkcoord-group-previous").exists() && !www_path.join("conf.d/.site.conf.zkcoord-group-previous").exists());
+    assert_eq!(reloads(&www_path), 1, "one reload for the set after the restart");
+    let _ = (main1, site1);
     assert!(d.term().success());
 }
 

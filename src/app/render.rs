@@ -133,6 +133,7 @@ impl RenderFollower {
     /// Follows the members until `shutdown`; a render in progress is finished first.
     pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
         let name = self.app.name.clone();
+        crate::host::group::recover(&self.app);
         let on_disk = std::fs::read(&self.app.dest).ok().map(|b| crate::digest::sha256_hex(&b));
         // The state file's render, when the file still holds it: reported as applied from the
         // start, so a restart during a hold says what the file is (`members:40`), not `pending`.

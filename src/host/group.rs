@@ -10,6 +10,7 @@ use crate::host::hooks::HookContext;
 use crate::host::install::{self, InstallError, InstallResult, Replaced};
 use crate::metrics::{Hook, Metrics};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -102,10 +103,20 @@ async fn run(group: &ReloadGroupConfig, batch: Vec<Waiting>, metrics: &Metrics) 
         sha256: batch.iter().map(|w| format!("{}={}", w.ctx.app, w.ctx.sha256)).collect::<Vec<_>>().join(" "),
         rollback: false,
     };
-    // Install all; a member that cannot be written fails alone, the others go on.
+    // Install all; a member that cannot be written fails alone, the others go on. Each
+    // member's previous file is kept beside it first, so a daemon stopped mid-batch (kill -9,
+    // power) finds on its next start a set that was never checked as a whole and puts it
+    // back ([`recover`]) before it looks at anything.
     let mut replaced: Vec<Replaced> = Vec::new();
     let mut replies = Vec::new();
+    let mut kept = Vec::new();
     for w in batch {
+        let dest = w.checked.app.dest.clone();
+        if let Err(e) = keep_previous(&dest) {
+            let _ = w.reply.send(Err(e));
+            continue;
+        }
+        kept.push(dest);
         match w.checked.commit().await {
             Ok(r) => {
                 replaced.push(r);
@@ -146,7 +157,48 @@ async fn run(group: &ReloadGroupConfig, batch: Vec<Waiting>, metrics: &Metrics) 
             InstallResult::CheckFailed(crate::model::status::bounded_error(text))
         }
     };
+    // Done either way: the set is checked and running, or every previous file is back.
+    for dest in &kept {
+        let _ = std::fs::remove_file(kept_path(dest));
+    }
     for reply in replies {
         let _ = reply.send(Ok(outcome.clone()));
+    }
+}
+
+/// Where a batch keeps a member's previous file while it runs: a dotfile beside it, which
+/// include globs like `conf.d/*.conf` never match.
+fn kept_path(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.zkcoord-group-previous"))
+}
+
+/// Links the file at `dest` (if any) to [`kept_path`], durably: the old inode stays when the
+/// new file is renamed over `dest`.
+fn keep_previous(dest: &Path) -> Result<(), InstallError> {
+    let kept = kept_path(dest);
+    let _ = std::fs::remove_file(&kept);
+    match std::fs::hard_link(dest, &kept) {
+        Ok(()) => install::sync_dir(dest),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(InstallError::Io { step: "keep the previous file of", path: dest.to_path_buf(), source: e, hint: String::new() }),
+    }
+}
+
+/// At a member's start: a previous file kept by a batch that never finished (the daemon
+/// stopped between installing the set and its check, reload or rollback) is put back, so the
+/// destination holds what this host applied and reported, never a set nobody checked.
+pub fn recover(app: &AppConfig) {
+    if app.reload_group.is_none() {
+        return;
+    }
+    let dest = install::resolve_dest(app).unwrap_or_else(|_| app.dest.clone());
+    let kept = kept_path(&dest);
+    if !kept.exists() {
+        return;
+    }
+    match std::fs::rename(&kept, &dest).map_err(|e| e.to_string()).and_then(|_| install::sync_dir(&dest).map_err(|e| e.to_string())) {
+        Ok(()) => tracing::warn!(app = %app.name, dest = %dest.display(), "a reload group's batch did not finish (the daemon stopped in it): the previous file is back"),
+        Err(e) => tracing::error!(app = %app.name, dest = %dest.display(), "a reload group's batch did not finish, and its previous file could not be put back: {e}"),
     }
 }

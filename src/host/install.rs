@@ -164,7 +164,7 @@ fn parent_dir(dest: &Path) -> &Path {
     }
 }
 
-fn sync_dir(dest: &Path) -> Result<(), InstallError> {
+pub(crate) fn sync_dir(dest: &Path) -> Result<(), InstallError> {
     let dir = parent_dir(dest);
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync directory", dir, e))
 }
