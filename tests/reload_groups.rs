@@ -88,8 +88,6 @@ struct Site {
     www_path: std::path::PathBuf,
     www: String,
     port: u16,
-    main1: String,
-    site1: String,
     _nginx: NginxGuard,
 }
 
@@ -97,7 +95,6 @@ async fn site() -> Site {
     let nginx = nginx_bin();
     let zk = ZkEnsemble::single();
     let hosts = zk.connect_string();
-    let client = zk_client(&hosts).await;
     let port = free_port();
     let mut d = Daemon::prepare("web-1");
     let www_path = d.dir().join("www");
@@ -114,8 +111,9 @@ async fn site() -> Site {
     let start = Instant::now();
     while get_body(port).as_deref() != Some("v1") {
         assert!(start.elapsed() < Duration::from_secs(10), "nginx never served v1");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let client = zk_client(&hosts).await;
     let m1 = publish(&client, "main", main1.as_bytes()).await;
     let s1 = publish(&client, "site", site1.as_bytes()).await;
 
@@ -133,12 +131,12 @@ async fn site() -> Site {
     wait_report(&client, "main", "ok", &m1).await;
     wait_report(&client, "site", "ok", &s1).await;
     assert_eq!(reloads(&www_path), 0, "the files already held the published set");
-    Site { _zk: zk, client, d, www_path, www, port, main1, site1, _nginx: guard }
+    Site { _zk: zk, client, d, www_path, www, port, _nginx: guard }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_is_reloaded_once_and_rolled_back_together() {
-    let Site { client, mut d, www_path, www, port, .. } = site().await;
+    let Site { _zk, _nginx, client, mut d, www_path, www, port } = site().await;
 
     // A burst touching both files: one check, one reload, and nginx serves the new set.
     let (main2, site2) = (main_conf(&www, "v2"), site_conf(port, "v2", ""));
@@ -187,7 +185,7 @@ async fn a_group_is_reloaded_once_and_rolled_back_together() {
 /// start puts both previous files back before anything else, then applies the set properly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_batch_puts_the_unchecked_set_back_at_its_next_start() {
-    let Site { client, mut d, www_path, www, port, main1, site1, .. } = site().await;
+    let Site { _zk, _nginx, client, mut d, www_path, www, port } = site().await;
     std::fs::write(www_path.join("stall"), b"").unwrap();
     let (main2, site2) = (main_conf(&www, "v2"), site_conf(port, "v2", ""));
     let m2 = publish(&client, "main", main2.as_bytes()).await;
@@ -213,7 +211,6 @@ async fn a_daemon_killed_mid_batch_puts_the_unchecked_set_back_at_its_next_start
     assert_eq!(std::fs::read_to_string(www_path.join("conf.d/site.conf")).unwrap(), site2);
     assert!(!www_path.join(".nginx.conf.zkcoord-group-previous").exists() && !www_path.join("conf.d/.site.conf.zkcoord-group-previous").exists());
     assert_eq!(reloads(&www_path), 1, "one reload for the set after the restart");
-    let _ = (main1, site1);
     assert!(d.term().success());
 }
 
