@@ -9,9 +9,8 @@ mod fleet;
 
 use common::*;
 use fleet::*;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// An nginx serving `body` on `port`, everything inside `www`.
@@ -27,35 +26,8 @@ fn nginx_conf(www: &Path, port: u16, body: &str, extra_listen: Option<u16>) -> S
     )
 }
 
-/// Stops the nginx whose pid file is given, by its pid.
-struct NginxGuard(PathBuf);
 
-impl Drop for NginxGuard {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        }
-    }
-}
 
-fn nginx_bin() -> &'static str {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return p;
-        }
-    }
-    panic!("nginx is not installed: run scripts/install-deps.sh (it installs nginx-light)");
-}
-
-/// What nginx answers on `port` to `GET /`: the body, or None.
-fn get_body(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string())
-}
 
 /// The workers of the master in `pid_file` (children in /proc).
 fn workers(pid_file: &Path) -> usize {

@@ -7,15 +7,10 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use zookeeper_client::Client;
 
-fn nginx_bin() -> &'static str {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists()).expect("nginx is not installed: run scripts/install-deps.sh")
-}
 
 /// The main file: everything inside `www`, the server blocks from conf.d.
 fn main_conf(www: &str, comment: &str) -> String {
@@ -32,24 +27,7 @@ fn site_conf(port: u16, body: &str, extra: &str) -> String {
     format!("server {{\n  listen 127.0.0.1:{port};\n  {extra}\n  location / {{ return 200 \"{body}\\n\"; }}\n}}\n")
 }
 
-fn get_body(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string())
-}
 
-struct NginxGuard(std::path::PathBuf);
-
-impl Drop for NginxGuard {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        }
-    }
-}
 
 async fn publish(client: &Client, app: &str, bytes: &[u8]) -> String {
     create_all(client, &format!("/applications/{app}")).await;

@@ -22,7 +22,7 @@
 //! `ports`, `four_letter` (`srvr`, `mntr`), `zk_server` (single servers and ensembles, kill and
 //! restart), `zk_client` (a plain client for checks and for playing an operator), `wait`,
 //! `daemon` (the real `zkcoordd`, its config and log), `ctl` (the real `zkcoordctl`), `proxy`
-//! (a TCP proxy for partitions and dropped connections).
+//! (a TCP proxy for partitions and dropped connections), `nginx` (a real nginx, what it answers).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -51,6 +51,7 @@ mod wait;
 mod daemon;
 mod ctl;
 mod proxy;
+mod nginx;
 
 pub use util::*;
 pub use process::*;
@@ -62,3 +63,4 @@ pub use wait::*;
 pub use daemon::*;
 pub use ctl::*;
 pub use proxy::*;
+pub use nginx::*;
