@@ -668,14 +668,7 @@ impl Applier {
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
-        let ctx = crate::host::hooks::HookContext {
-            app: name.clone(),
-            dest: self.app.dest.clone(),
-            version: v.name.clone(),
-            previous_version: p.applied().map(|a| a.version.clone()),
-            sha256: sha.clone(),
-            rollback: false,
-        };
+        let ctx = crate::host::hooks::HookContext::new(&self.app, v.name.clone(), p.applied().map(|a| a.version.clone()), sha.clone());
         let installed = crate::host::bundle::install_any(&self.app, &ctx, bytes, self.max_config_size, &self.metrics);
         let Some(installed) = crate::app::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop, &self.metrics).await? else {
             tracing::info!(app = %name, version = %v, "stopped while waiting for a reload slot; nothing was changed");

@@ -311,14 +311,7 @@ impl RenderFollower {
         tracing::info!(app = %name, count, members = ?addresses, "rendering");
         self.publish(st, true);
         // A rendered file has no version node: hooks are told its label (`members:N`).
-        let ctx = crate::host::hooks::HookContext {
-            app: name.clone(),
-            dest: self.app.dest.clone(),
-            version: label.clone(),
-            previous_version: st.report.version.clone(),
-            sha256: sha.clone(),
-            rollback: false,
-        };
+        let ctx = crate::host::hooks::HookContext::new(&self.app, label.clone(), st.report.version.clone(), sha.clone());
         let result = match crate::host::bundle::install_any(&self.app, &ctx, bytes, u64::MAX, &self.metrics).await {
             Ok(InstallResult::Applied { .. }) => {
                 tracing::info!(app = %name, dest = %self.app.dest.display(), count, "rendered");

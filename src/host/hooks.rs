@@ -89,6 +89,11 @@ pub struct HookContext {
 }
 
 impl HookContext {
+    /// The context of applying `version` (with `sha256`) of `app` over `previous_version`.
+    pub fn new(app: &crate::config::AppConfig, version: String, previous_version: Option<String>, sha256: String) -> HookContext {
+        HookContext { app: app.name.clone(), dest: app.dest.clone(), version, previous_version, sha256, rollback: false }
+    }
+
     /// This context for the reload after a rollback.
     pub fn rolled_back(&self) -> HookContext {
         HookContext { rollback: true, ..self.clone() }
