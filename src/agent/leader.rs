@@ -103,6 +103,34 @@ impl Leader<'_> {
         Ok(app.filter(|_| published))
     }
 
+    /// Turns a publish handed over in-process (see [`crate::agent::LocalPublish`]) into an
+    /// outcome: no request node to read, answer or delete. Returns the app when a version was created.
+    pub(crate) async fn handle_local(&self, h: &RequestHeader, data: &[u8]) -> Result<(Outcome, Option<String>), AgentError> {
+        let checked = validate_header(h).and_then(|_| validate_inline(h, data)).map_err(|e| e.to_string());
+        let outcome = match checked {
+            Err(reason) => Outcome::Rejected { reason },
+            Ok(()) => {
+                let (outcome, meta_for) = self.decide(h, data).await?;
+                if let Some((app, version, meta)) = meta_for {
+                    // Unchanged, and its metadata was missing: fill it in (a racing fill is as good).
+                    let owned = crate::zk::identity::for_node(NodeKind::Owned);
+                    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+                    let mut w = self.fence.writer(self.client)?;
+                    w.add_create(&format!("{}/{version}", self.layout.meta(&app)), &serde_json::to_vec(&meta).expect("meta"), &persistent)?;
+                    match self.fence.commit(w).await {
+                        Ok(_) | Err(AgentError::Zk(zk::Error::NodeExists)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                outcome
+            }
+        };
+        tracing::info!(origin = %h.origin, outcome = %outcome, "in-process publish handled");
+        self.metrics.publish_handled(&outcome);
+        let app = matches!(outcome, Outcome::Published { .. }).then(|| h.app.clone());
+        Ok((outcome, app))
+    }
+
     /// Claims request `req` for this leader: with `leaders > 1` several leaders see the same
     /// request, and only the one whose claim lands handles it. A claim is ephemeral, so a leader
     /// that dies mid-request frees it for the next (content dedupe makes the retry harmless).
