@@ -28,8 +28,6 @@ async fn a_publish_costs_few_requests_and_one_or_two_quorum_writes() {
     // Keep every version: pruning is not part of the publish being counted.
     spec.agent_extra = format!("trigger_listen = \"127.0.0.1:{port}\"\ntrigger_app = \"{APP}\"\nkeep_versions = 1000");
     let agent = spec.start();
-    assert_eq!(t_writes.round() as i64, 1, "a trigger on the leader: the version's multi-op is the only write");
-    assert!(t_requests <= 8.5, "{t_requests:.1} requests per trigger publish");
     let client = zk_client(&hosts).await;
     wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
     agent.wait_for_log("legacy trigger listening", Duration::from_secs(20));
@@ -64,7 +62,7 @@ async fn a_publish_costs_few_requests_and_one_or_two_quorum_writes() {
     eprintln!("figures: trigger on the leader: {t_writes:.2} quorum writes, {t_requests:.1} requests per publish");
     eprintln!("figures: zkcoordctl publish: {c_writes:.2} quorum writes (session open/close excluded), {c_requests:.1} requests per publish (session included)");
     assert_eq!(t_writes.round() as i64, 1, "a trigger on the leader: the version's multi-op is the only write");
-    assert!(t_requests <= 8.5, "{t_requests:.1} requests per trigger publish");
+    assert!(t_requests <= 6.5, "{t_requests:.1} requests per trigger publish");
     let client = zk_client(&hosts).await;
     assert_eq!(versions(&client).await.len(), 2 + 2 * N, "every distinct payload is one version");
 }
