@@ -25,6 +25,18 @@ pub(crate) struct Leader<'a> {
     pub fence: &'a Fence,
     /// Publishes handled, by outcome.
     pub metrics: &'a Metrics,
+    /// What this leadership learnt from its own writes; a new leadership starts empty.
+    pub known: std::sync::Mutex<Known>,
+}
+
+/// What a leader knows without reading it again, from its own writes.
+#[derive(Default)]
+pub(crate) struct Known {
+    /// Apps whose metadata parent exists (made once per leadership, not per publish).
+    pub meta_parents: BTreeSet<String>,
+    /// Per app, the newest version it created: (stream, name, sha256), for dedupe without
+    /// reading the version back. Used only while the listing still names it newest.
+    pub newest: std::collections::HashMap<String, (i64, String, String)>,
 }
 
 /// Metadata to write beside a version: (app, version, meta).
@@ -55,6 +67,10 @@ pub(crate) fn add_version(w: &mut zk::CheckWriter<'_>, parent: &str, meta_parent
 }
 
 impl Leader<'_> {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Turns one request into an outcome. Returns the app when a version was created.
     pub(crate) async fn handle_request(&self, name: &str) -> Result<Option<String>, AgentError> {
         let Leader { config, layout, client, .. } = self;
@@ -175,8 +191,13 @@ impl Leader<'_> {
         let stream = parent_stat.czxid;
         let meta = VersionMeta::of(h, stream);
         if let Some(newest) = layout::newest_version(&children) {
-            match client.get_data(&format!("{parent}/{}", newest.name)).await {
-                Ok((bytes, _)) if crate::model::content::content_sha256(&bytes) == h.sha256 => {
+            let cached = self.known().newest.get(&h.app).filter(|(s, n, _)| *s == stream && *n == newest.name).map(|(_, _, sum)| sum.clone());
+            let read = match cached {
+                Some(sum) => Ok(sum),
+                None => client.get_data(&format!("{parent}/{}", newest.name)).await.map(|(b, _)| crate::model::content::content_sha256(&b)),
+            };
+            match read {
+                Ok(sum) if sum == h.sha256 => {
                     // A leader that died between creating a version and answering leaves the request
                     // behind; this path answers it, and fills in the metadata if it is missing.
                     // Metadata of an earlier stream (the app's node was re-created) describes
@@ -220,7 +241,10 @@ impl Leader<'_> {
             Ok(plan) => plan,
             Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
         };
-        session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+        if !self.known().meta_parents.contains(&h.app) {
+            session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+            self.known().meta_parents.insert(h.app.clone());
+        }
         let version = VersionId::from_seq(next_version_seq(&parent_stat, &children)).name;
         for attempt in 0..2 {
             let mut w = fence.writer(client)?;
@@ -232,6 +256,7 @@ impl Leader<'_> {
                 Err(e) => return Err(e),
             }
         }
+        self.known().newest.insert(h.app.clone(), (stream, version.clone(), h.sha256.clone()));
         // The metadata went with the version: nothing to fill in when answering.
         Ok((Outcome::Published { version }, None))
     }
