@@ -25,6 +25,18 @@ pub(crate) struct Leader<'a> {
     pub fence: &'a Fence,
     /// Publishes handled, by outcome.
     pub metrics: &'a Metrics,
+    /// What this leadership learnt from its own writes; a new leadership starts empty.
+    pub known: std::sync::Mutex<Known>,
+}
+
+/// What a leader knows without reading it again, from its own writes.
+#[derive(Default)]
+pub(crate) struct Known {
+    /// Apps whose metadata parent exists (made once per leadership, not per publish).
+    pub meta_parents: BTreeSet<String>,
+    /// Per app, the newest version it created: (stream, name, sha256), for dedupe without
+    /// reading the version back. Used only while the listing still names it newest.
+    pub newest: std::collections::HashMap<String, (i64, String, String)>,
 }
 
 /// Metadata to write beside a version: (app, version, meta).
@@ -55,6 +67,10 @@ pub(crate) fn add_version(w: &mut zk::CheckWriter<'_>, parent: &str, meta_parent
 }
 
 impl Leader<'_> {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Turns one request into an outcome. Returns the app when a version was created.
     pub(crate) async fn handle_request(&self, name: &str) -> Result<Option<String>, AgentError> {
         let Leader { config, layout, client, .. } = self;
@@ -103,6 +119,34 @@ impl Leader<'_> {
         Ok(app.filter(|_| published))
     }
 
+    /// Turns a publish handed over in-process (see [`crate::agent::LocalPublish`]) into an
+    /// outcome: no request node to read, answer or delete. Returns the app when a version was created.
+    pub(crate) async fn handle_local(&self, h: &RequestHeader, data: &[u8]) -> Result<(Outcome, Option<String>), AgentError> {
+        let checked = validate_header(h).and_then(|_| validate_inline(h, data)).map_err(|e| e.to_string());
+        let outcome = match checked {
+            Err(reason) => Outcome::Rejected { reason },
+            Ok(()) => {
+                let (outcome, meta_for) = self.decide(h, data).await?;
+                if let Some((app, version, meta)) = meta_for {
+                    // Unchanged, and its metadata was missing: fill it in (a racing fill is as good).
+                    let owned = crate::zk::identity::for_node(NodeKind::Owned);
+                    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+                    let mut w = self.fence.writer(self.client)?;
+                    w.add_create(&format!("{}/{version}", self.layout.meta(&app)), &serde_json::to_vec(&meta).expect("meta"), &persistent)?;
+                    match self.fence.commit(w).await {
+                        Ok(_) | Err(AgentError::Zk(zk::Error::NodeExists)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                outcome
+            }
+        };
+        tracing::info!(origin = %h.origin, outcome = %outcome, "in-process publish handled");
+        self.metrics.publish_handled(&outcome);
+        let app = matches!(outcome, Outcome::Published { .. }).then(|| h.app.clone());
+        Ok((outcome, app))
+    }
+
     /// Claims request `req` for this leader: with `leaders > 1` several leaders see the same
     /// request, and only the one whose claim lands handles it. A claim is ephemeral, so a leader
     /// that dies mid-request frees it for the next (content dedupe makes the retry harmless).
@@ -147,8 +191,13 @@ impl Leader<'_> {
         let stream = parent_stat.czxid;
         let meta = VersionMeta::of(h, stream);
         if let Some(newest) = layout::newest_version(&children) {
-            match client.get_data(&format!("{parent}/{}", newest.name)).await {
-                Ok((bytes, _)) if crate::model::content::content_sha256(&bytes) == h.sha256 => {
+            let cached = self.known().newest.get(&h.app).filter(|(s, n, _)| *s == stream && *n == newest.name).map(|(_, _, sum)| sum.clone());
+            let read = match cached {
+                Some(sum) => Ok(sum),
+                None => client.get_data(&format!("{parent}/{}", newest.name)).await.map(|(b, _)| crate::model::content::content_sha256(&b)),
+            };
+            match read {
+                Ok(sum) if sum == h.sha256 => {
                     // A leader that died between creating a version and answering leaves the request
                     // behind; this path answers it, and fills in the metadata if it is missing.
                     // Metadata of an earlier stream (the app's node was re-created) describes
@@ -192,7 +241,10 @@ impl Leader<'_> {
             Ok(plan) => plan,
             Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
         };
-        session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+        if !self.known().meta_parents.contains(&h.app) {
+            session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+            self.known().meta_parents.insert(h.app.clone());
+        }
         let version = VersionId::from_seq(next_version_seq(&parent_stat, &children)).name;
         for attempt in 0..2 {
             let mut w = fence.writer(client)?;
@@ -204,6 +256,7 @@ impl Leader<'_> {
                 Err(e) => return Err(e),
             }
         }
+        self.known().newest.insert(h.app.clone(), (stream, version.clone(), h.sha256.clone()));
         // The metadata went with the version: nothing to fill in when answering.
         Ok((Outcome::Published { version }, None))
     }

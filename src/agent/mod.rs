@@ -30,12 +30,37 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+/// A publish handed to this agent's leader in-process (the legacy trigger on the leading
+/// agent): no request node, so the version's fenced multi-op is the publish's only write.
+pub struct LocalPublish {
+    pub header: crate::model::request::RequestHeader,
+    pub data: Vec<u8>,
+    /// The outcome; dropped unanswered when leadership ended first (the sender then queues a
+    /// request node instead).
+    pub reply: tokio::sync::oneshot::Sender<crate::model::request::Outcome>,
+}
+
+/// Where the trigger hands publishes to this agent's leader: set only while it serves.
+#[derive(Clone, Default)]
+pub struct LocalIntake(Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Sender<LocalPublish>>>>);
+
+impl LocalIntake {
+    /// The leader's channel, if this agent is serving as leader now.
+    pub fn sender(&self) -> Option<tokio::sync::mpsc::Sender<LocalPublish>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn set(&self, tx: Option<tokio::sync::mpsc::Sender<LocalPublish>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = tx;
+    }
+}
+
 /// Runs the agent's leader work whenever `leadership` says we lead, until `shutdown`.
 pub async fn run(
     config: Arc<Config>,
     mut session: SessionHandle,
     mut leadership: watch::Receiver<Leadership>,
     metrics: Arc<Metrics>,
+    local: LocalIntake,
     shutdown: CancellationToken,
 ) {
     let layout = config.layout();
@@ -60,15 +85,16 @@ pub async fn run(
             }
         };
         let fence = Fence::new(node, node_version);
-        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics };
+        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default() };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             // Disconnected or demoted: stop at once, mid-request if need be.
-            _ = leadership.changed() => continue,
-            _ = session.changed() => continue,
-            r = serve(&leader) => r,
+            _ = leadership.changed() => { local.set(None); continue }
+            _ = session.changed() => { local.set(None); continue }
+            r = serve(&leader, &local) => r,
             r = crate::agent::rollout::supervise(&config, &client, &fence, &metrics) => r,
         };
+        local.set(None);
         let err = match result {
             Ok(never) => match never {},
             Err(e) => e,
@@ -87,7 +113,7 @@ pub async fn run(
 }
 
 /// Serves requests as leader until something fails.
-async fn serve(leader: &Leader<'_>) -> Result<std::convert::Infallible, AgentError> {
+async fn serve(leader: &Leader<'_>, local: &LocalIntake) -> Result<std::convert::Infallible, AgentError> {
     let Leader { config, layout, client, .. } = leader;
     // Before anything: every parent we know of exists with the policy's ACL (or we say loudly
     // why not), so nobody else can have made one open for us.
@@ -99,6 +125,8 @@ async fn serve(leader: &Leader<'_>) -> Result<std::convert::Infallible, AgentErr
     session::ensure_path(client, &layout.blobs(), NodeKind::Blobs).await?;
     // Said once the parents exist: a publisher that comes now finds where to put its request.
     tracing::info!(fence = %leader.fence.node(), "leader: taking publish requests");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(intake::MAX_BATCH_REQUESTS);
+    local.set(Some(tx));
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let names: Vec<&str> = layout::sorted_by_sequence(&children, REQUEST_PREFIX).into_iter().map(|(_, n)| n).collect();
@@ -119,7 +147,21 @@ async fn serve(leader: &Leader<'_>) -> Result<std::convert::Infallible, AgentErr
         for app in touched {
             leader.prune(&app).await?;
         }
-        let ev = watcher.changed().await;
+        let changed = watcher.changed();
+        tokio::pin!(changed);
+        // In-process publishes are served while the same watch waits for request nodes.
+        let ev = loop {
+            tokio::select! {
+                ev = &mut changed => break ev,
+                Some(job) = rx.recv() => {
+                    let (outcome, app) = leader.handle_local(&job.header, &job.data).await?;
+                    let _ = job.reply.send(outcome);
+                    if let Some(app) = app {
+                        leader.prune(&app).await?;
+                    }
+                }
+            }
+        };
         if ev.event_type == zk::EventType::Session {
             return Err(AgentError::Zk(session::state_error(ev.session_state)));
         }

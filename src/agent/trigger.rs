@@ -59,7 +59,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// A connection is accepted only once a slot is free: an accepted connection may already hold
 /// the sender's data, and a sender that does not read the answer could not tell if we dropped
 /// it. While every slot is busy, new connections wait in the kernel's backlog.
-pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHandle, shutdown: CancellationToken) {
+pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHandle, local: crate::agent::LocalIntake, shutdown: CancellationToken) {
     let listener = loop {
         match listen(settings.listen) {
             Ok(l) => break l,
@@ -97,11 +97,11 @@ pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHand
                 }
             },
         };
-        let (app, layout, session, token, parents) =
-            (settings.app.clone(), layout.clone(), session.clone(), settings.token.clone(), parents.clone());
+        let (app, layout, session, token, parents, local) =
+            (settings.app.clone(), layout.clone(), session.clone(), settings.token.clone(), parents.clone(), local.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            handle(stream, peer, &app, token.as_deref(), &layout, session, &parents).await;
+            handle(stream, peer, &app, token.as_deref(), &layout, session, &parents, &local).await;
         });
     }
 }
@@ -131,6 +131,7 @@ async fn handle(
     layout: &Layout,
     session: SessionHandle,
     parents: &ParentsReady,
+    local: &crate::agent::LocalIntake,
 ) {
     let reply = match receive(&mut stream, token).await {
         Err(Refusal::Silent) => {
@@ -141,7 +142,7 @@ async fn handle(
             tracing::warn!(%peer, "trigger refused: {reason}");
             format!("rejected: {reason}\n")
         }
-        Ok(data) => match queue(&data, peer, app, layout, session, parents).await {
+        Ok(data) => match queue(&data, peer, app, layout, session, parents, local).await {
             Ok(outcome) => {
                 tracing::info!(%peer, %outcome, "trigger handled");
                 format!("{outcome}\n")
@@ -260,8 +261,22 @@ async fn queue(
     layout: &Layout,
     mut session: SessionHandle,
     parents: &ParentsReady,
+    local: &crate::agent::LocalIntake,
 ) -> Result<request::Outcome, String> {
     let header = request::header_for(app, &format!("trigger@{peer}"), Some(format!("legacy trigger from {peer}")), "trigger", data)?;
+    // On the leading agent the payload goes to the leader in-process: no request node.
+    if let Some(tx) = local.sender() {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if tx.send(crate::agent::LocalPublish { header: header.clone(), data: data.to_vec(), reply }).await.is_ok() {
+            match tokio::time::timeout(OUTCOME_TIMEOUT, answer).await {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Err(_) => return Err(format!("no leading agent answered within {OUTCOME_TIMEOUT:?}")),
+                // Leadership ended before the answer: queue a request node for whoever leads
+                // next (content dedupe answers it if the version was made meanwhile).
+                Ok(Err(_)) => {}
+            }
+        }
+    }
     let (generation, client) = match tokio::time::timeout(OUTCOME_TIMEOUT, session.connected()).await {
         Ok(Some(c)) => c,
         _ => return Err("ZooKeeper is not reachable".into()),

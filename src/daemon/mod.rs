@@ -209,7 +209,8 @@ impl Components {
 
     fn start_intake(&self, config: &Arc<Config>) -> RunningIntake {
         let stop = self.work_stop.child_token();
-        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), self.metrics.clone(), stop.clone()))];
+        let local = agent::LocalIntake::default();
+        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), self.metrics.clone(), local.clone(), stop.clone()))];
         if let (Some(listen), Some(app)) = (&config.agent.trigger_listen, &config.agent.trigger_app) {
             let settings = TriggerSettings {
                 listen: listen.parse().expect("validated at load"),
@@ -217,7 +218,7 @@ impl Components {
                 max_connections: config.agent.trigger_max_connections,
                 token: config.agent.trigger_token_file.as_deref().and_then(|f| crate::secret::load_line(f).ok()),
             };
-            tasks.push(tokio::spawn(trigger::run(settings, config.layout(), self.session.clone(), stop.clone())));
+            tasks.push(tokio::spawn(trigger::run(settings, config.layout(), self.session.clone(), local, stop.clone())));
         }
         RunningIntake { stop, tasks }
     }
