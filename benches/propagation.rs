@@ -86,7 +86,7 @@ fn layout() -> Layout {
 async fn publish_lib(client: &zk::Client, bytes: &[u8]) -> String {
     let layout = layout();
     let header = zkcoord::model::request::header_for(APP, "bench", None, "zkcoordctl", bytes).unwrap();
-    let req = zkcoord::zk::request::submit(client, &layout, &header, bytes).await.unwrap();
+    let (req, _) = zkcoord::zk::request::submit(client, &layout, &header, bytes).await.unwrap();
     match zkcoord::zk::request::await_outcome(client, &layout, &req, Duration::from_secs(30)).await.unwrap() {
         zkcoord::model::request::Outcome::Published { version } => version,
         other => panic!("publish answered {other}"),
@@ -102,7 +102,7 @@ async fn propagation(hosts: &str, apps: &[Daemon], n: usize) -> (Vec<Duration>, 
         let bytes = format!("worker_processes {i};\n").into_bytes();
         let header = zkcoord::model::request::header_for(APP, "bench", None, "zkcoordctl", &bytes).unwrap();
         let start = Instant::now();
-        let req = zkcoord::zk::request::submit(&client, &layout, &header, &bytes).await.unwrap();
+        let (req, _) = zkcoord::zk::request::submit(&client, &layout, &header, &bytes).await.unwrap();
         zkcoord::zk::request::await_outcome(&client, &layout, &req, Duration::from_secs(30)).await.unwrap();
         let returned = Instant::now();
         loop {

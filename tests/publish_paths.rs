@@ -164,11 +164,11 @@ async fn requests_waiting_together_are_decided_in_order_as_if_one_by_one() {
     let mut reqs = Vec::new();
     for data in [&b"C\n"[..], b"A\n", b"A\n", b"B\n", b"A\n", b"B\n", b"B\n"] {
         let header = request::header_for(APP, "me@test", Some("batch".into()), "zkcoordctl", data).unwrap();
-        reqs.push(zkcoord::zk::request::submit(&client, &layout, &header, data).await.unwrap());
+        reqs.push(zkcoord::zk::request::submit(&client, &layout, &header, data).await.unwrap().0);
     }
     let mut bad = request::header_for(APP, "me@test", None, "zkcoordctl", b"D\n").unwrap();
     bad.sha256 = zkcoord::digest::sha256_hex(b"not D");
-    reqs.push(zkcoord::zk::request::submit(&client, &layout, &bad, b"D\n").await.unwrap());
+    reqs.push(zkcoord::zk::request::submit(&client, &layout, &bad, b"D\n").await.unwrap().0);
 
     let _agent = Spec::agent("agent-1", &hosts).start();
     let mut outcomes = Vec::new();
@@ -196,4 +196,28 @@ async fn requests_waiting_together_are_decided_in_order_as_if_one_by_one() {
     let meta: serde_json::Value = serde_json::from_slice(&get(&client, &format!("/zkcoord/meta/{APP}/{c0}")).await.unwrap()).unwrap();
     assert_eq!(meta["author"], "me@test");
     assert!(children_sorted(&client, "/zkcoord/requests").await.is_empty());
+}
+
+/// Publishers read their answer and leave it (no second write per publish): the leader removes
+/// answers older than `outcome_ttl`, and one a publisher deleted itself (as releases before
+/// this one do) does not stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_publishers_leave_are_swept_after_outcome_ttl() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let mut agent = Spec::agent("agent-1", &hosts);
+    agent.agent_extra = "outcome_ttl = \"1s\"".into();
+    let agent = agent.start();
+    let client = zk_client(&hosts).await;
+    for i in 0..4 {
+        publish_ok(&hosts, format!("v{i}\n").as_bytes()).await;
+    }
+    let left = children_sorted(&client, "/zkcoord/outcomes").await;
+    assert!(!left.is_empty(), "publishers leave their answers for the leader to remove");
+    // An older publisher's own delete, racing the sweep.
+    client.delete(&format!("/zkcoord/outcomes/{}", left[0]), None).await.unwrap();
+    wait_until("answers swept", Duration::from_secs(10), || async { children_sorted(&client, "/zkcoord/outcomes").await.is_empty() }).await;
+    // The leader is still leading, and still answers.
+    publish_ok(&hosts, b"after the sweep\n").await;
+    assert!(!agent.log_tail(200).contains("leader work failed"), "{}", agent.log_tail(40));
 }

@@ -21,7 +21,6 @@ use crate::zk::fence::AgentError;
 use crate::model::layout::{self};
 use crate::model::request::{self, Outcome, RequestHeader, VersionMeta};
 use crate::agent::rollout::{PlainPublish, PublishPlan};
-use crate::zk::session;
 use std::collections::{BTreeSet, HashMap};
 use zookeeper_client as zk;
 
@@ -57,6 +56,8 @@ struct NewVersion {
     /// Its name, `conf-<seq>`: the number a sequential create would get (see
     /// [`crate::agent::leader::next_version_seq`]).
     name: String,
+    /// The version stream it goes into (see [`AppRead::stream`]).
+    stream: i64,
     data: Vec<u8>,
     meta: VersionMeta,
     /// The rollout record's supersession, carried by the app's first new version.
@@ -106,9 +107,13 @@ impl AppRead {
         };
         let stream = stat.czxid;
         let next = crate::agent::leader::next_version_seq(&stat, &children);
-        session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
+        leader.ensure_meta_parent(app).await?;
+        // The newest version this leadership created itself needs no reading back: its bytes'
+        // sha256 is known, and its metadata went with it.
+        let known = layout::newest_version(&children).and_then(|v| leader.known_sha256(app, stream, &v.name).map(|sum| (v.name, sum)));
         let newest = match layout::newest_version(&children) {
             None => None,
+            Some(_) if known.is_some() => known.map(|(name, sum)| Newest::Existing { name, sha256: Some(sum), has_meta: true }),
             Some(v) => {
                 let (data, meta) =
                     futures::join!(client.get_data(&format!("{parent}/{}", v.name)), client.get_data(&format!("{meta_parent}/{}", v.name)));
@@ -169,7 +174,7 @@ impl Batch {
                 let rollout = Some(view.rollout.take(&config.layout()));
                 let name = layout::VersionId::from_seq(view.next).name;
                 view.next += 1;
-                self.creates.push(NewVersion { app: h.app.clone(), parent: view.parent.clone(), meta_parent: view.meta_parent.clone(), name, data, meta, rollout });
+                self.creates.push(NewVersion { app: h.app.clone(), parent: view.parent.clone(), meta_parent: view.meta_parent.clone(), name, stream: view.stream, data, meta, rollout });
                 view.newest = Some(Newest::Pending { create: index, sha256: h.sha256.clone() });
                 Plan::Create(index)
             }
@@ -178,29 +183,107 @@ impl Batch {
         Ok(())
     }
 
-    /// Writes everything decided so far: the new versions, then metadata, outcomes and request
-    /// deletions. Returns the apps that got a new version. The batch is empty afterwards, and
-    /// forgets what it read (the next request reads afresh).
+    /// Writes everything decided so far: the new versions with their metadata, the outcomes
+    /// and the request deletions, in one fenced multi-op when they fit in one (the publish's
+    /// only write after the request itself); else, or when that multi-op meets a withdrawn
+    /// request or a name taken meanwhile, the versions first and then the answers. Returns the
+    /// apps that got a new version. The batch is empty afterwards, and forgets what it read
+    /// (the next request reads afresh).
     async fn flush(&mut self, leader: &Leader<'_>) -> Result<BTreeSet<String>, AgentError> {
         let batch = std::mem::take(self);
         if batch.plans.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let names = create_versions(leader, &batch.creates).await?;
-        let mut answers = Vec::with_capacity(batch.plans.len());
-        for (req, plan) in batch.plans {
-            let (outcome, meta_for) = match plan {
-                Plan::Answer(outcome, meta_for) => (outcome, meta_for),
-                // Its metadata went with the version.
-                Plan::Create(i) => (Outcome::Published { version: names[i].clone() }, None),
-                Plan::SameAs(i) => (Outcome::Unchanged { version: names[i].clone() }, None),
-            };
-            answers.push((req, outcome, meta_for));
+        // The names are decided before anything is written: each the number a sequential
+        // create would take.
+        let answers: Vec<Answer> = batch
+            .plans
+            .into_iter()
+            .map(|(req, plan)| match plan {
+                Plan::Answer(outcome, meta_for) => (req, outcome, meta_for),
+                // Its metadata goes with the version.
+                Plan::Create(i) => (req, Outcome::Published { version: batch.creates[i].name.clone() }, None),
+                Plan::SameAs(i) => (req, Outcome::Unchanged { version: batch.creates[i].name.clone() }, None),
+            })
+            .collect();
+        let encoded = encode_answers(&answers)?;
+        if !write_together(leader, &batch.creates, &answers, &encoded).await? {
+            create_versions(leader, &batch.creates).await?;
+            write_answers(leader, &answers, &encoded).await?;
         }
-        let (requests, created) = (answers.len(), names.len());
-        write_answers(leader, answers).await?;
-        tracing::debug!(requests, created, "batch of publish requests handled");
+        for c in &batch.creates {
+            leader.created(&c.app, c.stream, &c.name, &c.meta.sha256);
+        }
+        tracing::debug!(requests = answers.len(), created = batch.creates.len(), "batch of publish requests handled");
         Ok(batch.creates.into_iter().map(|c| c.app).collect())
+    }
+}
+
+/// A request's answer: its name, its outcome, and metadata to fill in.
+type Answer = (String, Outcome, MetaFor);
+
+/// Each answer's outcome and metadata, encoded.
+fn encode_answers(answers: &[Answer]) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, zk::Error> {
+    answers
+        .iter()
+        .map(|(_, outcome, meta_for)| {
+            let outcome = serde_json::to_vec(outcome).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode outcome: {e}")))?;
+            let meta = match meta_for {
+                Some((_, _, m)) => Some(serde_json::to_vec(m).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode metadata: {e}")))?),
+                None => None,
+            };
+            Ok((outcome, meta))
+        })
+        .collect()
+}
+
+/// Adds one answer to a multi-op: the metadata it fills in, its outcome, its request's deletion.
+fn add_answer(w: &mut zk::CheckWriter<'_>, leader: &Leader<'_>, answer: &Answer, encoded: &(Vec<u8>, Option<Vec<u8>>)) -> Result<(), zk::Error> {
+    let (req, outcome, meta_for) = answer;
+    if let (Some((app, version, _)), Some(meta)) = (meta_for, &encoded.1) {
+        let owned = crate::zk::identity::for_node(NodeKind::Owned);
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+        w.add_create(&format!("{}/{version}", leader.layout.meta(app)), meta, &persistent)?;
+    }
+    leader.add_reply(w, &crate::agent::leader::Reply { req, claimed: false }, outcome)
+}
+
+/// Logs and counts answers once they are written.
+fn answered(leader: &Leader<'_>, answers: &[Answer]) {
+    for (req, outcome, _) in answers {
+        tracing::info!(request = %req, outcome = %outcome, "publish request handled");
+        // Counted once the outcome is written, as one by one.
+        leader.metrics.publish_handled(outcome);
+    }
+}
+
+/// Writes the whole window, versions and answers, in one fenced multi-op. False when it does
+/// not fit in one, or the multi-op failed in a way [`create_versions`] and [`write_answers`]
+/// know how to handle (metadata of an earlier stream, a withdrawn request, an outcome left by
+/// an earlier attempt): nothing was written then, and they write it in steps.
+async fn write_together(leader: &Leader<'_>, creates: &[NewVersion], answers: &[Answer], encoded: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<bool, AgentError> {
+    let Leader { client, fence, .. } = leader;
+    let bytes: usize = creates.iter().map(|c| c.data.len() + 512).sum::<usize>() + encoded.iter().map(|(o, m)| o.len() + m.as_ref().map_or(0, Vec::len) + 256).sum::<usize>();
+    if bytes > MAX_MULTI_BYTES || creates.len() * 3 + answers.len() * 3 > 1000 {
+        return Ok(false);
+    }
+    let mut w = fence.writer(client)?;
+    for c in creates {
+        crate::agent::leader::add_version(&mut w, &c.parent, &c.meta_parent, &c.name, &c.data, &c.meta)?;
+        if let Some(plan) = c.rollout.as_ref().filter(|p| p.has_op()) {
+            plan.add_to(&mut w)?;
+        }
+    }
+    for (answer, encoded) in answers.iter().zip(encoded) {
+        add_answer(&mut w, leader, answer, encoded)?;
+    }
+    match fence.commit(w).await {
+        Ok(_) => {
+            answered(leader, answers);
+            Ok(true)
+        }
+        Err(AgentError::Zk(zk::Error::NoNode | zk::Error::NodeExists)) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -262,10 +345,9 @@ fn runs(sizes: impl IntoIterator<Item = usize>, max_ops: usize) -> Vec<std::ops:
 }
 
 /// Creates the versions, each with its metadata (see [`crate::agent::leader::add_version`]),
-/// in fenced multi-ops, each app's rollout supersession with its first version; returns the
-/// created names in order. A name a plain client took meanwhile fails its multi-op
+/// in fenced multi-ops, each app's rollout supersession with its first version. A name a plain client took meanwhile fails its multi-op
 /// (NodeExists): the leader then reads again and handles the requests anew.
-async fn create_versions(leader: &Leader<'_>, creates: &[NewVersion]) -> Result<Vec<String>, AgentError> {
+async fn create_versions(leader: &Leader<'_>, creates: &[NewVersion]) -> Result<(), AgentError> {
     let Leader { client, fence, .. } = leader;
     for run in runs(creates.iter().map(|c| c.data.len() + 512), 1000) {
         for attempt in 0..2 {
@@ -292,37 +374,20 @@ async fn create_versions(leader: &Leader<'_>, creates: &[NewVersion]) -> Result<
             }
         }
     }
-    Ok(creates.iter().map(|c| c.name.clone()).collect())
+    Ok(())
 }
 
 /// Writes metadata, outcomes and request deletions in fenced multi-ops. A multi-op that fails
 /// because a request was withdrawn meanwhile, or an outcome already exists (an earlier attempt
 /// whose answer was lost), is written again one request at a time by [`Leader::finish`], which
 /// knows what to do in either case.
-async fn write_answers(leader: &Leader<'_>, answers: Vec<(String, Outcome, MetaFor)>) -> Result<(), AgentError> {
-    let Leader { layout, client, fence, metrics, .. } = leader;
-    let owned = crate::zk::identity::for_node(NodeKind::Owned);
-    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
-    let encoded = answers
-        .iter()
-        .map(|(_, outcome, meta_for)| {
-            let outcome = serde_json::to_vec(outcome).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode outcome: {e}")))?;
-            let meta = match meta_for {
-                Some((_, _, m)) => Some(serde_json::to_vec(m).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode metadata: {e}")))?),
-                None => None,
-            };
-            Ok((outcome, meta))
-        })
-        .collect::<Result<Vec<_>, zk::Error>>()?;
+async fn write_answers(leader: &Leader<'_>, answers: &[Answer], encoded: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), AgentError> {
+    let Leader { client, fence, .. } = leader;
     let sizes = encoded.iter().map(|(o, m)| o.len() + m.as_ref().map_or(0, Vec::len) + 256);
     for run in runs(sizes, 300) {
         let mut w = fence.writer(client)?;
-        for ((req, _, meta_for), (outcome, meta)) in answers[run.clone()].iter().zip(&encoded[run.clone()]) {
-            if let (Some((app, version, _)), Some(meta)) = (meta_for, meta) {
-                w.add_create(&format!("{}/{version}", layout.meta(app)), meta, &persistent)?;
-            }
-            w.add_create(&layout.outcome(req), outcome, &persistent)?;
-            w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
+        for (answer, encoded) in answers[run.clone()].iter().zip(&encoded[run.clone()]) {
+            add_answer(&mut w, leader, answer, encoded)?;
         }
         match fence.commit(w).await {
             Ok(_) => {}
@@ -333,11 +398,7 @@ async fn write_answers(leader: &Leader<'_>, answers: Vec<(String, Outcome, MetaF
             }
             Err(e) => return Err(e),
         }
-        for (req, outcome, _) in &answers[run] {
-            tracing::info!(request = %req, outcome = %outcome, "publish request handled");
-            // Counted once the outcome is written, as one by one.
-            metrics.publish_handled(outcome);
-        }
+        answered(leader, &answers[run]);
     }
     Ok(())
 }

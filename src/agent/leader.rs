@@ -39,6 +39,15 @@ pub(crate) struct Known {
     pub newest: std::collections::HashMap<String, (i64, String, String)>,
 }
 
+/// The request a publish came in: answered in the new version's own multi-op.
+#[derive(Clone, Copy)]
+pub(crate) struct Reply<'a> {
+    /// The request node's name.
+    pub req: &'a str,
+    /// Whether this leader holds a claim on it, removed with it.
+    pub claimed: bool,
+}
+
 /// Metadata to write beside a version: (app, version, meta).
 pub(crate) type MetaFor = Option<(String, String, VersionMeta)>;
 
@@ -69,6 +78,26 @@ pub(crate) fn add_version(w: &mut zk::CheckWriter<'_>, parent: &str, meta_parent
 impl Leader<'_> {
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure `app`'s metadata parent exists: looked at once per leadership, not per publish.
+    pub(crate) async fn ensure_meta_parent(&self, app: &str) -> Result<(), AgentError> {
+        if !self.known().meta_parents.contains(app) {
+            session::ensure_path(self.client, &self.layout.meta(app), NodeKind::AgentParent).await?;
+            self.known().meta_parents.insert(app.to_string());
+        }
+        Ok(())
+    }
+
+    /// The sha256 of `app`'s version `name` in `stream`, when this leadership created it and
+    /// it is still the newest this leadership knows of.
+    pub(crate) fn known_sha256(&self, app: &str, stream: i64, name: &str) -> Option<String> {
+        self.known().newest.get(app).filter(|(s, n, _)| *s == stream && n == name).map(|(_, _, sum)| sum.clone())
+    }
+
+    /// Remembers that this leadership created `name` in `stream` as `app`'s newest version.
+    pub(crate) fn created(&self, app: &str, stream: i64, name: &str, sha256: &str) {
+        self.known().newest.insert(app.to_string(), (stream, name.to_string(), sha256.to_string()));
     }
 
     /// Turns one request into an outcome. Returns the app when a version was created.
@@ -103,16 +132,19 @@ impl Leader<'_> {
             }
             decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec())).map_err(String::from)),
         };
-        let (outcome, meta_for, app) = match checked {
-            Err(reason) => (Outcome::Rejected { reason }, None, None),
+        let reply = Reply { req: name, claimed };
+        let (outcome, meta_for, app, answered) = match checked {
+            Err(reason) => (Outcome::Rejected { reason }, None, None, false),
             Ok((header, data)) => {
-                let (outcome, meta_for) = self.decide(&header, &data).await?;
-                (outcome, meta_for, Some(header.app))
+                let (outcome, meta_for, answered) = self.decide(&header, &data, Some(reply)).await?;
+                (outcome, meta_for, Some(header.app), answered)
             }
         };
         tracing::info!(request = %name, outcome = %outcome, "publish request handled");
         let published = matches!(outcome, Outcome::Published { .. });
-        self.finish(name, &outcome, meta_for, claimed).await?;
+        if !answered {
+            self.finish(name, &outcome, meta_for, claimed).await?;
+        }
         // Counted once the outcome is written: a request whose answer was lost with the connection
         // is handled again, and counted then.
         metrics.publish_handled(&outcome);
@@ -126,7 +158,7 @@ impl Leader<'_> {
         let outcome = match checked {
             Err(reason) => Outcome::Rejected { reason },
             Ok(()) => {
-                let (outcome, meta_for) = self.decide(h, data).await?;
+                let (outcome, meta_for, _) = self.decide(h, data, None).await?;
                 if let Some((app, version, meta)) = meta_for {
                     // Unchanged, and its metadata was missing: fill it in (a racing fill is as good).
                     let owned = crate::zk::identity::for_node(NodeKind::Owned);
@@ -173,8 +205,11 @@ impl Leader<'_> {
 
 
 
-    /// Creates the version unless it equals the newest one.
-    async fn decide(&self, h: &RequestHeader, data: &[u8]) -> Result<(Outcome, MetaFor), AgentError> {
+    /// Creates the version unless it equals the newest one. With `reply`, a new version's
+    /// multi-op also answers the request (outcome written, request removed), so a publish
+    /// through a request node makes one write after the request's; the last value says
+    /// whether it did (else [`Leader::finish`] answers).
+    async fn decide(&self, h: &RequestHeader, data: &[u8], reply: Option<Reply<'_>>) -> Result<(Outcome, MetaFor, bool), AgentError> {
         let Leader { layout, client, fence, .. } = self;
         let parent = layout.versions(&h.app);
         let meta_parent = layout.meta(&h.app);
@@ -191,8 +226,7 @@ impl Leader<'_> {
         let stream = parent_stat.czxid;
         let meta = VersionMeta::of(h, stream);
         if let Some(newest) = layout::newest_version(&children) {
-            let cached = self.known().newest.get(&h.app).filter(|(s, n, _)| *s == stream && *n == newest.name).map(|(_, _, sum)| sum.clone());
-            let read = match cached {
+            let read = match self.known_sha256(&h.app, stream, &newest.name) {
                 Some(sum) => Ok(sum),
                 None => client.get_data(&format!("{parent}/{}", newest.name)).await.map(|(b, _)| crate::model::content::content_sha256(&b)),
             };
@@ -229,7 +263,7 @@ impl Leader<'_> {
                     };
                     if same_signer && !held && h.canary.is_none() {
                         let meta_for = newest_meta.is_none().then(|| (h.app.clone(), newest.name.clone(), meta));
-                        return Ok((Outcome::Unchanged { version: newest.name }, meta_for));
+                        return Ok((Outcome::Unchanged { version: newest.name }, meta_for, false));
                     }
                 }
                 Ok(_) | Err(zk::Error::NoNode) => {}
@@ -239,26 +273,45 @@ impl Leader<'_> {
         let existing = crate::zk::rollout::read_any(client, layout, &h.app).await?;
         let rollout = match crate::agent::rollout::plan_publish(client, layout, &h.app, h.canary.as_ref(), &children, existing).await? {
             Ok(plan) => plan,
-            Err(reason) => return Ok((Outcome::Rejected { reason }, None)),
+            Err(reason) => return Ok((Outcome::Rejected { reason }, None, false)),
         };
-        if !self.known().meta_parents.contains(&h.app) {
-            session::ensure_path(client, &meta_parent, NodeKind::AgentParent).await?;
-            self.known().meta_parents.insert(h.app.clone());
-        }
+        self.ensure_meta_parent(&h.app).await?;
         let version = VersionId::from_seq(next_version_seq(&parent_stat, &children)).name;
-        for attempt in 0..2 {
+        let outcome = Outcome::Published { version: version.clone() };
+        let mut reply = reply;
+        let mut cleared = false;
+        loop {
             let mut w = fence.writer(client)?;
             add_version(&mut w, &parent, &meta_parent, &version, data, &meta)?;
             rollout.add_to(&mut w)?;
+            if let Some(r) = &reply {
+                self.add_reply(&mut w, r, &outcome)?;
+            }
             match fence.commit(w).await {
                 Ok(_) => break,
-                Err(AgentError::Zk(zk::Error::NodeExists)) if attempt == 0 && self.clear_stale_meta(&h.app, &version).await? => {}
+                // A withdrawn request, or an outcome an earlier attempt left: nothing was
+                // written; the version goes alone and `finish` answers as it knows how.
+                Err(AgentError::Zk(zk::Error::NoNode | zk::Error::NodeExists)) if reply.is_some() => reply = None,
+                Err(AgentError::Zk(zk::Error::NodeExists)) if !cleared && self.clear_stale_meta(&h.app, &version).await? => cleared = true,
                 Err(e) => return Err(e),
             }
         }
-        self.known().newest.insert(h.app.clone(), (stream, version.clone(), h.sha256.clone()));
+        self.created(&h.app, stream, &version, &h.sha256);
         // The metadata went with the version: nothing to fill in when answering.
-        Ok((Outcome::Published { version }, None))
+        Ok((outcome, None, reply.is_some()))
+    }
+
+    /// Adds the answer to a request to a multi-op: its outcome, and its request (and claim) removed.
+    pub(crate) fn add_reply(&self, w: &mut zk::CheckWriter<'_>, reply: &Reply<'_>, outcome: &Outcome) -> Result<(), zk::Error> {
+        let owned = crate::zk::identity::for_node(NodeKind::Owned);
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+        let encoded = serde_json::to_vec(outcome).map_err(|e| zk::Error::UnexpectedError(format!("cannot encode outcome: {e}")))?;
+        w.add_create(&self.layout.outcome(reply.req), &encoded, &persistent)?;
+        w.add_delete(&format!("{}/{}", self.layout.requests(), reply.req), None)?;
+        if reply.claimed {
+            w.add_delete(&self.layout.claim(reply.req), None)?;
+        }
+        Ok(())
     }
 
     /// Begins a new version stream for `app`, whose versions parent does not exist (never
@@ -358,11 +411,7 @@ impl Leader<'_> {
             if let Some((app, version, meta)) = &meta_for {
                 w.add_create(&format!("{}/{version}", layout.meta(app)), &serde_json::to_vec(meta).expect("meta"), &persistent)?;
             }
-            w.add_create(&outcome_path, &serde_json::to_vec(outcome).expect("outcome"), &persistent)?;
-            w.add_delete(&format!("{}/{req}", layout.requests()), None)?;
-            if claimed {
-                w.add_delete(&layout.claim(req), None)?;
-            }
+            self.add_reply(&mut w, &Reply { req, claimed }, outcome)?;
             match fence.commit(w).await {
                 Ok(_) => return Ok(()),
                 // The publisher withdrew the request (timed out) at the last moment: nothing to answer.

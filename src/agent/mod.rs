@@ -12,6 +12,7 @@
 
 pub(crate) mod intake;
 pub(crate) mod leader;
+pub(crate) mod outcomes;
 pub(crate) mod rollout;
 pub mod trigger;
 
@@ -127,6 +128,9 @@ async fn serve(leader: &Leader<'_>, local: &LocalIntake) -> Result<std::convert:
     tracing::info!(fence = %leader.fence.node(), "leader: taking publish requests");
     let (tx, mut rx) = tokio::sync::mpsc::channel(intake::MAX_BATCH_REQUESTS);
     local.set(Some(tx));
+    let mut sweeper = outcomes::Sweeper::default();
+    let mut sweep = tokio::time::interval(outcomes::sweep_interval(config.agent.outcome_ttl));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
         let names: Vec<&str> = layout::sorted_by_sequence(&children, REQUEST_PREFIX).into_iter().map(|(_, n)| n).collect();
@@ -153,6 +157,10 @@ async fn serve(leader: &Leader<'_>, local: &LocalIntake) -> Result<std::convert:
         let ev = loop {
             tokio::select! {
                 ev = &mut changed => break ev,
+                // Answers publishers have had time to read (see [`outcomes`]).
+                _ = sweep.tick() => {
+                    sweeper.sweep(leader).await?;
+                }
                 Some(job) = rx.recv() => {
                     let (outcome, app) = leader.handle_local(&job.header, &job.data).await?;
                     let _ = job.reply.send(outcome);

@@ -74,7 +74,6 @@ pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHand
     };
     tracing::info!(listen = %settings.listen, app = %settings.app, "legacy trigger listening");
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let parents = Arc::new(ParentsReady::default());
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -97,29 +96,11 @@ pub async fn run(settings: TriggerSettings, layout: Layout, session: SessionHand
                 }
             },
         };
-        let (app, layout, session, token, parents, local) =
-            (settings.app.clone(), layout.clone(), session.clone(), settings.token.clone(), parents.clone(), local.clone());
+        let (app, layout, session, token, local) = (settings.app.clone(), layout.clone(), session.clone(), settings.token.clone(), local.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            handle(stream, peer, &app, token.as_deref(), &layout, session, &parents, &local).await;
+            handle(stream, peer, &app, token.as_deref(), &layout, session, &local).await;
         });
-    }
-}
-
-/// The session generation for which the requests and outcomes parents are known to exist, so
-/// each trigger does not pay two more round trips to make sure of it.
-#[derive(Debug, Default)]
-struct ParentsReady(std::sync::Mutex<Option<u64>>);
-
-impl ParentsReady {
-    /// Makes sure the parents exist, once per session generation.
-    async fn ensure(&self, generation: u64, client: &zookeeper_client::Client, layout: &Layout) -> Result<(), zookeeper_client::Error> {
-        if *self.0.lock().unwrap_or_else(|e| e.into_inner()) == Some(generation) {
-            return Ok(());
-        }
-        crate::zk::request::ensure_parents(client, layout).await?;
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(generation);
-        Ok(())
     }
 }
 
@@ -130,7 +111,6 @@ async fn handle(
     token: Option<&str>,
     layout: &Layout,
     session: SessionHandle,
-    parents: &ParentsReady,
     local: &crate::agent::LocalIntake,
 ) {
     let reply = match receive(&mut stream, token).await {
@@ -142,7 +122,7 @@ async fn handle(
             tracing::warn!(%peer, "trigger refused: {reason}");
             format!("rejected: {reason}\n")
         }
-        Ok(data) => match queue(&data, peer, app, layout, session, parents, local).await {
+        Ok(data) => match queue(&data, peer, app, layout, session, local).await {
             Ok(outcome) => {
                 tracing::info!(%peer, %outcome, "trigger handled");
                 format!("{outcome}\n")
@@ -260,7 +240,6 @@ async fn queue(
     app: &str,
     layout: &Layout,
     mut session: SessionHandle,
-    parents: &ParentsReady,
     local: &crate::agent::LocalIntake,
 ) -> Result<request::Outcome, String> {
     let header = request::header_for(app, &format!("trigger@{peer}"), Some(format!("legacy trigger from {peer}")), "trigger", data)?;
@@ -277,19 +256,10 @@ async fn queue(
             }
         }
     }
-    let (generation, client) = match tokio::time::timeout(OUTCOME_TIMEOUT, session.connected()).await {
+    let (_, client) = match tokio::time::timeout(OUTCOME_TIMEOUT, session.connected()).await {
         Ok(Some(c)) => c,
         _ => return Err("ZooKeeper is not reachable".into()),
     };
-    parents.ensure(generation, &client, layout).await.map_err(|e| format!("cannot create the requests parent: {e}"))?;
-    let req = match crate::zk::request::create(&client, layout, &header, data).await {
-        // The parent was deleted under this session (by an operator): make it again, once.
-        Err(zookeeper_client::Error::NoNode) => {
-            crate::zk::request::ensure_parents(&client, layout).await.map_err(|e| format!("cannot create the requests parent: {e}"))?;
-            crate::zk::request::create(&client, layout, &header, data).await
-        }
-        other => other,
-    }
-    .map_err(|e| format!("cannot queue request: {e}"))?;
+    let (req, _) = crate::zk::request::submit(&client, layout, &header, data).await.map_err(|e| format!("cannot queue request: {e}"))?;
     crate::zk::request::await_outcome(&client, layout, &req, OUTCOME_TIMEOUT).await.map_err(|e| e.to_string())
 }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use std::path::PathBuf;
-
+use std::time::Duration;
 
 /// The `[agent]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -30,6 +30,11 @@ pub struct AgentConfig {
     /// File holding a shared token (mode 0600); when set, triggers must send `add:<token>|<data>`.
     #[serde(default)]
     pub trigger_token_file: Option<PathBuf>,
+    /// How long an answered publish's outcome stays for its publisher to read. Publishers
+    /// read and leave it (deleting it would be a second write on every publish); the leader
+    /// removes older ones in one sweep a minute.
+    #[serde(default = "default_outcome_ttl", with = "humantime_serde")]
+    pub outcome_ttl: Duration,
 }
 
 impl Default for AgentConfig {
@@ -42,6 +47,7 @@ impl Default for AgentConfig {
             trigger_app: None,
             trigger_max_connections: default_trigger_max_connections(),
             trigger_token_file: None,
+            outcome_ttl: default_outcome_ttl(),
         }
     }
 }
@@ -60,4 +66,8 @@ fn default_keep_versions() -> u32 {
 
 fn default_trigger_max_connections() -> usize {
     64
+}
+
+fn default_outcome_ttl() -> Duration {
+    Duration::from_secs(300)
 }

@@ -37,6 +37,7 @@ pub const KEYS: &[Key] = &[
     Key { key: "`[zookeeper] applications`", default: "`/applications`", meaning: "parent of every app's versions" },
     Key { key: "`[agent] election_path`", default: "`/roles/workers`", meaning: "parent of the agents' election nodes" },
     Key { key: "`[agent] leaders`", default: "`1`", meaning: "how many agents lead at once" },
+    Key { key: "`[agent] outcome_ttl`", default: "`\"5m\"`", meaning: "how long a publish's answer stays for its publisher to read; older ones are removed once a minute (or at the pace of `outcome_ttl`, if shorter)" },
     Key { key: "`[agent] keep_versions`", default: "`100`", meaning: "versions kept per app; older ones (and their metadata) are pruned" },
     Key { key: "`[agent] trigger_listen`", default: "absent (off)", meaning: "address of the legacy `add|<data>` listener, e.g. `\"127.0.0.1:8877\"`" },
     Key { key: "`[agent] trigger_app`", default: "none", meaning: "the app that trigger data becomes a version of (required with `trigger_listen`)" },

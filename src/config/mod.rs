@@ -386,6 +386,10 @@ impl Config {
         if self.agent.keep_versions == 0 {
             return Err(invalid("agent.keep_versions", "expected at least 1"));
         }
+        // A publisher must have time to read its answer, even over a slow link.
+        if self.agent.outcome_ttl < std::time::Duration::from_secs(1) {
+            return Err(invalid("agent.outcome_ttl", "expected at least 1s"));
+        }
         if let Some(addr) = &self.agent.trigger_listen {
             // With no slot the listener would never accept: every trigger would wait unanswered.
             if self.agent.trigger_max_connections == 0 {

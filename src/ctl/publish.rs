@@ -97,8 +97,7 @@ pub async fn publish(
     };
     // Parents this publish makes itself go again if no agent ever answers: a tree with no agent
     // keeps nothing of a publish that could not happen.
-    let made = crate::zk::request::ensure_parents(&client, &t.layout).await.map_err(refused)?;
-    let req = crate::zk::request::create(&client, &t.layout, &header, body).await.map_err(refused)?;
+    let (req, made) = crate::zk::request::submit(&client, &t.layout, &header, body).await.map_err(refused)?;
     let outcome = match crate::zk::request::await_outcome(&client, &t.layout, &req, timeout).await {
         Ok(o) => o,
         Err(e @ AwaitError::NoLeader(_)) => {

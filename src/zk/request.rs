@@ -6,10 +6,17 @@ use crate::model::request::{encode, Outcome, RequestHeader};
 use std::time::Duration;
 use zookeeper_client as zk;
 
-/// Queues a request for the leader; returns the request node's name.
-pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<String, zk::Error> {
-    ensure_parents(client, layout).await?;
-    create(client, layout, header, data).await
+/// Queues a request for the leader; returns the request node's name and the parents it
+/// made itself. The parents are looked after only when the create finds them missing (a
+/// first publish, or a new deployment), so queueing is one request to ZooKeeper.
+pub async fn submit(client: &zk::Client, layout: &Layout, header: &RequestHeader, data: &[u8]) -> Result<(String, Vec<String>), zk::Error> {
+    match create(client, layout, header, data).await {
+        Err(zk::Error::NoNode) => {
+            let made = ensure_parents(client, layout).await?;
+            Ok((create(client, layout, header, data).await?, made))
+        }
+        done => Ok((done?, Vec::new())),
+    }
 }
 
 /// Makes sure the requests and outcomes parents exist (two round trips). A long-lived
@@ -100,9 +107,9 @@ pub async fn await_outcome(client: &zk::Client, layout: &Layout, req: &str, time
     }
 }
 
+/// Reads an outcome and leaves it: the leader removes answers after `outcome_ttl` (see
+/// `agent::outcomes`), so reading one costs the publisher no write.
 async fn read_outcome(client: &zk::Client, path: &str) -> Result<Outcome, AwaitError> {
     let (bytes, _) = client.get_data(path).await?;
-    let outcome = serde_json::from_slice(&bytes).map_err(|e| AwaitError::Garbled(e.to_string()))?;
-    let _ = client.delete(path, None).await;
-    Ok(outcome)
+    serde_json::from_slice(&bytes).map_err(|e| AwaitError::Garbled(e.to_string()))
 }
