@@ -221,3 +221,51 @@ async fn answers_publishers_leave_are_swept_after_outcome_ttl() {
     publish_ok(&hosts, b"after the sweep\n").await;
     assert!(!agent.log_tail(200).contains("leader work failed"), "{}", agent.log_tail(40));
 }
+
+/// A burst through both doors (triggers on the leader and `zkcoordctl` at once): every version
+/// a watcher sees appear has its metadata already, because both go in one multi-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_watcher_ever_sees_a_version_without_its_metadata() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let port = free_port();
+    let mut agent = Spec::agent("agent-1", &hosts);
+    agent.agent_extra = format!("trigger_listen = \"127.0.0.1:{port}\"\ntrigger_app = \"{APP}\"\nkeep_versions = 1000");
+    let agent = agent.start();
+    agent.wait_for_log("legacy trigger listening", Duration::from_secs(20));
+    publish_ok(&hosts, b"first\n").await;
+    let watcher = zk_client(&hosts).await;
+    let mut events = watcher.watch(&format!("/applications/{APP}"), zookeeper_client::AddWatchMode::PersistentRecursive).await.unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut checked, mut missing) = (0, Vec::new());
+        loop {
+            let ev = match tokio::time::timeout(Duration::from_secs(5), events.changed()).await {
+                Ok(ev) => ev,
+                Err(_) => return (checked, missing),
+            };
+            if ev.event_type != zookeeper_client::EventType::NodeCreated {
+                continue;
+            }
+            let name = ev.path.rsplit('/').next().unwrap().to_string();
+            checked += 1;
+            if get(&watcher, &format!("/zkcoord/meta/{APP}/{name}")).await.is_none() {
+                missing.push(name);
+            }
+        }
+    });
+    let triggers = tokio::task::spawn_blocking(move || (0..15).map(|i| trigger(port, format!("add|burst trigger {i}\n").as_bytes())).collect::<Vec<_>>());
+    let ctl = futures::future::join_all((0..15).map(|i| {
+        let hosts = hosts.clone();
+        async move { publish(&hosts, format!("burst ctl {i}\n").as_bytes()).await }
+    }))
+    .await;
+    for out in ctl {
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+    for reply in triggers.await.unwrap() {
+        assert!(reply.starts_with("published conf-"), "{reply}");
+    }
+    let (checked, missing) = seen.await.unwrap();
+    assert_eq!(checked, 30, "every version of the burst was seen appear");
+    assert!(missing.is_empty(), "versions seen without metadata: {missing:?}");
+}
