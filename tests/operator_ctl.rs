@@ -185,6 +185,45 @@ async fn watch_prints_publishes_and_host_reports_as_they_happen() {
     assert!(lines.iter().any(|l| l.contains(&format!("{APP} web-01 ok {v}"))), "{lines:#?}");
 }
 
+/// A ZooKeeper restart under a running `watch`: it says it reconnected, and then still prints
+/// the next publish (zookeeper-client does not re-send persistent watches; `watch` sets them
+/// again itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_keeps_printing_after_zookeeper_restarts() {
+    let mut zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let client = zk_client(&hosts).await;
+    wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
+    drop(client);
+    let mut child = Command::new(ctl_bin()).args(["--zk", &hosts, "watch", APP]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = vec![rx.recv_timeout(Duration::from_secs(10)).expect("watch starts")];
+    zk.kill(0);
+    zk.start(0);
+    let wait_for = |lines: &mut Vec<String>, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && !lines.iter().any(|l| l.contains(what)) {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                lines.push(l);
+            }
+        }
+        lines.iter().any(|l| l.contains(what))
+    };
+    assert!(wait_for(&mut lines, "reconnected"), "{lines:#?}");
+    let v = publish_ok(&hosts, b"after the restart\n").await;
+    let seen = wait_for(&mut lines, &format!("{APP} published {v}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "the publish after the restart was printed: {lines:#?}");
+}
+
 #[test]
 fn completions_are_generated_for_bash_zsh_and_fish() {
     for (shell, needle) in [("bash", "_zkcoordctl()"), ("zsh", "#compdef zkcoordctl"), ("fish", "complete -c zkcoordctl")] {

@@ -49,45 +49,57 @@ pub async fn watch(t: &Target, app: Option<&str>, json: bool) -> Result<(), CtlE
         Some(a) => (t.versions_path(a), t.layout.status(a)),
         None => (t.layout.applications().to_string(), t.layout.status_root()),
     };
-    let mut versions = client.watch(&versions_root, zk::AddWatchMode::PersistentRecursive).await.map_err(zk_fail)?;
-    let mut reports = client.watch(&status_root, zk::AddWatchMode::PersistentRecursive).await.map_err(zk_fail)?;
+    let set = || async { futures::try_join!(client.watch(&versions_root, zk::AddWatchMode::PersistentRecursive), client.watch(&status_root, zk::AddWatchMode::PersistentRecursive)) };
+    let (mut versions, mut reports) = set().await.map_err(zk_fail)?;
     out.say(
         format!("watching {} and {} (Ctrl-C to stop)", versions_root, status_root),
         "watching",
         serde_json::json!({"versions": versions_root, "reports": status_root}),
     );
     loop {
-        tokio::select! {
+        let ev = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            ev = versions.changed() => {
-                if ev.event_type == zk::EventType::Session {
-                    session_event(out, &ev)?;
-                    continue;
-                }
-                on_version(out, &client, t, &ev).await;
+            ev = versions.changed() => ev,
+            ev = reports.changed() => ev,
+        };
+        if ev.event_type == zk::EventType::Session {
+            if session_event(out, &ev)? {
+                // zookeeper-client 0.11.2 re-sends only one-shot watches to a new connection, so
+                // both persistent watches are set again (the new ones before the old ones go, so
+                // the client never asks the server to remove a watch on these paths). The other
+                // watcher's copy of this event goes with it.
+                let fresh = loop {
+                    match set().await {
+                        Ok(w) => break w,
+                        Err(e) if crate::zk::session::classify(&e) != crate::zk::session::ErrorKind::Other => {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                        }
+                        Err(e) => return Err(zk_fail(e)),
+                    }
+                };
+                (versions, reports) = fresh;
             }
-            ev = reports.changed() => {
-                if ev.event_type == zk::EventType::Session {
-                    session_event(out, &ev)?;
-                    continue;
-                }
-                on_report(out, &client, &status_root, app, &ev).await;
-            }
+            continue;
+        }
+        if ev.path == status_root || ev.path.starts_with(&format!("{status_root}/")) {
+            on_report(out, &client, &status_root, app, &ev).await;
+        } else {
+            on_version(out, &client, t, &ev).await;
         }
     }
 }
 
-/// A session event: go on after a reconnect, stop when the session is gone (the watcher must
-/// not be polled after a terminal state).
-fn session_event(out: Out, ev: &zk::WatchedEvent) -> Result<(), CtlError> {
+/// A session event: go on after a reconnect (true: the watches are to be set again), stop
+/// when the session is gone (the watcher must not be polled after a terminal state).
+fn session_event(out: Out, ev: &zk::WatchedEvent) -> Result<bool, CtlError> {
     match ev.session_state {
         zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
             out.say("reconnected to ZooKeeper; events during the outage may be missing".into(), "reconnected", serde_json::json!({}));
-            Ok(())
+            Ok(true)
         }
         zk::SessionState::Disconnected => {
             out.say("lost the connection to ZooKeeper; reconnecting".into(), "disconnected", serde_json::json!({}));
-            Ok(())
+            Ok(false)
         }
         other => Err(fail(exit::UNAVAILABLE, format!("ZooKeeper session ended ({other}); stopped watching"))),
     }
