@@ -6,7 +6,7 @@
 //! the batch, and every member gets the batch's outcome for its own status report.
 
 use crate::config::{AppConfig, ReloadGroupConfig, QUIET_CAP};
-use crate::host::hooks::HookContext;
+use crate::host::hooks::{self, HookContext};
 use crate::host::install::{self, InstallError, InstallResult, Replaced};
 use crate::metrics::{Hook, Metrics};
 use std::collections::HashMap;
@@ -103,6 +103,33 @@ async fn run(group: &ReloadGroupConfig, batch: Vec<Waiting>, metrics: &Metrics) 
         sha256: batch.iter().map(|w| format!("{}={}", w.ctx.app, w.ctx.sha256)).collect::<Vec<_>>().join(" "),
         rollback: false,
     };
+    // The group's check over the staged set, before anything is installed: each staged file
+    // is shown at its destination's path in a private mount namespace, so `nginx -t` reads
+    // the new set, includes and all, while the files on disk and the running nginx know
+    // nothing of it. A refusal then leaves every destination untouched.
+    let checked_staged = match &group.check {
+        Some(check) if hooks::private_mounts() && batch.iter().all(|w| w.checked.app.dest.is_file()) => {
+            let overlay: Vec<hooks::Overlay> = batch.iter().map(|w| (w.checked.staged_path().to_path_buf(), w.checked.app.dest.clone())).collect();
+            let run = install::run_hook_overlaid(&as_app, &ctx, metrics, Hook::Check, check, &overlay).await;
+            if run.output.starts_with(hooks::OVERLAY_FAILED) {
+                tracing::warn!(group = %group.name, why = %run.output.trim(), "cannot check the staged set in place; checking it installed");
+                false
+            } else if !run.ok() {
+                let text = run.describe(&format!("reload group {:?} check", group.name), check);
+                let (head, rest) = text.split_once('\n').unwrap_or((&text, ""));
+                let text = if rest.is_empty() { format!("{head}; nothing installed, nothing reloaded") } else { format!("{head}; nothing installed, nothing reloaded\n{rest}") };
+                let outcome = InstallResult::CheckFailed(crate::model::status::bounded_error(text));
+                // The staged files go with the batch.
+                for w in batch {
+                    let _ = w.reply.send(Ok(outcome.clone()));
+                }
+                return;
+            } else {
+                true
+            }
+        }
+        _ => false,
+    };
     // Install all; a member that cannot be written fails alone, the others go on. Each
     // member's previous file is kept beside it first, so a daemon stopped mid-batch (kill -9,
     // power) finds on its next start a set that was never checked as a whole and puts it
@@ -137,13 +164,15 @@ async fn run(group: &ReloadGroupConfig, batch: Vec<Waiting>, metrics: &Metrics) 
         }
         Ok(if said.iter().all(|s| *s == "previous file restored") { "every member's previous file restored" } else { "every member's previous content restored" })
     };
-    // The group's check runs over the installed set (nginx -t reads nginx.conf and its includes).
+    // Else the group's check runs over the installed set (nginx -t reads nginx.conf and its
+    // includes): a new member file (no destination to show it at yet), or no private mounts
+    // (not root). The kept previous files cover a crash until it is done.
     let refused = match &group.check {
-        Some(check) => {
+        Some(check) if !checked_staged => {
             let run = install::run_hook(&as_app, &ctx, metrics, Hook::Check, check, None).await;
             (!run.ok()).then(|| run.describe(&format!("reload group {:?} check", group.name), check))
         }
-        None => None,
+        _ => None,
     };
     let outcome = match refused {
         None => install::reload_or_roll_back(&as_app, &ctx, metrics, restore_all).await,

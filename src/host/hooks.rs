@@ -134,6 +134,64 @@ pub async fn run(cmd: &HookCommand, src: Option<&Path>, timeout: Duration) -> Ho
 /// runs for an app. Hooks get a clean environment (PATH, HOME, USER, LOGNAME, LANG=C.UTF-8, and
 /// `ctx`'s `ZKCOORD_*`): nothing of the daemon's, no NOTIFY_SOCKET, no secrets.
 pub async fn run_as(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&Path>, timeout: Duration, user: Option<&str>) -> HookRun {
+    run_with(cmd, ctx, src, timeout, user, &[]).await
+}
+
+/// A staged file shown at its destination's path: `(staged, dest)`.
+pub type Overlay = (PathBuf, PathBuf);
+
+/// Like [`run_as`] with no `{src}`, in a private mount namespace where each staged file of
+/// `overlay` is bind-mounted over its destination: the command (`nginx -t`, say) reads a set
+/// of files at their real paths, includes and all, while nothing on disk has changed and the
+/// running service has seen none of it. Needs [`private_mounts`] (root, CAP_SYS_ADMIN), and
+/// every destination to exist (a bind mount needs a file to cover).
+pub async fn run_overlaid(cmd: &HookCommand, ctx: Option<&HookContext>, timeout: Duration, user: Option<&str>, overlay: &[Overlay]) -> HookRun {
+    run_with(cmd, ctx, None, timeout, user, overlay).await
+}
+
+/// Whether this process may give a hook a private mount namespace (see [`run_overlaid`]):
+/// tried once, by starting `true` in one.
+pub fn private_mounts() -> bool {
+    static ABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ABLE.get_or_init(|| {
+        let probe = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "true"])
+            .env_clear()
+            .env("PATH", HOOK_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        matches!(probe, Ok(s) if s.success())
+    })
+}
+
+/// What an overlaid hook's output starts with when the overlay itself could not be set up
+/// (not the command's verdict): the caller then checks another way.
+pub const OVERLAY_FAILED: &str = "zkcoord-overlay:";
+
+/// Run by `sh` inside `unshare --mount --propagation private` (util-linux): bind-mounts its
+/// argument pairs (staged, destination) up to `--`, then execs the rest. Paths travel as
+/// arguments, never inside the script, so no quoting is involved.
+const OVERLAY_SCRIPT: &str = r#"while [ "$1" != -- ]; do why=$(mount --bind -- "$1" "$2" 2>&1) || { echo "zkcoord-overlay: cannot show $1 at $2: $why" >&2; exit 125; }; shift 2; done; shift; exec "$@""#;
+
+/// `argv` wrapped to run over `overlay` (see [`OVERLAY_SCRIPT`]), as `ids` when given: the
+/// identity is dropped by `setpriv` after the mounts, which need root.
+fn overlaid_argv(argv: Vec<String>, overlay: &[Overlay], ids: Option<(u32, u32)>) -> Vec<String> {
+    let mut out: Vec<String> = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", OVERLAY_SCRIPT, "zkcoord-overlay"].map(String::from).to_vec();
+    for (staged, dest) in overlay {
+        out.push(staged.to_string_lossy().into_owned());
+        out.push(dest.to_string_lossy().into_owned());
+    }
+    out.push("--".into());
+    if let Some((uid, gid)) = ids {
+        out.extend(["setpriv".into(), format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "--".into()]);
+    }
+    out.extend(argv);
+    out
+}
+
+async fn run_with(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&Path>, timeout: Duration, user: Option<&str>, overlay: &[Overlay]) -> HookRun {
     let argv = expand(cmd, ctx, src);
     let started = Instant::now();
     let account = match user {
@@ -150,6 +208,10 @@ pub async fn run_as(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&P
             found
         }
     };
+    let argv = match overlay {
+        [] => argv,
+        _ => overlaid_argv(argv, overlay, account.as_ref().filter(|_| user.is_some()).map(|a| (a.uid.as_raw(), a.gid.as_raw()))),
+    };
     let mut command = tokio::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -164,10 +226,11 @@ pub async fn run_as(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&P
         .kill_on_drop(true);
     if let Some(a) = &account {
         command.env("HOME", &a.dir).env("USER", &a.name).env("LOGNAME", &a.name);
-        if user.is_some() {
+        if user.is_some() && overlay.is_empty() {
             command.uid(a.uid.as_raw()).gid(a.gid.as_raw());
         }
     }
+
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -283,6 +346,34 @@ mod tests {
         assert!(matches!(r.outcome, HookOutcome::NotStarted(_)));
         let r = run(&HookCommand::Argv(vec!["echo".into(), "{src}".into()]), Some(Path::new("/x/y")), Duration::from_secs(2)).await;
         assert_eq!(r.output.trim(), "/x/y");
+    }
+
+    #[tokio::test]
+    async fn an_overlaid_hook_reads_staged_files_at_their_destinations_and_the_disk_keeps_the_old() {
+        if !nix::unistd::Uid::effective().is_root() {
+            assert!(!private_mounts(), "private mounts need root");
+            return;
+        }
+        assert!(private_mounts(), "root gets a private mount namespace");
+        let dir = tempfile::tempdir().unwrap();
+        let (dest, staged) = (dir.path().join("site.conf"), dir.path().join(".site.conf.staged"));
+        std::fs::write(&dest, "old\n").unwrap();
+        std::fs::write(&staged, "new\n").unwrap();
+        let overlay = [(staged.clone(), dest.clone())];
+        let cat = HookCommand::Argv(vec!["cat".into(), dest.display().to_string()]);
+        let r = run_overlaid(&cat, None, Duration::from_secs(5), None, &overlay).await;
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.output, "new\n");
+        // As another user: the identity is dropped after the mounts.
+        let id = HookCommand::Argv(vec!["sh".into(), "-c".into(), format!("id -u; cat {}", dest.display())]);
+        let r = run_overlaid(&id, None, Duration::from_secs(5), Some("nobody"), &overlay).await;
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.output, "65534\nnew\n");
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old\n", "the disk never changed");
+        // Nothing to cover: said as the overlay's failure, not the command's verdict.
+        let missing = [(staged.clone(), dir.path().join("absent.conf"))];
+        let r = run_overlaid(&cat, None, Duration::from_secs(5), None, &missing).await;
+        assert!(r.output.starts_with(OVERLAY_FAILED), "{r:?}");
     }
 
     #[test]

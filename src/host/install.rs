@@ -260,6 +260,11 @@ pub(crate) async fn stage_checked(app: &AppConfig, ctx: &HookContext, bytes: Vec
 }
 
 impl Checked {
+    /// The staged file, not yet at its destination.
+    pub(crate) fn staged_path(&self) -> &Path {
+        self.staged.path()
+    }
+
     /// Renames the staged file over the destination, keeping what it held.
     pub(crate) async fn commit(self) -> Result<Replaced, InstallError> {
         let Checked { app, staged, owner } = self;
@@ -364,6 +369,13 @@ async fn reload_and_verify(app: &AppConfig, ctx: &HookContext, metrics: &Metrics
 /// Runs one of `app`'s hooks with its timeout, and records how long it ran.
 pub(crate) async fn run_hook(app: &AppConfig, ctx: &HookContext, metrics: &Metrics, hook: Hook, cmd: &HookCommand, src: Option<&Path>) -> HookRun {
     let run = hooks::run_as(cmd, Some(ctx), src, app.hook_timeout, app.run_as.as_deref()).await;
+    metrics.hook_ran(&app.name, hook, run.elapsed);
+    run
+}
+
+/// Like [`run_hook`], over staged files shown at their destinations (see [`hooks::run_overlaid`]).
+pub(crate) async fn run_hook_overlaid(app: &AppConfig, ctx: &HookContext, metrics: &Metrics, hook: Hook, cmd: &HookCommand, overlay: &[hooks::Overlay]) -> HookRun {
+    let run = hooks::run_overlaid(cmd, Some(ctx), app.hook_timeout, app.run_as.as_deref(), overlay).await;
     metrics.hook_ran(&app.name, hook, run.elapsed);
     run
 }
