@@ -24,12 +24,14 @@ impl HookCommand {
         self.argv_with(&vars)
     }
 
-    /// The argv to execute, each `{name}` of `vars` replaced by its value in every word (the
-    /// argv form never goes through a shell, so a value is always one word). A placeholder
-    /// without a value is left as written, so a typo shows in the command's own error.
+    /// The argv to execute, each `{name}` of `vars` replaced by its value in every word. The
+    /// argv form never goes through a shell, so a value is always one word; in the shell form a
+    /// value is quoted as one shell word, so a path with a space, a quote or a `;` in it is
+    /// data, never shell syntax (write `{src}`, not `'{src}'`). A placeholder without a value
+    /// is left as written, so a typo shows in the command's own error.
     pub fn argv_with(&self, vars: &[(&str, &str)]) -> Vec<String> {
         // One pass, so a value that itself holds `{dest}` is never expanded again.
-        let subst = |s: &str| {
+        let subst = |s: &str, quote: bool| {
             let mut out = String::with_capacity(s.len());
             let mut rest = s;
             while let Some(open) = rest.find('{') {
@@ -37,6 +39,10 @@ impl HookCommand {
                 let tail = &rest[open..];
                 let value = tail.find('}').and_then(|close| vars.iter().find(|(n, _)| *n == &tail[1..close]).map(|(_, v)| (close, v)));
                 match value {
+                    Some((close, v)) if quote => {
+                        out.push_str(&shell_quote(v));
+                        rest = &tail[close + 1..];
+                    }
                     Some((close, v)) => {
                         out.push_str(v);
                         rest = &tail[close + 1..];
@@ -51,9 +57,19 @@ impl HookCommand {
             out
         };
         match self {
-            HookCommand::Argv(v) => v.iter().map(|s| subst(s)).collect(),
-            HookCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), subst(s)],
+            HookCommand::Argv(v) => v.iter().map(|s| subst(s, false)).collect(),
+            HookCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), subst(s, true)],
         }
+    }
+}
+
+/// A word as a POSIX shell would need it: bare when it is plainly safe, single-quoted otherwise.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,{}".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -75,5 +91,14 @@ mod tests {
         let cmd = HookCommand::Argv(vec!["x".into(), "{src}:{dest}".into(), "{version}{nope}{".into()]);
         let argv = cmd.argv_with(&[("src", "/a/{dest}"), ("dest", "/b"), ("version", "conf-1")]);
         assert_eq!(argv, ["x", "/a/{dest}:/b", "conf-1{nope}{"]);
+    }
+
+    #[test]
+    fn a_shell_hook_gets_each_value_as_one_quoted_word() {
+        let cmd = HookCommand::Shell("nginx -t -c {src} && echo {version}".into());
+        let argv = cmd.argv_with(&[("src", "/etc/my site/x.conf; rm -rf /"), ("version", "main=conf-1 site=conf-2")]);
+        assert_eq!(argv[2], r"nginx -t -c '/etc/my site/x.conf; rm -rf /' && echo 'main=conf-1 site=conf-2'");
+        let argv = cmd.argv_with(&[("src", "it's"), ("version", "conf-1")]);
+        assert_eq!(argv[2], r"nginx -t -c 'it'\''s' && echo conf-1");
     }
 }

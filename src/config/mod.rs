@@ -25,7 +25,7 @@ pub use acl::{acl_identity, AclConfig};
 pub use agent::AgentConfig;
 pub use app::{validate_pacing, AppConfig, AppKind, AppSource, PublishedApp, RenderConfig, Resync, DEFAULT_MODE, DEFAULT_RESYNC, MAX_SPLAY, MIN_RESYNC};
 pub use group::{ReloadGroupConfig, QUIET_CAP};
-pub use hook::HookCommand;
+pub use hook::{shell_quote, HookCommand};
 pub use log::LogFormat;
 pub use verify::{VerifyCheck, VerifyConfig};
 pub use service::{services_path, ServiceConfig, DEFAULT_SERVICES_ROOT};

@@ -276,18 +276,7 @@ fn expand(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&Path>) -> V
 /// The command line `cmd` would run, with its placeholders filled from `ctx` and `src` where
 /// given, quoted so it can be pasted into a shell: what `zkcoordd --dry-run` shows an operator.
 pub fn command_line(cmd: &HookCommand, ctx: Option<&HookContext>, src: Option<&Path>) -> String {
-    expand(cmd, ctx, src).iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
-}
-
-/// A word as a POSIX shell would need it: bare when it is plainly safe, single-quoted otherwise.
-fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,{}".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
+    expand(cmd, ctx, src).iter().map(|w| crate::config::shell_quote(w)).collect::<Vec<_>>().join(" ")
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {
