@@ -93,7 +93,15 @@ name = "nginxconf"
 dest = "/srv/www/nginx.conf"
 check = ["grep", "-q", "worker_processes", "{src}"]
 reload = ["sh", "-c", "echo reload \${NOTIFY_SOCKET:-no-notify-socket} >> /srv/reloads.log"]
+[reload_group.web]
+check = ["sh", "-c", "grep -c ' /srv/www/g.conf ' /proc/self/mountinfo > /srv/group-check.out; true"]
+reload = ["true"]
+[[app]]
+name = "gconf"
+dest = "/srv/www/g.conf"
+reload_group = "web"
 EOF
+echo old > /srv/www/g.conf
 systemctl enable --now zkcoordd; put start $?
 put active "$(systemctl is-active zkcoordd)"
 
@@ -104,6 +112,11 @@ sleep 0.3
 put reload_line "$(head -1 /srv/reloads.log)"
 systemctl status zkcoordd --no-pager > /e2e/status.txt 2>&1
 put status_line "$(grep -m1 'Status:' /e2e/status.txt | sed 's/^ *//')"
+
+echo "g 1" > /tmp/g.conf
+zkcoordctl publish gconf /tmp/g.conf > /e2e/publish-g.out 2>&1; put publish_g $?
+wait_file /tmp/g.conf /srv/www/g.conf && put applied_g yes
+put group_check_mounts "$(cat /srv/group-check.out)"
 
 sed -i 's/echo reload /echo reload-after-sighup /' /etc/zkcoord.toml
 systemctl reload zkcoordd; put reload $?
@@ -221,6 +234,8 @@ async fn under_a_real_systemd_the_deb_installs_runs_reloads_stops_and_purges_cle
     assert_eq!(get("applied1"), "yes", "{}", show());
     assert_eq!(get("reload_line"), "reload no-notify-socket", "hooks must not inherit NOTIFY_SOCKET\n{}", show());
     assert!(get("status_line").starts_with("Status: \"both connected; leader; nginxconf=conf-"), "{}", show());
+    assert_eq!(get("applied_g"), "yes", "{}", show());
+    assert_eq!(get("group_check_mounts"), "1", "under the packaged unit the group check sees the staged file at its destination (a private mount namespace)\n{}", show());
     assert_eq!(get("reload"), "0", "{}", show());
     assert_eq!(get("active_after_reload"), "active");
     assert_eq!(get("applied2"), "yes", "{}", show());
