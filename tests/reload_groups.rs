@@ -190,6 +190,10 @@ async fn a_daemon_killed_mid_check_leaves_the_disk_untouched_and_applies_the_set
     assert_eq!(std::fs::read_to_string(www_path.join("conf.d/site.conf")).unwrap(), site2);
     assert!(!www_path.join(".nginx.conf.zkcoord-group-previous").exists() && !www_path.join("conf.d/.site.conf.zkcoord-group-previous").exists());
     assert_eq!(reloads(&www_path), 1, "one reload for the set after the restart");
+    // The files staged when it was killed are gone too.
+    let leftovers = |dir: std::path::PathBuf| std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".tmp")).collect::<Vec<_>>();
+    assert!(leftovers(www_path.clone()).is_empty() && leftovers(www_path.join("conf.d")).is_empty(), "{:?} {:?}", leftovers(www_path.clone()), leftovers(www_path.join("conf.d")));
+    assert_eq!(d.log().matches("removed a staged file an earlier run left").count(), 2, "{}", d.log_tail(40));
     assert!(d.term().success());
 }
 

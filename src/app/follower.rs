@@ -237,6 +237,7 @@ impl Applier {
     /// The starting point: what the state file says this host applied.
     pub fn progress(&self) -> Progress {
         crate::host::group::recover(&self.app);
+        crate::host::install::remove_staged_leftovers(&self.app);
         let applied = self.state.load(&self.app.name);
         if let Some(a) = &applied {
             self.metrics.applied(&self.app.name, Some(a.seq), a.applied_at);

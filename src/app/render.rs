@@ -134,6 +134,7 @@ impl RenderFollower {
     pub async fn run(self, mut session: SessionHandle, shutdown: CancellationToken) {
         let name = self.app.name.clone();
         crate::host::group::recover(&self.app);
+        crate::host::install::remove_staged_leftovers(&self.app);
         let on_disk = std::fs::read(&self.app.dest).ok().map(|b| crate::digest::sha256_hex(&b));
         // The state file's render, when the file still holds it: reported as applied from the
         // start, so a restart during a hold says what the file is (`members:40`), not `pending`.

@@ -152,6 +152,26 @@ pub fn stage(dest: &Path, bytes: &[u8], mode: u32, owner: Ownership) -> Result<S
     Ok(Staged { temp, dest: dest.to_path_buf() })
 }
 
+/// Removes staged files an earlier run left beside `app`'s destination: a daemon killed
+/// between staging and rename (mid-check, say) leaves its `.<name>.zkcoord-*.tmp`, which
+/// nothing else would ever remove. Only this host's applier writes them, and the state_dir
+/// lock makes it the only one running, so any found at start are leftovers.
+pub fn remove_staged_leftovers(app: &AppConfig) {
+    let dest = resolve_dest(app).unwrap_or_else(|_| app.dest.clone());
+    let Some(name) = dest.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let prefix = format!(".{name}.zkcoord-");
+    let Ok(entries) = fs::read_dir(parent_dir(&dest)) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&prefix) && file.ends_with(".tmp") {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(app = %app.name, path = %entry.path().display(), "removed a staged file an earlier run left (stopped before installing it)"),
+                Err(e) => tracing::warn!(app = %app.name, path = %entry.path().display(), "cannot remove a staged file an earlier run left: {e}"),
+            }
+        }
+    }
+}
+
 /// Replaces `dest` with `bytes` atomically: readers see the old or the new file, never a mix.
 pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32, owner: Ownership) -> Result<(), InstallError> {
     stage(dest, bytes, mode, owner)?.commit()
