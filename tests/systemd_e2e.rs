@@ -129,6 +129,7 @@ put reloads_after_sighup "$(grep -c reload-after-sighup /srv/reloads.log)"
 journalctl -u zkcoordd --no-pager -o verbose > /e2e/journal.txt 2>&1
 put journal_reload "$(grep -c 'reload applied' /e2e/journal.txt)"
 put journal_field "$(grep -c 'ZKCOORD_APP=nginxconf' /e2e/journal.txt)"
+put journal_publish_id "$(grep -cE '^ *ZKCOORD_PUBLISH_ID=[0-9a-f]{16}$' /e2e/journal.txt)"
 
 put stop_ms "$(date +%s%3N)"
 systemctl stop zkcoordd; put stop $?
@@ -244,6 +245,7 @@ async fn under_a_real_systemd_the_deb_installs_runs_reloads_stops_and_purges_cle
     assert_eq!(get("reloads_after_sighup"), "1", "the reloaded config's hook ran\n{}", show());
     assert_ne!(get("journal_reload"), "0", "the journal has the reload\n{}", show());
     assert_ne!(get("journal_field"), "0", "structured fields reach the journal\n{}", show());
+    assert_ne!(get("journal_publish_id"), "0", "each apply's lines carry its publish id as a journal field\n{}", show());
     assert_eq!(get("stop"), "0");
     assert_eq!(get("purge"), "0", "{}", show());
     assert_eq!(get("units_left"), "0", "dpkg --purge leaves no unit behind\n{}", show());

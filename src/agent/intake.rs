@@ -145,7 +145,12 @@ struct Batch {
     creates: Vec<NewVersion>,
     /// What the batch read of each app.
     apps: HashMap<String, AppRead>,
+    /// Each decided request's publish id, for the lines that log its answer.
+    ids: Ids,
 }
+
+/// Request name to publish id.
+type Ids = HashMap<String, String>;
 
 impl Batch {
     /// Decides a plain, valid inline request in memory against the newest version.
@@ -179,6 +184,7 @@ impl Batch {
                 Plan::Create(index)
             }
         };
+        self.ids.extend(h.publish_id.map(|id| (name.to_string(), id)));
         self.plans.push((name.to_string(), plan));
         Ok(())
     }
@@ -207,9 +213,9 @@ impl Batch {
             })
             .collect();
         let encoded = encode_answers(&answers)?;
-        if !write_together(leader, &batch.creates, &answers, &encoded).await? {
+        if !write_together(leader, &batch.creates, &answers, &encoded, &batch.ids).await? {
             create_versions(leader, &batch.creates).await?;
-            write_answers(leader, &answers, &encoded).await?;
+            write_answers(leader, &answers, &encoded, &batch.ids).await?;
         }
         for c in &batch.creates {
             leader.created(&c.app, c.stream, &c.name, &c.meta.sha256);
@@ -249,9 +255,10 @@ fn add_answer(w: &mut zk::CheckWriter<'_>, leader: &Leader<'_>, answer: &Answer,
 }
 
 /// Logs and counts answers once they are written.
-fn answered(leader: &Leader<'_>, answers: &[Answer]) {
+fn answered(leader: &Leader<'_>, answers: &[Answer], ids: &Ids) {
     for (req, outcome, _) in answers {
-        tracing::info!(request = %req, outcome = %outcome, "publish request handled");
+        let publish_id = ids.get(req).map_or("-", String::as_str);
+        tracing::info!(request = %req, outcome = %outcome, publish_id, "publish request handled");
         // Counted once the outcome is written, as one by one.
         leader.metrics.publish_handled(outcome);
     }
@@ -261,7 +268,7 @@ fn answered(leader: &Leader<'_>, answers: &[Answer]) {
 /// not fit in one, or the multi-op failed in a way [`create_versions`] and [`write_answers`]
 /// know how to handle (metadata of an earlier stream, a withdrawn request, an outcome left by
 /// an earlier attempt): nothing was written then, and they write it in steps.
-async fn write_together(leader: &Leader<'_>, creates: &[NewVersion], answers: &[Answer], encoded: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<bool, AgentError> {
+async fn write_together(leader: &Leader<'_>, creates: &[NewVersion], answers: &[Answer], encoded: &[(Vec<u8>, Option<Vec<u8>>)], ids: &Ids) -> Result<bool, AgentError> {
     let Leader { client, fence, .. } = leader;
     let bytes: usize = creates.iter().map(|c| c.data.len() + 512).sum::<usize>() + encoded.iter().map(|(o, m)| o.len() + m.as_ref().map_or(0, Vec::len) + 256).sum::<usize>();
     if bytes > MAX_MULTI_BYTES || creates.len() * 3 + answers.len() * 3 > 1000 {
@@ -279,7 +286,7 @@ async fn write_together(leader: &Leader<'_>, creates: &[NewVersion], answers: &[
     }
     match fence.commit(w).await {
         Ok(_) => {
-            answered(leader, answers);
+            answered(leader, answers, ids);
             Ok(true)
         }
         Err(AgentError::Zk(zk::Error::NoNode | zk::Error::NodeExists)) => Ok(false),
@@ -381,7 +388,7 @@ async fn create_versions(leader: &Leader<'_>, creates: &[NewVersion]) -> Result<
 /// because a request was withdrawn meanwhile, or an outcome already exists (an earlier attempt
 /// whose answer was lost), is written again one request at a time by [`Leader::finish`], which
 /// knows what to do in either case.
-async fn write_answers(leader: &Leader<'_>, answers: &[Answer], encoded: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), AgentError> {
+async fn write_answers(leader: &Leader<'_>, answers: &[Answer], encoded: &[(Vec<u8>, Option<Vec<u8>>)], ids: &Ids) -> Result<(), AgentError> {
     let Leader { client, fence, .. } = leader;
     let sizes = encoded.iter().map(|(o, m)| o.len() + m.as_ref().map_or(0, Vec::len) + 256);
     for run in runs(sizes, 300) {
@@ -398,7 +405,7 @@ async fn write_answers(leader: &Leader<'_>, answers: &[Answer], encoded: &[(Vec<
             }
             Err(e) => return Err(e),
         }
-        answered(leader, &answers[run]);
+        answered(leader, &answers[run], ids);
     }
     Ok(())
 }

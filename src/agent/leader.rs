@@ -133,14 +133,15 @@ impl Leader<'_> {
             decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec())).map_err(String::from)),
         };
         let reply = Reply { req: name, claimed };
-        let (outcome, meta_for, app, answered) = match checked {
-            Err(reason) => (Outcome::Rejected { reason }, None, None, false),
+        let (outcome, meta_for, app, answered, publish_id) = match checked {
+            Err(reason) => (Outcome::Rejected { reason }, None, None, false, None),
             Ok((header, data)) => {
                 let (outcome, meta_for, answered) = self.decide(&header, &data, Some(reply)).await?;
-                (outcome, meta_for, Some(header.app), answered)
+                (outcome, meta_for, Some(header.app), answered, header.publish_id)
             }
         };
-        tracing::info!(request = %name, outcome = %outcome, "publish request handled");
+        let publish_id = publish_id.as_deref().unwrap_or("-");
+        tracing::info!(request = %name, outcome = %outcome, publish_id, "publish request handled");
         let published = matches!(outcome, Outcome::Published { .. });
         if !answered {
             self.finish(name, &outcome, meta_for, claimed).await?;
@@ -173,7 +174,7 @@ impl Leader<'_> {
                 outcome
             }
         };
-        tracing::info!(origin = %h.origin, outcome = %outcome, "in-process publish handled");
+        tracing::info!(origin = %h.origin, outcome = %outcome, publish_id = h.publish_id.as_deref().unwrap_or("-"), "in-process publish handled");
         self.metrics.publish_handled(&outcome);
         let app = matches!(outcome, Outcome::Published { .. }).then(|| h.app.clone());
         Ok((outcome, app))

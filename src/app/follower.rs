@@ -212,6 +212,8 @@ pub enum Fetched {
         sha256: String,
         /// When the version node was created (ms since the epoch), for publish-to-apply latency.
         ctime_ms: i64,
+        /// The publish that made it, from its metadata (none for a plain client's version).
+        publish_id: Option<String>,
     },
 }
 
@@ -254,6 +256,7 @@ impl Applier {
             time: now_secs(),
             stream: applied.as_ref().map(|a| a.stream).filter(|s| *s != 0),
             drift: None,
+            publish_id: None,
         };
         Progress {
             applied,
@@ -485,7 +488,7 @@ impl Applier {
                 Err(reason) => return Ok(Fetched::Refused(reason.into())),
             }
         }
-        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime })
+        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime, publish_id: meta.and_then(|m| m.publish_id) })
     }
 
     /// Reads the versions parent, version, metadata and rollout record: in one multi read
@@ -642,7 +645,7 @@ impl Applier {
     /// Fetches, verifies and installs `v`, updating state and the status report.
     pub async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
         let name = &self.app.name;
-        let (bytes, sha, ctime_ms) = match self.fetch(client, v, stream).await? {
+        let (bytes, sha, ctime_ms, publish_id) = match self.fetch(client, v, stream).await? {
             Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
             Fetched::Hidden(rollout) => {
                 tracing::debug!(app = %name, version = %v, "the rollout record read with it holds this version back; not applying");
@@ -651,52 +654,58 @@ impl Applier {
             }
             Fetched::Refused(reason) => {
                 tracing::error!(app = %name, version = %v, "{reason}");
+                p.report.publish_id = None;
                 self.record_failure(p, v, ApplyResult::Rejected, reason, false);
                 return Ok(());
             }
             Fetched::Pending(reason) => {
                 let delay = p.backoff.next_delay();
                 tracing::warn!(app = %name, version = %v, "{reason}; looking again in {delay:?}");
+                p.report.publish_id = None;
                 self.record_failure(p, v, ApplyResult::Error, reason, true);
                 p.retry = Some(delay);
                 return Ok(());
             }
-            Fetched::Verified { bytes, sha256, ctime_ms } => (bytes, sha256, ctime_ms),
+            Fetched::Verified { bytes, sha256, ctime_ms, publish_id } => (bytes, sha256, ctime_ms, publish_id),
         };
+        // Every line about this apply names its publish (journal field ZKCOORD_PUBLISH_ID).
+        p.report.publish_id = publish_id.clone();
+        let publish_id = publish_id.as_deref().unwrap_or("-");
         if crate::host::bundle::holds(&self.app, &sha) {
-            tracing::info!(app = %name, version = %v, "destination already holds this version; recording it without a reload");
+            tracing::info!(app = %name, version = %v, publish_id, "destination already holds this version; recording it without a reload");
             self.record_success(p, v, stream, &sha);
             return Ok(());
         }
-        tracing::info!(app = %name, version = %v, bytes = bytes.len(), "applying");
-        let ctx = crate::host::hooks::HookContext::new(&self.app, v.name.clone(), p.applied().map(|a| a.version.clone()), sha.clone());
+        tracing::info!(app = %name, version = %v, publish_id, bytes = bytes.len(), "applying");
+        let mut ctx = crate::host::hooks::HookContext::new(&self.app, v.name.clone(), p.applied().map(|a| a.version.clone()), sha.clone());
+        ctx.publish_id = p.report.publish_id.clone();
         let installed = crate::host::bundle::install_any(&self.app, &ctx, bytes, self.max_config_size, &self.metrics);
         let Some(installed) = crate::app::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop, &self.metrics).await? else {
-            tracing::info!(app = %name, version = %v, "stopped while waiting for a reload slot; nothing was changed");
+            tracing::info!(app = %name, version = %v, publish_id, "stopped while waiting for a reload slot; nothing was changed");
             return Ok(());
         };
         match installed {
             Ok(InstallResult::Applied { reload }) => {
                 if let Some(r) = reload.filter(|r| !r.output.trim().is_empty()) {
-                    tracing::info!(app = %name, "reload said: {}", r.output.trim());
+                    tracing::info!(app = %name, version = %v, publish_id, "reload said: {}", r.output.trim());
                 }
                 // From the version's creation to now, the install (check, rename, reload) done.
                 let age_ms = (crate::clock::now_ms() as i64 - ctime_ms).max(0);
-                tracing::info!(app = %name, version = %v, dest = %self.app.dest.display(), since_publish_ms = age_ms, "applied");
+                tracing::info!(app = %name, version = %v, publish_id, dest = %self.app.dest.display(), since_publish_ms = age_ms, "applied");
                 self.metrics.applied_after(name, Duration::from_millis(age_ms as u64));
                 self.record_success(p, v, stream, &sha);
             }
             Ok(InstallResult::CheckFailed(why)) => {
-                tracing::error!(app = %name, version = %v, "check failed, old file kept: {why}");
+                tracing::error!(app = %name, version = %v, publish_id, "check failed, old file kept: {why}");
                 self.record_failure(p, v, ApplyResult::CheckFailed, why, false);
             }
             Ok(InstallResult::ReloadFailed(why)) => {
-                tracing::error!(app = %name, version = %v, "reload failed: {why}");
+                tracing::error!(app = %name, version = %v, publish_id, "reload failed: {why}");
                 self.record_failure(p, v, ApplyResult::ReloadFailed, why, false);
             }
             Err(e) => {
                 let delay = p.backoff.next_delay();
-                tracing::error!(app = %name, version = %v, "cannot install: {e}; old file kept; retrying in {delay:?}");
+                tracing::error!(app = %name, version = %v, publish_id, "cannot install: {e}; old file kept; retrying in {delay:?}");
                 self.record_failure(p, v, ApplyResult::Error, e.to_string(), true);
                 p.retry = Some(delay);
             }
@@ -1131,6 +1140,7 @@ mod tests {
                 time: 0,
                 stream: None,
                 drift: None,
+                publish_id: None,
             }),
             looked: true,
             applying: false,

@@ -156,6 +156,7 @@ impl RenderFollower {
                 time: now_secs(),
                 stream: None,
                 drift: None,
+                publish_id: None,
             },
             failed: None,
             held: None,

@@ -49,6 +49,8 @@ pub struct HistoryEntry {
     pub author: Option<String>,
     /// Their message.
     pub message: Option<String>,
+    /// The publish that made it (`journalctl ZKCOORD_PUBLISH_ID=…` on any host finds its lines).
+    pub publish_id: Option<String>,
 }
 
 /// Lists versions with time, size, sha256 prefix, author and message.
@@ -68,6 +70,7 @@ pub async fn history(t: &Target, app: &str, json: bool) -> Result<(), CtlError> 
             size: stat.data_length.max(0) as usize,
             sha256: meta.as_ref().map(|m| m.sha256.clone()),
             author: meta.as_ref().map(|m| m.author.clone()),
+            publish_id: meta.as_ref().and_then(|m| m.publish_id.clone()),
             message: meta.and_then(|m| m.message),
         });
     }
@@ -125,6 +128,9 @@ pub struct HostStatus {
     /// A hand edit it leaves in place (`on_drift = "report"` or `"hold"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<crate::model::drift::Drift>,
+    /// The publish its last attempt was about (see [`StatusReport::publish_id`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_id: Option<String>,
 }
 
 /// One app as `status` shows it.
@@ -206,7 +212,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
             }
             // With the policy known, a node some other identity wrote says nothing about the host.
             if let Err(why) = crate::zk::guard::status_trusted(client, &path, &host, stat.czxid).await.map_err(zk_fail)? {
-                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why.to_string()), age_secs: 0, behind: false, drift: None });
+                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why.to_string()), age_secs: 0, behind: false, drift: None, publish_id: None });
                 continue;
             }
             let runs = r.version.as_deref().and_then(VersionId::parse);
@@ -219,6 +225,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
                 error: r.error,
                 age_secs: now.saturating_sub(r.time),
                 drift: r.drift,
+                publish_id: r.publish_id,
             });
         }
         apps.push(AppStatus { app, newest: newest.map(|v| v.name), hosts });

@@ -110,8 +110,13 @@ pub async fn publish(
         Err(AwaitError::Zk(e)) => return Err(zk_fail(e)),
         Err(e) => return Err(fail(exit::SOFTWARE, e.to_string())),
     };
+    let publish_id = header.publish_id.clone().unwrap_or_default();
     if !json {
         println!("{outcome}");
+        if matches!(outcome, Outcome::Published { .. }) {
+            // Beside the answer, not in it: scripts read the one line above.
+            eprintln!("publish id {publish_id} (every host's journal: journalctl ZKCOORD_PUBLISH_ID={publish_id})");
+        }
     }
     // Content equal to the newest version stages nothing.
     let staged = staged && matches!(outcome, Outcome::Published { .. });
@@ -132,7 +137,7 @@ pub async fn publish(
             return Err(fail(exit::SOFTWARE, format!("{version} was published without its signature (the leading agent is older than signed versions); hosts with trusted_keys will refuse it")));
         }
     }
-    let mut report = json.then(|| outcome_json(app, &outcome));
+    let mut report = json.then(|| outcome_json(app, &outcome, &publish_id));
     let version = match outcome {
         Outcome::Rejected { .. } => {
             print_json(report);
@@ -155,9 +160,9 @@ pub async fn publish(
     result
 }
 
-/// `{"app": …, "outcome": "published", "version": "conf-0000000012"}` (or `"reason"` for a
+/// `{"app": …, "outcome": "published", "version": "conf-0000000012", "publish_id": …}` (or `"reason"` for a
 /// rejection): what `--json` prints, completed by the rollout's result with `--wait`.
-fn outcome_json(app: &str, outcome: &Outcome) -> serde_json::Map<String, serde_json::Value> {
+fn outcome_json(app: &str, outcome: &Outcome, publish_id: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut o = serde_json::Map::new();
     o.insert("app".into(), app.into());
     let (word, key, value) = match outcome {
@@ -167,6 +172,10 @@ fn outcome_json(app: &str, outcome: &Outcome) -> serde_json::Map<String, serde_j
     };
     o.insert("outcome".into(), word.into());
     o.insert(key.into(), value.clone().into());
+    // Only a version this publish made carries its id.
+    if matches!(outcome, Outcome::Published { .. }) {
+        o.insert("publish_id".into(), publish_id.into());
+    }
     o
 }
 
@@ -480,6 +489,7 @@ mod tests {
             time: 0,
             stream: None,
             drift: None,
+            publish_id: None,
         }
     }
 

@@ -101,6 +101,7 @@ async fn run(group: &ReloadGroupConfig, batch: Vec<Waiting>, metrics: &Metrics) 
         version: members.join(" "),
         previous_version: Some(batch.iter().map(|w| format!("{}={}", w.ctx.app, w.ctx.previous_version.as_deref().unwrap_or(""))).collect::<Vec<_>>().join(" ")),
         sha256: batch.iter().map(|w| format!("{}={}", w.ctx.app, w.ctx.sha256)).collect::<Vec<_>>().join(" "),
+        publish_id: Some(batch.iter().map(|w| format!("{}={}", w.ctx.app, w.ctx.publish_id.as_deref().unwrap_or(""))).collect::<Vec<_>>().join(" ")),
         rollback: false,
     };
     // The group's check over the staged set, before anything is installed: each staged file

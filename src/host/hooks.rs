@@ -69,7 +69,7 @@ impl HookRun {
 
 /// What an app's hook is told about the change it runs for (confd #502): the `{dest}` and
 /// `{version}` placeholders beside `{src}`, and `ZKCOORD_APP`, `ZKCOORD_VERSION`,
-/// `ZKCOORD_PREVIOUS_VERSION`, `ZKCOORD_SHA256`, `ZKCOORD_DEST` in its environment, so one
+/// `ZKCOORD_PREVIOUS_VERSION`, `ZKCOORD_SHA256`, `ZKCOORD_DEST`, `ZKCOORD_PUBLISH_ID` in its environment, so one
 /// script can serve several apps and say in its own log what it reloads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookContext {
@@ -83,6 +83,9 @@ pub struct HookContext {
     pub previous_version: Option<String>,
     /// sha256 of the new content as published (a bundle's archive).
     pub sha256: String,
+    /// The publish that made the version (see [`crate::model::request::RequestHeader::publish_id`]);
+    /// none for a plain client's version or a rendered app.
+    pub publish_id: Option<String>,
     /// Set on the reload (and verify) that runs after a rollback: the files hold the previous
     /// version again; `ZKCOORD_ROLLBACK=1` tells a script so.
     pub rollback: bool,
@@ -91,7 +94,7 @@ pub struct HookContext {
 impl HookContext {
     /// The context of applying `version` (with `sha256`) of `app` over `previous_version`.
     pub fn new(app: &crate::config::AppConfig, version: String, previous_version: Option<String>, sha256: String) -> HookContext {
-        HookContext { app: app.name.clone(), dest: app.dest.clone(), version, previous_version, sha256, rollback: false }
+        HookContext { app: app.name.clone(), dest: app.dest.clone(), version, previous_version, sha256, publish_id: None, rollback: false }
     }
 
     /// This context for the reload after a rollback.
@@ -114,6 +117,7 @@ impl HookContext {
             ("ZKCOORD_PREVIOUS_VERSION", self.previous_version.clone().unwrap_or_default()),
             ("ZKCOORD_SHA256", self.sha256.clone()),
             ("ZKCOORD_DEST", self.dest.to_string_lossy().into_owned()),
+            ("ZKCOORD_PUBLISH_ID", self.publish_id.clone().unwrap_or_default()),
         ];
         if self.rollback {
             env.push(("ZKCOORD_ROLLBACK", "1".into()));

@@ -34,6 +34,12 @@ pub struct RequestHeader {
     /// Stage the rollout on these canaries first (`--canary`, `--soak`); absent: every host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<crate::model::rollout::CanarySpec>,
+    /// The id this publish is known by everywhere: the publisher's answer, the version's
+    /// metadata, each host's journal (`ZKCOORD_PUBLISH_ID`), hook environment and status, so
+    /// one query per host finds a rollout's timeline (absent from older publishers; the leader
+    /// then makes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_id: Option<String>,
 }
 
 /// The leader's answer to a request, at `<root>/outcomes/<request>`.
@@ -95,6 +101,10 @@ pub struct VersionMeta {
     /// name (absent in metadata written before streams were recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<i64>,
+    /// The publish's id (see [`RequestHeader::publish_id`]); absent in metadata written before
+    /// publishes had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_id: Option<String>,
 }
 
 /// The request node's bytes.
@@ -119,6 +129,7 @@ impl VersionMeta {
             signature: h.signature.clone(),
             content: h.content.clone(),
             stream: Some(stream),
+            publish_id: Some(h.publish_id.clone().unwrap_or_else(new_publish_id)),
         }
     }
 
@@ -152,6 +163,9 @@ pub enum RequestError {
     /// The message is over [`MAX_MESSAGE_BYTES`].
     #[error("message is {0} bytes; the limit is {MAX_MESSAGE_BYTES}")]
     MessageTooLong(usize),
+    /// The header's publish id would be unsafe in a journal field or an environment.
+    #[error("publish_id must be 1 to {MAX_PUBLISH_ID_BYTES} letters, digits, '.', '_' or '-', got {0:?}")]
+    BadPublishId(String),
     /// The header's sha256 is not one.
     #[error("sha256 must be 64 lowercase hex digits, got {0:?}")]
     BadSha256(String),
@@ -182,10 +196,12 @@ impl From<RequestError> for String {
     }
 }
 
-/// Splits a request node's bytes into header and data.
+/// Splits a request node's bytes into header and data. A header from a publisher older than
+/// publish ids gets one here, so every later step logs and stores the same.
 pub fn decode(bytes: &[u8]) -> Result<(RequestHeader, &[u8]), RequestError> {
     let nl = bytes.iter().position(|&b| b == b'\n').ok_or(RequestError::NoHeaderLine)?;
-    let header: RequestHeader = serde_json::from_slice(&bytes[..nl]).map_err(|e| RequestError::BadHeader(e.to_string()))?;
+    let mut header: RequestHeader = serde_json::from_slice(&bytes[..nl]).map_err(|e| RequestError::BadHeader(e.to_string()))?;
+    header.publish_id.get_or_insert_with(new_publish_id);
     Ok((header, &bytes[nl + 1..]))
 }
 
@@ -208,7 +224,24 @@ pub fn header_for(app: &str, author: &str, message: Option<String>, origin: &str
         signature: None,
         content: Default::default(),
         canary: None,
+        publish_id: Some(new_publish_id()),
     })
+}
+
+/// The longest publish id a header may carry.
+pub const MAX_PUBLISH_ID_BYTES: usize = 64;
+
+/// A fresh publish id: 16 random hex digits, short enough to type into `journalctl
+/// ZKCOORD_PUBLISH_ID=…`, long enough never to repeat within a fleet's history.
+pub fn new_publish_id() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+/// Whether `id` may be a publish id: it reaches journal fields, hook environments and status
+/// nodes, so letters, digits, `.`, `_` and `-` only.
+fn valid_publish_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_PUBLISH_ID_BYTES && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// What every request must get right before anything is read on its behalf: a safe app name,
@@ -217,6 +250,9 @@ pub fn validate_header(h: &RequestHeader) -> Result<(), RequestError> {
     crate::model::layout::validate_app_name(&h.app)?;
     if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(RequestError::BadSha256(h.sha256.clone()));
+    }
+    if let Some(id) = h.publish_id.as_deref().filter(|id| !valid_publish_id(id)) {
+        return Err(RequestError::BadPublishId(id.chars().take(80).collect()));
     }
     if let Some(sig) = &h.signature {
         crate::model::signing::check(sig, &h.app, &h.sha256, h.size)?;
@@ -265,5 +301,27 @@ mod tests {
         assert_eq!(Outcome::Unchanged { version: "conf-1".into() }.to_string(), "unchanged, same as conf-1");
         let json = serde_json::to_string(&Outcome::Rejected { reason: "x".into() }).unwrap();
         assert_eq!(json, r#"{"result":"rejected","reason":"x"}"#);
+    }
+
+    #[test]
+    fn each_publish_gets_its_own_id_and_an_unsafe_one_is_refused() {
+        let a = header_for("a", "me", None, "zkcoordctl", b"x").unwrap();
+        let b = header_for("a", "me", None, "zkcoordctl", b"x").unwrap();
+        let (ia, ib) = (a.publish_id.clone().unwrap(), b.publish_id.clone().unwrap());
+        assert_ne!(ia, ib);
+        assert_eq!(ia.len(), 16);
+        validate_header(&a).unwrap();
+        assert_eq!(VersionMeta::of(&a, 7).publish_id.as_deref(), Some(ia.as_str()));
+        // An older publisher's header has none; decoding gives it one, as does the metadata.
+        let old = RequestHeader { publish_id: None, ..a.clone() };
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("publish_id"), "{json}");
+        assert_eq!(VersionMeta::of(&old, 7).publish_id.map(|i| i.len()), Some(16));
+        assert_eq!(decode(&encode(&old, b"x")).unwrap().0.publish_id.map(|i| i.len()), Some(16));
+        for bad in ["", "a b", "x\nZKCOORD_APP=evil", &"x".repeat(65)] {
+            let h = RequestHeader { publish_id: Some(bad.to_string()), ..a.clone() };
+            let e = validate_header(&h).unwrap_err().to_string();
+            assert!(e.contains("publish_id must be"), "{bad:?}: {e}");
+        }
     }
 }

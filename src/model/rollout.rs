@@ -336,6 +336,7 @@ mod tests {
             time: 0,
             stream: None,
             drift: None,
+            publish_id: None,
         }
     }
 

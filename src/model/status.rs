@@ -73,6 +73,10 @@ pub struct StatusReport {
     /// leaves it so (`on_drift = "report"` or `"hold"`); absent while the file matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<crate::model::drift::Drift>,
+    /// The publish of the version this report is about: `attempted` when it is set, else
+    /// `version` (absent for a plain client's version, a rendered app, or an older daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_id: Option<String>,
 }
 
 impl StatusReport {
