@@ -253,7 +253,11 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
         let (sup, handle) = zkcoord::zk::session::channel(metrics.clone());
         tokio::spawn(sup.supervise(config.zookeeper.clone(), shutdown.clone()));
         let (view_tx, mut view_rx) = tokio::sync::watch::channel(AppView::starting(APP));
-        let follower = AppFollower { applier: Applier::new(&config, &config.apps[0], metrics.clone()), ready: gate.part(), view: view_tx, conflict: Default::default() };
+        // Each simulated host keeps its own freeze board, as a daemon does.
+        let (freeze_tx, freezes) = tokio::sync::watch::channel(None);
+        tokio::spawn(zkcoord::zk::freeze::keep(config.layout(), handle.clone(), freeze_tx, shutdown.clone()));
+        let follower =
+            AppFollower { applier: Applier::new(&config, &config.apps[0], metrics.clone()), ready: gate.part(), view: view_tx, conflict: Default::default(), freezes };
         tokio::spawn(follower.run(handle, shutdown.clone()));
         let applied = applied.clone();
         tokio::spawn(async move {

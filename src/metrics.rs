@@ -19,6 +19,7 @@
 //! | `zkcoord_drift_detected_total` | counter: distinct hand edits of the destination found | `app` |
 //! | `zkcoord_drifted` | gauge 0/1: the destination is left edited (`on_drift` report or hold) | `app` |
 //! | `zkcoord_drift_held` | gauge 0/1: new versions are withheld (`on_drift = "hold"`) | `app` |
+//! | `zkcoord_frozen` | gauge 0/1: a freeze holds the app (`zkcoordctl freeze`); nothing new is applied | `app` |
 //! | `zkcoord_render_held` | gauge 0/1: a rendered app's members are held back (`min_members`, `max_shrink`) | `app` |
 //! | `zkcoord_build_info` | info (1) | `version`, `arch`, `os` |
 //! | `zkcoord_applied_version` | gauge: sequence number of the applied version | `app` |
@@ -184,6 +185,7 @@ pub struct Metrics {
     drifted: Family<AppLabels, Gauge>,
     /// 1 while an app applies nothing new because of a hand edit (`on_drift = "hold"`).
     drift_held: Family<AppLabels, Gauge>,
+    frozen: Family<AppLabels, Gauge>,
     /// The sequence number of the version applied here, so a dashboard can show hosts per
     /// version and an alert can compare a host with the newest.
     applied_version: Family<AppLabels, Gauge>,
@@ -229,6 +231,7 @@ impl Metrics {
             drift_detected: Family::default(),
             drifted: Family::default(),
             drift_held: Family::default(),
+            frozen: Family::default(),
             applied_version: Family::default(),
             last_success: Family::default(),
         };
@@ -274,6 +277,7 @@ impl Metrics {
         registry.register("zkcoord_drift_detected", "Distinct hand edits found at the app's destination", m.drift_detected.clone());
         registry.register("zkcoord_drifted", "1 while the app's destination is left edited by hand (on_drift report or hold)", m.drifted.clone());
         registry.register("zkcoord_drift_held", "1 while the app applies no new version because of a hand edit (on_drift = hold)", m.drift_held.clone());
+        registry.register("zkcoord_frozen", "1 while a freeze (zkcoordctl freeze) holds the app: nothing new is applied", m.frozen.clone());
         registry.register(
             "zkcoord_applied_version",
             "Sequence number of the version applied on this host (conf-0000000012 is 12)",
@@ -375,6 +379,12 @@ impl Metrics {
         self.render_held.remove(&AppLabels { app: app.into() });
         self.drifted.remove(&AppLabels { app: app.into() });
         self.drift_held.remove(&AppLabels { app: app.into() });
+        self.frozen.remove(&AppLabels { app: app.into() });
+    }
+
+    /// Whether a freeze holds `app`.
+    pub fn frozen(&self, app: &str, frozen: bool) {
+        self.frozen.get_or_create(&AppLabels { app: app.into() }).set(i64::from(frozen));
     }
 
     /// A hand edit of `app`'s destination not seen before was found.

@@ -75,7 +75,7 @@ async fn one_id_follows_each_publish_to_every_hosts_journal_hooks_and_status() {
     assert_eq!(v["wait"]["result"], "applied", "{v}");
     wait_hook_ids(&web, 1).await;
     for d in &web {
-        assert_eq!(hook_ids(d), [ctl_id.clone()], "the reload's ZKCOORD_PUBLISH_ID");
+        assert_eq!(hook_ids(d), std::slice::from_ref(&ctl_id), "the reload's ZKCOORD_PUBLISH_ID");
     }
     let status = ctl_async(&["--zk", &hosts, "status", APP, "--json"]).await;
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

@@ -156,6 +156,10 @@ impl Batch {
     /// Decides a plain, valid inline request in memory against the newest version.
     async fn decide(&mut self, leader: &Leader<'_>, name: &str, h: RequestHeader, data: Vec<u8>) -> Result<(), AgentError> {
         let config = leader.config;
+        if let Some(reason) = leader.frozen(&h.app).await {
+            self.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None)));
+            return Ok(());
+        }
         if !self.apps.contains_key(&h.app) {
             let view = AppRead::read(leader, &h.app).await?;
             self.apps.insert(h.app.clone(), view);

@@ -11,6 +11,8 @@ use crate::zk::fence::{AgentError, Fence};
 use crate::zk::identity::NodeKind;
 use crate::zk::session;
 use std::collections::BTreeSet;
+use crate::model::freeze::Freezes;
+use tokio::sync::watch;
 use zookeeper_client as zk;
 
 /// What leading takes, for as long as one leadership lasts.
@@ -27,6 +29,8 @@ pub(crate) struct Leader<'a> {
     pub metrics: &'a Metrics,
     /// What this leadership learnt from its own writes; a new leadership starts empty.
     pub known: std::sync::Mutex<Known>,
+    /// The freeze flags in force (None until first read), kept by [`crate::zk::freeze::keep`].
+    pub freezes: watch::Receiver<Option<Freezes>>,
 }
 
 /// What a leader knows without reading it again, from its own writes.
@@ -206,11 +210,26 @@ impl Leader<'_> {
 
 
 
+    /// Why a publish to `app` is refused now: a freeze in force, or flags not read yet (at
+    /// most a few seconds after a session starts; refused rather than risk publishing into a
+    /// freeze). None: go ahead.
+    pub(crate) async fn frozen(&self, app: &str) -> Option<String> {
+        let mut rx = self.freezes.clone();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(Option::is_some)).await;
+        match read {
+            Ok(Ok(board)) => board.as_ref().and_then(|b| b.refusal(app)),
+            _ => Some("the freeze flags could not be read yet; nothing published, try again".into()),
+        }
+    }
+
     /// Creates the version unless it equals the newest one. With `reply`, a new version's
     /// multi-op also answers the request (outcome written, request removed), so a publish
     /// through a request node makes one write after the request's; the last value says
     /// whether it did (else [`Leader::finish`] answers).
     async fn decide(&self, h: &RequestHeader, data: &[u8], reply: Option<Reply<'_>>) -> Result<(Outcome, MetaFor, bool), AgentError> {
+        if let Some(reason) = self.frozen(&h.app).await {
+            return Ok((Outcome::Rejected { reason }, None, false));
+        }
         let Leader { layout, client, fence, .. } = self;
         let parent = layout.versions(&h.app);
         let meta_parent = layout.meta(&h.app);

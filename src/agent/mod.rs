@@ -62,6 +62,7 @@ pub async fn run(
     mut leadership: watch::Receiver<Leadership>,
     metrics: Arc<Metrics>,
     local: LocalIntake,
+    freezes: watch::Receiver<Option<crate::model::freeze::Freezes>>,
     shutdown: CancellationToken,
 ) {
     let layout = config.layout();
@@ -86,7 +87,7 @@ pub async fn run(
             }
         };
         let fence = Fence::new(node, node_version);
-        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default() };
+        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone() };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             // Disconnected or demoted: stop at once, mid-request if need be.

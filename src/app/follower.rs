@@ -257,6 +257,7 @@ impl Applier {
             stream: applied.as_ref().map(|a| a.stream).filter(|s| *s != 0),
             drift: None,
             publish_id: None,
+            frozen: None,
         };
         Progress {
             applied,
@@ -778,6 +779,9 @@ pub struct AppFollower {
     pub view: watch::Sender<AppView>,
     /// Whether another session holds our status node's name, as the keeper last said.
     pub conflict: std::sync::Mutex<Option<String>>,
+    /// The freeze flags in force (None until first read): while one holds the app, nothing is
+    /// applied (see [`crate::model::freeze`]).
+    pub freezes: watch::Receiver<Option<crate::model::freeze::Freezes>>,
 }
 
 impl AppFollower {
@@ -788,7 +792,7 @@ impl AppFollower {
         let p = a.progress();
         let status = StatusNode::keep(&a.layout, &a.app.name, &a.node_id, &p.report, a.app.resync(), &session, &shutdown);
         let next_pass = a.app.resync().map(next_pass_after);
-        let mut looks = Looks { follower: &self, p, seen: Seen::default(), status, shutdown: shutdown.clone(), next_pass, pass: false, source: Source::None };
+        let mut looks = Looks { follower: &self, p, seen: Seen::default(), status, shutdown: shutdown.clone(), next_pass, pass: false, source: Source::None, freezes: self.freezes.clone() };
         self.publish(&looks.p, &looks.seen, false);
         let what = format!("reading versions of app {}", a.app.name);
         skeleton::follow(&a.app.name, &a.metrics, &mut session, &shutdown, &what, &mut looks).await;
@@ -882,7 +886,20 @@ impl AppFollower {
         };
         let listing = Listing::new(&children, &parent);
         *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
-        if let Some(newest) = listing.newest.clone() {
+        // A freeze holds everything, a hand edit's reapply included; before the flags are
+        // first read (a moment after the session starts) nothing is applied either.
+        let board = self.freezes.borrow().clone();
+        let frozen = board.as_ref().and_then(|b| b.line(&a.app.name));
+        if frozen != p.report.frozen {
+            match &frozen {
+                Some(why) => tracing::warn!(app = %a.app.name, newest = ?seen.newest, "{why}; applying nothing new"),
+                None => tracing::info!(app = %a.app.name, "freeze lifted; following versions again"),
+            }
+            p.report.frozen = frozen.clone();
+            a.metrics.frozen(&a.app.name, frozen.is_some());
+        }
+        let newest = listing.newest.clone().filter(|_| board.is_some() && frozen.is_none());
+        if let Some(newest) = newest {
             if a.needs_apply(client, &newest, listing.stream, p).await? {
                 if let Some(delay) = a.splay.wait(p.applied().is_some()) {
                     tracing::info!(app = %a.app.name, version = %newest, "splay: applying in {delay:?}");
@@ -1063,6 +1080,8 @@ struct Looks<'a> {
     pass: bool,
     /// Where new versions are learnt of on the current session.
     source: Source,
+    /// Wakes a look when a freeze is set or lifted.
+    freezes: watch::Receiver<Option<crate::model::freeze::Freezes>>,
 }
 
 /// When the pass after one that starts now is due: the interval, with jitter.
@@ -1094,6 +1113,7 @@ impl Turn for Looks<'_> {
                     }
                 }
                 _ = wake => {}
+                Ok(()) = self.freezes.changed() => {}
                 alive = self.source.next() => {
                     if !alive {
                         return Err(zk::Error::SessionExpired);
@@ -1141,6 +1161,7 @@ mod tests {
                 stream: None,
                 drift: None,
                 publish_id: None,
+                frozen: None,
             }),
             looked: true,
             applying: false,

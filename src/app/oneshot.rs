@@ -58,9 +58,22 @@ pub async fn once(config: &Config) -> i32 {
     // Recorded as the daemon records them, and dropped: a one-shot run serves no /metrics.
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
+    // A freeze holds --once as it holds the daemon.
+    let freezes = match crate::zk::freeze::read(&client, &config.layout()).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("zkcoordd: ZooKeeper failed while reading the freeze flags at {}: {e}; nothing changed, run --once again", config.layout().freezes());
+            session::close(client).await;
+            return exit::UNAVAILABLE;
+        }
+    };
     for app in &config.apps {
         if let Some(r) = app.rendered() {
             println!("{}: rendered from service {} by the running daemon; skipped", app.name, r.service);
+            continue;
+        }
+        if let Some(why) = freezes.line(&app.name) {
+            println!("{}: {why}; nothing applied", app.name);
             continue;
         }
         let applier = Applier::new(config, app, metrics.clone());

@@ -157,6 +157,7 @@ impl RenderFollower {
                 stream: None,
                 drift: None,
                 publish_id: None,
+                frozen: None,
             },
             failed: None,
             held: None,

@@ -43,6 +43,14 @@ pub struct AppView {
 }
 
 impl AppView {
+    /// The freeze that holds this app, if any: shown by STATUS and `/healthz`, healthy (a
+    /// fleet-wide freeze must not take every host out of a load balancer).
+    pub fn frozen(&self) -> Option<&str> {
+        self.report.as_ref().and_then(|r| r.frozen.as_deref())
+    }
+}
+
+impl AppView {
     /// The view of an app whose follower has not started yet.
     pub fn starting(name: &str) -> AppView {
         AppView { name: name.into(), report: None, looked: false, applying: false, newest: None, behind: 0, retrying: false, conflict: None, held: None }
@@ -59,6 +67,7 @@ impl AppView {
             Some(d) if d.held() => " (held: edited by hand)",
             Some(_) => " (drifted: edited by hand)",
             None if self.held.is_some() => " (held: members)",
+            None if self.frozen().is_some() => " (frozen)",
             None => "",
         };
         match (&r.version, r.result) {
@@ -87,6 +96,10 @@ impl AppView {
         }
         if let Some(why) = &self.held {
             return Err(format!("app {name}: {why}"));
+        }
+        // Behind on purpose, by the operator's switch.
+        if self.frozen().is_some() {
+            return Ok(());
         }
         // A hold keeps new versions out until an operator acts: unhealthy until then, whether
         // or not a newer version waits. A reported edit (`on_drift = "report"`) is healthy.

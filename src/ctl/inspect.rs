@@ -131,6 +131,9 @@ pub struct HostStatus {
     /// The publish its last attempt was about (see [`StatusReport::publish_id`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_id: Option<String>,
+    /// The freeze as this host last saw it: set once the host holds still.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<String>,
 }
 
 /// One app as `status` shows it.
@@ -140,6 +143,9 @@ pub struct AppStatus {
     pub app: String,
     /// Its newest version.
     pub newest: Option<String>,
+    /// The freeze that holds it (`zkcoordctl freeze`), as one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<String>,
     /// Every live host.
     pub hosts: Vec<HostStatus>,
 }
@@ -180,6 +186,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
             role: if i < t.leaders() { "leader" } else { "standby" },
         });
     }
+    let freezes = crate::zk::freeze::read(client, &t.layout).await.map_err(zk_fail)?;
     let app_names: Vec<String> = match only {
         Some(a) => vec![a.to_string()],
         None => {
@@ -212,7 +219,7 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
             }
             // With the policy known, a node some other identity wrote says nothing about the host.
             if let Err(why) = crate::zk::guard::status_trusted(client, &path, &host, stat.czxid).await.map_err(zk_fail)? {
-                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why.to_string()), age_secs: 0, behind: false, drift: None, publish_id: None });
+                hosts.push(HostStatus { host, version: None, result: "untrusted".into(), attempted: None, error: Some(why.to_string()), age_secs: 0, behind: false, drift: None, publish_id: None, frozen: None });
                 continue;
             }
             let runs = r.version.as_deref().and_then(VersionId::parse);
@@ -226,9 +233,10 @@ pub async fn gather_status(client: &zk::Client, t: &Target, only: Option<&str>) 
                 age_secs: now.saturating_sub(r.time),
                 drift: r.drift,
                 publish_id: r.publish_id,
+                frozen: r.frozen,
             });
         }
-        apps.push(AppStatus { app, newest: newest.map(|v| v.name), hosts });
+        apps.push(AppStatus { frozen: freezes.line(&app), app, newest: newest.map(|v| v.name), hosts });
     }
     Ok(Status { agents, apps })
 }
@@ -264,6 +272,9 @@ pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), Ct
     }
     for app in &s.apps {
         out.push_str(&format!("\nAPP {} (newest {})\n", app.app, app.newest.as_deref().unwrap_or("none")));
+        if let Some(f) = &app.frozen {
+            out.push_str(&format!("  FROZEN: {f}\n"));
+        }
         if app.hosts.is_empty() {
             out.push_str("  (no live hosts)\n");
         }
@@ -288,6 +299,9 @@ pub async fn status(t: &Target, only: Option<&str>, json: bool) -> Result<(), Ct
             }
             if let Some(d) = &h.drift {
                 line.push_str(&format!("  DRIFT {}", d.describe()));
+            }
+            if h.frozen.is_some() {
+                line.push_str("  frozen");
             }
             out.push_str(&line);
             out.push('\n');
@@ -395,6 +409,7 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((format!("{drain_root}/{node}"), NodeKind::DrainParent));
     }
     plan.push((drain_root, NodeKind::DrainParent));
+    plan.push((l.freezes(), NodeKind::FreezeParent));
     // The parents this config knows of are created when missing; everything else is checked
     // where it exists. Each is repaired by the one comparison leaders use (acl::verdict).
     let mut items = crate::zk::guard::known(config);

@@ -7,7 +7,9 @@
 //! - [`services`]: live service members, and draining a host out of a service.
 //! - [`versions`]: version arguments (`12`, `conf-0000000012`, `-1`).
 //! - [`rollout`]: staged rollouts: show, promote, abort.
+//! - [`freeze`]: the incident switch: freeze and unfreeze an app or every app.
 
+pub(crate) mod freeze;
 pub(crate) mod inspect;
 pub(crate) mod publish;
 pub(crate) mod rollout;
@@ -176,6 +178,29 @@ pub enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Stop every change to an app (or to every app) until `unfreeze`: publishes are refused
+    /// with the reason, hosts keep reporting but apply nothing new.
+    #[command(after_help = "Examples:\n  zkcoordctl freeze nginxconf -m \"incident 4711\"\n  zkcoordctl freeze --all -m \"peak hours\"")]
+    Freeze {
+        /// The app.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        app: Option<String>,
+        /// Every app, apps first published during the freeze included.
+        #[arg(long)]
+        all: bool,
+        /// Why: refused publishers, `status` and every host's log show it.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// Lift a freeze: publishes are accepted and hosts follow versions again.
+    Unfreeze {
+        /// The app.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        app: Option<String>,
+        /// The freeze of every app (`freeze --all`).
+        #[arg(long)]
+        all: bool,
+    },
     /// ZooKeeper ACLs: print a digest identity, or apply the configured ACLs to an existing tree.
     #[command(subcommand)]
     Acl(AclCommand),
@@ -310,6 +335,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Services { name, path, json } => services::services(&target, name.as_deref(), path.as_deref(), json).await,
         Command::Drain { service, node } => services::drain(&target, &service, node.as_deref(), true).await,
         Command::Undrain { service, node } => services::drain(&target, &service, node.as_deref(), false).await,
+        Command::Freeze { app, all, message } => freeze::freeze(&target, app.as_deref(), all, true, message.as_deref()).await,
+        Command::Unfreeze { app, all } => freeze::freeze(&target, app.as_deref(), all, false, None).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -490,6 +490,7 @@ mod tests {
             stream: None,
             drift: None,
             publish_id: None,
+            frozen: None,
         }
     }
 

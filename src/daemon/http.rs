@@ -94,7 +94,13 @@ pub fn router(state: HttpState) -> Router {
 async fn healthz(State(state): State<HttpState>) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
     let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     match health(&state) {
-        Ok(()) => (StatusCode::OK, text, "ok\n".into()),
+        Ok(()) => {
+            // Healthy, but said: a freeze holds these apps.
+            let apps = state.apps.borrow().clone();
+            let frozen: Vec<String> = apps.iter().filter_map(|v| v.borrow().frozen().map(|f| format!("app {}: {f}", v.borrow().name))).collect();
+            let body = if frozen.is_empty() { "ok\n".to_string() } else { format!("ok; {}\n", frozen.join("; ")) };
+            (StatusCode::OK, text, body)
+        }
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, text, format!("{why}\n")),
     }
 }

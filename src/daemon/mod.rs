@@ -117,11 +117,14 @@ struct Components {
     http: Option<RunningHttp>,
     /// The followers' views as the HTTP listener reads them; replaced when apps change.
     views: watch::Sender<Vec<watch::Receiver<AppView>>>,
+    /// The freeze flags in force, for the leader and every follower (None until first read).
+    freezes: watch::Receiver<Option<crate::model::freeze::Freezes>>,
 }
 
 impl Components {
     fn start(config: Arc<Config>, session: SessionHandle, metrics: Arc<Metrics>) -> Components {
         let (lead_tx, lead_rx) = watch::channel(Leadership::Standby);
+        let (freeze_tx, freezes) = watch::channel(None);
         let mut c = Components {
             config: config.clone(),
             session,
@@ -135,7 +138,9 @@ impl Components {
             metrics,
             http: None,
             views: watch::Sender::new(Vec::new()),
+            freezes,
         };
+        c.fixed.spawn(crate::zk::freeze::keep(config.layout(), c.session.clone(), freeze_tx, c.work_stop.clone()));
         if config.role.runs_agent() {
             c.start_election(lead_tx);
             c.intake = Some(c.start_intake(&config));
@@ -210,7 +215,7 @@ impl Components {
     fn start_intake(&self, config: &Arc<Config>) -> RunningIntake {
         let stop = self.work_stop.child_token();
         let local = agent::LocalIntake::default();
-        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), self.metrics.clone(), local.clone(), stop.clone()))];
+        let mut tasks = vec![tokio::spawn(agent::run(config.clone(), self.session.clone(), self.leadership.clone(), self.metrics.clone(), local.clone(), self.freezes.clone(), stop.clone()))];
         if let (Some(listen), Some(app)) = (&config.agent.trigger_listen, &config.agent.trigger_app) {
             let settings = TriggerSettings {
                 listen: listen.parse().expect("validated at load"),
@@ -230,7 +235,13 @@ impl Components {
             let follower = RenderFollower::new(config, app, self.metrics.clone(), self.gate.part(), view_tx);
             tokio::spawn(follower.run(self.session.clone(), stop.clone()))
         } else {
-            let follower = AppFollower { applier: Applier::new(config, app, self.metrics.clone()), ready: self.gate.part(), view: view_tx, conflict: Default::default() };
+            let follower = AppFollower {
+                applier: Applier::new(config, app, self.metrics.clone()),
+                ready: self.gate.part(),
+                view: view_tx,
+                conflict: Default::default(),
+                freezes: self.freezes.clone(),
+            };
             tokio::spawn(follower.run(self.session.clone(), stop.clone()))
         };
         RunningApp { config: app.clone(), stop, task, view }

@@ -97,6 +97,14 @@ impl Layout {
     pub fn meta(&self, app: &str) -> String {
         format!("{}/{}", self.meta_root(), app)
     }
+    /// Parent of the freeze flags (see [`crate::model::freeze`]).
+    pub fn freezes(&self) -> String {
+        format!("{}/freeze", self.root)
+    }
+    /// The flag that freezes `name` (an app, or [`crate::model::freeze::ALL`]) while it exists.
+    pub fn freeze(&self, name: &str) -> String {
+        format!("{}/freeze/{name}", self.root)
+    }
     /// The flag that takes `node`'s member of `service` out of rotation while it exists.
     pub fn drain(&self, node: &str, service: &str) -> String {
         format!("{}/drain/{node}/{service}", self.root)

@@ -2,13 +2,14 @@
 //! the one "newest version" rule), publish requests and their outcomes and metadata (`request`),
 //! how content is stored (`content`), the rollout record and which versions a host may see
 //! (`rollout`), signatures (`signing`), the per-host status report (`status`), a destination
-//! edited by hand (`drift`) and how far a rendered app's member set may shrink (`member_guard`).
+//! edited by hand (`drift`), the freeze switch (`freeze`) and how far a rendered app's member set may shrink (`member_guard`).
 //!
 //! May use: the leaves (`clock`, `digest`, `secret`) and itself. Nothing here talks to
 //! ZooKeeper or touches this host's files, so every rule can be tested without either.
 
 pub mod content;
 pub mod drift;
+pub mod freeze;
 pub mod layout;
 pub mod member_guard;
 pub mod request;

@@ -337,6 +337,7 @@ mod tests {
             stream: None,
             drift: None,
             publish_id: None,
+            frozen: None,
         }
     }
 

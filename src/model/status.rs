@@ -77,6 +77,10 @@ pub struct StatusReport {
     /// `version` (absent for a plain client's version, a rendered app, or an older daemon).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_id: Option<String>,
+    /// Why this host applies nothing new now: the freeze in force for the app (see
+    /// [`crate::model::freeze`]), so `status` shows that each host has seen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<String>,
 }
 
 impl StatusReport {

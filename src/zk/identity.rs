@@ -86,6 +86,9 @@ pub enum NodeKind {
     /// The drain flags' parents (`<root>/drain`, `<root>/drain/<node>`): publishers (operators)
     /// set and clear flags; daemons only read them.
     DrainParent,
+    /// The freeze flags' parent (`<root>/freeze`): publishers (operators) set and clear
+    /// flags; daemons only read them.
+    FreezeParent,
     /// A leaf we own: version, metadata, request, outcome, claim, status, election node.
     Owned,
     /// A rollout record: the leader writes it, publishers may promote or abort it.
@@ -158,7 +161,7 @@ impl AclPolicy {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.apps, P::CREATE | P::DELETE | P::READ);
             }
-            NodeKind::DrainParent => {
+            NodeKind::DrainParent | NodeKind::FreezeParent => {
                 grant(&mut acl, &self.agents, P::ALL);
                 grant(&mut acl, &self.publishers, P::CREATE | P::DELETE | P::READ);
             }
@@ -492,6 +495,7 @@ mod tests {
         let drain = p.acl_for(NodeKind::DrainParent);
         assert!(drain.iter().any(|a| a.id() == "ops:z" && a.permission().has(zk::Permission::DELETE) && !a.permission().has(zk::Permission::WRITE)));
         assert!(!drain.iter().any(|a| a.id() == "app:y"), "a host cannot undrain itself");
+        assert_eq!(p.acl_for(NodeKind::FreezeParent), drain, "publishers freeze and unfreeze; a host cannot unfreeze itself");
         assert_eq!(NodeKind::ServiceParent.ancestors(), NodeKind::ServiceParent);
         assert_eq!(NodeKind::StatusParent.ancestors(), NodeKind::AgentParent);
         let p = AclPolicy { enabled: true, agents: vec!["sasl:agent".into(), "x509:CN=a,O=ops".into()], ..Default::default() };

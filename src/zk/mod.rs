@@ -1,7 +1,7 @@
 //! Everything that talks to ZooKeeper: the one session (`session`), our identity and the ACL
 //! each node gets (`identity`, `tls`), ephemeral nodes kept alive (`registration`), the agents'
 //! election (`election`) and the fence every leader write carries (`fence`), publish requests
-//! in flight (`request`), chunked content (`blobs`), rollout records (`rollout`) and a service's
+//! in flight (`request`), chunked content (`blobs`), rollout records (`rollout`), the freeze flags (`freeze`) and a service's
 //! live members (`members`), an app host's versions kept from events (`version_events`), and the
 //! connect string's chroot (`chroot`).
 //!
@@ -12,6 +12,7 @@ pub(crate) mod blobs;
 pub mod chroot;
 pub(crate) mod election;
 pub(crate) mod fence;
+pub mod freeze;
 pub(crate) mod guard;
 pub mod identity;
 pub(crate) mod members;

@@ -1,0 +1,78 @@
+//! `zkcoordctl freeze` / `unfreeze`: the incident switch (see [`crate::model::freeze`]). A
+//! flag node per app (or `@all`), created and deleted from any machine; the daemons watch them.
+
+use super::target::{author, fail, zk_fail, CtlError, Target};
+use crate::exit;
+use crate::model::freeze::{Freeze, ALL};
+use crate::zk::identity::{for_node, NodeKind};
+use zookeeper_client as zk;
+
+/// The flag's name for `app`, or for every app.
+fn flag_name(app: Option<&str>, all: bool) -> Result<String, CtlError> {
+    match (app, all) {
+        (_, true) => Ok(ALL.to_string()),
+        (Some(app), false) => {
+            crate::model::layout::validate_app_name(app).map_err(|m| fail(exit::USAGE, format!("app: {m}")))?;
+            Ok(app.to_string())
+        }
+        (None, false) => Err(fail(exit::USAGE, "name an app, or --all")),
+    }
+}
+
+/// What the flag is called in what this prints.
+fn scope(name: &str) -> String {
+    if name == ALL { "every app".into() } else { name.to_string() }
+}
+
+/// Sets (freeze) or clears (unfreeze) the flag of `app` (or of every app).
+pub async fn freeze(t: &Target, app: Option<&str>, all: bool, on: bool, message: Option<&str>) -> Result<(), CtlError> {
+    let name = flag_name(app, all)?;
+    let flag = t.layout.freeze(&name);
+    let client = t.connect().await?;
+    let refused = |e: zk::Error, what: &str| match crate::zk::identity::explain(&e, &flag, what) {
+        Some(why) => fail(exit::NOPERM, why),
+        None => zk_fail(e),
+    };
+    let said = if on {
+        let reason = message.map(str::trim).filter(|m| !m.is_empty()).ok_or_else(|| fail(exit::USAGE, "say why with -m: publishers who are refused, status and every host's log show it"))?;
+        // The root is the agents'; the freeze parent lets publishers (operators) set flags.
+        crate::zk::session::ensure_path(&client, t.layout.root(), NodeKind::AgentParent).await.map_err(zk_fail)?;
+        let parent_acl = for_node(NodeKind::FreezeParent);
+        match client.create(&t.layout.freezes(), b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl))).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(refused(e, "create the freeze flags' parent")),
+        }
+        if let Some(app) = app.filter(|_| !all) {
+            // A typo freezes nothing anyone runs: say so, and set it anyway (the app may be new).
+            let known = client.check_stat(&t.versions_path(app)).await.map_err(zk_fail)?.is_some()
+                || client.check_stat(&t.layout.status(app)).await.map_err(zk_fail)?.is_some();
+            if !known {
+                eprintln!("zkcoordctl: warning: no application {app:?} is published or reported (no node {}); freezing it anyway, for when it is", t.versions_path(app));
+            }
+        }
+        let f = Freeze { by: author(), reason: reason.chars().take(500).collect(), since: crate::clock::now_secs() };
+        let acl = for_node(NodeKind::Owned);
+        match client.create(&flag, &serde_json::to_vec(&f).expect("freeze"), &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
+            Ok(_) => format!("froze {}: publishes are refused and hosts apply nothing new until `zkcoordctl unfreeze {}` ({flag})", scope(&name), unfreeze_arg(&name)),
+            Err(zk::Error::NodeExists) => {
+                let was = client.get_data(&flag).await.map(|(b, _)| Freeze::parse(&b)).map_err(zk_fail)?;
+                format!("{} was already frozen by {}: {} ({flag})", scope(&name), was.by, was.reason)
+            }
+            Err(e) => return Err(refused(e, "create a freeze flag in")),
+        }
+    } else {
+        match client.delete(&flag, None).await {
+            Ok(()) => format!("unfroze {}: publishes are accepted and hosts follow versions again", scope(&name)),
+            Err(zk::Error::NoNode) => format!("{} was not frozen", scope(&name)),
+            Err(e) => return Err(refused(e, "delete a freeze flag in")),
+        }
+    };
+    crate::zk::session::close(client).await;
+    println!("{said}");
+    Ok(())
+}
+
+/// The argument `unfreeze` takes for flag `name`.
+fn unfreeze_arg(name: &str) -> &str {
+    if name == ALL { "--all" } else { name }
+}
