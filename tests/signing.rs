@@ -103,16 +103,44 @@ async fn an_app_with_trusted_keys_installs_only_versions_signed_by_them() {
     wait_on_disk(&d, b"unsigned;\n", Duration::from_secs(20)).await;
     wait_status(&client, "web-1", "ok", Some(&v6)).await;
 
-    // A rollback without a key keeps the old version's signature, so it installs.
-    let out = tokio::task::spawn_blocking({
+    // Replays. A rollback without a key would carry v1's old signature, which hosts refuse: it
+    // is refused before anything is sent, saying what to do.
+    let rollback = |extra: Vec<String>| {
         let (hosts, v1) = (hosts.clone(), v1.clone());
-        move || ctl(&["--zk", &hosts, "rollback", APP, "--to", &v1])
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--zk", hosts.as_str(), "rollback", APP, "--to", v1.as_str()];
+            args.extend(extra.iter().map(String::as_str));
+            ctl(&args)
+        })
+    };
+    let out = rollback(Vec::new()).await.unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", output_text(&out));
+    assert!(output_text(&out).contains("would refuse it as a replay") && output_text(&out).contains("--sign-key"), "{}", output_text(&out));
+    // Someone who can write ZooKeeper replays v1, bytes and metadata with its valid signature,
+    // as a new version: the host refuses it, for its signature is older than the one it runs.
+    let v7 = create_seq(&client, &format!("/applications/{APP}/conf-"), good).await;
+    let v7 = v7.rsplit('/').next().unwrap().to_string();
+    client
+        .create(&format!("/zkcoord/meta/{APP}/{v7}"), &meta1, &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()))
+        .await
+        .unwrap();
+    let s = wait_status(&client, "web-1", "rejected", Some(&v7)).await;
+    assert!(s["error"].as_str().unwrap().contains("replayed signature"), "{s}");
+    assert_eq!(on_disk(&d).unwrap(), b"unsigned;\n", "the replay was not installed");
+    // Signed afresh, the rollback installs.
+    let out = rollback(vec!["--sign-key".into(), alice.clone()]).await.unwrap();
+    let v8 = published(&out);
+    wait_on_disk(&d, good, Duration::from_secs(20)).await;
+    wait_status(&client, "web-1", "ok", Some(&v8)).await;
+    // A signature valid for a millisecond has expired by the time the agent sees it.
+    let out = tokio::task::spawn_blocking({
+        let (hosts, alice) = (hosts.clone(), alice.clone());
+        move || ctl_stdin(&["--zk", &hosts, "publish", APP, "-", "--sign-key", &alice, "--sign-valid", "1ms"], b"short-lived;\n")
     })
     .await
     .unwrap();
-    let v7 = published(&out);
-    wait_on_disk(&d, good, Duration::from_secs(20)).await;
-    wait_status(&client, "web-1", "ok", Some(&v7)).await;
+    assert_eq!(out.status.code(), Some(65), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("expired at"), "{}", output_text(&out));
     d.term();
 }
 

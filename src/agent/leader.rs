@@ -265,10 +265,14 @@ impl Leader<'_> {
                         Err(e) => return Err(e.into()),
                     };
                     // Signing content that exists unsigned (or signed by another key) is a new
-                    // version: apps that require a signature could not install the old one.
+                    // version: apps that require a signature could not install the old one. So
+                    // is a fresh signature of the same content: hosts refuse a signature older
+                    // than the one they run, so after a replay only a newer one gets them back;
+                    // the very same signature (a retried request) is the same version.
                     let signer = |m: &VersionMeta| m.signature.as_ref().map(|s| s.public_key.clone());
                     let same_signer = match (&h.signature, &newest_meta) {
                         (None, _) => true,
+                        (Some(s), Some(Some(m))) if s.issued_ms.is_some() => m.signature.as_ref() == Some(s),
                         (Some(s), Some(Some(m))) => signer(m).as_ref() == Some(&s.public_key),
                         // No metadata yet: our own earlier attempt; it gets this request's, signature included.
                         (Some(_), None) => true,

@@ -214,6 +214,8 @@ pub enum Fetched {
         ctime_ms: i64,
         /// The publish that made it, from its metadata (none for a plain client's version).
         publish_id: Option<String>,
+        /// When its signature was made, for an app with `trusted_keys` (else None).
+        signed_ms: Option<u64>,
     },
 }
 
@@ -385,7 +387,7 @@ impl Applier {
             return Ok(None);
         }
         let v = VersionId::parse(&a.version).unwrap_or_else(|| VersionId::from_seq(a.seq));
-        Ok(match self.fetch(client, &v, a.stream).await? {
+        Ok(match self.fetch(client, &v, a.stream, a.signed_ms).await? {
             Fetched::Verified { bytes, sha256, .. } if sha256 == a.sha256 => Some(bytes),
             _ => None,
         })
@@ -395,7 +397,9 @@ impl Applier {
     /// verifies size and hash. Metadata of another stream (left by an app node that was deleted
     /// and created again) counts as absent. Reads only: one request on ZooKeeper 3.6+ (see
     /// [`Applier::read_version`]), and the parents' ACLs only when their verdict is not cached.
-    pub async fn fetch(&self, client: &zk::Client, v: &VersionId, stream: i64) -> Result<Fetched, zk::Error> {
+    /// `held_ms`: when the signature of the version this host runs was made (none signed: None);
+    /// an app with `trusted_keys` refuses an older one.
+    pub async fn fetch(&self, client: &zk::Client, v: &VersionId, stream: i64, held_ms: Option<u64>) -> Result<Fetched, zk::Error> {
         let version_path = format!("{}/{}", self.versions, v.name);
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
         let (parent, rollout, version, meta) = self.read_version(client, &version_path, &meta_path).await?;
@@ -484,12 +488,13 @@ impl Applier {
         }
         if self.trusted.required() {
             let m = meta.as_ref().expect("metadata was required above");
-            match self.trusted.verify(m.signature.as_ref(), &self.app.name, &sha, bytes.len()) {
+            match self.trusted.verify(m.signature.as_ref(), &self.app.name, &sha, bytes.len(), held_ms) {
                 Ok(signer) => tracing::debug!(app = %self.app.name, version = %v, "signed by {signer}"),
                 Err(reason) => return Ok(Fetched::Refused(reason.into())),
             }
         }
-        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime, publish_id: meta.and_then(|m| m.publish_id) })
+        let signed_ms = meta.as_ref().filter(|_| self.trusted.required()).and_then(|m| m.signature.as_ref()).map(|s| s.issued());
+        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime, publish_id: meta.and_then(|m| m.publish_id), signed_ms })
     }
 
     /// Reads the versions parent, version, metadata and rollout record: in one multi read
@@ -646,7 +651,8 @@ impl Applier {
     /// Fetches, verifies and installs `v`, updating state and the status report.
     pub async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
         let name = &self.app.name;
-        let (bytes, sha, ctime_ms, publish_id) = match self.fetch(client, v, stream).await? {
+        let held_ms = p.applied().and_then(|a| a.signed_ms);
+        let (bytes, sha, ctime_ms, publish_id, signed_ms) = match self.fetch(client, v, stream, held_ms).await? {
             Fetched::Gone => return Ok(()), // deleted meanwhile; the watch re-lists
             Fetched::Hidden(rollout) => {
                 tracing::debug!(app = %name, version = %v, "the rollout record read with it holds this version back; not applying");
@@ -667,14 +673,14 @@ impl Applier {
                 p.retry = Some(delay);
                 return Ok(());
             }
-            Fetched::Verified { bytes, sha256, ctime_ms, publish_id } => (bytes, sha256, ctime_ms, publish_id),
+            Fetched::Verified { bytes, sha256, ctime_ms, publish_id, signed_ms } => (bytes, sha256, ctime_ms, publish_id, signed_ms),
         };
         // Every line about this apply names its publish (journal field ZKCOORD_PUBLISH_ID).
         p.report.publish_id = publish_id.clone();
         let publish_id = publish_id.as_deref().unwrap_or("-");
         if crate::host::bundle::holds(&self.app, &sha) {
             tracing::info!(app = %name, version = %v, publish_id, "destination already holds this version; recording it without a reload");
-            self.record_success(p, v, stream, &sha);
+            self.record_success(p, v, stream, &sha, signed_ms);
             return Ok(());
         }
         tracing::info!(app = %name, version = %v, publish_id, bytes = bytes.len(), "applying");
@@ -694,7 +700,7 @@ impl Applier {
                 let age_ms = (crate::clock::now_ms() as i64 - ctime_ms).max(0);
                 tracing::info!(app = %name, version = %v, publish_id, dest = %self.app.dest.display(), since_publish_ms = age_ms, "applied");
                 self.metrics.applied_after(name, Duration::from_millis(age_ms as u64));
-                self.record_success(p, v, stream, &sha);
+                self.record_success(p, v, stream, &sha, signed_ms);
             }
             Ok(InstallResult::CheckFailed(why)) => {
                 tracing::error!(app = %name, version = %v, publish_id, "check failed, old file kept: {why}");
@@ -714,8 +720,8 @@ impl Applier {
         Ok(())
     }
 
-    fn record_success(&self, p: &mut Progress, v: &VersionId, stream: i64, sha: &str) {
-        let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs(), stream, members: None };
+    fn record_success(&self, p: &mut Progress, v: &VersionId, stream: i64, sha: &str, signed_ms: Option<u64>) {
+        let applied = Applied { version: v.name.clone(), seq: v.seq, sha256: sha.to_string(), applied_at: now_secs(), stream, members: None, signed_ms };
         p.state_error = self.state.store(&self.app.name, &applied).err().map(|e| e.to_string());
         if let Some(e) = &p.state_error {
             tracing::error!(app = %self.app.name, "cannot remember the applied version: {e}");

@@ -183,7 +183,7 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
         }
         return Ok(format!("{name}: up to date at {}; nothing would happen\n", applied_name(&p, &newest)));
     }
-    let (bytes, sha) = match applier.fetch(client, &newest, stream).await? {
+    let (bytes, sha) = match applier.fetch(client, &newest, stream, p.applied().and_then(|a| a.signed_ms)).await? {
         Fetched::Gone => return Ok(format!("{name}: {newest} was deleted while being read; nothing would happen\n")),
         Fetched::Hidden(_) => return Ok(format!("{name}: a rollout holds {newest} back from this host; nothing would happen\n")),
         Fetched::Refused(reason) | Fetched::Pending(reason) => return Ok(format!("{name}: would refuse {newest}: {reason}\n")),

@@ -353,7 +353,7 @@ impl RenderFollower {
             return;
         }
         st.applied = Some(count);
-        let applied = Applied { version: format!("members:{count}"), seq: 0, sha256: sha.to_string(), applied_at: now_secs(), stream: 0, members: Some(count) };
+        let applied = Applied { version: format!("members:{count}"), seq: 0, sha256: sha.to_string(), applied_at: now_secs(), stream: 0, members: Some(count), signed_ms: None };
         if let Err(e) = self.state.store(&self.app.name, &applied) {
             tracing::warn!(app = %self.app.name, "cannot remember the applied member count ({count}); a restart guards against an older one: {e}");
         }

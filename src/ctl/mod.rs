@@ -232,6 +232,10 @@ pub struct PublishOptions {
     /// `trusted_keys` install only versions signed by a key they trust.
     #[arg(long, value_name = "PATH", env = "ZKCOORD_SIGN_KEY")]
     pub sign_key: Option<PathBuf>,
+    /// With --sign-key: hosts refuse the signature after this long (e.g. 7d; default: never).
+    /// A host that first sees the version later stays on what it runs.
+    #[arg(long, value_name = "DURATION", requires = "sign_key", value_parser = humantime::parse_duration)]
+    pub sign_valid: Option<Duration>,
     /// Stage the rollout: first only these hosts (web-1,web-2) or N% of the live hosts (10%);
     /// the leading agent promotes it to all once every canary applied it and --soak passed, and
     /// stops it if a canary fails.

@@ -70,13 +70,13 @@ pub async fn publish(
     opts: PublishOptions,
     carried: Option<signing::VersionSignature>,
 ) -> Result<(), CtlError> {
-    let PublishOptions { message, timeout, wait, sign_key, canary, soak, json } = opts;
+    let PublishOptions { message, timeout, wait, sign_key, sign_valid, canary, soak, json } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
     let (mut header, body) = crate::zk::blobs::prepare(app, &author(), message, &data, content, t.max_config_size())
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
     if let Some(path) = &sign_key {
         let key = signing::load_signing_key(path).map_err(|e| fail(exit::NOPERM, format!("not published: {e}")))?;
-        header.signature = Some(signing::sign(&key, app, &header.sha256, header.size));
+        header.signature = Some(signing::sign(&key, app, &header.sha256, header.size, sign_valid));
     } else {
         header.signature = carried.filter(|s| signing::check(s, app, &header.sha256, header.size).is_ok());
     }
@@ -213,11 +213,37 @@ pub async fn rollback(t: &Target, app: &str, to: &str, opts: PublishOptions) -> 
     let bytes = t.bytes_of(&client, app, &v).await?;
     // A bundle stays a bundle, and signed bytes stay signed: take kind, compression and the
     // signature from the old version's metadata.
-    let old_meta = match client.get_data(&format!("{}/{}", t.layout.meta(app), v.name)).await {
-        Ok((m, _)) => serde_json::from_slice::<request::VersionMeta>(&m).ok(),
-        Err(_) => None,
+    let meta_of = |name: String| {
+        let client = &client;
+        let path = format!("{}/{name}", t.layout.meta(app));
+        async move {
+            match client.get_data(&path).await {
+                Ok((m, _)) => serde_json::from_slice::<request::VersionMeta>(&m).ok(),
+                Err(_) => None,
+            }
+        }
     };
-    let carried = old_meta.as_ref().and_then(|m| m.signature.clone());
+    let old_meta = meta_of(v.name.clone()).await;
+    let carried = old_meta.as_ref().and_then(|m| m.signature.clone()).filter(|_| opts.sign_key.is_none());
+    if let Some(old) = &carried {
+        // Hosts with trusted_keys refuse a signature made before the one they run (a replay):
+        // carrying it would publish a version no such host installs.
+        let newest = t.resolve_version(&client, app, None).await?;
+        let newest_sig = meta_of(newest.name.clone()).await.and_then(|m| m.signature);
+        if let Some(n) = newest_sig.filter(|n| n.issued() > old.issued()) {
+            let at = |ms: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+            return Err(fail(
+                exit::USAGE,
+                format!(
+                    "not published: {}'s signature (made {}) is older than {}'s ({}), so hosts with trusted_keys would refuse it as a replay; add --sign-key KEY to sign the rollback afresh",
+                    v.name,
+                    at(old.issued()),
+                    newest.name,
+                    at(n.issued())
+                ),
+            ));
+        }
+    }
     let content = old_meta.map(|m| ContentInfo { storage: None, chunks: None, ..m.content }).unwrap_or_default();
     drop(client);
     let note = match &opts.message {

@@ -26,6 +26,10 @@ pub struct Applied {
     /// ([`crate::model::member_guard`]), not from the few members it sees first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<usize>,
+    /// When the applied version's signature was made (apps with `trusted_keys`): no version
+    /// whose signature is older is installed after it (a replay, see [`crate::model::signing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_ms: Option<u64>,
 }
 
 /// The state directory.
@@ -85,10 +89,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = StateStore::new(&d.path().join("state"));
         assert_eq!(s.load("a"), None);
-        let a = Applied { version: "conf-0000000003".into(), seq: 3, sha256: "ab".into(), applied_at: 1, stream: 7, members: None };
+        let a = Applied { version: "conf-0000000003".into(), seq: 3, sha256: "ab".into(), applied_at: 1, stream: 7, members: None, signed_ms: Some(5) };
         s.store("a", &a).unwrap();
         assert_eq!(s.load("a"), Some(a));
-        let r = Applied { version: "members:40".into(), seq: 0, sha256: "cd".into(), applied_at: 2, stream: 0, members: Some(40) };
+        let r = Applied { version: "members:40".into(), seq: 0, sha256: "cd".into(), applied_at: 2, stream: 0, members: Some(40), signed_ms: None };
         s.store("r", &r).unwrap();
         assert_eq!(s.load("r"), Some(r));
         std::fs::write(d.path().join("state/b.json"), b"{not json").unwrap();

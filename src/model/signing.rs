@@ -5,7 +5,10 @@
 //!
 //! Keys are the PEM files OpenSSL writes (`openssl genpkey -algorithm ed25519`, and
 //! `openssl pkey -pubout`), or `zkcoordctl key generate`. The signature covers a domain tag, the
-//! app, the sha256 and the size, so a signature for one app is no good for another.
+//! app, the sha256, the size, when it was made and (optionally) when it expires, so a signature
+//! for one app is no good for another, and hosts can refuse a replayed one: a signature made
+//! before the one of the version a host runs, or past its expiry (see SECURITY.md for the
+//! trade-offs). Signatures made before issue 18 carry no time (v1) and count as made at 0.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -16,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 /// Tags what is signed, so a zkcoord signature can never be replayed as anything else.
 const DOMAIN: &str = "zkcoord-version-v1";
+/// The tag of signatures that carry their time (and expiry).
+const DOMAIN_V2: &str = "zkcoord-version-v2";
 
 /// A publisher's signature over a version, carried in the request and kept in the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,11 +29,33 @@ pub struct VersionSignature {
     pub public_key: String,
     /// The ed25519 signature (64 bytes, base64).
     pub signature: String,
+    /// When it was made (ms since the epoch, the signer's clock); covered by the signature.
+    /// Absent in signatures made before replay protection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_ms: Option<u64>,
+    /// When it stops counting (ms since the epoch); covered by the signature. None: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+impl VersionSignature {
+    /// When it was made, for comparisons: a signature without a time counts as the oldest.
+    pub fn issued(&self) -> u64 {
+        self.issued_ms.unwrap_or(0)
+    }
 }
 
 /// The bytes a signature covers.
-fn signed_message(app: &str, sha256_hex: &str, size: usize) -> Vec<u8> {
-    format!("{DOMAIN}\n{app}\n{sha256_hex}\n{size}").into_bytes()
+fn signed_message(app: &str, sha256_hex: &str, size: usize, issued_ms: Option<u64>, expires_ms: Option<u64>) -> Vec<u8> {
+    match issued_ms {
+        None => format!("{DOMAIN}\n{app}\n{sha256_hex}\n{size}").into_bytes(),
+        Some(issued) => format!("{DOMAIN_V2}\n{app}\n{sha256_hex}\n{size}\n{issued}\n{}", expires_ms.unwrap_or(0)).into_bytes(),
+    }
+}
+
+/// A time in messages.
+fn when(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// Why a key cannot be used or a signature does not count; each says which file or key, and
@@ -92,10 +119,17 @@ fn parse_verifying_key(text: &str) -> Result<VerifyingKey, SignatureError> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| bad(format!("not a valid ed25519 public key ({e})")))
 }
 
-/// Signs version content for `app`.
-pub fn sign(key: &SigningKey, app: &str, sha256_hex: &str, size: usize) -> VersionSignature {
-    let sig = key.sign(&signed_message(app, sha256_hex, size));
-    VersionSignature { public_key: B64.encode(key.verifying_key().as_bytes()), signature: B64.encode(sig.to_bytes()) }
+/// Signs version content for `app` now, valid for `valid_for` (None: without expiry).
+pub fn sign(key: &SigningKey, app: &str, sha256_hex: &str, size: usize, valid_for: Option<std::time::Duration>) -> VersionSignature {
+    let issued = crate::clock::now_ms();
+    let expires = valid_for.map(|d| issued + d.as_millis() as u64);
+    let sig = key.sign(&signed_message(app, sha256_hex, size, Some(issued), expires));
+    VersionSignature {
+        public_key: B64.encode(key.verifying_key().as_bytes()),
+        signature: B64.encode(sig.to_bytes()),
+        issued_ms: Some(issued),
+        expires_ms: expires,
+    }
 }
 
 /// Checks that `sig` is a well-formed, valid signature by the key it names. The agent runs this
@@ -105,8 +139,11 @@ pub fn check(sig: &VersionSignature, app: &str, sha256_hex: &str, size: usize) -
     let key = parse_verifying_key(&sig.public_key).map_err(|e| bad(format!("signature names a bad public key: {e}")))?;
     let raw = B64.decode(&sig.signature).map_err(|_| bad("signature is not base64".to_string()))?;
     let bytes: [u8; 64] = raw.try_into().map_err(|_| bad("signature is not 64 bytes".to_string()))?;
-    key.verify(&signed_message(app, sha256_hex, size), &Signature::from_bytes(&bytes))
+    key.verify(&signed_message(app, sha256_hex, size, sig.issued_ms, sig.expires_ms), &Signature::from_bytes(&bytes))
         .map_err(|_| bad(format!("signature by key {} does not match the content", key_id(&key))))?;
+    if let Some(expires) = sig.expires_ms.filter(|e| crate::clock::now_ms() > *e) {
+        return Err(bad(format!("signature by key {} expired at {} (made {}); sign it again", key_id(&key), when(expires), when(sig.issued()))));
+    }
     Ok(key)
 }
 
@@ -137,8 +174,10 @@ impl TrustedKeys {
         !self.keys.is_empty() || self.unusable.is_some()
     }
 
-    /// Accepts content only with a valid signature by a trusted key; says who signed.
-    pub fn verify(&self, sig: Option<&VersionSignature>, app: &str, sha256_hex: &str, size: usize) -> Result<String, SignatureError> {
+    /// Accepts content only with a valid, unexpired signature by a trusted key made no earlier
+    /// than `held_ms`, the signature time of the version this host runs (None: it runs none
+    /// that was signed); says who signed.
+    pub fn verify(&self, sig: Option<&VersionSignature>, app: &str, sha256_hex: &str, size: usize, held_ms: Option<u64>) -> Result<String, SignatureError> {
         let refuse = SignatureError::NotTrusted;
         if let Some(e) = &self.unusable {
             return Err(refuse(format!("trusted_keys cannot be read ({e}); not installing")));
@@ -147,6 +186,13 @@ impl TrustedKeys {
             return Err(refuse("version is not signed and this app requires a signature by a trusted key; not installing".into()));
         };
         let key = check(sig, app, sha256_hex, size).map_err(|e| refuse(format!("{e}; not installing")))?;
+        if let Some(held) = held_ms.filter(|h| sig.issued() < *h) {
+            let made = if sig.issued_ms.is_some() { format!("made {}", when(sig.issued())) } else { "made without a time (before replay protection)".into() };
+            return Err(refuse(format!(
+                "replayed signature: {made}, before the signature of the version this host runs ({}); not installing (a rollback needs a fresh signature: zkcoordctl rollback --sign-key)",
+                when(held)
+            )));
+        }
         match self.keys.iter().find(|(k, _)| *k == key) {
             Some((_, path)) => Ok(format!("key {} ({})", key_id(&key), path.display())),
             None => Err(refuse(format!("version is signed by key {}, which is not in trusted_keys; not installing", key_id(&key)))),
@@ -172,16 +218,45 @@ mod tests {
     fn a_signature_binds_app_hash_and_size() {
         let (private, public) = generate();
         let key = SigningKey::from_pkcs8_pem(&private).unwrap();
-        let sig = sign(&key, "web", "ab", 3);
+        let sig = sign(&key, "web", "ab", 3, None);
         let trusted = TrustedKeys { keys: vec![(parse_verifying_key(&public).unwrap(), "k.pub".into())], unusable: None };
-        assert!(trusted.verify(Some(&sig), "web", "ab", 3).unwrap().contains("k.pub"));
-        assert!(trusted.verify(Some(&sig), "other", "ab", 3).unwrap_err().to_string().contains("does not match"));
-        assert!(trusted.verify(Some(&sig), "web", "ac", 3).is_err());
-        assert!(trusted.verify(Some(&sig), "web", "ab", 4).is_err());
-        assert!(trusted.verify(None, "web", "ab", 3).unwrap_err().to_string().contains("not signed"));
+        assert!(trusted.verify(Some(&sig), "web", "ab", 3, None).unwrap().contains("k.pub"));
+        assert!(trusted.verify(Some(&sig), "other", "ab", 3, None).unwrap_err().to_string().contains("does not match"));
+        assert!(trusted.verify(Some(&sig), "web", "ac", 3, None).is_err());
+        assert!(trusted.verify(Some(&sig), "web", "ab", 4, None).is_err());
+        assert!(trusted.verify(None, "web", "ab", 3, None).unwrap_err().to_string().contains("not signed"));
         let stranger = SigningKey::from_pkcs8_pem(&generate().0).unwrap();
-        let e = trusted.verify(Some(&sign(&stranger, "web", "ab", 3)), "web", "ab", 3).unwrap_err().to_string();
+        let e = trusted.verify(Some(&sign(&stranger, "web", "ab", 3, None)), "web", "ab", 3, None).unwrap_err().to_string();
         assert!(e.contains("not in trusted_keys"), "{e}");
+    }
+
+    #[test]
+    fn a_signature_older_than_the_held_one_or_expired_is_refused_and_its_time_cannot_be_changed() {
+        let (private, public) = generate();
+        let key = SigningKey::from_pkcs8_pem(&private).unwrap();
+        let trusted = TrustedKeys { keys: vec![(parse_verifying_key(&public).unwrap(), "k.pub".into())], unusable: None };
+        let sig = sign(&key, "web", "ab", 3, None);
+        let at = sig.issued();
+        // The same signature again (a reinstall) and a later one pass; an earlier one is a replay.
+        assert!(trusted.verify(Some(&sig), "web", "ab", 3, Some(at)).is_ok());
+        assert!(trusted.verify(Some(&sig), "web", "ab", 3, Some(at - 1)).is_ok());
+        let e = trusted.verify(Some(&sig), "web", "ab", 3, Some(at + 1)).unwrap_err().to_string();
+        assert!(e.contains("replayed signature") && e.contains("rollback --sign-key"), "{e}");
+        // Moving the time forward breaks the signature.
+        let forged = VersionSignature { issued_ms: Some(at + 60_000), ..sig.clone() };
+        assert!(trusted.verify(Some(&forged), "web", "ab", 3, Some(at + 1)).unwrap_err().to_string().contains("does not match"));
+        let lifted = VersionSignature { expires_ms: None, ..sign(&key, "web", "ab", 3, Some(std::time::Duration::from_secs(60))) };
+        assert!(trusted.verify(Some(&lifted), "web", "ab", 3, None).unwrap_err().to_string().contains("does not match"));
+        // Expired.
+        let mut old = sign(&key, "web", "ab", 3, Some(std::time::Duration::from_millis(1)));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(trusted.verify(Some(&old), "web", "ab", 3, None).unwrap_err().to_string().contains("expired at"));
+        old.expires_ms = Some(u64::MAX);
+        assert!(trusted.verify(Some(&old), "web", "ab", 3, None).is_err());
+        // A signature made before replay protection counts as the oldest.
+        let v1 = VersionSignature { issued_ms: None, expires_ms: None, signature: B64.encode(key.sign(&signed_message("web", "ab", 3, None, None)).to_bytes()), ..sig };
+        assert!(trusted.verify(Some(&v1), "web", "ab", 3, None).is_ok());
+        assert!(trusted.verify(Some(&v1), "web", "ab", 3, Some(at)).unwrap_err().to_string().contains("without a time"));
     }
 
     #[test]
