@@ -229,3 +229,39 @@ async fn a_publish_before_any_agent_made_the_parents_waits_for_them_and_lands() 
     assert!(String::from_utf8_lossy(&out.stdout).contains("published conf-"), "{}", output_text(&out));
     wait_on_disk(&web1, b"early\n", Duration::from_secs(20)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_publishers_freeze_and_unfreeze_and_a_host_cannot_lift_a_freeze() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let _agent = secured(agent_spec(&hosts), "agent:apw", |_| {});
+    let web1 = secured(Spec::app("web-1", &hosts), "web-1:w1pw", |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let ops = ctl_config(dir.path(), &hosts, "ops:opw", "");
+    let out = ctl_stdin(&["--config", &ops, "publish", APP, "-"], b"v1\n");
+    assert!(out.status.success(), "{}", output_text(&out));
+    wait_on_disk(&web1, b"v1\n", Duration::from_secs(20)).await;
+
+    let out = ctl(&["--config", &ops, "freeze", APP, "-m", "incident 4711"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let flag = format!("/zkcoord/freeze/{APP}");
+    // A host's identity, or none at all, can neither lift the freeze nor set one.
+    for who in [Some("web-1:w1pw"), None] {
+        let c = client_as(&hosts, who).await;
+        let e = c.delete(&flag, None).await.unwrap_err();
+        assert!(format!("{e:?}").contains("NoAuth"), "{who:?} deleted the flag: {e:?}");
+        let e = c.create("/zkcoord/freeze/@all", b"x", &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await.unwrap_err();
+        assert!(format!("{e:?}").contains("NoAuth"), "{who:?} set a freeze: {e:?}");
+    }
+    // The web-1 identity through zkcoordctl gets the reason, not a stack of errors.
+    let web = ctl_config(dir.path(), &hosts, "web-1:w1pw", "");
+    let out = ctl(&["--config", &web, "unfreeze", APP]);
+    assert_eq!(out.status.code(), Some(77), "{}", output_text(&out));
+    let out = ctl_stdin(&["--config", &ops, "publish", APP, "-"], b"v2\n");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("incident 4711"), "{}", output_text(&out));
+    let out = ctl(&["--config", &ops, "unfreeze", APP]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = ctl_stdin(&["--config", &ops, "publish", APP, "-"], b"v2\n");
+    assert!(out.status.success(), "{}", output_text(&out));
+    wait_on_disk(&web1, b"v2\n", Duration::from_secs(20)).await;
+}

@@ -35,13 +35,6 @@ pub async fn freeze(t: &Target, app: Option<&str>, all: bool, on: bool, message:
     };
     let said = if on {
         let reason = message.map(str::trim).filter(|m| !m.is_empty()).ok_or_else(|| fail(exit::USAGE, "say why with -m: publishers who are refused, status and every host's log show it"))?;
-        // The root is the agents'; the freeze parent lets publishers (operators) set flags.
-        crate::zk::session::ensure_path(&client, t.layout.root(), NodeKind::AgentParent).await.map_err(zk_fail)?;
-        let parent_acl = for_node(NodeKind::FreezeParent);
-        match client.create(&t.layout.freezes(), b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl))).await {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(refused(e, "create the freeze flags' parent")),
-        }
         if let Some(app) = app.filter(|_| !all) {
             // A typo freezes nothing anyone runs: say so, and set it anyway (the app may be new).
             let known = client.check_stat(&t.versions_path(app)).await.map_err(zk_fail)?.is_some()
@@ -52,7 +45,22 @@ pub async fn freeze(t: &Target, app: Option<&str>, all: bool, on: bool, message:
         }
         let f = Freeze { by: author(), reason: reason.chars().take(500).collect(), since: crate::clock::now_secs() };
         let acl = for_node(NodeKind::Owned);
-        match client.create(&flag, &serde_json::to_vec(&f).expect("freeze"), &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
+        let data = serde_json::to_vec(&f).expect("freeze");
+        let leaf = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl));
+        let mut created = client.create(&flag, &data, &leaf).await.map(|_| ());
+        if matches!(created, Err(zk::Error::NoNode)) {
+            // No agent made the parent yet (each leader does): make it here. Only then: under
+            // ACLs the root is the agents', and ZooKeeper checks CREATE on a parent before it
+            // says the child exists.
+            crate::zk::session::ensure_path(&client, t.layout.root(), NodeKind::AgentParent).await.map_err(zk_fail)?;
+            let parent_acl = for_node(NodeKind::FreezeParent);
+            match client.create(&t.layout.freezes(), b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl))).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(refused(e, "create the freeze flags' parent")),
+            }
+            created = client.create(&flag, &data, &leaf).await.map(|_| ());
+        }
+        match created {
             Ok(_) => format!("froze {}: publishes are refused and hosts apply nothing new until `zkcoordctl unfreeze {}` ({flag})", scope(&name), unfreeze_arg(&name)),
             Err(zk::Error::NodeExists) => {
                 let was = client.get_data(&flag).await.map(|(b, _)| Freeze::parse(&b)).map_err(zk_fail)?;

@@ -409,7 +409,6 @@ pub async fn acl_init(t: &Target) -> Result<(), CtlError> {
         plan.push((format!("{drain_root}/{node}"), NodeKind::DrainParent));
     }
     plan.push((drain_root, NodeKind::DrainParent));
-    plan.push((l.freezes(), NodeKind::FreezeParent));
     // The parents this config knows of are created when missing; everything else is checked
     // where it exists. Each is repaired by the one comparison leaders use (acl::verdict).
     let mut items = crate::zk::guard::known(config);

@@ -45,6 +45,8 @@ pub fn known(config: &Config) -> Vec<Guarded> {
         g(l.blobs(), NodeKind::Blobs),
         g(l.rollouts(), NodeKind::AgentParent),
         g(l.reloads(), NodeKind::LeaseParent),
+        // Operators set freeze flags here; with ACLs they cannot create it under the root.
+        g(l.freezes(), NodeKind::FreezeParent),
     ];
     let mut apps: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
     apps.extend(config.agent.trigger_app.clone());
