@@ -264,4 +264,9 @@ async fn only_publishers_freeze_and_unfreeze_and_a_host_cannot_lift_a_freeze() {
     let out = ctl_stdin(&["--config", &ops, "publish", APP, "-"], b"v2\n");
     assert!(out.status.success(), "{}", output_text(&out));
     wait_on_disk(&web1, b"v2\n", Duration::from_secs(20)).await;
+    // Drain flags are the same kind of switch: an operator sets and clears one under ACLs.
+    let out = ctl(&["--config", &ops, "drain", "web", "--node", "web-1"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = ctl(&["--config", &ops, "undrain", "web", "--node", "web-1"]);
+    assert!(out.status.success(), "{}", output_text(&out));
 }

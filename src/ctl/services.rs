@@ -142,6 +142,14 @@ fn node_of(t: &Target, node: Option<&str>) -> String {
         .unwrap_or_else(|| hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into()))
 }
 
+/// A failed write of a drain flag or its parents, with who may do it when that is the reason.
+fn drain_refused(e: zk::Error, path: &str) -> CtlError {
+    match crate::zk::identity::explain(&e, path, "set a drain flag in") {
+        Some(why) => fail(exit::NOPERM, why),
+        None => zk_fail(e),
+    }
+}
+
 /// Sets (drain) or clears (undrain) the flag that keeps `node`'s member of `service` out of
 /// rotation. The daemon watches the flag, so this works from any machine.
 pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> Result<(), CtlError> {
@@ -153,24 +161,34 @@ pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> R
     let flag = t.layout.drain(&node, service);
     let client = t.connect().await?;
     let said = if on {
-        // The root is the agents'; the drain parents let publishers (operators) set flags.
-        crate::zk::session::ensure_path(&client, t.layout.root(), crate::zk::identity::NodeKind::AgentParent).await.map_err(zk_fail)?;
         let node_dir = flag.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
         let drain_root = node_dir.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
-        let parent_acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::DrainParent);
-        for dir in [drain_root, node_dir] {
-            match client.create(dir, b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl))).await {
-                Ok(_) | Err(zk::Error::NodeExists) => {}
-                Err(e) => return Err(zk_fail(e)),
-            }
-        }
         let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
         let data = serde_json::json!({ "by": who, "time": crate::clock::now_secs() }).to_string();
         let acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::Owned);
-        match client.create(&flag, data.as_bytes(), &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await {
+        let leaf = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl));
+        let parent_acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::DrainParent);
+        let dir_mode = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl));
+        // The flag first, its parents only when missing: under ACLs the root is the agents'
+        // (each leader makes the drain root), and ZooKeeper checks CREATE on a parent before
+        // it says the child exists.
+        let mut created = client.create(&flag, data.as_bytes(), &leaf).await.map(|_| ());
+        if matches!(created, Err(zk::Error::NoNode)) {
+            if let Err(zk::Error::NoNode) = client.create(node_dir, b"", &dir_mode).await {
+                crate::zk::session::ensure_path(&client, t.layout.root(), crate::zk::identity::NodeKind::AgentParent).await.map_err(zk_fail)?;
+                for dir in [drain_root, node_dir] {
+                    match client.create(dir, b"", &dir_mode).await {
+                        Ok(_) | Err(zk::Error::NodeExists) => {}
+                        Err(e) => return Err(drain_refused(e, dir)),
+                    }
+                }
+            }
+            created = client.create(&flag, data.as_bytes(), &leaf).await.map(|_| ());
+        }
+        match created {
             Ok(_) => format!("drained {service} on {node}: its member leaves the service within a second ({flag})"),
             Err(zk::Error::NodeExists) => format!("{service} on {node} was already drained ({flag})"),
-            Err(e) => return Err(zk_fail(e)),
+            Err(e) => return Err(drain_refused(e, &flag)),
         }
     } else {
         match client.delete(&flag, None).await {

@@ -47,6 +47,8 @@ pub fn known(config: &Config) -> Vec<Guarded> {
         g(l.reloads(), NodeKind::LeaseParent),
         // Operators set freeze flags here; with ACLs they cannot create it under the root.
         g(l.freezes(), NodeKind::FreezeParent),
+        // And drain flags here (`<root>/drain/<node>` directories they make themselves).
+        g(format!("{}/drain", l.root()), NodeKind::DrainParent),
     ];
     let mut apps: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
     apps.extend(config.agent.trigger_app.clone());
