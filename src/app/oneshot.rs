@@ -211,7 +211,7 @@ async fn describe(applier: &Applier, client: &zk::Client) -> Result<String, zk::
         if current.is_none() { "; the file does not exist yet" } else { "" }
     );
     out.push_str(&unified_diff(app, &newest, current.as_deref().unwrap_or_default(), &bytes));
-    let ctx = crate::host::hooks::HookContext::new(&app, newest.to_string(), p.applied().map(|a| a.version.clone()), sha.clone());
+    let ctx = crate::host::hooks::HookContext::new(app, newest.to_string(), p.applied().map(|a| a.version.clone()), sha.clone());
     out.push_str(&commands(app, Some(&ctx)));
     Ok(out)
 }

@@ -159,8 +159,8 @@ pub fn pack(dir: &Path, max: u64) -> Result<Packed, BundleError> {
     let tar_bytes = raw.len() as u64;
     crate::model::content::check_max(tar_bytes, max).map_err(|_| too_big(tar_bytes, max))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&raw).and_then(|_| gz.try_finish()).map_err(|e| BundleError::io(format!("compress"), e))?;
-    let gz = gz.finish().map_err(|e| BundleError::io(format!("compress"), e))?;
+    gz.write_all(&raw).and_then(|_| gz.try_finish()).map_err(|e| BundleError::io("compress".to_string(), e))?;
+    let gz = gz.finish().map_err(|e| BundleError::io("compress".to_string(), e))?;
     let (bytes, compression) = if gz.len() < raw.len() { (gz, GZIP) } else { (raw, NONE) };
     let content = ContentInfo { kind: Some(KIND_BUNDLE.into()), compression: Some(compression.into()), ..Default::default() };
     Ok(Packed { bytes, content, files, tar_bytes })

@@ -123,7 +123,7 @@ pub fn reason(error: &str) -> &str {
             return line;
         }
     }
-    lines().last().unwrap_or_default()
+    lines().next_back().unwrap_or_default()
 }
 
 /// `line` without the spans zkcoord quotes in backticks.
