@@ -14,7 +14,6 @@ use crate::zk::session::{self, SessionHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use zookeeper_client as zk;
 
 /// Why a service is or is not registered right now, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,35 +165,22 @@ async fn watch_health(svc: ServiceConfig, tx: watch::Sender<bool>, stop: Cancell
 /// Watches the drain flag (an exists watch, which also fires when the flag is created), and
 /// publishes whether it is there. While ZooKeeper is unreachable the last answer stands: the
 /// member cannot be registered then anyway.
-async fn watch_drain(flag: String, mut session: SessionHandle, tx: watch::Sender<Option<bool>>, stop: CancellationToken) {
-    loop {
-        let Some((generation, client)) = session.connected_until(&stop).await else {
-            return;
-        };
-        let err = loop {
-            let (stat, watcher) = match client.check_and_watch_stat(&flag).await {
-                Ok(r) => r,
-                Err(e) => break e,
-            };
+async fn watch_drain(flag: String, session: SessionHandle, tx: watch::Sender<Option<bool>>, stop: CancellationToken) {
+    let what = format!("watching the drain flag {flag}");
+    session::keep_watching(session, stop, &what, |client| {
+        let (flag, tx) = (flag.clone(), tx.clone());
+        async move {
+            let (stat, watcher) = client.check_and_watch_stat(&flag).await?;
             let drained = Some(stat.is_some());
             let was = *tx.borrow();
             // Logged on every change, and at the first read only when the flag is there.
             if tx.send_if_modified(|d| std::mem::replace(d, drained) != drained) && (was.is_some() || drained == Some(true)) {
                 tracing::info!(flag = %flag, "drain flag {}", if drained == Some(true) { "set" } else { "cleared" });
             }
-            let ev = tokio::select! {
-                _ = stop.cancelled() => return,
-                ev = watcher.changed() => ev,
-            };
-            if ev.event_type == zk::EventType::Session {
-                break session::state_error(ev.session_state);
-            }
-        };
-        drop(client);
-        if !session.recover(generation, &err, &format!("watching the drain flag {flag}"), &stop).await {
-            return;
+            Ok(watcher)
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

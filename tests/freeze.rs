@@ -25,11 +25,6 @@ async fn hosts_frozen(hosts: &str, frozen: bool, n: usize) -> bool {
     list.len() == n && list.iter().all(|h| h.get("frozen").is_some() == frozen)
 }
 
-async fn ctl_stdin_async(args: &[&str], input: &'static [u8]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || ctl_stdin(&args.iter().map(String::as_str).collect::<Vec<_>>(), input)).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_freeze_refuses_publishes_holds_every_host_still_and_unfreeze_lets_them_catch_up() {
     let zk = ZkEnsemble::single();

@@ -34,11 +34,6 @@ fn lines_naming(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn ctl_stdin_async(args: &[&str], input: &'static [u8]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || ctl_stdin(&args.iter().map(String::as_str).collect::<Vec<_>>(), input)).await.unwrap()
-}
-
 fn is_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -59,16 +59,11 @@ async fn read_and_watch(client: &zk::Client, layout: &Layout) -> Result<(Freezes
 
 /// Keeps `tx` holding the flags in force until `stop`. While ZooKeeper is unreachable the last
 /// board stands: nothing can be published or fetched then anyway.
-pub async fn keep(layout: Layout, mut session: SessionHandle, tx: watch::Sender<Option<Freezes>>, stop: CancellationToken) {
-    loop {
-        let Some((generation, client)) = session.connected_until(&stop).await else {
-            return;
-        };
-        let err = loop {
-            let (board, watcher) = match read_and_watch(&client, &layout).await {
-                Ok(r) => r,
-                Err(e) => break e,
-            };
+pub async fn keep(layout: Layout, session: SessionHandle, tx: watch::Sender<Option<Freezes>>, stop: CancellationToken) {
+    session::keep_watching(session, stop, "watching the freeze flags", |client| {
+        let (layout, tx) = (layout.clone(), tx.clone());
+        async move {
+            let (board, watcher) = read_and_watch(&client, &layout).await?;
             let was = tx.borrow().clone().unwrap_or_default();
             for (name, f) in &board.0 {
                 if was.0.get(name) != Some(f) {
@@ -79,17 +74,8 @@ pub async fn keep(layout: Layout, mut session: SessionHandle, tx: watch::Sender<
                 tracing::info!(flag = %name, "freeze on {name} lifted");
             }
             tx.send_if_modified(|b| b.replace(board.clone()).as_ref() != Some(&board));
-            let ev = tokio::select! {
-                _ = stop.cancelled() => return,
-                ev = watcher.changed() => ev,
-            };
-            if ev.event_type == zk::EventType::Session {
-                break session::state_error(ev.session_state);
-            }
-        };
-        drop(client);
-        if !session.recover(generation, &err, "watching the freeze flags", &stop).await {
-            return;
+            Ok(watcher)
         }
-    }
+    })
+    .await
 }

@@ -430,6 +430,39 @@ pub fn classify(e: &zk::Error) -> ErrorKind {
     }
 }
 
+/// Follows one thing under one-shot watches for as long as `stop` allows: `look` reads it on
+/// the current session and returns the watch that fires when it changes; it runs again when the
+/// watch fires, and after the session is recovered (an error, or a session event on the watch).
+/// The one loop of every component that only follows a node (drain flags, freeze flags).
+pub async fn keep_watching<F, Fut>(mut session: SessionHandle, stop: CancellationToken, what: &str, mut look: F)
+where
+    F: FnMut(zk::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<zk::OneshotWatcher, zk::Error>>,
+{
+    loop {
+        let Some((generation, client)) = session.connected_until(&stop).await else {
+            return;
+        };
+        let err = loop {
+            let watcher = match look(client.clone()).await {
+                Ok(w) => w,
+                Err(e) => break e,
+            };
+            let ev = tokio::select! {
+                _ = stop.cancelled() => return,
+                ev = watcher.changed() => ev,
+            };
+            if ev.event_type == zk::EventType::Session {
+                break state_error(ev.session_state);
+            }
+        };
+        drop(client);
+        if !session.recover(generation, &err, what, &stop).await {
+            return;
+        }
+    }
+}
+
 /// The error a watch's session event stands for (the crate keeps its own mapping private).
 pub fn state_error(state: zk::SessionState) -> zk::Error {
     match state {

@@ -39,6 +39,18 @@ pub async fn ctl_async(args: &[&str]) -> Output {
     .expect("ctl task")
 }
 
+/// `ctl_stdin` off the async runtime's worker thread.
+pub async fn ctl_stdin_async(args: &[&str], input: &[u8]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let input = input.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        ctl_stdin(&refs, &input)
+    })
+    .await
+    .expect("ctl task")
+}
+
 /// Runs `cmd` with `input` on stdin, capturing stdout/stderr; SIGKILLs it and panics (showing
 /// what it printed) after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, input: &[u8], timeout: Duration) -> Output {
