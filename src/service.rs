@@ -179,7 +179,7 @@ async fn watch_drain(flag: String, session: SessionHandle, tx: watch::Sender<Opt
             }
             Ok(watcher)
         }
-    })
+    }, || {})
     .await
 }
 

@@ -156,6 +156,9 @@ impl Batch {
     /// Decides a plain, valid inline request in memory against the newest version.
     async fn decide(&mut self, leader: &Leader<'_>, name: &str, h: RequestHeader, data: Vec<u8>) -> Result<(), AgentError> {
         let config = leader.config;
+        if let Some(id) = &h.publish_id {
+            self.ids.insert(name.to_string(), id.clone());
+        }
         if let Some(reason) = leader.frozen(&h.app).await {
             self.plans.push((name.to_string(), Plan::Answer(Outcome::Rejected { reason }, None)));
             return Ok(());
@@ -188,7 +191,6 @@ impl Batch {
                 Plan::Create(index)
             }
         };
-        self.ids.extend(h.publish_id.map(|id| (name.to_string(), id)));
         self.plans.push((name.to_string(), plan));
         Ok(())
     }

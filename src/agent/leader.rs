@@ -31,6 +31,9 @@ pub(crate) struct Leader<'a> {
     pub known: std::sync::Mutex<Known>,
     /// The freeze flags in force (None until first read), kept by [`crate::zk::freeze::keep`].
     pub freezes: watch::Receiver<Option<Freezes>>,
+    /// Set once a wait for the flags' first read timed out: later publishes are refused at
+    /// once rather than each waiting again (a batch would otherwise wait per request).
+    pub freeze_wait_spent: std::sync::atomic::AtomicBool,
 }
 
 /// What a leader knows without reading it again, from its own writes.
@@ -214,11 +217,19 @@ impl Leader<'_> {
     /// most a few seconds after a session starts; refused rather than risk publishing into a
     /// freeze). None: go ahead.
     pub(crate) async fn frozen(&self, app: &str) -> Option<String> {
+        use std::sync::atomic::Ordering;
         let mut rx = self.freezes.clone();
-        let read = tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(Option::is_some)).await;
+        let patience = if self.freeze_wait_spent.load(Ordering::Relaxed) { 0 } else { 10 };
+        let read = tokio::time::timeout(std::time::Duration::from_secs(patience), rx.wait_for(Option::is_some)).await;
         match read {
-            Ok(Ok(board)) => board.as_ref().and_then(|b| b.refusal(app)),
-            _ => Some("the freeze flags could not be read yet; nothing published, try again".into()),
+            Ok(Ok(board)) => {
+                self.freeze_wait_spent.store(false, Ordering::Relaxed);
+                board.as_ref().and_then(|b| b.refusal(app))
+            }
+            _ => {
+                self.freeze_wait_spent.store(true, Ordering::Relaxed);
+                Some("the freeze flags could not be read yet; nothing published, try again".into())
+            }
         }
     }
 

@@ -87,14 +87,14 @@ pub async fn run(
             }
         };
         let fence = Fence::new(node, node_version);
-        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone() };
+        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone(), freeze_wait_spent: Default::default() };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             // Disconnected or demoted: stop at once, mid-request if need be.
             _ = leadership.changed() => { local.set(None); continue }
             _ = session.changed() => { local.set(None); continue }
             r = serve(&leader, &local) => r,
-            r = crate::agent::rollout::supervise(&config, &client, &fence, &metrics) => r,
+            r = crate::agent::rollout::supervise(&config, &client, &fence, &metrics, &freezes) => r,
         };
         local.set(None);
         let err = match result {

@@ -152,9 +152,9 @@ impl PlainPublish {
 /// version-checked. It returns only when leadership itself is in doubt (fenced, connection or
 /// session lost), so a rollout problem (say, an ACL refusing the rollouts node) never stops the
 /// intake of publish requests: it is logged and retried.
-pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics) -> Result<std::convert::Infallible, AgentError> {
+pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes) -> Result<std::convert::Infallible, AgentError> {
     loop {
-        let err = match run_supervisor(config, client, fence, metrics).await {
+        let err = match run_supervisor(config, client, fence, metrics, freezes).await {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -168,7 +168,10 @@ pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fenc
     }
 }
 
-async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics) -> Result<std::convert::Infallible, AgentError> {
+/// The freeze flags as the daemon keeps them (see [`crate::zk::freeze`]).
+type Freezes = tokio::sync::watch::Receiver<Option<crate::model::freeze::Freezes>>;
+
+async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes) -> Result<std::convert::Infallible, AgentError> {
     let layout = config.layout();
     let parent = layout.rollouts();
     crate::zk::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
@@ -179,12 +182,19 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, met
     crate::zk::session::ensure_path(client, &layout.reloads(), NodeKind::LeaseParent).await?;
     loop {
         let (apps, children_w) = client.list_and_watch_children(&parent).await?;
-        let mut wakes: Vec<Wake> = vec![Box::pin(async move {
-            children_w.changed().await;
-        })];
+        let mut thaw = freezes.clone();
+        let mut wakes: Vec<Wake> = vec![
+            Box::pin(async move {
+                children_w.changed().await;
+            }),
+            // A freeze lifted: a promotion it held back is due now.
+            Box::pin(async move {
+                let _ = thaw.changed().await;
+            }),
+        ];
         let mut next: Option<u64> = None;
         for app in &apps {
-            if let Some(due) = step(config, &layout, client, fence, metrics, app, &mut wakes).await? {
+            if let Some(due) = step(config, &layout, client, fence, metrics, freezes, app, &mut wakes).await? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
@@ -207,6 +217,7 @@ async fn step(
     client: &zk::Client,
     fence: &Fence,
     metrics: &Metrics,
+    freezes: &Freezes,
     app: &str,
     wakes: &mut Vec<Wake>,
 ) -> Result<Option<u64>, AgentError> {
@@ -270,6 +281,12 @@ async fn step(
     }
     match decide(&r, &canaries, now_ms()) {
         Decision::Wait(due) => Ok(due),
+        // A freeze holds a promotion back (an abort still goes through: it changes no host
+        // to anything new); the soak clock keeps running, so it may be due at the unfreeze.
+        Decision::Write(next) if next.state == State::Promoted && freezes.borrow().as_ref().is_none_or(|b| b.line(app).is_some()) => {
+            tracing::debug!(app, "rollout {} due for promotion, held by the freeze", r.describe());
+            Ok(None)
+        }
         Decision::Write(next) => {
             if write(client, fence, &p, &next, stat.version).await? {
                 tracing::info!(app, mono_us = crate::clock::monotonic_us(), "rollout {}", next.describe());

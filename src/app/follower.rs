@@ -58,6 +58,9 @@ pub struct Applier {
     pub splay: crate::app::pacing::Splay,
     /// Cancelled when the follower stops: ends a wait for a reload slot (never an install).
     pub stop: CancellationToken,
+    /// The freeze flags, as the daemon keeps them (None in `--once`, which reads them itself):
+    /// looked at again when a reload slot is granted, since the wait for one can be long.
+    pub freezes: Option<watch::Receiver<Option<crate::model::freeze::Freezes>>>,
     /// With ACLs on: the versions parent's stat as the last listing saw it, and the parents'
     /// verdict for it (see [`Applier::parents_trusted`]).
     trust: std::sync::Mutex<TrustCache>,
@@ -233,6 +236,7 @@ impl Applier {
             max_config_size: config.max_config_size,
             splay: crate::app::pacing::Splay::of(app),
             stop: CancellationToken::new(),
+            freezes: None,
             trust: std::sync::Mutex::new(TrustCache::default()),
             no_multi_read: std::sync::atomic::AtomicBool::new(false),
         }
@@ -494,7 +498,7 @@ impl Applier {
             }
         }
         let signed_ms = meta.as_ref().filter(|_| self.trusted.required()).and_then(|m| m.signature.as_ref()).map(|s| s.issued());
-        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime, publish_id: meta.and_then(|m| m.publish_id), signed_ms })
+        Ok(Fetched::Verified { bytes, sha256: sha, ctime_ms: stat.ctime, publish_id: meta.and_then(|m| m.publish_id).filter(|id| crate::model::request::valid_publish_id(id)), signed_ms })
     }
 
     /// Reads the versions parent, version, metadata and rollout record: in one multi read
@@ -687,8 +691,9 @@ impl Applier {
         let mut ctx = crate::host::hooks::HookContext::new(&self.app, v.name.clone(), p.applied().map(|a| a.version.clone()), sha.clone());
         ctx.publish_id = p.report.publish_id.clone();
         let installed = crate::host::bundle::install_any(&self.app, &ctx, bytes, self.max_config_size, &self.metrics);
-        let Some(installed) = crate::app::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop, &self.metrics).await? else {
-            tracing::info!(app = %name, version = %v, publish_id, "stopped while waiting for a reload slot; nothing was changed");
+        let thawed = || self.freezes.as_ref().is_none_or(|f| f.borrow().as_ref().is_some_and(|b| b.line(name).is_none()));
+        let Some(installed) = crate::app::pacing::paced(client, &self.layout, &self.app, &self.node_id, installed, &self.stop, &thawed, &self.metrics).await? else {
+            tracing::info!(app = %name, version = %v, publish_id, "stopped or frozen while waiting for a reload slot; nothing was changed");
             return Ok(());
         };
         match installed {
@@ -794,6 +799,7 @@ impl AppFollower {
     /// Follows until `shutdown`; an apply in progress is finished first.
     pub async fn run(mut self, mut session: SessionHandle, shutdown: CancellationToken) {
         self.applier.stop = shutdown.clone();
+        self.applier.freezes = Some(self.freezes.clone());
         let a = &self.applier;
         let p = a.progress();
         let status = StatusNode::keep(&a.layout, &a.app.name, &a.node_id, &p.report, a.app.resync(), &session, &shutdown);
@@ -1191,5 +1197,18 @@ mod tests {
         assert!(AppView::starting("web").health().unwrap_err().contains("not yet synced"));
         assert_eq!(AppView::starting("web").summary(), "web=starting");
         assert_eq!(view(ApplyResult::CheckFailed, 1, false).summary(), "web=conf-0000000001 (check-failed conf-0000000002)");
+    }
+
+    #[test]
+    fn a_frozen_app_behind_on_purpose_is_healthy_but_a_failed_apply_still_is_not() {
+        let frozen = |result, behind| {
+            let mut v = view(result, behind, false);
+            v.report.as_mut().unwrap().frozen = Some("frozen by ops@bastion since …: incident 4711".into());
+            v
+        };
+        assert_eq!(frozen(ApplyResult::Ok, 3).health(), Ok(()));
+        assert_eq!(frozen(ApplyResult::Ok, 3).summary(), "web=conf-0000000001 (frozen)");
+        assert_eq!(frozen(ApplyResult::CheckFailed, 1).health(), Err("app web: check-failed conf-0000000002".into()));
+        assert_eq!(view(ApplyResult::Ok, 3, false).health(), Err("app web: 3 version(s) behind, newest conf-0000000002".into()));
     }
 }

@@ -150,9 +150,21 @@ pub async fn dry_run(config: &Config) -> i32 {
     };
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
+    let freezes = match crate::zk::freeze::read(&client, &config.layout()).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("zkcoordd: ZooKeeper failed while reading the freeze flags at {}: {e}", config.layout().freezes());
+            session::close(client).await;
+            return exit::UNAVAILABLE;
+        }
+    };
     for app in &config.apps {
         if let Some(r) = app.rendered() {
             println!("{}: rendered from service {} by the running daemon; --dry-run does not render it", app.name, r.service);
+            continue;
+        }
+        if let Some(why) = freezes.line(&app.name) {
+            println!("{}: {why}; nothing would happen", app.name);
             continue;
         }
         let applier = Applier::new(config, app, metrics.clone());

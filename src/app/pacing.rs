@@ -29,7 +29,8 @@ pub const LEASE_PREFIX: &str = "lease-";
 
 /// Runs `work` (an install) holding one of `app`'s `max_parallel_reloads` slots, if it has a
 /// limit. A ZooKeeper failure while waiting for a slot is returned before `work` starts; `stop`
-/// ends the wait (Ok(None), our lease deleted) but never an install that has begun.
+/// ends the wait (Ok(None), our lease deleted) but never an install that has begun, and so
+/// does `proceed` saying no once the slot is granted (a freeze set during the wait).
 pub async fn paced<T>(
     client: &zk::Client,
     layout: &Layout,
@@ -37,6 +38,7 @@ pub async fn paced<T>(
     node_id: &str,
     work: impl Future<Output = T>,
     stop: &tokio_util::sync::CancellationToken,
+    proceed: &(dyn Fn() -> bool + Sync),
     metrics: &crate::metrics::Metrics,
 ) -> Result<Option<T>, zk::Error> {
     let Some(limit) = app.published().and_then(|p| p.max_parallel_reloads) else {
@@ -50,6 +52,10 @@ pub async fn paced<T>(
     let Some(lease) = acquired? else {
         return Ok(None);
     };
+    if !proceed() {
+        lease.release(client).await;
+        return Ok(None);
+    }
     let out = work.await;
     lease.release(client).await;
     Ok(Some(out))

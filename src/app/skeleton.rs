@@ -97,16 +97,14 @@ impl AppView {
         if let Some(why) = &self.held {
             return Err(format!("app {name}: {why}"));
         }
-        // Behind on purpose, by the operator's switch.
-        if self.frozen().is_some() {
-            return Ok(());
-        }
         // A hold keeps new versions out until an operator acts: unhealthy until then, whether
         // or not a newer version waits. A reported edit (`on_drift = "report"`) is healthy.
         if let Some(d) = r.drift.as_ref().filter(|d| d.held()) {
             return Err(format!("app {name}: {}", d.describe()));
         }
-        if self.behind == 0 || self.applying || self.retrying {
+        // Behind on purpose, by the operator's switch; a failed last apply still counts.
+        let frozen_behind = self.frozen().is_some() && matches!(r.result, ApplyResult::Ok | ApplyResult::Pending);
+        if self.behind == 0 || self.applying || self.retrying || frozen_behind {
             return Ok(());
         }
         match (r.result, &r.attempted) {

@@ -70,8 +70,19 @@ pub async fn freeze(t: &Target, app: Option<&str>, all: bool, on: bool, message:
         }
     } else {
         match client.delete(&flag, None).await {
-            Ok(()) => format!("unfroze {}: publishes are accepted and hosts follow versions again", scope(&name)),
-            Err(zk::Error::NoNode) => format!("{} was not frozen", scope(&name)),
+            Ok(()) => {
+                let all = name != ALL && client.check_stat(&t.layout.freeze(ALL)).await.map_err(zk_fail)?.is_some();
+                if all {
+                    format!("unfroze {}, but every app is still frozen (`zkcoordctl unfreeze --all` lifts that)", scope(&name))
+                } else {
+                    format!("unfroze {}: publishes are accepted and hosts follow versions again", scope(&name))
+                }
+            }
+            Err(zk::Error::NoNode) => {
+                let all = name != ALL && client.check_stat(&t.layout.freeze(ALL)).await.map_err(zk_fail)?.is_some();
+                let still = if all { " (every app still is: `zkcoordctl unfreeze --all` lifts that)" } else { "" };
+                format!("{} was not frozen{still}", scope(&name))
+            }
             Err(e) => return Err(refused(e, "delete a freeze flag in")),
         }
     };

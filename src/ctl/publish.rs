@@ -226,20 +226,27 @@ pub async fn rollback(t: &Target, app: &str, to: &str, opts: PublishOptions) -> 
     let old_meta = meta_of(v.name.clone()).await;
     let carried = old_meta.as_ref().and_then(|m| m.signature.clone()).filter(|_| opts.sign_key.is_none());
     if let Some(old) = &carried {
+        let at = |ms: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+        if let Err(e) = signing::check(old, app, &old_meta.as_ref().map(|m| m.sha256.clone()).unwrap_or_default(), old_meta.as_ref().map_or(0, |m| m.size)) {
+            return Err(fail(exit::USAGE, format!("not published: {}'s signature no longer counts ({e}); add --sign-key KEY to sign the rollback afresh", v.name)));
+        }
         // Hosts with trusted_keys refuse a signature made before the one they run (a replay):
-        // carrying it would publish a version no such host installs.
-        let newest = t.resolve_version(&client, app, None).await?;
-        let newest_sig = meta_of(newest.name.clone()).await.and_then(|m| m.signature);
-        if let Some(n) = newest_sig.filter(|n| n.issued() > old.issued()) {
-            let at = |ms: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+        // carrying it would publish a version no such host installs. Any later signed version
+        // may be what they run (the newest may be unsigned, or refused).
+        let mut newer = None;
+        for later in t.versions(&client, app).await?.into_iter().filter(|x| x.seq > v.seq) {
+            if let Some(n) = meta_of(later.name.clone()).await.and_then(|m| m.signature).filter(|n| n.issued() > old.issued()) {
+                newer = Some((later.name, n.issued()));
+            }
+        }
+        if let Some((name, issued)) = newer {
             return Err(fail(
                 exit::USAGE,
                 format!(
-                    "not published: {}'s signature (made {}) is older than {}'s ({}), so hosts with trusted_keys would refuse it as a replay; add --sign-key KEY to sign the rollback afresh",
+                    "not published: {}'s signature (made {}) is older than {name}'s ({}), so hosts with trusted_keys would refuse it as a replay; add --sign-key KEY to sign the rollback afresh",
                     v.name,
                     at(old.issued()),
-                    newest.name,
-                    at(n.issued())
+                    at(issued)
                 ),
             ));
         }

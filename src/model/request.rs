@@ -240,7 +240,7 @@ pub fn new_publish_id() -> String {
 
 /// Whether `id` may be a publish id: it reaches journal fields, hook environments and status
 /// nodes, so letters, digits, `.`, `_` and `-` only.
-fn valid_publish_id(id: &str) -> bool {
+pub fn valid_publish_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_PUBLISH_ID_BYTES && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 

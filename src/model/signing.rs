@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 const DOMAIN: &str = "zkcoord-version-v1";
 /// The tag of signatures that carry their time (and expiry).
 const DOMAIN_V2: &str = "zkcoord-version-v2";
+/// How far ahead of a checker's clock a signature's time may be (clocks disagree a little).
+const FUTURE_TOLERANCE_MS: u64 = 10 * 60 * 1000;
 
 /// A publisher's signature over a version, carried in the request and kept in the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +51,10 @@ impl VersionSignature {
 fn signed_message(app: &str, sha256_hex: &str, size: usize, issued_ms: Option<u64>, expires_ms: Option<u64>) -> Vec<u8> {
     match issued_ms {
         None => format!("{DOMAIN}\n{app}\n{sha256_hex}\n{size}").into_bytes(),
-        Some(issued) => format!("{DOMAIN_V2}\n{app}\n{sha256_hex}\n{size}\n{issued}\n{}", expires_ms.unwrap_or(0)).into_bytes(),
+        Some(issued) => {
+            let expires = expires_ms.map_or_else(|| "never".to_string(), |e| e.to_string());
+            format!("{DOMAIN_V2}\n{app}\n{sha256_hex}\n{size}\n{issued}\n{expires}").into_bytes()
+        }
     }
 }
 
@@ -122,7 +127,7 @@ fn parse_verifying_key(text: &str) -> Result<VerifyingKey, SignatureError> {
 /// Signs version content for `app` now, valid for `valid_for` (None: without expiry).
 pub fn sign(key: &SigningKey, app: &str, sha256_hex: &str, size: usize, valid_for: Option<std::time::Duration>) -> VersionSignature {
     let issued = crate::clock::now_ms();
-    let expires = valid_for.map(|d| issued + d.as_millis() as u64);
+    let expires = valid_for.map(|d| issued.saturating_add(d.as_millis().min(u64::MAX as u128) as u64));
     let sig = key.sign(&signed_message(app, sha256_hex, size, Some(issued), expires));
     VersionSignature {
         public_key: B64.encode(key.verifying_key().as_bytes()),
@@ -141,7 +146,12 @@ pub fn check(sig: &VersionSignature, app: &str, sha256_hex: &str, size: usize) -
     let bytes: [u8; 64] = raw.try_into().map_err(|_| bad("signature is not 64 bytes".to_string()))?;
     key.verify(&signed_message(app, sha256_hex, size, sig.issued_ms, sig.expires_ms), &Signature::from_bytes(&bytes))
         .map_err(|_| bad(format!("signature by key {} does not match the content", key_id(&key))))?;
-    if let Some(expires) = sig.expires_ms.filter(|e| crate::clock::now_ms() > *e) {
+    let now = crate::clock::now_ms();
+    // A signer whose clock runs ahead would lock hosts out of every later signature.
+    if sig.issued() > now + FUTURE_TOLERANCE_MS {
+        return Err(bad(format!("signature by key {} says it was made at {}, ahead of this clock ({}): is the signer's clock right?", key_id(&key), when(sig.issued()), when(now))));
+    }
+    if let Some(expires) = sig.expires_ms.filter(|e| now > *e) {
         return Err(bad(format!("signature by key {} expired at {} (made {}); sign it again", key_id(&key), when(expires), when(sig.issued()))));
     }
     Ok(key)
@@ -247,6 +257,10 @@ mod tests {
         assert!(trusted.verify(Some(&forged), "web", "ab", 3, Some(at + 1)).unwrap_err().to_string().contains("does not match"));
         let lifted = VersionSignature { expires_ms: None, ..sign(&key, "web", "ab", 3, Some(std::time::Duration::from_secs(60))) };
         assert!(trusted.verify(Some(&lifted), "web", "ab", 3, None).unwrap_err().to_string().contains("does not match"));
+        // Made "in the future" (a signer's clock far ahead): refused, it would lock hosts out.
+        let ahead = VersionSignature { issued_ms: Some(at + 3_600_000), ..sig.clone() };
+        let ahead = VersionSignature { signature: B64.encode(key.sign(&signed_message("web", "ab", 3, ahead.issued_ms, None)).to_bytes()), ..ahead };
+        assert!(trusted.verify(Some(&ahead), "web", "ab", 3, None).unwrap_err().to_string().contains("ahead of this clock"));
         // Expired.
         let mut old = sign(&key, "web", "ab", 3, Some(std::time::Duration::from_millis(1)));
         std::thread::sleep(std::time::Duration::from_millis(5));

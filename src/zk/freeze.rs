@@ -34,6 +34,11 @@ async fn read_flags(client: &zk::Client, layout: &Layout, names: Vec<String>) ->
                 board.0.insert(name, Freeze::parse(&bytes));
             }
             Err(zk::Error::NoNode) => {}
+            // A flag this daemon may not read still freezes (the safe side), and says why.
+            Err(zk::Error::NoAuth) => {
+                let reason = format!("the flag {} cannot be read with this daemon's identity (NoAuth); fix its ACL", layout.freeze(&name));
+                board.0.insert(name, Freeze { by: "unknown".into(), reason, since: 0 });
+            }
             Err(e) => return Err(e),
         }
     }
@@ -57,12 +62,15 @@ async fn read_and_watch(client: &zk::Client, layout: &Layout) -> Result<(Freezes
     }
 }
 
-/// Keeps `tx` holding the flags in force until `stop`. While ZooKeeper is unreachable the last
-/// board stands: nothing can be published or fetched then anyway.
+/// Keeps `tx` holding the flags in force until `stop`. When a session's reading fails the board
+/// goes back to None (unknown) until the next session has read it: a session that expired
+/// during a partition may have missed a freeze set meanwhile. Each read follows a `sync`, so a
+/// server that lags behind the leader of the ensemble cannot hide a flag.
 pub async fn keep(layout: Layout, session: SessionHandle, tx: watch::Sender<Option<Freezes>>, stop: CancellationToken) {
     session::keep_watching(session, stop, "watching the freeze flags", |client| {
         let (layout, tx) = (layout.clone(), tx.clone());
         async move {
+            client.sync(&layout.freezes()).await.or_else(|e| if e == zk::Error::NoNode { Ok(()) } else { Err(e) })?;
             let (board, watcher) = read_and_watch(&client, &layout).await?;
             let was = tx.borrow().clone().unwrap_or_default();
             for (name, f) in &board.0 {
@@ -76,6 +84,8 @@ pub async fn keep(layout: Layout, session: SessionHandle, tx: watch::Sender<Opti
             tx.send_if_modified(|b| b.replace(board.clone()).as_ref() != Some(&board));
             Ok(watcher)
         }
+    }, || {
+        tx.send_replace(None);
     })
     .await
 }

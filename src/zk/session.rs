@@ -434,7 +434,9 @@ pub fn classify(e: &zk::Error) -> ErrorKind {
 /// the current session and returns the watch that fires when it changes; it runs again when the
 /// watch fires, and after the session is recovered (an error, or a session event on the watch).
 /// The one loop of every component that only follows a node (drain flags, freeze flags).
-pub async fn keep_watching<F, Fut>(mut session: SessionHandle, stop: CancellationToken, what: &str, mut look: F)
+/// `lost` runs when a session's looking ends in an error, before it is recovered: what was
+/// read may be stale by the time the next session reads again.
+pub async fn keep_watching<F, Fut>(mut session: SessionHandle, stop: CancellationToken, what: &str, mut look: F, mut lost: impl FnMut())
 where
     F: FnMut(zk::Client) -> Fut,
     Fut: std::future::Future<Output = Result<zk::OneshotWatcher, zk::Error>>,
@@ -457,6 +459,7 @@ where
             }
         };
         drop(client);
+        lost();
         if !session.recover(generation, &err, what, &stop).await {
             return;
         }
