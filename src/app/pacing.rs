@@ -31,6 +31,7 @@ pub const LEASE_PREFIX: &str = "lease-";
 /// limit. A ZooKeeper failure while waiting for a slot is returned before `work` starts; `stop`
 /// ends the wait (Ok(None), our lease deleted) but never an install that has begun, and so
 /// does `proceed` saying no once the slot is granted (a freeze set during the wait).
+#[allow(clippy::too_many_arguments)]
 pub async fn paced<T>(
     client: &zk::Client,
     layout: &Layout,
