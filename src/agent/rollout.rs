@@ -211,6 +211,7 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, met
 }
 
 /// One look at `app`'s rollout: returns when to look again for a soak end.
+#[allow(clippy::too_many_arguments)]
 async fn step(
     config: &Config,
     layout: &Layout,
