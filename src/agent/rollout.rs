@@ -182,7 +182,9 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, met
     crate::zk::session::ensure_path(client, &layout.reloads(), NodeKind::LeaseParent).await?;
     loop {
         let (apps, children_w) = client.list_and_watch_children(&parent).await?;
+        // Marked seen: a clone remembers what its source saw, and would wake at once.
         let mut thaw = freezes.clone();
+        thaw.borrow_and_update();
         let mut wakes: Vec<Wake> = vec![
             Box::pin(async move {
                 children_w.changed().await;
