@@ -129,3 +129,33 @@ async fn a_freeze_refuses_publishes_holds_every_host_still_and_unfreeze_lets_the
     let out = ctl_async(&["--zk", &hosts, "unfreeze", "--all"]).await;
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("every app was not frozen"), "{}", output_text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_rollout_is_not_promoted_while_its_app_is_frozen() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let web1 = Spec::app("web-1", &hosts).start();
+    let web2 = Spec::app("web-2", &hosts).start();
+    let v1 = b"v1\n";
+    publish_ok(&hosts, v1).await;
+    wait_on_disk(&web2, v1, Duration::from_secs(20)).await;
+
+    let out = ctl_stdin_async(&["--zk", &hosts, "publish", APP, "-", "--canary", "web-1", "--soak", "1s"], b"v2\n").await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let v2 = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim_start_matches("published ").to_string();
+    wait_status(&client, "web-1", "ok", Some(&v2)).await;
+    let out = ctl_async(&["--zk", &hosts, "freeze", APP, "-m", "hold the canary"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    // Well past the 1 s soak: still not promoted, web-2 still on v1.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let record: serde_json::Value = serde_json::from_slice(&get(&client, &format!("/zkcoord/rollouts/{APP}")).await.unwrap()).unwrap();
+    assert_ne!(record["state"], "promoted", "{record}");
+    assert_eq!(on_disk(&web2).as_deref(), Some(&v1[..]));
+    assert_eq!(on_disk(&web1).as_deref(), Some(&b"v2\n"[..]));
+    // Lifted: the promotion that fell due is made, and web-2 follows.
+    let out = ctl_async(&["--zk", &hosts, "unfreeze", APP]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    wait_on_disk(&web2, b"v2\n", Duration::from_secs(20)).await;
+}
