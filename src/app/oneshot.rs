@@ -58,14 +58,9 @@ pub async fn once(config: &Config) -> i32 {
     // Recorded as the daemon records them, and dropped: a one-shot run serves no /metrics.
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
-    // A freeze holds --once as it holds the daemon.
-    let freezes = match crate::zk::freeze::read(&client, &config.layout()).await {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("zkcoordd: ZooKeeper failed while reading the freeze flags at {}: {e}; nothing changed, run --once again", config.layout().freezes());
-            session::close(client).await;
-            return exit::UNAVAILABLE;
-        }
+    let Some(freezes) = read_freezes(&client, config).await else {
+        session::close(client).await;
+        return exit::UNAVAILABLE;
     };
     for app in &config.apps {
         if let Some(r) = app.rendered() {
@@ -97,6 +92,18 @@ pub async fn once(config: &Config) -> i32 {
     }
     session::close(client).await;
     code
+}
+
+/// The freeze flags: a freeze holds `--once` and `--dry-run` as it holds the daemon. None (the
+/// line printed) when ZooKeeper cannot say.
+async fn read_freezes(client: &zk::Client, config: &Config) -> Option<crate::model::freeze::Freezes> {
+    match crate::zk::freeze::read(client, &config.layout()).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("zkcoordd: ZooKeeper failed while reading the freeze flags at {}: {e}; nothing changed, run again", config.layout().freezes());
+            None
+        }
+    }
 }
 
 /// One app through the follower's decide-and-apply path, once.
@@ -150,13 +157,9 @@ pub async fn dry_run(config: &Config) -> i32 {
     };
     let metrics = Arc::new(Metrics::new());
     let mut code = exit::OK;
-    let freezes = match crate::zk::freeze::read(&client, &config.layout()).await {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("zkcoordd: ZooKeeper failed while reading the freeze flags at {}: {e}", config.layout().freezes());
-            session::close(client).await;
-            return exit::UNAVAILABLE;
-        }
+    let Some(freezes) = read_freezes(&client, config).await else {
+        session::close(client).await;
+        return exit::UNAVAILABLE;
     };
     for app in &config.apps {
         if let Some(r) = app.rendered() {

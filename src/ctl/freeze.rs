@@ -4,7 +4,7 @@
 use super::target::{author, fail, zk_fail, CtlError, Target};
 use crate::exit;
 use crate::model::freeze::{Freeze, ALL};
-use crate::zk::identity::{for_node, NodeKind};
+use crate::zk::identity::NodeKind;
 use zookeeper_client as zk;
 
 /// The flag's name for `app`, or for every app.
@@ -44,23 +44,9 @@ pub async fn freeze(t: &Target, app: Option<&str>, all: bool, on: bool, message:
             }
         }
         let f = Freeze { by: author(), reason: reason.chars().take(500).collect(), since: crate::clock::now_secs() };
-        let acl = for_node(NodeKind::Owned);
         let data = serde_json::to_vec(&f).expect("freeze");
-        let leaf = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl));
-        let mut created = client.create(&flag, &data, &leaf).await.map(|_| ());
-        if matches!(created, Err(zk::Error::NoNode)) {
-            // No agent made the parent yet (each leader does): make it here. Only then: under
-            // ACLs the root is the agents', and ZooKeeper checks CREATE on a parent before it
-            // says the child exists.
-            crate::zk::session::ensure_path(&client, t.layout.root(), NodeKind::AgentParent).await.map_err(zk_fail)?;
-            let parent_acl = for_node(NodeKind::FreezeParent);
-            match client.create(&t.layout.freezes(), b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl))).await {
-                Ok(_) | Err(zk::Error::NodeExists) => {}
-                Err(e) => return Err(refused(e, "create the freeze flags' parent")),
-            }
-            created = client.create(&flag, &data, &leaf).await.map(|_| ());
-        }
-        match created {
+        // Each leader makes the parent; before any did, this does.
+        match crate::zk::session::create_flag(&client, &flag, &data, &[&t.layout.freezes()], NodeKind::FreezeParent).await {
             Ok(_) => format!("froze {}: publishes are refused and hosts apply nothing new until `zkcoordctl unfreeze {}` ({flag})", scope(&name), unfreeze_arg(&name)),
             Err(zk::Error::NodeExists) => {
                 let was = client.get_data(&flag).await.map(|(b, _)| Freeze::parse(&b)).map_err(zk_fail)?;
@@ -69,20 +55,14 @@ pub async fn freeze(t: &Target, app: Option<&str>, all: bool, on: bool, message:
             Err(e) => return Err(refused(e, "create a freeze flag in")),
         }
     } else {
-        match client.delete(&flag, None).await {
-            Ok(()) => {
-                let all = name != ALL && client.check_stat(&t.layout.freeze(ALL)).await.map_err(zk_fail)?.is_some();
-                if all {
-                    format!("unfroze {}, but every app is still frozen (`zkcoordctl unfreeze --all` lifts that)", scope(&name))
-                } else {
-                    format!("unfroze {}: publishes are accepted and hosts follow versions again", scope(&name))
-                }
-            }
-            Err(zk::Error::NoNode) => {
-                let all = name != ALL && client.check_stat(&t.layout.freeze(ALL)).await.map_err(zk_fail)?.is_some();
-                let still = if all { " (every app still is: `zkcoordctl unfreeze --all` lifts that)" } else { "" };
-                format!("{} was not frozen{still}", scope(&name))
-            }
+        let deleted = client.delete(&flag, None).await;
+        // An app's own freeze does not lift the fleet-wide one: say so whichever way it went.
+        let all = name != ALL && client.check_stat(&t.layout.freeze(ALL)).await.map_err(zk_fail)?.is_some();
+        match deleted {
+            Ok(()) if all => format!("unfroze {}, but every app is still frozen (`zkcoordctl unfreeze --all` lifts that)", scope(&name)),
+            Ok(()) => format!("unfroze {}: publishes are accepted and hosts follow versions again", scope(&name)),
+            Err(zk::Error::NoNode) if all => format!("{} was not frozen (every app still is: `zkcoordctl unfreeze --all` lifts that)", scope(&name)),
+            Err(zk::Error::NoNode) => format!("{} was not frozen", scope(&name)),
             Err(e) => return Err(refused(e, "delete a freeze flag in")),
         }
     };

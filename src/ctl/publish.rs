@@ -233,12 +233,9 @@ pub async fn rollback(t: &Target, app: &str, to: &str, opts: PublishOptions) -> 
         // Hosts with trusted_keys refuse a signature made before the one they run (a replay):
         // carrying it would publish a version no such host installs. Any later signed version
         // may be what they run (the newest may be unsigned, or refused).
-        let mut newer = None;
-        for later in t.versions(&client, app).await?.into_iter().filter(|x| x.seq > v.seq) {
-            if let Some(n) = meta_of(later.name.clone()).await.and_then(|m| m.signature).filter(|n| n.issued() > old.issued()) {
-                newer = Some((later.name, n.issued()));
-            }
-        }
+        let later: Vec<VersionId> = t.versions(&client, app).await?.into_iter().filter(|x| x.seq > v.seq).collect();
+        let metas = futures::future::join_all(later.iter().map(|x| meta_of(x.name.clone()))).await;
+        let newer = later.into_iter().zip(metas).filter_map(|(x, m)| m.and_then(|m| m.signature).map(|s| (x.name, s.issued()))).rfind(|(_, at)| *at > old.issued());
         if let Some((name, issued)) = newer {
             return Err(fail(
                 exit::USAGE,

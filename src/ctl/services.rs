@@ -165,27 +165,9 @@ pub async fn drain(t: &Target, service: &str, node: Option<&str>, on: bool) -> R
         let drain_root = node_dir.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
         let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
         let data = serde_json::json!({ "by": who, "time": crate::clock::now_secs() }).to_string();
-        let acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::Owned);
-        let leaf = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl));
-        let parent_acl = crate::zk::identity::for_node(crate::zk::identity::NodeKind::DrainParent);
-        let dir_mode = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&parent_acl));
-        // The flag first, its parents only when missing: under ACLs the root is the agents'
-        // (each leader makes the drain root), and ZooKeeper checks CREATE on a parent before
-        // it says the child exists.
-        let mut created = client.create(&flag, data.as_bytes(), &leaf).await.map(|_| ());
-        if matches!(created, Err(zk::Error::NoNode)) {
-            if let Err(zk::Error::NoNode) = client.create(node_dir, b"", &dir_mode).await {
-                crate::zk::session::ensure_path(&client, t.layout.root(), crate::zk::identity::NodeKind::AgentParent).await.map_err(zk_fail)?;
-                for dir in [drain_root, node_dir] {
-                    match client.create(dir, b"", &dir_mode).await {
-                        Ok(_) | Err(zk::Error::NodeExists) => {}
-                        Err(e) => return Err(drain_refused(e, dir)),
-                    }
-                }
-            }
-            created = client.create(&flag, data.as_bytes(), &leaf).await.map(|_| ());
-        }
-        match created {
+        // Each leader makes the drain root; the node's directory is made here.
+        let dirs = [drain_root, node_dir];
+        match crate::zk::session::create_flag(&client, &flag, data.as_bytes(), &dirs, crate::zk::identity::NodeKind::DrainParent).await {
             Ok(_) => format!("drained {service} on {node}: its member leaves the service within a second ({flag})"),
             Err(zk::Error::NodeExists) => format!("{service} on {node} was already drained ({flag})"),
             Err(e) => return Err(drain_refused(e, &flag)),

@@ -61,9 +61,9 @@ impl Freezes {
 impl Freezes {
     /// The leader's answer to a publish to a frozen `app`, saying how the freeze ends.
     pub fn refusal(&self, app: &str) -> Option<String> {
-        let (all, _) = self.of(app)?;
-        let how = if all { "--all".to_string() } else { app.to_string() };
-        Some(format!("{}; nothing published (`zkcoordctl unfreeze {how}` ends it)", self.line(app)?))
+        let line = self.line(app)?;
+        let how = if self.0.contains_key(ALL) { "--all" } else { app };
+        Some(format!("{line}; nothing published (`zkcoordctl unfreeze {how}` ends it)"))
     }
 }
 

@@ -476,6 +476,43 @@ pub fn state_error(state: zk::SessionState) -> zk::Error {
     }
 }
 
+/// Creates the operator's flag `path` (owned by its creator) with `data`, and its directories
+/// `dirs` (outermost first, of `kind`) only when it finds them missing, deepest first: under
+/// ACLs a publisher may create inside a directory it could not create (the root is the
+/// agents'), and ZooKeeper checks CREATE on a parent before it says a child exists. The flag
+/// that already exists is `NodeExists`, for the caller to say so.
+pub async fn create_flag(client: &zk::Client, path: &str, data: &[u8], dirs: &[&str], kind: crate::zk::identity::NodeKind) -> Result<(), zk::Error> {
+    let owned = crate::zk::identity::for_node(crate::zk::identity::NodeKind::Owned);
+    let leaf = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&owned));
+    match client.create(path, data, &leaf).await {
+        Err(zk::Error::NoNode) => {}
+        r => return r.map(|_| ()),
+    }
+    let dir_acl = crate::zk::identity::for_node(kind);
+    let dir_mode = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&dir_acl));
+    // The deepest directory that can be made now; above it, what is missing too.
+    let mut made = dirs.len();
+    while made > 0 {
+        match client.create(dirs[made - 1], b"", &dir_mode).await {
+            Ok(_) | Err(zk::Error::NodeExists) => break,
+            Err(zk::Error::NoNode) => made -= 1,
+            Err(e) => return Err(e),
+        }
+    }
+    if made == 0 {
+        if let Some((root, _)) = dirs.first().and_then(|d| d.rsplit_once('/')).filter(|(r, _)| !r.is_empty()) {
+            ensure_path(client, root, crate::zk::identity::NodeKind::AgentParent).await?;
+        }
+    }
+    for dir in &dirs[made..] {
+        match client.create(dir, b"", &dir_mode).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    client.create(path, data, &leaf).await.map(|_| ())
+}
+
 /// Creates `path` (with the ACL of `kind`) and its missing ancestors (with the ACL of
 /// `kind.ancestors()`, the agents' parent ACL but for services) as persistent nodes. Existing
 /// nodes are left as they are.
