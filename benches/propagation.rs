@@ -26,6 +26,7 @@
 //! `ZKCOORD_BENCH_IDLE_SECS` the idle window (default 60), and `ZKCOORD_BENCH_ONLY` a comma list
 //! of sections (burst, floor, recipe, propagation, fanout, throughput, failover, footprint; default all).
 //! `ZKCOORD_BENCH_RECIPE_PUBLISHES` sets the publishes per row of the recipe section (default 50).
+//! The daemons log at `info`, as installed; `ZKCOORD_TEST_RUST_LOG` sets another filter.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -783,6 +784,11 @@ async fn section_footprint(hosts: &str, idle_secs: u64, report: &mut Vec<String>
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // The daemons log as an installed one does (`info`), not at the tests' `debug`: a debug
+    // line per step is CPU that 50 daemons on 2 cores pay on every publish.
+    if std::env::var_os("ZKCOORD_TEST_RUST_LOG").is_none() {
+        std::env::set_var("ZKCOORD_TEST_RUST_LOG", "info");
+    }
     let n: usize = std::env::var("ZKCOORD_BENCH_PUBLISHES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
     let idle_secs: u64 = std::env::var("ZKCOORD_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let mut report = vec![format!(

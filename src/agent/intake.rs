@@ -82,6 +82,8 @@ struct AppRead {
     stream: i64,
     newest: Option<Newest>,
     rollout: PlainPublish,
+    /// The versions as listed, for the prune after the batch.
+    children: Vec<String>,
 }
 
 impl AppRead {
@@ -93,18 +95,16 @@ impl AppRead {
         let layout = leader.config.layout();
         let parent = layout.versions(app);
         let meta_parent = layout.meta(app);
-        let (children, rollout) = futures::join!(client.get_children(&parent), crate::zk::rollout::read_any(client, &layout, app));
-        let mut rollout = PlainPublish::of(app, rollout?);
-        let (children, stat) = match children {
-            Ok(r) => r,
-            Err(zk::Error::NoNode) => {
+        let listed = match leader.list(app).await? {
+            Some(l) => l,
+            None => {
                 leader.begin_stream(app).await?;
-                // The old stream's record may be gone now: read it again.
-                rollout = PlainPublish::of(app, crate::zk::rollout::read_any(client, &layout, app).await?);
-                client.get_children(&parent).await?
+                // The old stream's record may be gone now: it is read again with the listing.
+                leader.list(app).await?.ok_or(AgentError::Zk(zk::Error::NoNode))?
             }
-            Err(e) => return Err(e.into()),
         };
+        let crate::zk::rollout::Listed { children, stat, record } = listed;
+        let rollout = PlainPublish::of(app, record);
         let stream = stat.czxid;
         let next = crate::agent::leader::next_version_seq(&stat, &children);
         leader.ensure_meta_parent(app).await?;
@@ -133,7 +133,7 @@ impl AppRead {
                 Some(Newest::Existing { name: v.name, sha256, has_meta })
             }
         };
-        Ok(AppRead { parent, meta_parent, next, stream, newest, rollout })
+        Ok(AppRead { parent, meta_parent, next, stream, newest, rollout, children })
     }
 }
 
@@ -225,6 +225,9 @@ impl Batch {
         }
         for c in &batch.creates {
             leader.created(&c.app, c.stream, &c.name, &c.meta.sha256);
+        }
+        for (app, read) in &batch.apps {
+            leader.listed_with(app, &read.children, batch.creates.iter().filter(|c| &c.app == app).map(|c| c.name.as_str()));
         }
         tracing::debug!(requests = answers.len(), created = batch.creates.len(), "batch of publish requests handled");
         Ok(batch.creates.into_iter().map(|c| c.app).collect())

@@ -34,6 +34,9 @@ pub(crate) struct Leader<'a> {
     /// Set once a wait for the flags' first read timed out: later publishes are refused at
     /// once rather than each waiting again (a batch would otherwise wait per request).
     pub freeze_wait_spent: std::sync::atomic::AtomicBool,
+    /// Set once the server refused a multi read (older than 3.6): listings and records are
+    /// then read apart (see [`crate::zk::rollout::list_with_record`]).
+    pub no_multi_read: std::sync::atomic::AtomicBool,
 }
 
 /// What a leader knows without reading it again, from its own writes.
@@ -44,7 +47,18 @@ pub(crate) struct Known {
     /// Per app, the newest version it created: (stream, name, sha256), for dedupe without
     /// reading the version back. Used only while the listing still names it newest.
     pub newest: std::collections::HashMap<String, (i64, String, String)>,
+    /// Per app, its versions as the last publish listed them plus the one it created: the
+    /// prune after that publish needs no listing of its own. Taken by the prune.
+    pub listed: std::collections::HashMap<String, Vec<VersionId>>,
+    /// Per app, when its chunks directory was last seen empty. Within [`BLOBLESS_RECHECK`] of
+    /// that, and with no chunked publish handled since, a prune does not list it again.
+    pub blobless: std::collections::HashMap<String, std::time::Instant>,
 }
+
+/// How long an app's empty chunks directory is taken as still empty by the prune: chunks come
+/// with a chunked publish, which clears it at once; only an upload abandoned before its request
+/// (an orphan, removed after [`crate::zk::blobs::ORPHAN_AGE`] anyway) waits this long to be seen.
+pub(crate) const BLOBLESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The request a publish came in: answered in the new version's own multi-op.
 #[derive(Clone, Copy)]
@@ -102,6 +116,27 @@ impl Leader<'_> {
         self.known().newest.get(app).filter(|(s, n, _)| *s == stream && n == name).map(|(_, _, sum)| sum.clone())
     }
 
+    /// Lists `app`'s versions with its rollout record, in one round trip; None when the
+    /// versions parent does not exist.
+    pub(crate) async fn list(&self, app: &str) -> Result<Option<crate::zk::rollout::Listed>, AgentError> {
+        let parent = self.layout.versions(app);
+        Ok(crate::zk::rollout::list_with_record(self.client, &self.layout, app, &parent, &self.no_multi_read).await?)
+    }
+
+    /// Remembers `app`'s versions as `children` listed them plus those `created`, for the prune.
+    pub(crate) fn listed_with<'n>(&self, app: &str, children: &[String], created: impl IntoIterator<Item = &'n str>) {
+        let mut all = layout::versions(children);
+        all.extend(created.into_iter().filter_map(VersionId::parse));
+        all.sort_by_key(|v| v.seq);
+        all.dedup_by_key(|v| v.seq);
+        self.known().listed.insert(app.to_string(), all);
+    }
+
+    /// Says a chunked publish to `app` was handled: its chunks directory is no longer known empty.
+    pub(crate) fn chunked(&self, app: &str) {
+        self.known().blobless.remove(app);
+    }
+
     /// Remembers that this leadership created `name` in `stream` as `app`'s newest version.
     pub(crate) fn created(&self, app: &str, stream: i64, name: &str, sha256: &str) {
         self.known().newest.insert(app.to_string(), (stream, name.to_string(), sha256.to_string()));
@@ -135,6 +170,7 @@ impl Leader<'_> {
         let checked = match decoded {
             // Chunked content: verify the blob; the version node will hold its marker.
             Ok((h, d)) if h.content.is_chunked() => {
+                self.chunked(&h.app);
                 crate::zk::blobs::verify_request(client, layout, &h, d, config.max_config_size).await?.map(|marker| (h, marker))
             }
             decoded => decoded.and_then(|(h, d)| validate_inline(&h, d).map(|_| (h, d.to_vec())).map_err(String::from)),
@@ -246,14 +282,15 @@ impl Leader<'_> {
         let meta_parent = layout.meta(&h.app);
         // The listing also says whether the parent exists, so the first publish alone creates
         // it (beginning a new version stream), and gives the stream's identity, its czxid.
-        let (children, parent_stat) = match client.get_children(&parent).await {
-            Ok(r) => r,
-            Err(zk::Error::NoNode) => {
+        // The rollout record comes with it, in the same round trip.
+        let listed = match self.list(&h.app).await? {
+            Some(l) => l,
+            None => {
                 self.begin_stream(&h.app).await?;
-                client.get_children(&parent).await?
+                self.list(&h.app).await?.ok_or(AgentError::Zk(zk::Error::NoNode))?
             }
-            Err(e) => return Err(e.into()),
         };
+        let crate::zk::rollout::Listed { children, stat: parent_stat, record } = listed;
         let stream = parent_stat.czxid;
         let meta = VersionMeta::of(h, stream);
         if let Some(newest) = layout::newest_version(&children) {
@@ -292,10 +329,7 @@ impl Leader<'_> {
                     // A rollout holding the newest back (aborted, or still on canaries) is superseded
                     // only by a new version, and a --canary publish starts its own rollout: neither
                     // may be answered "unchanged".
-                    let held = match crate::zk::rollout::read(client, layout, &h.app).await? {
-                        Some((r, _)) => r.state.holds_back(),
-                        None => false,
-                    };
+                    let held = matches!(&record, Some((Some(r), _)) if r.state.holds_back());
                     if same_signer && !held && h.canary.is_none() {
                         let meta_for = newest_meta.is_none().then(|| (h.app.clone(), newest.name.clone(), meta));
                         return Ok((Outcome::Unchanged { version: newest.name }, meta_for, false));
@@ -305,8 +339,7 @@ impl Leader<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let existing = crate::zk::rollout::read_any(client, layout, &h.app).await?;
-        let rollout = match crate::agent::rollout::plan_publish(client, layout, &h.app, h.canary.as_ref(), &children, existing).await? {
+        let rollout = match crate::agent::rollout::plan_publish(client, layout, &h.app, h.canary.as_ref(), &children, record).await? {
             Ok(plan) => plan,
             Err(reason) => return Ok((Outcome::Rejected { reason }, None, false)),
         };
@@ -332,6 +365,7 @@ impl Leader<'_> {
             }
         }
         self.created(&h.app, stream, &version, &h.sha256);
+        self.listed_with(&h.app, &children, [version.as_str()]);
         // The metadata went with the version: nothing to fill in when answering.
         Ok((outcome, None, reply.is_some()))
     }
@@ -492,28 +526,53 @@ impl Leader<'_> {
         let Leader { config, layout, client, fence, .. } = self;
         let keep = config.agent.keep_versions as usize;
         let parent = layout.versions(app);
-        let all = layout::versions(&client.list_children(&parent).await?);
-        let blobs = crate::zk::blobs::doomed_blobs(client, layout, app, &parent, &all, all.len().saturating_sub(keep)).await?;
-        if all.len() <= keep {
+        // The publish just made listed the versions: a plain client's version created since
+        // is counted by the next prune, and one deleted since fails the deletion (below).
+        let cached = self.known().listed.remove(app);
+        let all = match cached {
+            Some(all) => all,
+            None => layout::versions(&client.list_children(&parent).await?),
+        };
+        let pruned = all.len().saturating_sub(keep);
+        let blobless = self.known().blobless.get(app).is_some_and(|at| at.elapsed() < BLOBLESS_RECHECK);
+        let blobs = match blobless {
+            true => Vec::new(),
+            false => match crate::zk::blobs::doomed_blobs(client, layout, app, &parent, &all, pruned).await? {
+                Some(doomed) => doomed,
+                None => {
+                    self.known().blobless.insert(app.to_string(), std::time::Instant::now());
+                    Vec::new()
+                }
+            },
+        };
+        if pruned == 0 {
             return self.prune_blobs(app, blobs).await;
         }
         let meta_parent = layout.meta(app);
-        let metas: BTreeSet<String> = match client.list_children(&meta_parent).await {
-            Ok(m) => m.into_iter().collect(),
-            Err(zk::Error::NoNode) => BTreeSet::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let doomed: Vec<&VersionId> = all.iter().take(all.len() - keep).collect();
-        for batch in doomed.chunks(50) {
+        let doomed: Vec<&VersionId> = all.iter().take(pruned).collect();
+        // Each version goes with its metadata. Versions this leader made have it; a version a
+        // plain client made has none, which fails the multi-op (NoNode): then the metadata
+        // is listed and only what exists is deleted.
+        let mut metas: Option<BTreeSet<String>> = None;
+        let mut start = 0;
+        while start < doomed.len() {
+            let batch = &doomed[start..doomed.len().min(start + 50)];
             let mut w = fence.writer(client)?;
             for v in batch {
                 w.add_delete(&format!("{parent}/{}", v.name), None)?;
-                if metas.contains(&v.name) {
+                if metas.as_ref().is_none_or(|m| m.contains(&v.name)) {
                     w.add_delete(&format!("{meta_parent}/{}", v.name), None)?;
                 }
             }
             match fence.commit(w).await {
-                Ok(_) => {}
+                Ok(_) => start += batch.len(),
+                Err(AgentError::Zk(zk::Error::NoNode)) if metas.is_none() => {
+                    metas = Some(match client.list_children(&meta_parent).await {
+                        Ok(m) => m.into_iter().collect(),
+                        Err(zk::Error::NoNode) => BTreeSet::new(),
+                        Err(e) => return Err(e.into()),
+                    });
+                }
                 // Someone else (an operator) deleted one meanwhile; the next publish prunes again.
                 Err(AgentError::Zk(zk::Error::NoNode)) => return Ok(()),
                 Err(e) => return Err(e),

@@ -21,7 +21,6 @@ use leader::Leader;
 use crate::zk::identity::NodeKind;
 use crate::config::Config;
 use crate::zk::election::Leadership;
-use crate::model::layout::{self, REQUEST_PREFIX};
 use crate::metrics::Metrics;
 use crate::zk::session::{self, classify, ErrorKind, SessionHandle};
 use std::collections::BTreeSet;
@@ -29,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use zookeeper_client as zk;
 
 /// A publish handed to this agent's leader in-process (the legacy trigger on the leading
 /// agent): no request node, so the version's fenced multi-op is the publish's only write.
@@ -87,7 +85,7 @@ pub async fn run(
             }
         };
         let fence = Fence::new(node, node_version);
-        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone(), freeze_wait_spent: Default::default() };
+        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone(), freeze_wait_spent: Default::default(), no_multi_read: Default::default() };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             // Disconnected or demoted: stop at once, mid-request if need be.
@@ -132,9 +130,12 @@ async fn serve(leader: &Leader<'_>, local: &LocalIntake) -> Result<std::convert:
     let mut sweeper = outcomes::Sweeper::default();
     let mut sweep = tokio::time::interval(outcomes::sweep_interval(config.agent.outcome_ttl));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One leader hears of each request from a persistent watch; several leaders list on each
+    // change (see [`crate::zk::request_feed`]).
+    let mut feed = crate::zk::request_feed::RequestFeed::new(&layout.requests(), config.agent.leaders == 1);
     loop {
-        let (children, watcher) = client.list_and_watch_children(&layout.requests()).await?;
-        let names: Vec<&str> = layout::sorted_by_sequence(&children, REQUEST_PREFIX).into_iter().map(|(_, n)| n).collect();
+        let names = feed.take(client).await?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut touched = BTreeSet::new();
         if config.agent.leaders > 1 {
             // Several leaders share the requests: each is claimed, one at a time.
@@ -152,12 +153,15 @@ async fn serve(leader: &Leader<'_>, local: &LocalIntake) -> Result<std::convert:
         for app in touched {
             leader.prune(&app).await?;
         }
-        let changed = watcher.changed();
+        if feed.ready() {
+            continue;
+        }
+        let changed = feed.changed();
         tokio::pin!(changed);
         // In-process publishes are served while the same watch waits for request nodes.
-        let ev = loop {
+        loop {
             tokio::select! {
-                ev = &mut changed => break ev,
+                heard = &mut changed => break heard.map_err(AgentError::Zk)?,
                 // Answers publishers have had time to read (see [`outcomes`]).
                 _ = sweep.tick() => {
                     sweeper.sweep(leader).await?;
@@ -170,9 +174,6 @@ async fn serve(leader: &Leader<'_>, local: &LocalIntake) -> Result<std::convert:
                     }
                 }
             }
-        };
-        if ev.event_type == zk::EventType::Session {
-            return Err(AgentError::Zk(session::state_error(ev.session_state)));
         }
     }
 }

@@ -161,7 +161,8 @@ pub type DoomedBlob = (String, Vec<String>);
 
 /// Blobs of `app` that no kept version references and that either a pruned version
 /// (`all[..pruned]`) referenced or are older than [`ORPHAN_AGE`]. Reads only; the leader
-/// deletes them in fenced multi-ops. Costs one listing for an app that never chunked.
+/// deletes them in fenced multi-ops. Costs one listing for an app that never chunked, and
+/// answers None for it (no chunks at all), so the leader can skip the next look.
 pub async fn doomed_blobs(
     client: &zk::Client,
     layout: &Layout,
@@ -169,11 +170,11 @@ pub async fn doomed_blobs(
     versions_parent: &str,
     all: &[VersionId],
     pruned: usize,
-) -> Result<Vec<DoomedBlob>, zk::Error> {
+) -> Result<Option<Vec<DoomedBlob>>, zk::Error> {
     let dir = layout.app_blobs(app);
     let blobs = match client.list_children(&dir).await {
         Ok(b) if !b.is_empty() => b,
-        Ok(_) | Err(zk::Error::NoNode) => return Ok(Vec::new()),
+        Ok(_) | Err(zk::Error::NoNode) => return Ok(None),
         Err(e) => return Err(e),
     };
     let (mut kept, mut gone) = (BTreeSet::new(), BTreeSet::new());
@@ -211,7 +212,7 @@ pub async fn doomed_blobs(
         };
         doomed.push((path, chunks));
     }
-    Ok(doomed)
+    Ok(Some(doomed))
 }
 
 #[cfg(test)]

@@ -52,3 +52,74 @@ pub(crate) async fn read_any(client: &zk::Client, layout: &Layout, app: &str) ->
         Err(e) => Err(e),
     }
 }
+
+/// An app's versions (names and the parent's stat) and its rollout record, as the leader reads
+/// them before deciding a publish.
+pub(crate) struct Listed {
+    /// The versions parent's children.
+    pub children: Vec<String>,
+    /// The versions parent's stat: the stream (czxid) and the next sequence number.
+    pub stat: zk::Stat,
+    /// The rollout record (None when unreadable) and its stat, when a node exists.
+    pub record: Option<(Option<Rollout>, zk::Stat)>,
+}
+
+/// Lists `app`'s versions under `parent` and reads its rollout record in one round trip (a
+/// multi read, ZooKeeper 3.6+: one request where a publish used to make two); None when the
+/// versions parent does not exist. A server that refuses multi reads sets `no_multi_read`, and
+/// this process reads the two apart from then on.
+pub(crate) async fn list_with_record(
+    client: &zk::Client,
+    layout: &Layout,
+    app: &str,
+    parent: &str,
+    no_multi_read: &std::sync::atomic::AtomicBool,
+) -> Result<Option<Listed>, zk::Error> {
+    use std::sync::atomic::Ordering;
+    if !no_multi_read.load(Ordering::Relaxed) {
+        let mut r = client.new_multi_reader();
+        r.add_get_data(parent)?;
+        r.add_get_children(parent)?;
+        r.add_get_data(&layout.rollout(app))?;
+        match r.commit().await {
+            Ok(results) if results.len() == 3 => {
+                let mut it = results.into_iter();
+                let (stat, children, record) = (it.next().expect("3"), it.next().expect("3"), it.next().expect("3"));
+                // A create between the reads of the stat and the children is harmless: the
+                // next sequence number is never taken at or below a listed version, and the
+                // version's plain create fails its multi-op when the number was taken.
+                let stat = match stat {
+                    zk::MultiReadResult::Data { stat, .. } => stat,
+                    zk::MultiReadResult::Error { err: zk::Error::NoNode } => return Ok(None),
+                    zk::MultiReadResult::Error { err } => return Err(err),
+                    _ => return Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
+                };
+                let children = match children {
+                    zk::MultiReadResult::Children { children } => children,
+                    zk::MultiReadResult::Error { err: zk::Error::NoNode } => return Ok(None),
+                    zk::MultiReadResult::Error { err } => return Err(err),
+                    _ => return Err(zk::Error::UnexpectedError("a multi read answered something else than children for a listing".into())),
+                };
+                let record = match record {
+                    zk::MultiReadResult::Data { data, stat } => Some((parse(app, &data), stat)),
+                    zk::MultiReadResult::Error { err: zk::Error::NoNode } => None,
+                    zk::MultiReadResult::Error { err } => return Err(err),
+                    _ => return Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
+                };
+                return Ok(Some(Listed { children, stat, record }));
+            }
+            Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of 3 answered {}", results.len()))),
+            Err(e) if crate::zk::version_events::is_unsupported(&e) => {
+                tracing::info!("the server refuses multi reads ({e}; ZooKeeper older than 3.6?): listing versions and rollout records apart");
+                no_multi_read.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (children, record) = futures::join!(client.get_children(parent), read_any(client, layout, app));
+    match children {
+        Ok((children, stat)) => Ok(Some(Listed { children, stat, record: record? })),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
