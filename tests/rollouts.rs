@@ -477,3 +477,62 @@ async fn with_acls_rollouts_and_reload_slots_work_and_only_publishers_decide() {
         assert!(a.log().contains("reload slot taken"), "{}:\n{}", a.name(), a.log_tail(20));
     }
 }
+
+/// Issue 18, gates: after the soak the leader runs the gate the publish named (from its own
+/// `[agent] gates`); a failing gate aborts with the gate's words and no other host moves, a
+/// passing one promotes, and a gate the leader does not have refuses the publish up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_after_the_soak_decides_between_promotion_and_abort() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let mut spec = Spec::agent("agent-1", &hosts);
+    spec.agent_extra = concat!(
+        "gates = { ",
+        r#"errors = ["sh", "-c", "echo 'canaries {canaries}: 5xx ratio 0.21 over 0.05' >&2; exit 3"], "#,
+        r#"fine = "echo {app} {version} {previous} {canaries} >> {dir}/gate.log""#,
+        " }"
+    )
+    .to_string();
+    let agent = spec.start();
+    let apps = app_hosts(&hosts, 2, |s| s.toml()).await;
+    let v1 = publish_ok(&hosts, b"v1\n").await;
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
+    }
+
+    // A gate the leader does not have: refused, nothing published, the hosts stay.
+    let out = publish_with(&hosts, b"v2\n", &["--canary", "web-1", "--soak", "1s", "--gate", "nosuch"]).await;
+    let text = output_text(&out);
+    assert!(!out.status.success() && text.contains("no gate \"nosuch\"") && text.contains("errors, fine"), "{text}");
+    assert!(rollout(&client).await.is_none(), "no rollout was started");
+    // A command instead of a name is refused by zkcoordctl itself.
+    let out = publish_with(&hosts, b"v2\n", &["--canary", "web-1", "--gate", "curl -f http://x"]).await;
+    assert!(!out.status.success() && output_text(&out).contains("a gate is named"), "{}", output_text(&out));
+
+    // A failing gate: the canary ran it, the soak passed, the gate said no.
+    let out = publish_with(&hosts, b"v2\n", &["--canary", "web-1", "--soak", "1s", "--gate", "errors"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let r = wait_rollout_state(&client, "aborted").await;
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("gate errors") && reason.contains("canaries web-1: 5xx ratio 0.21 over 0.05"), "{reason}");
+    assert_eq!(r["gate"], "errors", "{r}");
+    assert_eq!(on_disk(&apps[1]).as_deref(), Some(&b"v1\n"[..]), "web-2 never left v1");
+    agent.wait_for_log("running the gate before promotion", LONG);
+
+    // A passing gate promotes, and every host gets the version.
+    let v3 = {
+        let out = publish_with(&hosts, b"v3\n", &["--canary", "web-1", "--soak", "1s", "--gate", "fine", "--wait=60s"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "a passing gate's rollout ends promoted:\n{}", output_text(&out));
+        text.lines().next().unwrap().trim_start_matches("published ").to_string()
+    };
+    let r = rollout(&client).await.unwrap();
+    assert_eq!(r["state"], "promoted", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("gate fine passed"), "{r}");
+    for a in &apps {
+        wait_on_disk(a, b"v3\n", LONG).await;
+    }
+    let log = std::fs::read_to_string(agent.dir().join("gate.log")).unwrap();
+    assert_eq!(log.trim(), format!("{APP} {v3} {v1} web-1"), "the gate is told the app, the version, what the others run and the canaries");
+}

@@ -339,7 +339,7 @@ impl Leader<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let rollout = match crate::agent::rollout::plan_publish(client, layout, &h.app, h.canary.as_ref(), &children, record).await? {
+        let rollout = match crate::agent::rollout::plan_publish(client, layout, &self.config.agent.gates, &h.app, h.canary.as_ref(), &children, record).await? {
             Ok(plan) => plan,
             Err(reason) => return Ok((Outcome::Rejected { reason }, None, false)),
         };

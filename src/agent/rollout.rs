@@ -6,7 +6,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::layout::{self, Layout, VersionId};
 use crate::model::rollout::{canary_state, parse, decide, pick_canaries, CanarySpec, CanaryState, Decision, Rollout, State};
+use crate::config::HookCommand;
 use crate::model::status::StatusReport;
+use std::collections::BTreeMap;
 use crate::zk::fence::{AgentError, Fence};
 use crate::zk::identity::NodeKind;
 use crate::zk::rollout::Wake;
@@ -56,9 +58,11 @@ pub type Existing = Option<(Option<Rollout>, zk::Stat)>;
 /// against the live hosts now); without one, the deletion of any record, since the new version
 /// supersedes it. Every operation is version-checked, so a record changed since it was read
 /// fails the publish's multi-op. Err is a reason to reject the request.
+#[allow(clippy::too_many_arguments)]
 pub async fn plan_publish(
     client: &zk::Client,
     layout: &Layout,
+    gates: &BTreeMap<String, HookCommand>,
     app: &str,
     spec: Option<&CanarySpec>,
     children: &[String],
@@ -73,6 +77,16 @@ pub async fn plan_publish(
                 PlanOp::Delete(layout.rollout(app), stat.version)
             }),
         }));
+    };
+    // The gate asked for, else the app's own; one the leader does not have refuses the
+    // publish (a rollout that could never be promoted would hold every other host back).
+    let gate = match &spec.gate {
+        Some(g) if !gates.contains_key(g) => {
+            let have = if gates.is_empty() { "none".to_string() } else { gates.keys().cloned().collect::<Vec<_>>().join(", ") };
+            return Ok(Err(format!("no gate {g:?} in the leading agent's [agent] gates (it has: {have}); nothing published")));
+        }
+        Some(g) => Some(g.clone()),
+        None => gates.contains_key(app).then(|| app.to_string()),
     };
     let live = match client.list_children(&layout.status(app)).await {
         Ok(c) => c,
@@ -98,6 +112,7 @@ pub async fn plan_publish(
         state: State::Canary,
         soak_started_ms: None,
         reason: None,
+        gate,
     };
     let p = layout.rollout(app);
     let op = match existing {
@@ -291,11 +306,43 @@ async fn step(
             Ok(None)
         }
         Decision::Write(next) => {
+            let next = match (&next.state, &r.gate) {
+                (State::Promoted, Some(gate)) => pass_gate(config, app, &version, &r, next.clone(), gate).await,
+                _ => next,
+            };
             if write(client, fence, &p, &next, stat.version).await? {
                 tracing::info!(app, mono_us = crate::clock::monotonic_us(), "rollout {}", next.describe());
                 metrics.rollout_decided(app, next.state.as_str());
             }
             Ok(Some(now_ms()))
+        }
+    }
+}
+
+/// Runs the rollout's gate now that the soak has passed: `promoted` (its reason says the gate
+/// passed) when it exits 0, else `aborted` with the gate's own words. A gate the config no
+/// longer has aborts too: nothing says the version is good. A leader that dies mid-gate leaves
+/// the rollout soaking, and the next one runs the gate again.
+async fn pass_gate(config: &Config, app: &str, version: &VersionId, r: &Rollout, promoted: Rollout, gate: &str) -> Rollout {
+    let aborted = |why: String| Rollout { state: State::Aborted, reason: Some(format!("aborted by the leader: {why}")), ..r.clone() };
+    let Some(cmd) = config.agent.gates.get(gate) else {
+        return aborted(format!("gate {gate:?} is not in this leader's [agent] gates"));
+    };
+    let canaries = r.canaries.join(",");
+    let vars = [("app", app), ("version", version.name.as_str()), ("previous", r.previous.as_deref().unwrap_or("")), ("canaries", canaries.as_str())];
+    let argv = HookCommand::Argv(cmd.argv_with(&vars));
+    tracing::info!(app, version = %version, gate, "soak passed; running the gate before promotion");
+    let run = crate::host::hooks::run(&argv, None, config.agent.gate_timeout).await;
+    if run.ok() {
+        let said = crate::model::status::reason(&run.output);
+        let said = if said.is_empty() { String::new() } else { format!(" ({said})") };
+        Rollout { reason: promoted.reason.map(|why| format!("{why}; gate {gate} passed{said}")), ..promoted }
+    } else {
+        tracing::warn!(app, version = %version, gate, "{}", run.describe(&format!("gate {gate}"), cmd));
+        let head = run.summary(&format!("gate {gate}"), cmd);
+        match crate::model::status::reason(&run.output) {
+            "" => aborted(head),
+            said => aborted(format!("{head}: {said}")),
         }
     }
 }

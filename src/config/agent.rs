@@ -35,6 +35,15 @@ pub struct AgentConfig {
     /// removes older ones in one sweep a minute.
     #[serde(default = "default_outcome_ttl", with = "humantime_serde")]
     pub outcome_ttl: Duration,
+    /// Gates by name: a command the leader runs when a canary rollout's soak has passed, before
+    /// it promotes; a non-zero exit aborts the rollout. A publish names one (`--gate NAME`); a
+    /// gate named after an app runs for every canary rollout of that app. Publishers only name
+    /// gates, never send commands: what runs on the agent's host is the agent config's.
+    #[serde(default)]
+    pub gates: std::collections::BTreeMap<String, crate::config::HookCommand>,
+    /// How long a gate may run before it is killed and the rollout aborted.
+    #[serde(default = "default_gate_timeout", with = "humantime_serde")]
+    pub gate_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -48,6 +57,8 @@ impl Default for AgentConfig {
             trigger_max_connections: default_trigger_max_connections(),
             trigger_token_file: None,
             outcome_ttl: default_outcome_ttl(),
+            gates: Default::default(),
+            gate_timeout: default_gate_timeout(),
         }
     }
 }
@@ -66,6 +77,10 @@ fn default_keep_versions() -> u32 {
 
 fn default_trigger_max_connections() -> usize {
     64
+}
+
+fn default_gate_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_outcome_ttl() -> Duration {

@@ -38,6 +38,8 @@ pub const KEYS: &[Key] = &[
     Key { key: "`[agent] election_path`", default: "`/roles/workers`", meaning: "parent of the agents' election nodes" },
     Key { key: "`[agent] leaders`", default: "`1`", meaning: "how many agents lead at once" },
     Key { key: "`[agent] outcome_ttl`", default: "`\"5m\"`", meaning: "how long a publish's answer stays for its publisher to read; older ones are removed once a minute (or at the pace of `outcome_ttl`, if shorter)" },
+    Key { key: "`[agent] gates`", default: "none", meaning: "named gate commands, e.g. `{ errors = [\"/usr/local/bin/5xx-ok\", \"{canaries}\"] }`: run by the leader after a canary soak, before promotion; a non-zero exit aborts. `--gate NAME` picks one; a gate named after an app runs for all its canary rollouts. Placeholders `{app}`, `{version}`, `{previous}`, `{canaries}`" },
+    Key { key: "`[agent] gate_timeout`", default: "`\"1m\"`", meaning: "how long a gate may run; past it the gate is killed and the rollout aborted" },
     Key { key: "`[agent] keep_versions`", default: "`100`", meaning: "versions kept per app; older ones (and their metadata) are pruned" },
     Key { key: "`[agent] trigger_listen`", default: "absent (off)", meaning: "address of the legacy `add|<data>` listener, e.g. `\"127.0.0.1:8877\"`" },
     Key { key: "`[agent] trigger_app`", default: "none", meaning: "the app that trigger data becomes a version of (required with `trigger_listen`)" },

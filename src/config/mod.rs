@@ -390,6 +390,20 @@ impl Config {
         if self.agent.outcome_ttl < std::time::Duration::from_secs(1) {
             return Err(invalid("agent.outcome_ttl", "expected at least 1s"));
         }
+        for (name, gate) in &self.agent.gates {
+            let key = format!("agent.gates.{name}");
+            if name.is_empty() || name.contains('/') || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(invalid(&key, "expected a gate name without spaces or '/'"));
+            }
+            match gate {
+                HookCommand::Argv(v) if v.is_empty() || v[0].is_empty() => return Err(invalid(&key, "expected a non-empty command")),
+                HookCommand::Shell(s) if s.trim().is_empty() => return Err(invalid(&key, "expected a non-empty command")),
+                _ => {}
+            }
+        }
+        if self.agent.gate_timeout < std::time::Duration::from_secs(1) {
+            return Err(invalid("agent.gate_timeout", "expected at least 1s"));
+        }
         if let Some(addr) = &self.agent.trigger_listen {
             // With no slot the listener would never accept: every trigger would wait unanswered.
             if self.agent.trigger_max_connections == 0 {
@@ -677,6 +691,18 @@ reload = ["nginx", "-s", "reload"]
     fn bad_duration_names_the_key() {
         let err = load(&MINIMAL.replace("hosts = ", "session_timeout = \"soon\"\nhosts = ")).unwrap_err().to_string();
         assert!(err.contains("zookeeper.session_timeout"), "{err}");
+    }
+
+    #[test]
+    fn gates_are_named_commands_and_a_bad_one_names_its_key() {
+        let with = |gates: &str| MINIMAL.replace("[[app]]", &format!("[agent]\ngates = {{ {gates} }}\n[[app]]"));
+        let c = load(&with(r#"errors = ["check-5xx", "{canaries}"]"#)).unwrap();
+        assert_eq!(c.agent.gates["errors"], HookCommand::Argv(vec!["check-5xx".into(), "{canaries}".into()]));
+        assert_eq!(c.agent.gate_timeout, Duration::from_secs(60));
+        let err = load(&with(r#""a b" = ["x"]"#)).unwrap_err().to_string();
+        assert!(err.contains("agent.gates.a b") && err.contains("without spaces"), "{err}");
+        let err = load(&with(r#"errors = []"#)).unwrap_err().to_string();
+        assert!(err.contains("agent.gates.errors") && err.contains("non-empty command"), "{err}");
     }
 
     #[test]

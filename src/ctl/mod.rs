@@ -244,6 +244,11 @@ pub struct PublishOptions {
     /// With --canary: how long the canaries must run the version before promotion (default 5m).
     #[arg(long, requires = "canary", value_parser = humantime::parse_duration)]
     pub soak: Option<Duration>,
+    /// With --canary: after the soak, the leading agent runs this gate (a name in its
+    /// [agent] gates, e.g. a query of the canaries' 5xx ratio) and promotes only if it exits 0;
+    /// otherwise the rollout is aborted with the gate's output as the reason.
+    #[arg(long, value_name = "NAME", requires = "canary")]
+    pub gate: Option<String>,
     /// Machine-readable output: one JSON object at the end (outcome and version; with --wait
     /// also the rollout's result and every host's).
     #[arg(long)]

@@ -182,6 +182,7 @@ mod tests {
             state,
             soak_started_ms: None,
             reason: None,
+            gate: None,
         }
     }
 

@@ -82,6 +82,10 @@ pub struct Rollout {
     /// Why it was promoted or aborted, and by whom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The gate (a name in the leader's `[agent] gates`) that must pass after the soak before
+    /// the leader promotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
 }
 
 impl Rollout {
@@ -105,6 +109,9 @@ impl Rollout {
             humantime::format_duration(Duration::from_millis(self.soak_ms)),
             self.previous.as_deref().unwrap_or("nothing")
         );
+        if let Some(g) = &self.gate {
+            s.push_str(&format!(", gate {g}"));
+        }
         if let Some(r) = &self.reason {
             s.push_str(&format!("; {r}"));
         }
@@ -123,6 +130,9 @@ pub struct CanarySpec {
     pub percent: Option<u32>,
     /// Soak time in milliseconds.
     pub soak_ms: u64,
+    /// `--gate NAME`: a gate of the leader's config to pass before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
 }
 /// Why a rollout cannot be staged as asked: a `--canary`/`--soak` the operator mistyped, or
 /// canaries that cannot be picked from the live hosts.
@@ -137,13 +147,21 @@ impl From<RolloutError> for String {
 }
 
 
-/// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak`.
-pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>) -> Result<Option<CanarySpec>, RolloutError> {
+/// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak` and `--gate`.
+pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&str>) -> Result<Option<CanarySpec>, RolloutError> {
     let Some(c) = canary else {
-        return match soak {
-            Some(_) => Err(RolloutError("--soak needs --canary".into())),
-            None => Ok(None),
+        return match (soak, gate) {
+            (Some(_), _) => Err(RolloutError("--soak needs --canary".into())),
+            (_, Some(_)) => Err(RolloutError("--gate needs --canary: a gate runs between a canary soak and the promotion".into())),
+            (None, None) => Ok(None),
         };
+    };
+    let gate = match gate.map(str::trim) {
+        Some("") => return Err(RolloutError("--gate: expected the name of a gate in the agents' [agent] gates".into())),
+        Some(g) if g.contains('/') || g.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+            return Err(RolloutError(format!("--gate {g:?}: a gate is named, not written out; the command is in the agents' [agent] gates")))
+        }
+        g => g.map(String::from),
     };
     let soak_ms = soak.unwrap_or(DEFAULT_SOAK).as_millis() as u64;
     let c = c.trim();
@@ -152,7 +170,7 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>) -> Result<Optio
         if !(1..=100).contains(&percent) {
             return Err(RolloutError(format!("--canary {c:?}: expected a percentage from 1% to 100%")));
         }
-        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms }));
+        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms, gate }));
     }
     let mut hosts: Vec<String> = c.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     hosts.dedup();
@@ -162,7 +180,7 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>) -> Result<Optio
     if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.chars().any(char::is_control)) {
         return Err(RolloutError(format!("--canary: {bad:?} is not a node id")));
     }
-    Ok(Some(CanarySpec { hosts, percent: None, soak_ms }))
+    Ok(Some(CanarySpec { hosts, percent: None, soak_ms, gate }))
 }
 
 /// The version children host `node` may apply: all of them, or, while `rollout` holds it back,
@@ -320,6 +338,7 @@ mod tests {
             state,
             soak_started_ms: None,
             reason: None,
+            gate: None,
         }
     }
 
@@ -358,20 +377,23 @@ mod tests {
 
     #[test]
     fn canary_specs_parse_names_and_percentages() {
-        let s = canary_spec(Some("web-1, web-2"), Some(Duration::from_secs(1))).unwrap().unwrap();
+        let s = canary_spec(Some("web-1, web-2"), Some(Duration::from_secs(1)), None).unwrap().unwrap();
         assert_eq!((s.hosts, s.percent, s.soak_ms), (names(&["web-1", "web-2"]), None, 1000));
-        let s = canary_spec(Some("10%"), None).unwrap().unwrap();
+        let s = canary_spec(Some("10%"), None, None).unwrap().unwrap();
         assert_eq!((s.percent, s.soak_ms), (Some(10), 300_000));
-        assert!(canary_spec(Some("0%"), None).is_err());
-        assert!(canary_spec(Some("x%"), None).is_err());
-        assert!(canary_spec(None, Some(Duration::from_secs(1))).is_err());
-        assert_eq!(canary_spec(None, None).unwrap(), None);
+        assert!(canary_spec(Some("0%"), None, None).is_err());
+        assert!(canary_spec(Some("x%"), None, None).is_err());
+        assert!(canary_spec(None, Some(Duration::from_secs(1)), None).is_err());
+        assert_eq!(canary_spec(None, None, None).unwrap(), None);
+        assert!(canary_spec(None, None, Some("errors")).is_err(), "a gate needs a canary");
+        assert!(canary_spec(Some("web-1"), None, Some("curl -f x")).is_err(), "a gate is a name, not a command");
+        assert_eq!(canary_spec(Some("web-1"), None, Some("errors")).unwrap().unwrap().gate.as_deref(), Some("errors"));
     }
 
     #[test]
     fn percent_picks_at_least_one_live_host_deterministically() {
         let live = names(&["web-1", "web-2", "web-3", "web-4"]);
-        let spec = CanarySpec { hosts: vec![], percent: Some(10), soak_ms: 0 };
+        let spec = CanarySpec { hosts: vec![], percent: Some(10), soak_ms: 0, gate: None };
         let a = pick_canaries("app", &spec, &live).unwrap();
         assert_eq!(a.len(), 1);
         let mut shuffled = live.clone();
@@ -380,7 +402,7 @@ mod tests {
         let half = CanarySpec { percent: Some(50), ..spec.clone() };
         assert_eq!(pick_canaries("app", &half, &live).unwrap().len(), 2);
         assert!(pick_canaries("app", &spec, &[]).unwrap_err().0.contains("no live host"));
-        let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0 };
+        let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0, gate: None };
         let e = pick_canaries("app", &named, &live).unwrap_err().0;
         assert!(e.contains("web-9") && e.contains("web-1, web-2"), "{e}");
     }
