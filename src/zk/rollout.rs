@@ -109,7 +109,7 @@ pub(crate) async fn list_with_record(
                 return Ok(Some(Listed { children, stat, record }));
             }
             Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of 3 answered {}", results.len()))),
-            Err(e) if crate::zk::version_events::is_unsupported(&e) => {
+            Err(e) if matches!(e, zk::Error::Unimplemented | zk::Error::UnexpectedError(_) | zk::Error::UnexpectedErrorCode(_) | zk::Error::MarshallingError | zk::Error::BadArguments(_)) => {
                 tracing::info!("the server refuses multi reads ({e}; ZooKeeper older than 3.6?): listing versions and rollout records apart");
                 no_multi_read.store(true, Ordering::Relaxed);
             }
