@@ -29,7 +29,12 @@ async fn publish_with(zk: &str, bytes: &[u8], extra: &[&str]) -> Output {
 
 /// Publishes as a canary rollout and returns the version name.
 async fn publish_canary(zk: &str, bytes: &[u8], canary: &str, soak: &str) -> String {
-    let out = publish_with(zk, bytes, &["--canary", canary, "--soak", soak]).await;
+    publish_staged(zk, bytes, &["--canary", canary, "--soak", soak]).await
+}
+
+/// Publishes with `args` (a `--canary` among them) and returns the version name.
+async fn publish_staged(zk: &str, bytes: &[u8], args: &[&str]) -> String {
+    let out = publish_with(zk, bytes, args).await;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && text.starts_with("published conf-"), "canary publish failed:\n{}", output_text(&out));
     assert!(text.contains("staged on canaries"), "publish says how the rollout starts:\n{text}");
@@ -521,12 +526,7 @@ async fn a_gate_after_the_soak_decides_between_promotion_and_abort() {
     agent.wait_for_log("running the gate before promotion", LONG);
 
     // A passing gate promotes, and every host gets the version.
-    let v3 = {
-        let out = publish_with(&hosts, b"v3\n", &["--canary", "web-1", "--soak", "1s", "--gate", "fine", "--wait=60s"]).await;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "a passing gate's rollout ends promoted:\n{}", output_text(&out));
-        text.lines().next().unwrap().trim_start_matches("published ").to_string()
-    };
+    let v3 = publish_staged(&hosts, b"v3\n", &["--canary", "web-1", "--soak", "1s", "--gate", "fine", "--wait=60s"]).await;
     let r = rollout(&client).await.unwrap();
     assert_eq!(r["state"], "promoted", "{r}");
     assert!(r["reason"].as_str().unwrap().contains("gate fine passed"), "{r}");

@@ -535,15 +535,14 @@ impl Leader<'_> {
         };
         let pruned = all.len().saturating_sub(keep);
         let blobless = self.known().blobless.get(app).is_some_and(|at| at.elapsed() < BLOBLESS_RECHECK);
-        let blobs = match blobless {
-            true => Vec::new(),
-            false => match crate::zk::blobs::doomed_blobs(client, layout, app, &parent, &all, pruned).await? {
-                Some(doomed) => doomed,
-                None => {
-                    self.known().blobless.insert(app.to_string(), std::time::Instant::now());
-                    Vec::new()
-                }
-            },
+        let blobs = if blobless {
+            Vec::new()
+        } else {
+            let doomed = crate::zk::blobs::doomed_blobs(client, layout, app, &parent, &all, pruned).await?;
+            if doomed.is_none() {
+                self.known().blobless.insert(app.to_string(), std::time::Instant::now());
+            }
+            doomed.unwrap_or_default()
         };
         if pruned == 0 {
             return self.prune_blobs(app, blobs).await;

@@ -515,11 +515,7 @@ impl Applier {
             r.add_get_data(&self.layout.rollout(&self.app.name))?;
             match r.commit().await {
                 Ok(results) if results.len() == 4 => {
-                    let mut it = results.into_iter().map(|r| match r {
-                        zk::MultiReadResult::Data { data, stat } => Ok((data, stat)),
-                        zk::MultiReadResult::Error { err } => Err(err),
-                        _ => Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
-                    });
+                    let mut it = results.into_iter().map(crate::zk::session::multi_data);
                     let (parent, version, meta, rollout) = (it.next().expect("4"), it.next().expect("4"), it.next().expect("4"), it.next().expect("4"));
                     let rollout = match rollout {
                         Ok((bytes, _)) => Some(crate::model::rollout::parse(&self.app.name, &bytes)),
@@ -529,7 +525,7 @@ impl Applier {
                     return Ok((parent.ok().map(|(_, s)| s), rollout, version, meta));
                 }
                 Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of 4 answered {}", results.len()))),
-                Err(e) if crate::zk::version_events::is_unsupported(&e) => {
+                Err(e) if crate::zk::session::is_unsupported(&e) => {
                     tracing::info!(app = %self.app.name, "the server refuses multi reads ({e}; ZooKeeper older than 3.6?): reading version and metadata apart");
                     self.no_multi_read.store(true, std::sync::atomic::Ordering::Relaxed);
                 }

@@ -17,6 +17,14 @@ pub enum HookCommand {
 }
 
 impl HookCommand {
+    /// Whether there is nothing to run (`[]`, `[""]` or a blank string): refused in the config.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            HookCommand::Argv(v) => v.first().is_none_or(|a| a.is_empty()),
+            HookCommand::Shell(s) => s.trim().is_empty(),
+        }
+    }
+
     /// The argv to execute, with `{src}` replaced by `src` where given.
     pub fn argv(&self, src: Option<&Path>) -> Vec<String> {
         let src = src.map(|p| p.to_string_lossy().into_owned());

@@ -392,13 +392,11 @@ impl Config {
         }
         for (name, gate) in &self.agent.gates {
             let key = format!("agent.gates.{name}");
-            if name.is_empty() || name.contains('/') || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            if !crate::model::rollout::is_gate_name(name) {
                 return Err(invalid(&key, "expected a gate name without spaces or '/'"));
             }
-            match gate {
-                HookCommand::Argv(v) if v.is_empty() || v[0].is_empty() => return Err(invalid(&key, "expected a non-empty command")),
-                HookCommand::Shell(s) if s.trim().is_empty() => return Err(invalid(&key, "expected a non-empty command")),
-                _ => {}
+            if gate.is_empty() {
+                return Err(invalid(&key, "expected a non-empty command"));
             }
         }
         if self.agent.gate_timeout < std::time::Duration::from_secs(1) {
@@ -470,14 +468,8 @@ impl Config {
                 }
             }
             for (k, hook) in [("check", &app.check), ("reload", &app.reload)] {
-                match hook {
-                    Some(HookCommand::Argv(v)) if v.is_empty() || v[0].is_empty() => {
-                        return Err(invalid(&key(k), "expected a non-empty command"))
-                    }
-                    Some(HookCommand::Shell(s)) if s.trim().is_empty() => {
-                        return Err(invalid(&key(k), "expected a non-empty command"))
-                    }
-                    _ => {}
+                if hook.as_ref().is_some_and(HookCommand::is_empty) {
+                    return Err(invalid(&key(k), "expected a non-empty command"));
                 }
             }
             if let Some(user) = &app.run_as {

@@ -147,6 +147,12 @@ impl From<RolloutError> for String {
 }
 
 
+/// Whether `name` can name a gate (`[agent] gates`, `--gate`): a word, so a command pasted
+/// where a name belongs is refused rather than looked up.
+pub fn is_gate_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 /// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak` and `--gate`.
 pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&str>) -> Result<Option<CanarySpec>, RolloutError> {
     let Some(c) = canary else {
@@ -158,7 +164,7 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&s
     };
     let gate = match gate.map(str::trim) {
         Some("") => return Err(RolloutError("--gate: expected the name of a gate in the agents' [agent] gates".into())),
-        Some(g) if g.contains('/') || g.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+        Some(g) if !is_gate_name(g) => {
             return Err(RolloutError(format!("--gate {g:?}: a gate is named, not written out; the command is in the agents' [agent] gates")))
         }
         g => g.map(String::from),

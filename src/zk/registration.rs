@@ -133,7 +133,7 @@ async fn keep_on_session(
         // so a deletion in between is looked for once.
         let mut persistent = match client.watch(&path, zk::AddWatchMode::Persistent).await {
             Ok(w) => Some(w),
-            Err(e) if crate::zk::version_events::is_unsupported(&e) => None,
+            Err(e) if crate::zk::session::is_unsupported(&e) => None,
             Err(e) => return Err(e),
         };
         if persistent.is_some() && client.check_stat(&path).await?.is_none() {

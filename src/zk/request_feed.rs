@@ -10,7 +10,7 @@
 //! agent with `leaders > 1` (whose leaders must look again when a claim goes away), list and
 //! set a child watch on every round, as before.
 
-use crate::model::layout::{sorted_by_sequence, REQUEST_PREFIX};
+use crate::model::layout::{sequence_of, sorted_by_sequence, REQUEST_PREFIX};
 use std::collections::BTreeMap;
 use zookeeper_client as zk;
 
@@ -53,7 +53,7 @@ impl RequestFeed {
                 self.rewatch = false;
                 match client.watch(&self.parent, zk::AddWatchMode::PersistentRecursive).await {
                     Ok(set) => *w = Some(set),
-                    Err(e) if crate::zk::version_events::is_unsupported(&e) => {
+                    Err(e) if crate::zk::session::is_unsupported(&e) => {
                         tracing::info!("the server refuses persistent watches ({e}; ZooKeeper older than 3.6?): listing publish requests on each change");
                         self.watch = Watch::Children(None);
                     }
@@ -111,7 +111,7 @@ impl RequestFeed {
 
     /// Whether a round is due without waiting: requests heard of, or a listing owed.
     pub fn ready(&self) -> bool {
-        !self.pending.is_empty() || self.relist || self.rewatch || matches!(self.watch, Watch::Persistent(None))
+        !self.pending.is_empty() || self.relist || self.rewatch
     }
 
     /// Takes one event of the persistent watch in.
@@ -128,8 +128,8 @@ impl RequestFeed {
             },
             zk::EventType::NodeCreated => {
                 let name = ev.path.strip_prefix(self.parent.as_str()).and_then(|r| r.strip_prefix('/')).filter(|n| !n.contains('/'));
-                if let Some((seq, name)) = name.and_then(|n| sorted_by_sequence(&[n.to_string()], REQUEST_PREFIX).first().map(|(s, n)| (*s, n.to_string()))) {
-                    self.pending.insert(seq, name);
+                if let Some((seq, name)) = name.and_then(|n| sequence_of(n, REQUEST_PREFIX).map(|seq| (seq, n))) {
+                    self.pending.insert(seq, name.to_string());
                 }
             }
             // The requests parent deleted (by hand): list again once it is back.

@@ -88,11 +88,10 @@ pub(crate) async fn list_with_record(
                 // A create between the reads of the stat and the children is harmless: the
                 // next sequence number is never taken at or below a listed version, and the
                 // version's plain create fails its multi-op when the number was taken.
-                let stat = match stat {
-                    zk::MultiReadResult::Data { stat, .. } => stat,
-                    zk::MultiReadResult::Error { err: zk::Error::NoNode } => return Ok(None),
-                    zk::MultiReadResult::Error { err } => return Err(err),
-                    _ => return Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
+                let stat = match crate::zk::session::multi_data(stat) {
+                    Ok((_, stat)) => stat,
+                    Err(zk::Error::NoNode) => return Ok(None),
+                    Err(e) => return Err(e),
                 };
                 let children = match children {
                     zk::MultiReadResult::Children { children } => children,
@@ -100,16 +99,15 @@ pub(crate) async fn list_with_record(
                     zk::MultiReadResult::Error { err } => return Err(err),
                     _ => return Err(zk::Error::UnexpectedError("a multi read answered something else than children for a listing".into())),
                 };
-                let record = match record {
-                    zk::MultiReadResult::Data { data, stat } => Some((parse(app, &data), stat)),
-                    zk::MultiReadResult::Error { err: zk::Error::NoNode } => None,
-                    zk::MultiReadResult::Error { err } => return Err(err),
-                    _ => return Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
+                let record = match crate::zk::session::multi_data(record) {
+                    Ok((data, stat)) => Some((parse(app, &data), stat)),
+                    Err(zk::Error::NoNode) => None,
+                    Err(e) => return Err(e),
                 };
                 return Ok(Some(Listed { children, stat, record }));
             }
             Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of 3 answered {}", results.len()))),
-            Err(e) if matches!(e, zk::Error::Unimplemented | zk::Error::UnexpectedError(_) | zk::Error::UnexpectedErrorCode(_) | zk::Error::MarshallingError | zk::Error::BadArguments(_)) => {
+            Err(e) if crate::zk::session::is_unsupported(&e) => {
                 tracing::info!("the server refuses multi reads ({e}; ZooKeeper older than 3.6?): listing versions and rollout records apart");
                 no_multi_read.store(true, Ordering::Relaxed);
             }

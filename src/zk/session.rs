@@ -567,3 +567,21 @@ pub async fn ensure_chroot(client: &zk::Client, hosts: &crate::config::ConnectSt
         Err(e) => Err(crate::zk::chroot::ChrootError::Missing { chroot: chroot.clone(), why: format!("creating it failed: {e}") }),
     }
 }
+
+/// Errors by which a server says it does not know a request (addWatch and multi reads came
+/// with ZooKeeper 3.6), as opposed to a connection or session that failed.
+pub fn is_unsupported(e: &zk::Error) -> bool {
+    matches!(
+        e,
+        zk::Error::Unimplemented | zk::Error::UnexpectedError(_) | zk::Error::UnexpectedErrorCode(_) | zk::Error::MarshallingError | zk::Error::BadArguments(_)
+    )
+}
+
+/// One data read of a multi read, as a plain `get_data` answers it.
+pub fn multi_data(r: zk::MultiReadResult) -> Result<(Vec<u8>, zk::Stat), zk::Error> {
+    match r {
+        zk::MultiReadResult::Data { data, stat } => Ok((data, stat)),
+        zk::MultiReadResult::Error { err } => Err(err),
+        _ => Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
+    }
+}

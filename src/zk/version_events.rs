@@ -55,14 +55,7 @@ pub enum Unwatched {
     Failed(zk::Error),
 }
 
-/// Errors by which a server says it does not know a request (addWatch and multi reads came
-/// with ZooKeeper 3.6), as opposed to a connection or session that failed.
-pub fn is_unsupported(e: &zk::Error) -> bool {
-    matches!(
-        e,
-        zk::Error::Unimplemented | zk::Error::UnexpectedError(_) | zk::Error::UnexpectedErrorCode(_) | zk::Error::MarshallingError | zk::Error::BadArguments(_)
-    )
-}
+pub use crate::zk::session::is_unsupported;
 
 /// What one event meant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
