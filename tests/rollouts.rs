@@ -365,7 +365,9 @@ async fn with_max_parallel_reloads_1_reloads_of_different_hosts_never_overlap() 
         assert!(a.log().contains("reload slot taken"), "{} used the semaphore", a.name());
     }
     assert!(apps.iter().any(|a| a.log().contains("waiting for a reload slot")), "someone had to wait");
-    // Leases are gone once done.
+    // Leases are gone once done: each is deleted after its reload's last line, so give the
+    // last one time to go (a loaded machine took longer than the test's next read).
+    wait_until("every reload lease released", LONG, || async { children_sorted(&client, &format!("/zkcoord/reloads/{APP}")).await.is_empty() }).await;
     assert!(children_sorted(&client, &format!("/zkcoord/reloads/{APP}")).await.is_empty());
 }
 
