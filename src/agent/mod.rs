@@ -4,8 +4,9 @@
 //!
 //! This file follows the election and serves requests while we lead. Its rooms: `leader`
 //! (one request, one step after another, and pruning), `intake` (requests that arrive together,
-//! handled together), `rollout` (the leader's part of staged rollouts) and `trigger` (the legacy
-//! `add|<data>` listener).
+//! handled together), `rollout` (the leader's part of staged rollouts), `settle` (the record of
+//! each version's rollout, written once it settles) and `trigger` (the legacy `add|<data>`
+//! listener).
 //!
 //! May use: everything below the roles (`zk`, `host`, `config`, `metrics`, `model`, leaves).
 //! Never `app`, `service`, `daemon` or `ctl`.
@@ -14,6 +15,7 @@ pub(crate) mod intake;
 pub(crate) mod leader;
 pub(crate) mod outcomes;
 pub(crate) mod rollout;
+pub(crate) mod settle;
 pub mod trigger;
 
 use crate::zk::fence::{AgentError, Fence};
@@ -85,14 +87,15 @@ pub async fn run(
             }
         };
         let fence = Fence::new(node, node_version);
-        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone(), freeze_wait_spent: Default::default(), no_multi_read: Default::default() };
+        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone(), freeze_wait_spent: Default::default(), no_multi_read: Default::default(), settle: Default::default() };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             // Disconnected or demoted: stop at once, mid-request if need be.
             _ = leadership.changed() => { local.set(None); continue }
             _ = session.changed() => { local.set(None); continue }
             r = serve(&leader, &local) => r,
-            r = crate::agent::rollout::supervise(&config, &client, &fence, &metrics, &freezes) => r,
+            r = crate::agent::rollout::supervise(&config, &client, &fence, &metrics, &freezes, &leader.settle) => r,
+            r = settle::run(&leader) => r,
         };
         local.set(None);
         let err = match result {

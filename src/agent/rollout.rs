@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use crate::zk::fence::{AgentError, Fence};
 use crate::zk::identity::NodeKind;
 use crate::zk::rollout::Wake;
+use crate::agent::settle::Settler;
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -167,9 +168,9 @@ impl PlainPublish {
 /// version-checked. It returns only when leadership itself is in doubt (fenced, connection or
 /// session lost), so a rollout problem (say, an ACL refusing the rollouts node) never stops the
 /// intake of publish requests: it is logged and retried.
-pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes) -> Result<std::convert::Infallible, AgentError> {
+pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes, settle: &Settler) -> Result<std::convert::Infallible, AgentError> {
     loop {
-        let err = match run_supervisor(config, client, fence, metrics, freezes).await {
+        let err = match run_supervisor(config, client, fence, metrics, freezes, settle).await {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -186,7 +187,7 @@ pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fenc
 /// The freeze flags as the daemon keeps them (see [`crate::zk::freeze`]).
 type Freezes = tokio::sync::watch::Receiver<Option<crate::model::freeze::Freezes>>;
 
-async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes) -> Result<std::convert::Infallible, AgentError> {
+async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes, settle: &Settler) -> Result<std::convert::Infallible, AgentError> {
     let layout = config.layout();
     let parent = layout.rollouts();
     crate::zk::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
@@ -211,7 +212,7 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, met
         ];
         let mut next: Option<u64> = None;
         for app in &apps {
-            if let Some(due) = step(config, &layout, client, fence, metrics, freezes, app, &mut wakes).await? {
+            if let Some(due) = step(config, &layout, client, fence, metrics, freezes, settle, app, &mut wakes).await? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
@@ -236,6 +237,7 @@ async fn step(
     fence: &Fence,
     metrics: &Metrics,
     freezes: &Freezes,
+    settle: &Settler,
     app: &str,
     wakes: &mut Vec<Wake>,
 ) -> Result<Option<u64>, AgentError> {
@@ -250,6 +252,10 @@ async fn step(
     }));
     let Some(mut r) = parse(app, &bytes) else { return Ok(None) };
     if !r.state.is_open() {
+        // Decided (here or by hand): its version's record can be written now.
+        if let Some(v) = &r.version {
+            settle.poke(app, v);
+        }
         return Ok(None);
     }
     let version = match r.version.as_deref().and_then(VersionId::parse) {

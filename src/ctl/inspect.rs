@@ -51,6 +51,12 @@ pub struct HistoryEntry {
     pub message: Option<String>,
     /// The publish that made it (`journalctl ZKCOORD_PUBLISH_ID=…` on any host finds its lines).
     pub publish_id: Option<String>,
+    /// What its rollout did, once it settled (see [`crate::model::record`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::model::record::RolloutRecord>,
+    /// The ROLLOUT column: the record's summary, `settling` while the leader still follows it.
+    #[serde(skip)]
+    pub rollout: String,
 }
 
 /// Lists versions with time, size, sha256 prefix, author and message.
@@ -64,28 +70,38 @@ pub async fn history(t: &Target, app: &str, json: bool) -> Result<(), CtlError> 
             Ok((b, _)) => serde_json::from_slice(&b).ok(),
             Err(_) => None,
         };
+        // A version its leader made and may still follow says so; a plain client's has no record.
+        let young = crate::clock::now_secs().saturating_sub(stat.ctime.max(0) as u64 / 1000) < crate::model::record::SETTLE_LIMIT.as_secs();
+        let rollout = match meta.as_ref().map(|m| &m.record) {
+            Some(Some(r)) => r.summary(),
+            Some(None) if young => "settling".to_string(),
+            _ => "-".to_string(),
+        };
         entries.push(HistoryEntry {
+            rollout,
             version: v.name,
             time: rfc3339(stat.ctime.max(0) as u64 / 1000),
             size: stat.data_length.max(0) as usize,
             sha256: meta.as_ref().map(|m| m.sha256.clone()),
             author: meta.as_ref().map(|m| m.author.clone()),
             publish_id: meta.as_ref().and_then(|m| m.publish_id.clone()),
+            record: meta.as_ref().and_then(|m| m.record.clone()),
             message: meta.and_then(|m| m.message),
         });
     }
     if json {
         return print_json(&entries);
     }
-    let mut out = format!("{:<16} {:<20} {:>9} {:<12} {:<24} MESSAGE\n", "VERSION", "TIME (UTC)", "SIZE", "SHA256", "AUTHOR");
+    let mut out = format!("{:<16} {:<20} {:>9} {:<12} {:<24} {:<40} MESSAGE\n", "VERSION", "TIME (UTC)", "SIZE", "SHA256", "AUTHOR", "ROLLOUT");
     for e in &entries {
         out.push_str(&format!(
-            "{:<16} {:<20} {:>9} {:<12} {:<24} {}\n",
+            "{:<16} {:<20} {:>9} {:<12} {:<24} {:<40} {}\n",
             e.version,
             e.time.trim_end_matches('Z'),
             e.size,
             e.sha256.as_deref().map(|s| &s[..12.min(s.len())]).unwrap_or("-"),
             e.author.as_deref().unwrap_or("-"),
+            e.rollout,
             e.message.as_deref().unwrap_or("")
         ));
     }

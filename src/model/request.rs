@@ -105,6 +105,10 @@ pub struct VersionMeta {
     /// publishes had ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_id: Option<String>,
+    /// What its rollout did, written by the leader once it settled (see
+    /// [`crate::model::record`]); absent until then, and for versions older than records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::model::record::RolloutRecord>,
 }
 
 /// The request node's bytes.
@@ -130,6 +134,7 @@ impl VersionMeta {
             content: h.content.clone(),
             stream: Some(stream),
             publish_id: Some(h.publish_id.clone().unwrap_or_else(new_publish_id)),
+            record: None,
         }
     }
 

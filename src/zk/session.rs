@@ -585,3 +585,30 @@ pub fn multi_data(r: zk::MultiReadResult) -> Result<(Vec<u8>, zk::Stat), zk::Err
         _ => Err(zk::Error::UnexpectedError("a multi read answered something else than data for a data read".into())),
     }
 }
+
+/// Reads the data of every one of `paths` in one multi read (ZooKeeper 3.6+), each answered
+/// as its own `get_data` would be; a server that refuses multi reads sets `no_multi_read`, and
+/// this process reads them one by one from then on.
+pub async fn get_many(client: &zk::Client, paths: &[String], no_multi_read: &std::sync::atomic::AtomicBool) -> Result<Vec<Result<(Vec<u8>, zk::Stat), zk::Error>>, zk::Error> {
+    use std::sync::atomic::Ordering;
+    if !no_multi_read.load(Ordering::Relaxed) {
+        let mut r = client.new_multi_reader();
+        for p in paths {
+            r.add_get_data(p)?;
+        }
+        match r.commit().await {
+            Ok(results) if results.len() == paths.len() => return Ok(results.into_iter().map(multi_data).collect()),
+            Ok(results) => return Err(zk::Error::UnexpectedError(format!("a multi read of {} answered {}", paths.len(), results.len()))),
+            Err(e) if is_unsupported(&e) => {
+                tracing::info!("the server refuses multi reads ({e}; ZooKeeper older than 3.6?): reading nodes one by one");
+                no_multi_read.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        out.push(client.get_data(p).await);
+    }
+    Ok(out)
+}

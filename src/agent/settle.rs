@@ -1,0 +1,267 @@
+//! The leader's record of each rollout (see [`crate::model::record`]): it follows the newest
+//! version of each app this leadership created (and, when it starts, one its predecessor left
+//! without a record) until the version settles, then writes the record into the version's
+//! metadata with a fenced, version-checked setData.
+//!
+//! Looks are few and cheap, so a fleet pays nothing per host for them: the version's metadata
+//! and the rollout record in one multi read, the status listing, and every status node in one
+//! more; first a second after the publish, then less and less often, up to
+//! [`crate::model::record::SETTLE_LIMIT`]. A burst of publishes is followed by its last
+//! version only; the ones it replaced are marked superseded in the same write.
+
+use super::leader::Leader;
+use crate::clock::now_ms;
+use crate::model::layout::VersionId;
+use crate::model::record::{tally, HostReport, RolloutRecord, Tally, SETTLE_LIMIT};
+use crate::model::request::VersionMeta;
+use crate::model::status::StatusReport;
+use crate::zk::fence::AgentError;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+use zookeeper_client as zk;
+
+/// The first look after a publish: most fleets have applied by then.
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+
+/// The longest wait between two looks at an unsettled version.
+const MAX_STEP: Duration = Duration::from_secs(30);
+
+/// Versions replaced before they settled, kept per app to be marked superseded: a longer
+/// burst has pruned the older ones anyway.
+const MAX_SUPERSEDED: usize = 100;
+
+/// The versions a leadership follows until they settle, one per app.
+#[derive(Default)]
+pub(crate) struct Settler {
+    following: Mutex<BTreeMap<String, Following>>,
+    wake: tokio::sync::Notify,
+}
+
+/// One app's version on its way to the fleet.
+#[derive(Debug, Clone)]
+struct Following {
+    /// Its name.
+    version: String,
+    /// Its stream (the versions parent's czxid).
+    stream: i64,
+    /// When to look next.
+    due: Instant,
+    /// The wait after the next look, doubled each time up to [`MAX_STEP`].
+    step: Duration,
+    /// When it settles with whatever it has.
+    deadline: Instant,
+    /// Older versions this one replaced before they settled.
+    superseded: Vec<String>,
+}
+
+impl Settler {
+    fn following(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Following>> {
+        self.following.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Follows `app`'s new version `name` (of `stream`); the one followed before is superseded.
+    pub(crate) fn track(&self, app: &str, stream: i64, name: &str) {
+        let now = Instant::now();
+        self.follow(app, stream, name, now + FIRST_LOOK, now + SETTLE_LIMIT);
+    }
+
+    /// Follows `name`, first looked at when `due`, settled with what it has at `deadline`.
+    fn follow(&self, app: &str, stream: i64, name: &str, due: Instant, deadline: Instant) {
+        let mut following = self.following();
+        let mut superseded = Vec::new();
+        if let Some(old) = following.remove(app) {
+            superseded = old.superseded;
+            if old.version != name {
+                superseded.push(old.version);
+            }
+            let excess = superseded.len().saturating_sub(MAX_SUPERSEDED);
+            superseded.drain(..excess);
+        }
+        following.insert(app.to_string(), Following { version: name.to_string(), stream, due, step: FIRST_LOOK, deadline, superseded });
+        drop(following);
+        self.wake.notify_one();
+    }
+
+    /// Says `app`'s rollout of `version` changed (promoted, aborted): look at it now.
+    pub(crate) fn poke(&self, app: &str, version: &str) {
+        let now = Instant::now();
+        if let Some(f) = self.following().get_mut(app).filter(|f| f.version == version && f.due > now) {
+            f.due = now;
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Follows versions until they settle and writes their records, for as long as this
+/// leadership lasts. Errors that are not the session's are logged and looked at again later.
+pub(crate) async fn run(leader: &Leader<'_>) -> Result<std::convert::Infallible, AgentError> {
+    if let Err(e) = recover(leader).await {
+        if crate::zk::session::classify(&e) != crate::zk::session::ErrorKind::Other {
+            return Err(e.into());
+        }
+        tracing::warn!("rollout records: cannot look for versions the last leader left unsettled: {e}");
+    }
+    let settler = &leader.settle;
+    loop {
+        let now = Instant::now();
+        let due: Vec<(String, Following)> = settler.following().iter().filter(|(_, f)| f.due <= now).map(|(a, f)| (a.clone(), f.clone())).collect();
+        for (app, f) in due {
+            let next = match look(leader, &app, &f).await {
+                Ok(next) => next,
+                Err(AgentError::Zk(e)) if crate::zk::session::classify(&e) == crate::zk::session::ErrorKind::Other => {
+                    tracing::warn!(app, version = %f.version, "rollout record: {e}; looking again later");
+                    Look::Again
+                }
+                Err(e) => return Err(e),
+            };
+            let mut following = settler.following();
+            // A publish meanwhile replaced it: the new one is followed, and carries this one.
+            if following.get(&app).is_none_or(|g| g.version != f.version) {
+                continue;
+            }
+            match next {
+                Look::Done => {
+                    following.remove(&app);
+                }
+                Look::Again => {
+                    let g = following.get_mut(&app).expect("checked above");
+                    g.superseded.retain(|s| !f.superseded.contains(s));
+                    g.due = (Instant::now() + g.step).min(g.deadline);
+                    g.step = (g.step * 2).min(MAX_STEP);
+                }
+            }
+        }
+        let next = settler.following().values().map(|f| f.due).min();
+        let notified = settler.wake.notified();
+        match next {
+            Some(due) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(due) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
+
+/// What a look leaves to do.
+enum Look {
+    /// The version settled (or is gone): nothing more.
+    Done,
+    /// Still on its way: look again later.
+    Again,
+}
+
+/// Looks at `app`'s version once; writes its record (and its superseded versions') when it
+/// settled.
+async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, AgentError> {
+    let Leader { layout, client, fence, .. } = leader;
+    let meta_parent = layout.meta(app);
+    let mut paths = vec![format!("{meta_parent}/{}", f.version), layout.rollout(app)];
+    paths.extend(f.superseded.iter().map(|s| format!("{meta_parent}/{s}")));
+    let mut reads = crate::zk::session::get_many(client, &paths, &leader.no_multi_read).await?.into_iter();
+    let (meta, rollout) = (reads.next().expect("asked"), reads.next().expect("asked"));
+    let Some((meta, meta_stat)) = unrecorded(meta)? else {
+        // Pruned, deleted by hand, or recorded already: nothing to say of it.
+        return Ok(Look::Done);
+    };
+    let rollout = match rollout {
+        Ok((bytes, _)) => crate::model::rollout::parse(app, &bytes),
+        Err(zk::Error::NoNode) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut writes: Vec<(String, VersionMeta, i32)> = Vec::new();
+    for (name, read) in f.superseded.iter().zip(reads) {
+        if let Some((m, stat)) = unrecorded(read)? {
+            writes.push((format!("{meta_parent}/{name}"), VersionMeta { record: Some(RolloutRecord::superseded(&f.version, now_ms())), ..m }, stat.version));
+        }
+    }
+    let version = VersionId::parse(&f.version).expect("a version name");
+    let expired = Instant::now() >= f.deadline;
+    let reports = host_reports(leader, app).await?;
+    let settled = match tally(&version, f.stream, meta_stat.ctime, &reports, rollout.as_ref(), expired, now_ms()) {
+        Tally::Open => None,
+        Tally::Settled(record) => Some(record),
+    };
+    if let Some(record) = &settled {
+        writes.push((paths[0].clone(), VersionMeta { record: Some(record.clone()), ..meta.clone() }, meta_stat.version));
+    }
+    if writes.is_empty() {
+        return Ok(Look::Again);
+    }
+    let mut w = fence.writer(client)?;
+    for (path, m, v) in &writes {
+        w.add_set_data(path, &serde_json::to_vec(m).expect("meta serializes"), Some(*v))?;
+    }
+    match fence.commit(w).await {
+        Ok(_) => {}
+        // Changed or pruned meanwhile: the next look reads again.
+        Err(AgentError::Zk(zk::Error::BadVersion | zk::Error::NoNode)) => return Ok(Look::Again),
+        Err(e) => return Err(e),
+    }
+    let Some(record) = settled else { return Ok(Look::Again) };
+    let publish_id = meta.publish_id.as_deref().unwrap_or("-");
+    if record.failed > 0 || !record.pending.is_empty() {
+        tracing::warn!(app, version = %f.version, publish_id, "rollout settled: {}", record.summary());
+    } else {
+        tracing::info!(app, version = %f.version, publish_id, "rollout settled: {}", record.summary());
+    }
+    Ok(Look::Done)
+}
+
+/// A version's metadata and stat from a read, unless it is gone, unreadable or already holds
+/// a record.
+fn unrecorded(read: Result<(Vec<u8>, zk::Stat), zk::Error>) -> Result<Option<(VersionMeta, zk::Stat)>, zk::Error> {
+    match read {
+        Ok((bytes, stat)) => Ok(serde_json::from_slice::<VersionMeta>(&bytes).ok().filter(|m| m.record.is_none()).map(|m| (m, stat))),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every live host's report of `app`; one some other identity wrote counts as none (under the
+/// ACL policy, as every reader of status nodes does).
+async fn host_reports(leader: &Leader<'_>, app: &str) -> Result<Vec<HostReport>, zk::Error> {
+    let dir = leader.layout.status(app);
+    let mut out = Vec::new();
+    for (host, read) in crate::zk::reports::read_all(leader.client, &dir, &leader.no_multi_read).await? {
+        let Some((bytes, stat)) = read else { continue };
+        let trusted = crate::zk::guard::status_trusted(leader.client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
+        let report = serde_json::from_slice::<StatusReport>(&bytes).ok().filter(|_| trusted);
+        out.push(HostReport { host, report, mtime_ms: stat.mtime });
+    }
+    Ok(out)
+}
+
+/// At the start of a leadership: the newest version of each app with metadata but no record,
+/// made within [`SETTLE_LIMIT`], is followed again (the last leader died before it settled).
+async fn recover(leader: &Leader<'_>) -> Result<(), zk::Error> {
+    let Leader { layout, client, .. } = leader;
+    let apps = match client.list_children(&layout.meta_root()).await {
+        Ok(a) => a,
+        Err(zk::Error::NoNode) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for app in apps {
+        let meta_parent = layout.meta(&app);
+        let names = match client.list_children(&meta_parent).await {
+            Ok(n) => n,
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(newest) = crate::model::layout::newest_version(&names) else { continue };
+        let Some((meta, stat)) = unrecorded(client.get_data(&format!("{meta_parent}/{}", newest.name)).await)? else { continue };
+        let age = Duration::from_millis(now_ms().saturating_sub(stat.ctime.max(0) as u64));
+        if age >= SETTLE_LIMIT || leader.settle.following().contains_key(&app) {
+            continue;
+        }
+        let Some(stream) = meta.stream else { continue };
+        tracing::info!(app, version = %newest.name, "following a version the last leader left unsettled");
+        let now = Instant::now();
+        leader.settle.follow(&app, stream, &newest.name, now, now + (SETTLE_LIMIT - age));
+    }
+    Ok(())
+}
