@@ -99,6 +99,21 @@ async fn fleet(hosts: &str, n: usize, check: Option<&str>) -> (Daemon, Vec<Daemo
     (agent, apps)
 }
 
+/// The record the leader wrote into `version`'s metadata once it settled.
+async fn record_of(client: &Client, version: &str) -> serde_json::Value {
+    let path = format!("/zkcoord/meta/{APP}/{version}");
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < LONG {
+        last = get(client, &path).await.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        if let Some(r) = last.as_ref().map(|m| &m["record"]).filter(|r| !r.is_null()) {
+            return r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{version} never settled; its metadata: {last:?}");
+}
+
 fn ctl_ok(out: &Output) -> String {
     assert!(out.status.success(), "zkcoordctl failed:\n{}", output_text(out));
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -179,6 +194,12 @@ async fn a_failing_canary_stops_the_rollout_and_the_other_hosts_never_change() {
     }
     let shown = ctl_ok(&ctl_async(&["--zk", &hosts, "rollout", APP]).await);
     assert!(shown.contains("aborted") && shown.contains("canary web-1: check-failed"), "{shown}");
+    // The record: the canary refused it, the others were held, and the abort says why.
+    let rec = record_of(&client, &bad).await;
+    assert_eq!((rec["settled"].as_str(), rec["failed"].as_u64(), rec["held"].as_u64(), rec["applied"].as_u64()), (Some("aborted"), Some(1), Some(2), Some(0)), "{rec}");
+    assert_eq!(rec["canaries"], serde_json::json!(["web-1"]), "{rec}");
+    assert_eq!((rec["failures"][0]["host"].as_str(), rec["failures"][0]["result"].as_str()), (Some("web-1"), Some("check-failed")), "{rec}");
+    assert!(rec["decided"].as_str().unwrap().contains("check-failed on canary web-1"), "{rec}");
 
     // A fixed version published normally supersedes the aborted rollout and reaches everyone.
     publish_ok(&hosts, b"v3 good\n").await;
@@ -289,6 +310,11 @@ async fn leader_finishes_after(signal: &str) {
         a2.log_tail(30)
     );
     assert!(!a1.log().contains(&format!("rollout {v2} promoted")), "the old leader did not");
+    // Killed before the version settled: the new leader follows it and writes its record.
+    let rec = record_of(&client, &v2).await;
+    assert_eq!((rec["settled"].as_str(), rec["applied"].as_u64(), rec["hosts"].as_u64()), (Some("complete"), Some(2), Some(2)), "{rec}");
+    assert!(rec["decided"].as_str().unwrap().starts_with("promoted by the leader"), "{rec}");
+    assert!(a2.log().contains("rollout settled: complete 2/2 ok"), "the new leader wrote it:\n{}", a2.log_tail(30));
     eprintln!("figures: {signal} of the leader during a 3s soak to the other host holding v2: {finished:?} (session 1s)");
 }
 
@@ -537,4 +563,55 @@ async fn a_gate_after_the_soak_decides_between_promotion_and_abort() {
     }
     let log = std::fs::read_to_string(agent.dir().join("gate.log")).unwrap();
     assert_eq!(log.trim(), format!("{APP} {v3} {v1} web-1"), "the gate is told the app, the version, what the others run and the canaries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_settles_into_a_record_that_history_shows() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    // web-3 alone refuses anything that says "strict".
+    let apps = app_hosts(&hosts, 3, |s| {
+        if s.node == "web-3" {
+            s.check = Some(r#"["sh", "-c", "! grep -q strict {src}"]"#.into());
+        }
+        s.toml()
+    })
+    .await;
+
+    let v1 = publish_ok(&hosts, b"v1\n").await;
+    let rec = record_of(&client, &v1).await;
+    assert_eq!((rec["settled"].as_str(), rec["hosts"].as_u64(), rec["applied"].as_u64(), rec["failed"].as_u64()), (Some("complete"), Some(3), Some(3), Some(0)), "{rec}");
+    let (first, last, p50, p99) = (rec["first_ms"].as_u64().unwrap(), rec["last_ms"].as_u64().unwrap(), rec["p50_ms"].as_u64().unwrap(), rec["p99_ms"].as_u64().unwrap());
+    assert!(first <= p50 && p50 <= p99 && p99 == last && last < 30_000, "{rec}");
+
+    let v2 = publish_ok(&hosts, b"v2 strict\n").await;
+    wait_status(&client, "web-3", "check-failed", Some(&v2)).await;
+    let rec = record_of(&client, &v2).await;
+    assert_eq!((rec["settled"].as_str(), rec["applied"].as_u64(), rec["failed"].as_u64()), (Some("complete"), Some(2), Some(1)), "{rec}");
+    assert_eq!(rec["failures"][0]["host"], "web-3", "{rec}");
+    assert!(rec["failures"][0]["reason"].as_str().unwrap().contains("check"), "the line that says why: {rec}");
+
+    // Two publishes back to back: the first is replaced before it settles.
+    let v3 = publish_ok(&hosts, b"v3\n").await;
+    let v4 = publish_ok(&hosts, b"v4\n").await;
+    for a in &apps {
+        wait_on_disk(a, b"v4\n", LONG).await;
+    }
+    let rec4 = record_of(&client, &v4).await;
+    assert_eq!((rec4["settled"].as_str(), rec4["applied"].as_u64()), (Some("complete"), Some(3)), "{rec4}");
+    let rec3 = record_of(&client, &v3).await;
+    // Unless this machine took over a second between the two publishes, v3 was superseded.
+    assert!(rec3["settled"] == "superseded" && rec3["superseded_by"] == v4.as_str() || rec3["settled"] == "complete", "{rec3}");
+
+    let json: serde_json::Value = serde_json::from_str(&ctl_ok(&ctl_async(&["--zk", &hosts, "history", APP, "--json"]).await)).unwrap();
+    let of = |v: &str| json.as_array().unwrap().iter().find(|e| e["version"] == v).cloned().unwrap_or_else(|| panic!("{v} in {json}"));
+    assert_eq!(of(&v2)["record"]["failures"][0]["host"], "web-3", "history --json carries the record");
+    let text = ctl_ok(&ctl_async(&["--zk", &hosts, "history", APP]).await);
+    let line = |v: &str| text.lines().find(|l| l.starts_with(v)).unwrap_or_else(|| panic!("{v} in:\n{text}")).to_string();
+    assert!(text.lines().next().unwrap().contains("ROLLOUT"), "{text}");
+    assert!(line(&v1).contains("complete 3/3 ok, p99 "), "{text}");
+    assert!(line(&v2).contains("complete 2/3 ok, 1 failed"), "{text}");
+    eprintln!("figures: v1 from creation to each host: first {first} ms, p50 {p50} ms, p99 {p99} ms; v3 {}", rec3["settled"]);
 }
