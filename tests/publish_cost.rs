@@ -1,6 +1,7 @@
 //! What one publish costs ZooKeeper, counted on the server: quorum writes (zxid delta) and
 //! requests (`zk_packets_received` delta less the idle rate), through the leading agent's
-//! legacy trigger and through `zkcoordctl publish`. One agent, no app hosts: only the publish.
+//! legacy trigger and through `zkcoordctl publish`, and what the record of its rollout adds.
+//! One agent, no app hosts: only the publish.
 
 mod common;
 mod fleet;
@@ -31,11 +32,10 @@ async fn a_publish_costs_few_requests_and_one_or_two_quorum_writes() {
     let client = zk_client(&hosts).await;
     wait_until("an agent registered", Duration::from_secs(20), || async { !workers(&client).await.is_empty() }).await;
     agent.wait_for_log("legacy trigger listening", Duration::from_secs(20));
-    // A first publish of each kind makes the parents and warms the trigger's session state.
+    // A first publish makes the parents and warms the trigger's session state.
     assert!(trigger(port, b"add|warm-up 1\n").starts_with("published conf-"));
-    publish_ok(&hosts, b"warm-up 2\n").await;
-    drop(client);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the warm-up's rollout record (written a second after the publish).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
 
     // The idle rate over a window as long as the publishes take (pings, the agent's own work).
     let idle0 = server_counts(&[zk_port]);
@@ -49,7 +49,23 @@ async fn a_publish_costs_few_requests_and_one_or_two_quorum_writes() {
     }
     let after = server_counts(&[zk_port]);
     let (t_writes, t_requests) = per_publish(before, after, (idle0, idle1), N);
+    // The record of each version's rollout (no hosts here): once the burst's own record is
+    // written, one trigger publish alone, counted until its record is written (its first look
+    // comes a second after the publish).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = server_counts(&[zk_port]);
+    let reply = trigger(port, b"add|recorded alone\n");
+    assert!(reply.starts_with("published conf-"), "{reply}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = server_counts(&[zk_port]);
+    let (r_writes, r_requests) = per_publish(before, after, (idle0, idle1), 1);
+    let client = zk_client(&hosts).await;
+    let recorded = format!("/zkcoord/meta/{APP}/{}", reply.trim().trim_start_matches("published "));
+    let meta: serde_json::Value = serde_json::from_slice(&get(&client, &recorded).await.expect("its metadata")).unwrap();
+    assert_eq!(meta["record"]["settled"], "complete", "recorded within the window: {meta}");
 
+    // zkcoordctl's first publish warms its path; its session's end comes within the burst.
+    publish_ok(&hosts, b"warm-up 2\n").await;
     let before = server_counts(&[zk_port]);
     for i in 0..N {
         publish_ok(&hosts, format!("ctl payload {i}\n").as_bytes()).await;
@@ -71,6 +87,11 @@ async fn a_publish_costs_few_requests_and_one_or_two_quorum_writes() {
     // the request (no listing: a persistent watch names it), its listing with the record, and
     // the version's multi-op.
     assert!(c_requests <= 11.0, "{c_requests:.1} requests per zkcoordctl publish");
-    let client = zk_client(&hosts).await;
-    assert_eq!(versions(&client).await.len(), 2 + 2 * N, "every distinct payload is one version");
+
+    eprintln!("figures: one trigger publish with its rollout record: {r_writes:.2} quorum writes, {r_requests:.1} requests");
+    // The record: the metadata with the rollout record (one multi read), the status listing,
+    // and one fenced setData.
+    assert_eq!(r_writes.round() as i64, 2, "the version's multi-op and the record's");
+    assert!(r_requests <= t_requests + 4.0, "{r_requests:.1} requests for a publish and its record");
+    assert_eq!(versions(&client).await.len(), 3 + 2 * N, "every distinct payload is one version");
 }
