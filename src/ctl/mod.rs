@@ -85,7 +85,7 @@ pub enum Command {
         #[arg(long, allow_hyphen_values = true)]
         version: Option<String>,
     },
-    /// List an app's versions, oldest first.
+    /// List an app's versions, oldest first, each with how its rollout ended.
     History {
         /// The application.
         app: String,
