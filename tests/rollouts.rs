@@ -509,6 +509,12 @@ async fn with_acls_rollouts_and_reload_slots_work_and_only_publishers_decide() {
     for a in &apps {
         assert!(a.log().contains("reload slot taken"), "{}:\n{}", a.name(), a.log_tail(20));
     }
+    // Under the policy the leader reads every host's status and writes each version's record.
+    let newest = children_sorted(&client, &format!("/applications/{APP}")).await.pop().unwrap();
+    let rec = record_of(&client, &newest).await;
+    assert_eq!((rec["settled"].as_str(), rec["applied"].as_u64()), (Some("complete"), Some(2)), "{rec}");
+    assert!(rec["decided"].as_str().unwrap().contains("promoted by"), "{rec}");
+    assert!(!agent.log().contains("rollout record:"), "no look failed:\n{}", agent.log_tail(20));
 }
 
 /// Issue 18, gates: after the soak the leader runs the gate the publish named (from its own
