@@ -94,7 +94,7 @@ pub async fn run(
             _ = leadership.changed() => { local.set(None); continue }
             _ = session.changed() => { local.set(None); continue }
             r = serve(&leader, &local) => r,
-            r = crate::agent::rollout::supervise(&config, &client, &fence, &metrics, &freezes, &leader.settle) => r,
+            r = crate::agent::rollout::supervise(&leader) => r,
             r = settle::run(&leader) => r,
         };
         local.set(None);

@@ -3,16 +3,15 @@
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::model::layout::{self, Layout, VersionId};
-use crate::model::rollout::{canary_state, parse, decide, pick_canaries, CanarySpec, CanaryState, Decision, Rollout, State};
+use crate::model::rollout::{canary_state, decide, decide_precheck, parse, pick_canaries, precheck_state, CanarySpec, CanaryState, Decision, Rollout, State};
+use super::leader::Leader;
 use crate::config::HookCommand;
 use crate::model::status::StatusReport;
 use std::collections::BTreeMap;
 use crate::zk::fence::{AgentError, Fence};
 use crate::zk::identity::NodeKind;
 use crate::zk::rollout::Wake;
-use crate::agent::settle::Settler;
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -110,7 +109,7 @@ pub async fn plan_publish(
         canaries,
         soak_ms: spec.soak_ms,
         started_ms: now_ms(),
-        state: State::Canary,
+        state: if spec.precheck { State::Precheck } else { State::Canary },
         soak_started_ms: None,
         reason: None,
         gate,
@@ -168,9 +167,9 @@ impl PlainPublish {
 /// version-checked. It returns only when leadership itself is in doubt (fenced, connection or
 /// session lost), so a rollout problem (say, an ACL refusing the rollouts node) never stops the
 /// intake of publish requests: it is logged and retried.
-pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes, settle: &Settler) -> Result<std::convert::Infallible, AgentError> {
+pub(crate) async fn supervise(leader: &Leader<'_>) -> Result<std::convert::Infallible, AgentError> {
     loop {
-        let err = match run_supervisor(config, client, fence, metrics, freezes, settle).await {
+        let err = match run_supervisor(leader).await {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -184,11 +183,8 @@ pub(crate) async fn supervise(config: &Config, client: &zk::Client, fence: &Fenc
     }
 }
 
-/// The freeze flags as the daemon keeps them (see [`crate::zk::freeze`]).
-type Freezes = tokio::sync::watch::Receiver<Option<crate::model::freeze::Freezes>>;
-
-async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, metrics: &Metrics, freezes: &Freezes, settle: &Settler) -> Result<std::convert::Infallible, AgentError> {
-    let layout = config.layout();
+async fn run_supervisor(leader: &Leader<'_>) -> Result<std::convert::Infallible, AgentError> {
+    let Leader { layout, client, freezes, .. } = leader;
     let parent = layout.rollouts();
     crate::zk::session::ensure_path(client, &parent, NodeKind::AgentParent).await?;
     // Parents app hosts create their directories in (status, reload leases), made by the leader
@@ -212,7 +208,7 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, met
         ];
         let mut next: Option<u64> = None;
         for app in &apps {
-            if let Some(due) = step(config, &layout, client, fence, metrics, freezes, settle, app, &mut wakes).await? {
+            if let Some(due) = step(leader, app, &mut wakes).await? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
@@ -229,18 +225,8 @@ async fn run_supervisor(config: &Config, client: &zk::Client, fence: &Fence, met
 }
 
 /// One look at `app`'s rollout: returns when to look again for a soak end.
-#[allow(clippy::too_many_arguments)]
-async fn step(
-    config: &Config,
-    layout: &Layout,
-    client: &zk::Client,
-    fence: &Fence,
-    metrics: &Metrics,
-    freezes: &Freezes,
-    settle: &Settler,
-    app: &str,
-    wakes: &mut Vec<Wake>,
-) -> Result<Option<u64>, AgentError> {
+async fn step(leader: &Leader<'_>, app: &str, wakes: &mut Vec<Wake>) -> Result<Option<u64>, AgentError> {
+    let Leader { config, layout, client, fence, metrics, freezes, settle, .. } = leader;
     let p = layout.rollout(app);
     let (bytes, stat, w) = match client.get_and_watch_data(&p).await {
         Ok(r) => r,
@@ -263,7 +249,7 @@ async fn step(
         None => {
             // Fill in the version the publish created: the newest (a later publish would have
             // replaced or deleted this record in its own multi-op).
-            let versions = config.layout().versions(app);
+            let versions = layout.versions(app);
             let newest = match client.list_children(&versions).await {
                 Ok(c) => layout::newest_version(&c),
                 Err(zk::Error::NoNode) => None,
@@ -275,35 +261,15 @@ async fn step(
             return Ok(Some(now_ms()));
         }
     };
-    let mut canaries = Vec::with_capacity(r.canaries.len());
-    for host in &r.canaries {
-        let sp = format!("{}/{host}", layout.status(app));
-        let state = match client.get_and_watch_data(&sp).await {
-            Ok((data, stat, w)) => {
-                wakes.push(Box::pin(async move {
-                    w.changed().await;
-                }));
-                match crate::zk::guard::status_trusted(client, &sp, host, stat.czxid).await? {
-                    Ok(()) => canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), &version),
-                    // Written by another identity: never an ok canary (nor a failed one).
-                    Err(why) => {
-                        tracing::warn!(app, host = %host, "canary status not trusted: {why}");
-                        CanaryState::Pending
-                    }
-                }
-            }
-            Err(zk::Error::NoNode) => {
-                let (_, w) = client.check_and_watch_stat(&sp).await?;
-                wakes.push(Box::pin(async move {
-                    w.changed().await;
-                }));
-                CanaryState::Pending
-            }
-            Err(e) => return Err(e.into()),
-        };
-        canaries.push((host.clone(), state));
-    }
-    match decide(&r, &canaries, now_ms()) {
+    let decision = if r.state == State::Precheck {
+        // Every live host, read at once (two requests, whatever the fleet's size), and again at
+        // the next look: hosts that join are counted, hosts that leave are not waited for.
+        let hosts = precheck_states(leader, app, &version).await?;
+        decide_precheck(&r, &hosts, now_ms())
+    } else {
+        decide(&r, &canary_states(leader, app, &version, &r.canaries, wakes).await?, now_ms())
+    };
+    match decision {
         Decision::Wait(due) => Ok(due),
         // A freeze holds a promotion back (an abort still goes through: it changes no host
         // to anything new); the soak clock keeps running, so it may be due at the unfreeze.
@@ -325,12 +291,64 @@ async fn step(
     }
 }
 
+/// Each live host's answer to the precheck of `version`; a report some other identity wrote
+/// counts as no answer.
+async fn precheck_states(leader: &Leader<'_>, app: &str, version: &VersionId) -> Result<Vec<(String, CanaryState)>, zk::Error> {
+    let dir = leader.layout.status(app);
+    let mut hosts = Vec::new();
+    for (host, read) in crate::zk::reports::read_all(leader.client, &dir, &leader.no_multi_read).await? {
+        let Some((bytes, stat)) = read else { continue };
+        let report = serde_json::from_slice::<StatusReport>(&bytes).ok();
+        if report.as_ref().is_some_and(|r| r.result == crate::model::status::ApplyResult::Removed) {
+            continue;
+        }
+        let trusted = crate::zk::guard::status_trusted(leader.client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
+        let state = if trusted { precheck_state(report.as_ref(), version) } else { CanaryState::Pending };
+        hosts.push((host, state));
+    }
+    Ok(hosts)
+}
+
+/// How each canary stands with `version`, with a watch on each one's status node in `wakes`.
+async fn canary_states(leader: &Leader<'_>, app: &str, version: &VersionId, hosts: &[String], wakes: &mut Vec<Wake>) -> Result<Vec<(String, CanaryState)>, zk::Error> {
+    let Leader { layout, client, .. } = leader;
+    let mut canaries = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let sp = format!("{}/{host}", layout.status(app));
+        let state = match client.get_and_watch_data(&sp).await {
+            Ok((data, stat, w)) => {
+                wakes.push(Box::pin(async move {
+                    w.changed().await;
+                }));
+                match crate::zk::guard::status_trusted(client, &sp, host, stat.czxid).await? {
+                    Ok(()) => canary_state(serde_json::from_slice::<StatusReport>(&data).ok().as_ref(), version),
+                    // Written by another identity: never an ok canary (nor a failed one).
+                    Err(why) => {
+                        tracing::warn!(app, host = %host, "canary status not trusted: {why}");
+                        CanaryState::Pending
+                    }
+                }
+            }
+            Err(zk::Error::NoNode) => {
+                let (_, w) = client.check_and_watch_stat(&sp).await?;
+                wakes.push(Box::pin(async move {
+                    w.changed().await;
+                }));
+                CanaryState::Pending
+            }
+            Err(e) => return Err(e),
+        };
+        canaries.push((host.clone(), state));
+    }
+    Ok(canaries)
+}
+
 /// Runs the rollout's gate now that the soak has passed: `promoted` (its reason says the gate
 /// passed) when it exits 0, else `aborted` with the gate's own words. A gate the config no
 /// longer has aborts too: nothing says the version is good. A leader that dies mid-gate leaves
 /// the rollout soaking, and the next one runs the gate again.
 async fn pass_gate(config: &Config, app: &str, version: &VersionId, r: &Rollout, promoted: Rollout, gate: &str) -> Rollout {
-    let aborted = |why: String| Rollout { state: State::Aborted, reason: Some(format!("aborted by the leader: {why}")), ..r.clone() };
+    let aborted = |why: String| r.aborted(format!("aborted by the leader: {why}"));
     let Some(cmd) = config.agent.gates.get(gate) else {
         return aborted(format!("gate {gate:?} is not in this leader's [agent] gates"));
     };

@@ -264,6 +264,7 @@ impl Applier {
             drift: None,
             publish_id: None,
             frozen: None,
+        precheck: None,
         };
         Progress {
             applied,
@@ -404,10 +405,16 @@ impl Applier {
     /// `held_ms`: when the signature of the version this host runs was made (none signed: None);
     /// an app with `trusted_keys` refuses an older one.
     pub async fn fetch(&self, client: &zk::Client, v: &VersionId, stream: i64, held_ms: Option<u64>) -> Result<Fetched, zk::Error> {
+        self.fetch_as(client, v, stream, held_ms, false).await
+    }
+
+    /// [`Applier::fetch`]; with `for_precheck`, a version the rollout hides from this host is
+    /// fetched all the same (to be checked, never installed).
+    async fn fetch_as(&self, client: &zk::Client, v: &VersionId, stream: i64, held_ms: Option<u64>, for_precheck: bool) -> Result<Fetched, zk::Error> {
         let version_path = format!("{}/{}", self.versions, v.name);
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
         let (parent, rollout, version, meta) = self.read_version(client, &version_path, &meta_path).await?;
-        if let Some(rollout) = rollout {
+        if let Some(rollout) = rollout.filter(|_| !for_precheck) {
             if crate::model::rollout::visible(vec![v.name.clone()], rollout.as_ref(), &self.node_id).is_empty() {
                 return Ok(Fetched::Hidden(rollout));
             }
@@ -648,6 +655,39 @@ impl Applier {
         }
     }
 
+    /// A rollout's precheck (see [`crate::model::rollout::State::Precheck`]): fetches and
+    /// verifies `v` as an apply would, runs this host's check on it staged beside the
+    /// destination, and removes it; nothing is installed or reloaded. The answer goes into the
+    /// status report; true when the report changed. Each version is checked once.
+    pub async fn precheck(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<bool, zk::Error> {
+        let name = &self.app.name;
+        if p.report.precheck.as_ref().is_some_and(|c| c.version == v.name) || p.applied().is_some_and(|a| a.stream == stream && a.seq >= v.seq) {
+            return Ok(false);
+        }
+        let held_ms = p.applied().and_then(|a| a.signed_ms);
+        let (result, error, publish_id) = match self.fetch_as(client, v, stream, held_ms, true).await? {
+            // Gone, or not checkable yet (its metadata): the next look asks again.
+            Fetched::Gone | Fetched::Hidden(_) | Fetched::Pending(_) => return Ok(false),
+            Fetched::Refused(reason) => (ApplyResult::Rejected, Some(reason), None),
+            Fetched::Verified { bytes, sha256, publish_id, .. } => {
+                let mut ctx = crate::host::hooks::HookContext::new(&self.app, v.name.clone(), p.applied().map(|a| a.version.clone()), sha256);
+                ctx.publish_id = publish_id.clone();
+                match crate::host::bundle::precheck_any(&self.app, &ctx, bytes, self.max_config_size, &self.metrics).await {
+                    Ok(Ok(())) => (ApplyResult::Ok, None, publish_id),
+                    Ok(Err(why)) => (ApplyResult::CheckFailed, Some(why), publish_id),
+                    Err(e) => (ApplyResult::Error, Some(format!("cannot stage it: {e}")), publish_id),
+                }
+            }
+        };
+        let publish_id = publish_id.as_deref().unwrap_or("-");
+        match &error {
+            None => tracing::info!(app = %name, version = %v, publish_id, "precheck passed; nothing installed"),
+            Some(why) => tracing::error!(app = %name, version = %v, publish_id, "precheck failed ({}): {why}", result.as_str()),
+        }
+        p.report.precheck = Some(crate::model::status::Precheck { version: v.name.clone(), result, error });
+        Ok(true)
+    }
+
     /// Fetches, verifies and installs `v`, updating state and the status report.
     pub async fn apply(&self, client: &zk::Client, v: &VersionId, stream: i64, p: &mut Progress) -> Result<(), zk::Error> {
         let name = &self.app.name;
@@ -872,7 +912,7 @@ impl AppFollower {
         } else if let Source::Events { events, .. } = source {
             events.refresh(client, &a.layout).await?;
         }
-        let (children, parent, wake): Listed = match source {
+        let (children, parent, wake, rollout): Listed = match source {
             Source::Events { events, .. } => {
                 let Some(parent) = events.parent().copied() else {
                     // Nothing published yet: the events say when the parent appears.
@@ -884,7 +924,7 @@ impl AppFollower {
                 a.note_parent(&parent);
                 // A staged rollout may hold this host at an older version.
                 let children = crate::model::rollout::visible(events.names(), events.rollout(), &a.node_id);
-                (children, parent, Box::pin(std::future::pending()))
+                (children, parent, Box::pin(std::future::pending()), events.rollout().cloned())
             }
             Source::Children { .. } => match self.look_by_children(client, p, seen).await? {
                 Ok(listed) => listed,
@@ -894,6 +934,14 @@ impl AppFollower {
         };
         let listing = Listing::new(&children, &parent);
         *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
+        // A precheck asks every host to check a version it may not take yet (a freeze does not
+        // stop it: nothing is installed).
+        if let Some(v) = rollout.as_ref().and_then(|r| r.prechecking()) {
+            if a.precheck(client, &v, listing.stream, p).await? {
+                self.publish(p, seen, false);
+                status.send_replace(p.report.to_bytes());
+            }
+        }
         // A freeze holds everything, a hand edit's reapply included; before the flags are
         // first read (a moment after the session starts) nothing is applied either.
         let board = self.freezes.borrow().clone();
@@ -989,7 +1037,7 @@ impl AppFollower {
                 _ = rollout_changed => {}
             }
         });
-        Ok(Ok((children, parent, wake)))
+        Ok(Ok((children, parent, wake, rollout)))
     }
 
     /// Publishes this app's view (when it changed) and its versions-behind gauge.
@@ -1017,7 +1065,7 @@ type Wake = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What a listing look found: the versions this host may see, the parent's stat, and what wakes
 /// the next look.
-type Listed = (Vec<String>, zk::Stat, Wake);
+type Listed = (Vec<String>, zk::Stat, Wake, Option<crate::model::rollout::Rollout>);
 
 /// Where a follower learns of new versions on the current session, chosen at its first look.
 enum Source {
@@ -1170,6 +1218,7 @@ mod tests {
                 drift: None,
                 publish_id: None,
                 frozen: None,
+            precheck: None,
             }),
             looked: true,
             applying: false,

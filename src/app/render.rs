@@ -158,6 +158,7 @@ impl RenderFollower {
                 drift: None,
                 publish_id: None,
                 frozen: None,
+            precheck: None,
             },
             failed: None,
             held: None,

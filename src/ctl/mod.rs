@@ -225,7 +225,7 @@ pub struct PublishOptions {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Then wait until every live host of the app reports the version (default 5m); with
-    /// --canary, first until the rollout is promoted (exit 1 if it is aborted).
+    /// --canary or --precheck, first until the rollout is promoted (exit 1 if it is aborted).
     #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
     /// Sign the version with this ed25519 private key (PKCS#8 PEM, mode 0600); apps with
@@ -249,6 +249,11 @@ pub struct PublishOptions {
     /// otherwise the rollout is aborted with the gate's output as the reason.
     #[arg(long, value_name = "NAME", requires = "canary")]
     pub gate: Option<String>,
+    /// First every live host runs its check on the version, staged and never installed; only
+    /// when all passed does any host take it (then --canary, if given). With --wait, a failure
+    /// names each failing host and why (exit 1).
+    #[arg(long)]
+    pub precheck: bool,
     /// Machine-readable output: one JSON object at the end (outcome and version; with --wait
     /// also the rollout's result and every host's).
     #[arg(long)]

@@ -70,7 +70,7 @@ pub async fn publish(
     opts: PublishOptions,
     carried: Option<signing::VersionSignature>,
 ) -> Result<(), CtlError> {
-    let PublishOptions { message, timeout, wait, sign_key, sign_valid, canary, soak, gate, json } = opts;
+    let PublishOptions { message, timeout, wait, sign_key, sign_valid, canary, soak, gate, precheck, json } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
     let (mut header, body) = crate::zk::blobs::prepare(app, &author(), message, &data, content, t.max_config_size())
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
@@ -80,7 +80,7 @@ pub async fn publish(
     } else {
         header.signature = carried.filter(|s| signing::check(s, app, &header.sha256, header.size).is_ok());
     }
-    header.canary = crate::model::rollout::canary_spec(canary.as_deref(), soak, gate.as_deref()).map_err(|e| fail(exit::USAGE, e))?;
+    header.canary = crate::model::rollout::canary_spec(canary.as_deref(), soak, gate.as_deref(), precheck).map_err(|e| fail(exit::USAGE, e))?;
     let staged = header.canary.is_some();
     let client = t.connect().await?;
     if header.content.is_chunked() {
@@ -120,10 +120,11 @@ pub async fn publish(
     }
     // Content equal to the newest version stages nothing.
     let staged = staged && matches!(outcome, Outcome::Published { .. });
-    if staged && !super::rollout::announce(&client, t, app).await {
+    if staged && !super::rollout::announce(&client, t, app, precheck).await {
+        let asked = if precheck { "--precheck" } else { "--canary" };
         return Err(fail(
             exit::SOFTWARE,
-            format!("{outcome} went to every host, not staged: the leading agent has no rollout record for it (an agent older than staged rollouts ignores --canary, or a newer publish superseded it)"),
+            format!("{outcome} went to every host, not staged: the leading agent has no rollout record for it (an agent older than staged rollouts or prechecks ignores {asked}, or a newer publish superseded it)"),
         ));
     }
     if let (Some(_), Outcome::Published { version }) = (&sign_key, &outcome) {
@@ -521,6 +522,7 @@ mod tests {
             drift: None,
             publish_id: None,
             frozen: None,
+            precheck: None,
         }
     }
 

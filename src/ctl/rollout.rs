@@ -31,7 +31,7 @@ pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>
             r.describe()
         ))),
         (Verdict::Promote, _) => Ok(Decided::Write(Rollout { state: State::Promoted, reason: Some(format!("promoted by {who}{why}")), ..r.clone() })),
-        (Verdict::Abort, _) => Ok(Decided::Write(Rollout { state: State::Aborted, reason: Some(format!("aborted by {who}{why}")), ..r.clone() })),
+        (Verdict::Abort, _) => Ok(Decided::Write(r.aborted(format!("aborted by {who}{why}")))),
     }
 }
 
@@ -96,6 +96,19 @@ pub async fn show(t: &Target, app: &str, json: bool) -> Result<(), CtlError> {
     }
     println!("{app} {}", r.describe());
     let version = r.version.as_deref().and_then(VersionId::parse);
+    if let (Some(v), State::Precheck) = (&version, r.state) {
+        let dir = t.layout.status(app);
+        let reads = crate::zk::reports::read_all(&client, &dir, &Default::default()).await.map_err(zk_fail)?;
+        for (host, read) in reads {
+            let report = read.and_then(|(b, _)| serde_json::from_slice::<StatusReport>(&b).ok());
+            let state = match rollout::precheck_state(report.as_ref(), v) {
+                CanaryState::Ok => "passed".to_string(),
+                CanaryState::Pending => "checking".to_string(),
+                CanaryState::Failed(result, error) => format!("{result}: {error}"),
+            };
+            println!("  host {host}: {state}");
+        }
+    }
     for host in &r.canaries {
         let report: Option<StatusReport> = match client.get_data(&format!("{}/{host}", t.layout.status(app))).await {
             Ok((b, _)) => serde_json::from_slice(&b).ok(),
@@ -140,7 +153,7 @@ pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &
         match r.state {
             State::Promoted => return Ok(deadline.saturating_duration_since(tokio::time::Instant::now())),
             State::Aborted => return Err(fail(1, String::new())),
-            State::Canary | State::Soaking => {}
+            State::Precheck | State::Canary | State::Soaking => {}
         }
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             return Err(fail(exit::TEMPFAIL, format!("timed out after {}: {last}", humantime::format_duration(limit))));
@@ -148,11 +161,19 @@ pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &
     }
 }
 
-/// After a publish with `--canary`: one line saying how the rollout starts.
-/// Returns false when there is no record: the leader did not stage the version (an agent from
-/// before staged rollouts drops `--canary`), or a newer publish already superseded it.
-pub async fn announce(client: &zk::Client, t: &Target, app: &str) -> bool {
+/// After a publish with `--canary` or `--precheck`: one line saying how the rollout starts.
+/// Returns false when there is no record (or, for `precheck`, one not in its precheck): the
+/// leader did not stage the version (an agent from before staged rollouts drops `--canary`, one
+/// from before prechecks drops `--precheck`), or a newer publish already superseded it.
+pub async fn announce(client: &zk::Client, t: &Target, app: &str, precheck: bool) -> bool {
     match crate::zk::rollout::read(client, &t.layout, app).await {
+        Ok(Some((r, _))) if precheck => {
+            if r.state != State::Precheck {
+                return false;
+            }
+            println!("prechecking on every live host, installed nowhere until all passed; {}", r.describe().split_once("; ").map_or("", |(_, rest)| rest));
+            true
+        }
         Ok(Some((r, _))) => {
             println!(
                 "staged on canaries {} (soak {}); others stay on {} until promoted (zkcoordctl rollout|promote|abort {app})",

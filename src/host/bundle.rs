@@ -353,6 +353,35 @@ pub async fn install_any(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max
     }
 }
 
+/// Runs `app`'s check on `bytes` staged as an install would stage them (a temp file beside a
+/// file app's destination, an unpacked directory for a bundle), then removes them: a
+/// `--precheck` asks every host whether it would take a version without installing it. Err
+/// inside is the refusal, in the check's words. A reload group's member runs its own check.
+pub async fn precheck_any(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<Result<(), String>, InstallError> {
+    match app.kind() {
+        AppKind::File => Ok(match install::stage_checked(app, ctx, bytes, metrics).await? {
+            // Dropped unrenamed: the staged file goes, the destination was never touched.
+            Ok(_checked) => Ok(()),
+            Err(InstallResult::CheckFailed(why)) => Err(why),
+            Err(other) => Err(format!("{other:?}")),
+        }),
+        AppKind::Bundle => {
+            let dir = match stage_unpacked(app, ctx, bytes, max).await? {
+                Ok(d) => d,
+                Err(why) => return Ok(Err(format!("bundle refused: {why}"))),
+            };
+            let refused = check_unpacked(app, ctx, metrics, &dir).await;
+            // Never the live directory: `stage_unpacked` picks another name for a drifted one.
+            tokio::task::spawn_blocking(move || remove_version(&dir)).await.expect("removal task panicked");
+            Ok(match refused {
+                Some(InstallResult::CheckFailed(why)) => Err(why),
+                Some(other) => Err(format!("{other:?}")),
+                None => Ok(()),
+            })
+        }
+    }
+}
+
 fn io_error(step: &'static str, path: &Path, source: io::Error) -> InstallError {
     InstallError::Io { step, path: path.to_path_buf(), source, hint: String::new() }
 }
@@ -404,6 +433,24 @@ fn flip(dest: &Path, target: Option<&Path>) -> Result<(), InstallError> {
 /// reload; on a failed reload flip back and reload again. Old version directories beyond
 /// `keep_local` are removed after a successful switch.
 pub async fn install(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u64, metrics: &Metrics) -> Result<InstallResult, InstallError> {
+    let dest = app.dest.clone();
+    let versions = versions_dir(&dest);
+    let new_dir = match stage_unpacked(app, ctx, bytes, max).await? {
+        Ok(d) => d,
+        // A bundle the host must not unpack is refused like a failed check: not retried.
+        Err(why) => return Ok(InstallResult::CheckFailed(format!("bundle refused: {why}"))),
+    };
+    if let Some(refused) = check_unpacked(app, ctx, metrics, &new_dir).await {
+        remove_version(&new_dir);
+        return Ok(refused);
+    }
+    flip_and_reload(app, ctx, metrics, dest, versions, new_dir).await
+}
+
+/// Unpacks `bytes` for `app` into its versions directory, under the version's name (another
+/// name when that is the live, drifted directory). The inner Err: the archive must not be
+/// unpacked (unsafe paths, too big), in its words.
+async fn stage_unpacked(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u64) -> Result<Result<PathBuf, String>, InstallError> {
     let owner = Ownership::of(app)?;
     let dest = app.dest.clone();
     let dir = parent_dir(&dest).to_path_buf();
@@ -423,7 +470,7 @@ pub async fn install(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u6
     let version = ctx.version.clone();
     // Unpack into a temp directory, then rename it to its version name: a version directory
     // that exists is always complete.
-    let staged = tokio::task::spawn_blocking({
+    tokio::task::spawn_blocking({
         let versions = versions.clone();
         let current = current(&dest);
         move || -> Result<Result<PathBuf, String>, InstallError> {
@@ -453,21 +500,19 @@ pub async fn install(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, max: u6
         }
     })
     .await
-    .expect("unpacking task panicked")?;
-    let new_dir = match staged {
-        Ok(d) => d,
-        // A bundle the host must not unpack is refused like a failed check: not retried.
-        Err(why) => return Ok(InstallResult::CheckFailed(format!("bundle refused: {why}"))),
-    };
+    .expect("unpacking task panicked")
+}
 
-    if let Some(check) = &app.check {
-        let run = install::run_hook(app, ctx, metrics, Hook::Check, check, Some(&new_dir)).await;
-        if !run.ok() {
-            remove_version(&new_dir);
-            return Ok(InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check))));
-        }
-    }
+/// Runs `app`'s check on the unpacked directory `dir`: None when it passed (or there is none).
+async fn check_unpacked(app: &AppConfig, ctx: &HookContext, metrics: &Metrics, dir: &Path) -> Option<InstallResult> {
+    let check = app.check.as_ref()?;
+    let run = install::run_hook(app, ctx, metrics, Hook::Check, check, Some(dir)).await;
+    (!run.ok()).then(|| InstallResult::CheckFailed(crate::model::status::bounded_error(run.describe("check", check))))
+}
 
+/// The rest of [`install`], once the new version is unpacked and checked: flip the link,
+/// reload (or flip back), keep a few old directories.
+async fn flip_and_reload(app: &AppConfig, ctx: &HookContext, metrics: &Metrics, dest: PathBuf, versions: PathBuf, new_dir: PathBuf) -> Result<InstallResult, InstallError> {
     let previous = fs::read_link(&dest).ok();
     let rel = PathBuf::from(versions.file_name().expect("versions dir has a name")).join(new_dir.file_name().expect("version dir has a name"));
     flip(&dest, Some(&rel))?;

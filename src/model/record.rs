@@ -211,6 +211,13 @@ pub fn tally(version: &VersionId, stream: i64, created_ms: i64, reports: &[HostR
                 result: r.result.as_str().to_string(),
                 reason: crate::model::status::reason(r.error.as_deref().unwrap_or_default()).to_string(),
             });
+        } else if let Some(pc) = r.precheck.as_ref().filter(|pc| same_stream && pc.result != ApplyResult::Ok && seq(Some(&pc.version)) == Some(version.seq)) {
+            // Its precheck refused it (the rollout then installed it nowhere).
+            failures.push(HostFailure {
+                host: h.host.clone(),
+                result: format!("precheck {}", pc.result.as_str()),
+                reason: crate::model::status::reason(pc.error.as_deref().unwrap_or_default()).to_string(),
+            });
         } else if runs.max(tried).is_some_and(|s| s > version.seq) {
             passed += 1;
         } else if rollout.is_some_and(|r| r.holds_back(&h.host)) || r.frozen.is_some() {
@@ -288,6 +295,7 @@ mod tests {
                 drift: None,
                 publish_id: None,
                 frozen: None,
+            precheck: None,
             }),
             mtime_ms,
         }

@@ -29,6 +29,9 @@ pub const DEFAULT_SOAK: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// `--precheck`: every live host runs its check on the version, staged and never
+    /// installed; nobody takes it until all passed (then `canary`, or `promoted`).
+    Precheck,
     /// Published to the canaries; waiting for each to report it applied.
     Canary,
     /// Every canary applied it; waiting for the soak time to pass.
@@ -43,6 +46,7 @@ impl State {
     /// The record's name for the state.
     pub fn as_str(self) -> &'static str {
         match self {
+            State::Precheck => "precheck",
             State::Canary => "canary",
             State::Soaking => "soaking",
             State::Promoted => "promoted",
@@ -55,7 +59,7 @@ impl State {
     }
     /// Whether the leader still has work to do on it.
     pub fn is_open(self) -> bool {
-        matches!(self, State::Canary | State::Soaking)
+        matches!(self, State::Precheck | State::Canary | State::Soaking)
     }
 }
 
@@ -89,9 +93,23 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    /// Whether host `node` is held at `previous` by this rollout.
+    /// Whether host `node` is held at `previous` by this rollout (during a precheck, every
+    /// host is: canaries take the version only once all passed).
     pub fn holds_back(&self, node: &str) -> bool {
-        self.state.holds_back() && !self.canaries.iter().any(|c| c == node)
+        self.state.holds_back() && (self.state == State::Precheck || !self.canaries.iter().any(|c| c == node))
+    }
+
+    /// This rollout stopped for `reason`. Stopped in its precheck, it names no canaries any
+    /// more: none took the version, and none may now.
+    pub fn aborted(&self, reason: String) -> Rollout {
+        let canaries = if self.state == State::Precheck { Vec::new() } else { self.canaries.clone() };
+        Rollout { state: State::Aborted, reason: Some(reason), canaries, ..self.clone() }
+    }
+
+    /// The version every live host checks now, when the rollout is in its precheck and the
+    /// leader has filled the version in.
+    pub fn prechecking(&self) -> Option<VersionId> {
+        self.version.as_deref().filter(|_| self.state == State::Precheck).and_then(VersionId::parse)
     }
 
     /// JSON bytes for the znode.
@@ -101,6 +119,18 @@ impl Rollout {
 
     /// One line for logs and `zkcoordctl`.
     pub fn describe(&self) -> String {
+        if self.state == State::Precheck {
+            let then = if self.canaries.is_empty() {
+                "then every host".to_string()
+            } else {
+                format!("then canaries {} (soak {})", self.canaries.join(","), humantime::format_duration(Duration::from_millis(self.soak_ms)))
+            };
+            return format!(
+                "{} precheck: every live host checks it, installs nothing; {then}; others on {}",
+                self.version.as_deref().unwrap_or("(new version)"),
+                self.previous.as_deref().unwrap_or("nothing")
+            );
+        }
         let mut s = format!(
             "{} {}: canaries {} (soak {}), others on {}",
             self.version.as_deref().unwrap_or("(new version)"),
@@ -133,6 +163,10 @@ pub struct CanarySpec {
     /// `--gate NAME`: a gate of the leader's config to pass before promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<String>,
+    /// `--precheck`: every live host checks the version before any takes it (without
+    /// `--canary`: no canaries, and every host takes it once all passed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub precheck: bool,
 }
 /// Why a rollout cannot be staged as asked: a `--canary`/`--soak` the operator mistyped, or
 /// canaries that cannot be picked from the live hosts.
@@ -153,12 +187,13 @@ pub fn is_gate_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('/') && !name.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
-/// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak` and `--gate`.
-pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&str>) -> Result<Option<CanarySpec>, RolloutError> {
+/// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak`, `--gate` and `--precheck`.
+pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&str>, precheck: bool) -> Result<Option<CanarySpec>, RolloutError> {
     let Some(c) = canary else {
         return match (soak, gate) {
             (Some(_), _) => Err(RolloutError("--soak needs --canary".into())),
             (_, Some(_)) => Err(RolloutError("--gate needs --canary: a gate runs between a canary soak and the promotion".into())),
+            (None, None) if precheck => Ok(Some(CanarySpec { hosts: Vec::new(), percent: None, soak_ms: 0, gate: None, precheck })),
             (None, None) => Ok(None),
         };
     };
@@ -176,7 +211,7 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&s
         if !(1..=100).contains(&percent) {
             return Err(RolloutError(format!("--canary {c:?}: expected a percentage from 1% to 100%")));
         }
-        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms, gate }));
+        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms, gate, precheck }));
     }
     let mut hosts: Vec<String> = c.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     hosts.dedup();
@@ -186,7 +221,7 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&s
     if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.chars().any(char::is_control)) {
         return Err(RolloutError(format!("--canary: {bad:?} is not a node id")));
     }
-    Ok(Some(CanarySpec { hosts, percent: None, soak_ms, gate }))
+    Ok(Some(CanarySpec { hosts, percent: None, soak_ms, gate, precheck }))
 }
 
 /// The version children host `node` may apply: all of them, or, while `rollout` holds it back,
@@ -205,7 +240,8 @@ pub fn visible(children: Vec<String>, rollout: Option<&Rollout>, node: &str) -> 
         .collect()
 }
 
-/// Resolves a canary spec against the live hosts (`live`: node ids with a status node).
+/// Resolves a canary spec against the live hosts (`live`: node ids with a status node); a
+/// precheck without `--canary` has none.
 /// Named canaries must be live (a canary that never reports would hold the rollout forever).
 /// N% picks ceil(N% of the live hosts), at least one, ordered by sha256(app/host): the same
 /// hosts for the same app and fleet, spread differently across apps.
@@ -221,6 +257,9 @@ pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Ve
         let mut picked: Vec<String> = ranked.into_iter().take(k).map(|(_, h)| h.clone()).collect();
         picked.sort();
         return Ok(picked);
+    }
+    if spec.hosts.is_empty() && spec.precheck {
+        return Ok(Vec::new());
     }
     let missing: Vec<&str> = spec.hosts.iter().filter(|h| !live.contains(h)).map(|h| h.as_str()).collect();
     if !missing.is_empty() {
@@ -263,6 +302,67 @@ pub fn canary_state(report: Option<&StatusReport>, version: &VersionId) -> Canar
     CanaryState::Pending
 }
 
+/// Where a host's report puts it in the precheck of `version`: passed (Ok), failed with the
+/// result and the line that says why, or not yet.
+pub fn precheck_state(report: Option<&StatusReport>, version: &VersionId) -> CanaryState {
+    let Some(p) = report.and_then(|r| r.precheck.as_ref()).filter(|p| VersionId::parse(&p.version).is_some_and(|v| v.seq == version.seq)) else {
+        return CanaryState::Pending;
+    };
+    match p.result {
+        ApplyResult::Ok => CanaryState::Ok,
+        result => CanaryState::Failed(result.as_str().to_string(), crate::model::status::reason(p.error.as_deref().unwrap_or_default()).to_string()),
+    }
+}
+
+/// How long the leader waits for every live host's precheck before it aborts, naming the
+/// silent ones (an older daemon never answers; a wedged one would hold the fleet forever).
+pub const PRECHECK_LIMIT: Duration = Duration::from_secs(600);
+
+/// How many failing or silent hosts an abort's reason names.
+const NAMED: usize = 10;
+
+/// The precheck's transitions: `hosts` holds each live host's [`precheck_state`]. Any failure
+/// aborts, naming each failing host and why; all passed (hosts that joined meanwhile
+/// included, hosts that left not waited for) moves on to the canaries, or promotes.
+pub fn decide_precheck(r: &Rollout, hosts: &[(String, CanaryState)], now: u64) -> Decision {
+    let failed: Vec<String> = hosts
+        .iter()
+        .filter_map(|(h, s)| match s {
+            CanaryState::Failed(result, error) => Some(format!("{h}: {result}: {error}")),
+            _ => None,
+        })
+        .collect();
+    let pending: Vec<&str> = hosts.iter().filter(|(_, s)| *s == CanaryState::Pending).map(|(h, _)| h.as_str()).collect();
+    let named = |all: &[&str]| {
+        let more = all.len().saturating_sub(NAMED);
+        let mut s = all[..all.len().min(NAMED)].join("; ");
+        if more > 0 {
+            s.push_str(&format!("; and {more} more"));
+        }
+        s
+    };
+    if !failed.is_empty() {
+        let refs: Vec<&str> = failed.iter().map(String::as_str).collect();
+        return Decision::Write(r.aborted(format!("aborted by the leader: precheck failed on {} of {} hosts: {}", failed.len(), hosts.len(), named(&refs))));
+    }
+    if !pending.is_empty() {
+        if now >= r.started_ms + PRECHECK_LIMIT.as_millis() as u64 {
+            return Decision::Write(r.aborted(format!("aborted by the leader: precheck timed out after {}; no answer from {}", humantime::format_duration(PRECHECK_LIMIT), named(&pending))));
+        }
+        return Decision::Wait(Some(now + PRECHECK_LOOK.as_millis() as u64));
+    }
+    let passed = format!("precheck passed on {} host{}", hosts.len(), if hosts.len() == 1 { "" } else { "s" });
+    if r.canaries.is_empty() {
+        Decision::Write(Rollout { state: State::Promoted, reason: Some(format!("promoted by the leader: {passed}")), ..r.clone() })
+    } else {
+        Decision::Write(Rollout { state: State::Canary, reason: Some(passed), ..r.clone() })
+    }
+}
+
+/// How often the leader reads the hosts' reports during a precheck (two requests each time,
+/// whatever the fleet's size; hosts that join or leave are seen at the next look).
+pub const PRECHECK_LOOK: Duration = Duration::from_millis(500);
+
 /// What the leader does with an open rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -279,11 +379,7 @@ pub fn decide(r: &Rollout, canaries: &[(String, CanaryState)], now: u64) -> Deci
         return Decision::Wait(None);
     }
     if let Some((host, CanaryState::Failed(result, error))) = canaries.iter().find(|(_, s)| matches!(s, CanaryState::Failed(..))) {
-        return Decision::Write(Rollout {
-            state: State::Aborted,
-            reason: Some(format!("aborted by the leader: {result} on canary {host}: {error}")),
-            ..r.clone()
-        });
+        return Decision::Write(r.aborted(format!("aborted by the leader: {result} on canary {host}: {error}")));
     }
     let all_ok = canaries.iter().all(|(_, s)| *s == CanaryState::Ok);
     match (r.state, r.soak_started_ms) {
@@ -363,6 +459,7 @@ mod tests {
             drift: None,
             publish_id: None,
             frozen: None,
+        precheck: None,
         }
     }
 
@@ -383,23 +480,23 @@ mod tests {
 
     #[test]
     fn canary_specs_parse_names_and_percentages() {
-        let s = canary_spec(Some("web-1, web-2"), Some(Duration::from_secs(1)), None).unwrap().unwrap();
+        let s = canary_spec(Some("web-1, web-2"), Some(Duration::from_secs(1)), None, false).unwrap().unwrap();
         assert_eq!((s.hosts, s.percent, s.soak_ms), (names(&["web-1", "web-2"]), None, 1000));
-        let s = canary_spec(Some("10%"), None, None).unwrap().unwrap();
+        let s = canary_spec(Some("10%"), None, None, false).unwrap().unwrap();
         assert_eq!((s.percent, s.soak_ms), (Some(10), 300_000));
-        assert!(canary_spec(Some("0%"), None, None).is_err());
-        assert!(canary_spec(Some("x%"), None, None).is_err());
-        assert!(canary_spec(None, Some(Duration::from_secs(1)), None).is_err());
-        assert_eq!(canary_spec(None, None, None).unwrap(), None);
-        assert!(canary_spec(None, None, Some("errors")).is_err(), "a gate needs a canary");
-        assert!(canary_spec(Some("web-1"), None, Some("curl -f x")).is_err(), "a gate is a name, not a command");
-        assert_eq!(canary_spec(Some("web-1"), None, Some("errors")).unwrap().unwrap().gate.as_deref(), Some("errors"));
+        assert!(canary_spec(Some("0%"), None, None, false).is_err());
+        assert!(canary_spec(Some("x%"), None, None, false).is_err());
+        assert!(canary_spec(None, Some(Duration::from_secs(1)), None, false).is_err());
+        assert_eq!(canary_spec(None, None, None, false).unwrap(), None);
+        assert!(canary_spec(None, None, Some("errors"), false).is_err(), "a gate needs a canary");
+        assert!(canary_spec(Some("web-1"), None, Some("curl -f x"), false).is_err(), "a gate is a name, not a command");
+        assert_eq!(canary_spec(Some("web-1"), None, Some("errors"), false).unwrap().unwrap().gate.as_deref(), Some("errors"));
     }
 
     #[test]
     fn percent_picks_at_least_one_live_host_deterministically() {
         let live = names(&["web-1", "web-2", "web-3", "web-4"]);
-        let spec = CanarySpec { hosts: vec![], percent: Some(10), soak_ms: 0, gate: None };
+        let spec = CanarySpec { hosts: vec![], percent: Some(10), soak_ms: 0, gate: None, precheck: false };
         let a = pick_canaries("app", &spec, &live).unwrap();
         assert_eq!(a.len(), 1);
         let mut shuffled = live.clone();
@@ -408,7 +505,7 @@ mod tests {
         let half = CanarySpec { percent: Some(50), ..spec.clone() };
         assert_eq!(pick_canaries("app", &half, &live).unwrap().len(), 2);
         assert!(pick_canaries("app", &spec, &[]).unwrap_err().0.contains("no live host"));
-        let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0, gate: None };
+        let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0, gate: None, precheck: false };
         let e = pick_canaries("app", &named, &live).unwrap_err().0;
         assert!(e.contains("web-9") && e.contains("web-1, web-2"), "{e}");
     }
@@ -440,5 +537,37 @@ mod tests {
         let Decision::Write(r) = decide(&record(State::Soaking), &[("web-1".into(), failed)], 0) else { panic!() };
         assert_eq!(r.state, State::Aborted);
         assert!(r.reason.unwrap().contains("check-failed on canary web-1: nginx: [emerg] bad"));
+    }
+
+    fn prechecked(version: u64, result: ApplyResult) -> StatusReport {
+        let mut r = report(&format!("conf-{:010}", version - 1), ApplyResult::Ok, None);
+        r.precheck = Some(crate::model::status::Precheck { version: format!("conf-{version:010}"), result, error: Some("nginx: [emerg] host not found in upstream \"api\"\nnginx: configuration file test failed".into()) });
+        r
+    }
+
+    #[test]
+    fn a_precheck_holds_every_host_and_moves_on_only_when_all_passed() {
+        let v = VersionId::parse("conf-0000000005").unwrap();
+        let mut r = Rollout { version: Some(v.name.clone()), previous: Some("conf-0000000004".into()), canaries: vec!["web-1".into()], soak_ms: 1000, started_ms: 0, state: State::Precheck, soak_started_ms: None, reason: None, gate: None };
+        assert!(r.holds_back("web-1") && r.holds_back("web-2"), "nobody takes it during the precheck, canaries neither");
+        assert_eq!(r.prechecking(), Some(v.clone()));
+        let ok = precheck_state(Some(&prechecked(5, ApplyResult::Ok)), &v);
+        let bad = precheck_state(Some(&prechecked(5, ApplyResult::CheckFailed)), &v);
+        assert_eq!(precheck_state(Some(&prechecked(4, ApplyResult::Ok)), &v), CanaryState::Pending, "an answer about another version");
+        let hosts = |states: &[&CanaryState]| states.iter().enumerate().map(|(i, s)| (format!("web-{}", i + 1), (*s).clone())).collect::<Vec<_>>();
+        assert_eq!(decide_precheck(&r, &hosts(&[&ok, &CanaryState::Pending]), 100), Decision::Wait(Some(100 + PRECHECK_LOOK.as_millis() as u64)));
+        let Decision::Write(next) = decide_precheck(&r, &hosts(&[&ok, &ok]), 100) else { panic!() };
+        assert_eq!((next.state, next.reason.as_deref(), next.canaries.clone()), (State::Canary, Some("precheck passed on 2 hosts"), vec!["web-1".to_string()]));
+        let Decision::Write(next) = decide_precheck(&r, &hosts(&[&ok, &bad, &CanaryState::Pending]), 100) else { panic!() };
+        assert_eq!(next.state, State::Aborted);
+        assert!(next.canaries.is_empty(), "aborted in its precheck: no canary takes it either");
+        assert_eq!(next.reason.as_deref(), Some("aborted by the leader: precheck failed on 1 of 3 hosts: web-2: check-failed: nginx: [emerg] host not found in upstream \"api\""));
+        assert!(next.holds_back("web-1") && next.holds_back("web-3"), "held everywhere, the canary too");
+        let Decision::Write(late) = decide_precheck(&r, &hosts(&[&ok, &CanaryState::Pending]), PRECHECK_LIMIT.as_millis() as u64) else { panic!() };
+        assert!(late.reason.unwrap().ends_with("no answer from web-2"));
+        r.canaries.clear();
+        let Decision::Write(next) = decide_precheck(&r, &[], 100) else { panic!() };
+        assert_eq!((next.state, next.reason.as_deref()), (State::Promoted, Some("promoted by the leader: precheck passed on 0 hosts")));
+        assert_eq!(canary_spec(None, None, None, true).unwrap().unwrap().hosts, Vec::<String>::new());
     }
 }

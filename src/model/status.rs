@@ -81,6 +81,22 @@ pub struct StatusReport {
     /// [`crate::model::freeze`]), so `status` shows that each host has seen it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen: Option<String>,
+    /// This host's check of a version under `--precheck`, staged and never installed (see
+    /// [`crate::model::rollout::State::Precheck`]); the last one it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<Precheck>,
+}
+
+/// A host's answer to a precheck.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Precheck {
+    /// The version checked.
+    pub version: String,
+    /// `ok` (passed), `check-failed`, `rejected` (failed verification) or `error` (could not stage it).
+    pub result: ApplyResult,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl StatusReport {
