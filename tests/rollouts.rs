@@ -621,3 +621,117 @@ async fn every_version_settles_into_a_record_that_history_shows() {
     assert!(line(&v2).contains("complete 2/3 ok, 1 failed"), "{text}");
     eprintln!("figures: v1 from creation to each host: first {first} ms, p50 {p50} ms, p99 {p99} ms; v3 {}", rec3["settled"]);
 }
+
+/// Names in the directory of `d`'s destination (a staged file left behind would show here).
+fn beside_dest(d: &Daemon) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dest(d).parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_precheck_checks_everywhere_installs_nowhere_and_names_each_failing_host() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    // web-2 and web-3 refuse anything that says "strict" (their nginx lacks a module, say).
+    let apps = app_hosts(&hosts, 3, |s| {
+        if s.node != "web-1" {
+            s.check = Some(r#"["sh", "-c", "! grep -q strict {src}"]"#.into());
+        }
+        s.toml()
+    })
+    .await;
+    let v1 = publish_ok(&hosts, b"v1\n").await;
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
+    }
+    let before: Vec<usize> = apps.iter().map(reloads).collect();
+    let files: Vec<Vec<String>> = apps.iter().map(beside_dest).collect();
+
+    let out = publish_with(&hosts, b"v2 strict\n", &["--precheck", "--wait=30s"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "a failed precheck fails the publish:\n{text}");
+    assert!(text.contains("prechecking on every live host"), "{text}");
+    assert!(text.contains("precheck failed on 2 of 3 hosts"), "{text}");
+    for node in ["web-2", "web-3"] {
+        assert!(text.contains(&format!("{node}: check-failed: ")), "--wait names {node} and why:\n{text}");
+    }
+    let v2 = versions(&client).await.pop().unwrap();
+    for (i, a) in apps.iter().enumerate() {
+        assert_eq!(on_disk(a).as_deref(), Some(&b"v1\n"[..]), "{} installed nothing", a.name());
+        assert_eq!(reloads(a), before[i], "{} never reloaded", a.name());
+        assert_eq!(beside_dest(a), files[i], "{} left nothing staged", a.name());
+        let s = status(&client, a.name()).await.unwrap();
+        assert_eq!((s["version"].as_str(), s["result"].as_str(), s["precheck"]["version"].as_str()), (Some(v1.as_str()), Some("ok"), Some(v2.as_str())), "{s}");
+        let passed = if a.name() == "web-1" { "ok" } else { "check-failed" };
+        assert_eq!(s["precheck"]["result"], passed, "{s}");
+    }
+    let rec = record_of(&client, &v2).await;
+    assert_eq!((rec["settled"].as_str(), rec["failed"].as_u64(), rec["held"].as_u64()), (Some("aborted"), Some(2), Some(1)), "{rec}");
+    assert_eq!(rec["failures"][0]["result"], "precheck check-failed", "{rec}");
+
+    // A version every host accepts goes to all of them once all passed.
+    let out = publish_with(&hosts, b"v3 fine\n", &["--precheck", "--wait=30s"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    for a in &apps {
+        wait_on_disk(a, b"v3 fine\n", LONG).await;
+    }
+    let r = rollout(&client).await.unwrap();
+    assert_eq!((r["state"].as_str(), r["reason"].as_str()), (Some("promoted"), Some("promoted by the leader: precheck passed on 3 hosts")), "{r}");
+
+    // With canaries: the precheck first, then the canary, then the soak.
+    let out = publish_with(&hosts, b"v4 fine\n", &["--precheck", "--canary", "web-1", "--soak", "1s", "--wait=30s"]).await;
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("precheck:") && text.contains("then canaries web-1 (soak 1s)"), "{text}");
+    assert!(text.contains(" soaking: ") && text.contains(" promoted: "), "--wait shows each state:\n{text}");
+    for a in &apps {
+        wait_on_disk(a, b"v4 fine\n", LONG).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_precheck_leaves_it_to_the_next_and_hosts_that_join_or_die_are_counted() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let mut a1 = Spec::agent("agent-1", &hosts).start();
+    wait_until("agent-1 leads", LONG, || async { leader_pid(&client).await == Some(a1.pid()) }).await;
+    let a2 = Spec::agent("agent-2", &hosts).start();
+    // Checking a "slow" version takes each host 3 seconds.
+    let slow = |s: &mut Spec| {
+        s.check = Some(r#"["sh", "-c", "if grep -q slow {src}; then sleep 3; fi"]"#.into());
+        s.toml()
+    };
+    let mut apps = app_hosts(&hosts, 2, slow).await;
+    let v1 = publish_ok(&hosts, b"v1\n").await;
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
+    }
+    wait_until("two agents registered", LONG, || async { workers(&client).await.len() == 2 }).await;
+
+    let out = publish_with(&hosts, b"v2 slow\n", &["--precheck"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let v2 = versions(&client).await.pop().unwrap();
+    assert_eq!(rollout(&client).await.unwrap()["state"], "precheck");
+    // A host joins mid-precheck, one dies, and so does the leader.
+    let mut s3 = Spec::app("web-3", &hosts);
+    let toml = slow(&mut s3);
+    let mut web3 = s3.prepare();
+    web3.set_config(&toml);
+    web3.spawn();
+    wait_until("web-3 reports", LONG, || async { status(&client, "web-3").await.is_some() }).await;
+    apps[1].kill9();
+    a1.kill9();
+    let r = wait_rollout_state(&client, "promoted").await;
+    assert_eq!(r["reason"], "promoted by the leader: precheck passed on 2 hosts", "web-1 and the newcomer web-3; not the dead web-2: {r}");
+    for a in [&apps[0], &web3] {
+        wait_on_disk(a, b"v2 slow\n", LONG).await;
+        let s = status(&client, a.name()).await.unwrap();
+        assert_eq!((s["precheck"]["version"].as_str(), s["precheck"]["result"].as_str()), (Some(v2.as_str()), Some("ok")), "{s}");
+    }
+    assert!(a2.log().contains(&format!("rollout {v2} promoted")), "the new leader finished it:\n{}", a2.log_tail(30));
+    assert!(web3.log().contains("precheck passed; nothing installed"), "{}", web3.log_tail(20));
+}

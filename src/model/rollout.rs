@@ -131,12 +131,15 @@ impl Rollout {
                 self.previous.as_deref().unwrap_or("nothing")
             );
         }
+        let canaries = if self.canaries.is_empty() {
+            "no canaries".to_string()
+        } else {
+            format!("canaries {} (soak {})", self.canaries.join(","), humantime::format_duration(Duration::from_millis(self.soak_ms)))
+        };
         let mut s = format!(
-            "{} {}: canaries {} (soak {}), others on {}",
+            "{} {}: {canaries}, others on {}",
             self.version.as_deref().unwrap_or("(new version)"),
             self.state.as_str(),
-            self.canaries.join(","),
-            humantime::format_duration(Duration::from_millis(self.soak_ms)),
             self.previous.as_deref().unwrap_or("nothing")
         );
         if let Some(g) = &self.gate {
@@ -318,6 +321,9 @@ pub fn precheck_state(report: Option<&StatusReport>, version: &VersionId) -> Can
 /// silent ones (an older daemon never answers; a wedged one would hold the fleet forever).
 pub const PRECHECK_LIMIT: Duration = Duration::from_secs(600);
 
+/// How long after its start a precheck with a failure waits for the other hosts' answers.
+pub const PRECHECK_FAILED_WAIT: Duration = Duration::from_secs(30);
+
 /// How many failing or silent hosts an abort's reason names.
 const NAMED: usize = 10;
 
@@ -341,9 +347,13 @@ pub fn decide_precheck(r: &Rollout, hosts: &[(String, CanaryState)], now: u64) -
         }
         s
     };
-    if !failed.is_empty() {
+    // A failure blocks the version, but every answer is waited for (up to
+    // PRECHECK_FAILED_WAIT) so the reason names every failing host at once.
+    let waited = now >= r.started_ms + PRECHECK_FAILED_WAIT.as_millis() as u64;
+    if !failed.is_empty() && (pending.is_empty() || waited) {
         let refs: Vec<&str> = failed.iter().map(String::as_str).collect();
-        return Decision::Write(r.aborted(format!("aborted by the leader: precheck failed on {} of {} hosts: {}", failed.len(), hosts.len(), named(&refs))));
+        let silent = if pending.is_empty() { String::new() } else { format!(" ({} still checking)", pending.len()) };
+        return Decision::Write(r.aborted(format!("aborted by the leader: precheck failed on {} of {} hosts{silent}: {}", failed.len(), hosts.len(), named(&refs))));
     }
     if !pending.is_empty() {
         if now >= r.started_ms + PRECHECK_LIMIT.as_millis() as u64 {
@@ -558,10 +568,12 @@ mod tests {
         assert_eq!(decide_precheck(&r, &hosts(&[&ok, &CanaryState::Pending]), 100), Decision::Wait(Some(100 + PRECHECK_LOOK.as_millis() as u64)));
         let Decision::Write(next) = decide_precheck(&r, &hosts(&[&ok, &ok]), 100) else { panic!() };
         assert_eq!((next.state, next.reason.as_deref(), next.canaries.clone()), (State::Canary, Some("precheck passed on 2 hosts"), vec!["web-1".to_string()]));
-        let Decision::Write(next) = decide_precheck(&r, &hosts(&[&ok, &bad, &CanaryState::Pending]), 100) else { panic!() };
+        assert!(matches!(decide_precheck(&r, &hosts(&[&ok, &bad, &CanaryState::Pending]), 100), Decision::Wait(_)), "every answer is waited for");
+        let Decision::Write(next) = decide_precheck(&r, &hosts(&[&ok, &bad, &CanaryState::Pending]), PRECHECK_FAILED_WAIT.as_millis() as u64) else { panic!() };
         assert_eq!(next.state, State::Aborted);
         assert!(next.canaries.is_empty(), "aborted in its precheck: no canary takes it either");
-        assert_eq!(next.reason.as_deref(), Some("aborted by the leader: precheck failed on 1 of 3 hosts: web-2: check-failed: nginx: [emerg] host not found in upstream \"api\""));
+        assert_eq!(next.reason.as_deref(), Some("aborted by the leader: precheck failed on 1 of 3 hosts (1 still checking): web-2: check-failed: nginx: [emerg] host not found in upstream \"api\""));
+        assert!(matches!(decide_precheck(&r, &hosts(&[&ok, &bad]), 100), Decision::Write(ref n) if n.state == State::Aborted), "all answered: at once");
         assert!(next.holds_back("web-1") && next.holds_back("web-3"), "held everywhere, the canary too");
         let Decision::Write(late) = decide_precheck(&r, &hosts(&[&ok, &CanaryState::Pending]), PRECHECK_LIMIT.as_millis() as u64) else { panic!() };
         assert!(late.reason.unwrap().ends_with("no answer from web-2"));
