@@ -4,7 +4,7 @@
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::model::layout::{self, Layout, VersionId};
-use crate::model::rollout::{canary_state, decide, decide_precheck, parse, pick_canaries, precheck_state, CanarySpec, CanaryState, Decision, Rollout, State};
+use crate::model::rollout::{canary_state, decide, decide_precheck, parse, pick_canaries, precheck_state, wave_hosts, CanarySpec, CanaryState, Decision, Rollout, State, Wave, FLEET_LOOK};
 use super::leader::Leader;
 use crate::config::HookCommand;
 use crate::model::status::StatusReport;
@@ -88,14 +88,35 @@ pub async fn plan_publish(
         Some(g) => Some(g.clone()),
         None => gates.contains_key(app).then(|| app.to_string()),
     };
-    let live = match client.list_children(&layout.status(app)).await {
-        Ok(c) => c,
-        Err(zk::Error::NoNode) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let canaries = match pick_canaries(app, spec, &live) {
-        Ok(c) => c,
-        Err(reason) => return Ok(Err(reason.into())),
+    let canaries = if spec.waves.is_empty() {
+        let live = match client.list_children(&layout.status(app)).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        match pick_canaries(app, spec, &live) {
+            Ok(c) => c,
+            Err(reason) => return Ok(Err(reason.into())),
+        }
+    } else {
+        // Waves name hosts by their labels: every live host's report, read at once.
+        let waves = match spec.waves.iter().map(|w| Wave::parse(w)).collect::<Result<Vec<_>, _>>() {
+            Ok(w) if w.len() >= 2 && w.last() == Some(&Wave::All) => w,
+            Ok(_) => return Ok(Err("--waves: expected waves ending in * (every host)".into())),
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let live = live_hosts(client, layout, app).await?;
+        match wave_hosts(app, &waves[0], &live, &[]) {
+            Some(hosts) if !hosts.is_empty() => hosts,
+            _ => {
+                let names: Vec<&str> = live.iter().map(|(h, _)| h.as_str()).collect();
+                return Ok(Err(format!(
+                    "wave 1 ({}) takes no live host of {app} (live: {}); nothing published",
+                    waves[0],
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                )));
+            }
+        }
     };
     // Hosts that are not canaries keep what they run: the previous rollout's `previous` when
     // that one never reached them, else the newest version so far.
@@ -113,6 +134,9 @@ pub async fn plan_publish(
         soak_started_ms: None,
         reason: None,
         gate,
+        waves: spec.waves.clone(),
+        wave: 0,
+        advance: None,
     };
     let p = layout.rollout(app);
     let op = match existing {
@@ -124,6 +148,19 @@ pub async fn plan_publish(
     };
     tracing::info!(app, "starting rollout: {}", record.describe());
     Ok(Ok(PublishPlan { op: Some(op) }))
+}
+
+/// Every live host of `app` with its labels (from its status report; a host whose report is
+/// unreadable or says it left has none and is skipped).
+async fn live_hosts(client: &zk::Client, layout: &Layout, app: &str) -> Result<Vec<(String, BTreeMap<String, String>)>, zk::Error> {
+    let reads = crate::zk::reports::read_all(client, &layout.status(app), &Default::default()).await?;
+    Ok(reads
+        .into_iter()
+        .filter_map(|(host, read)| {
+            let report = serde_json::from_slice::<StatusReport>(&read?.0).ok()?;
+            (report.result != crate::model::status::ApplyResult::Removed).then_some((host, report.labels))
+        })
+        .collect())
 }
 
 /// What a publish without `--canary` needs to know of `app`'s rollout, read once for a whole
@@ -261,11 +298,22 @@ async fn step(leader: &Leader<'_>, app: &str, wakes: &mut Vec<Wake>) -> Result<O
             return Ok(Some(now_ms()));
         }
     };
-    let decision = if r.state == State::Precheck {
+    // An operator's `promote` of the current wave: the next one starts now, without its gate.
+    let by_hand = r.advance.is_some() && matches!(r.state, State::Canary | State::Soaking);
+    let decision = if by_hand {
+        Decision::Write(Rollout { state: State::Promoted, reason: r.advance.clone(), advance: None, ..r.clone() })
+    } else if r.state == State::Precheck {
         // Every live host, read at once (two requests, whatever the fleet's size), and again at
         // the next look: hosts that join are counted, hosts that leave are not waited for.
         let hosts = precheck_states(leader, app, &version).await?;
         decide_precheck(&r, &hosts, now_ms())
+    } else if !r.waves.is_empty() {
+        // A wave may be hundreds of hosts: read at once, looked at again shortly; a host of
+        // the waves so far that died is not waited for.
+        match decide(&r, &wave_states(leader, app, &version, &r.canaries).await?, now_ms()) {
+            Decision::Wait(due) => Decision::Wait(Some(due.unwrap_or(u64::MAX).min(now_ms() + FLEET_LOOK.as_millis() as u64))),
+            d => d,
+        }
     } else {
         decide(&r, &canary_states(leader, app, &version, &r.canaries, wakes).await?, now_ms())
     };
@@ -279,9 +327,11 @@ async fn step(leader: &Leader<'_>, app: &str, wakes: &mut Vec<Wake>) -> Result<O
         }
         Decision::Write(next) => {
             let next = match (&next.state, &r.gate) {
-                (State::Promoted, Some(gate)) => pass_gate(config, app, &version, &r, next.clone(), gate).await,
+                (State::Promoted, Some(gate)) if !by_hand => pass_gate(config, app, &version, &r, next.clone(), gate).await,
                 _ => next,
             };
+            // Healthy, soaked (and past its gate): the next wave, unless that is every host.
+            let next = if next.state == State::Promoted && r.has_next_wave() { next_wave(leader, app, &r, next.reason.as_deref().unwrap_or("")).await? } else { next };
             if write(client, fence, &p, &next, stat.version).await? {
                 tracing::info!(app, mono_us = crate::clock::monotonic_us(), "rollout {}", next.describe());
                 metrics.rollout_decided(app, next.state.as_str());
@@ -289,6 +339,43 @@ async fn step(leader: &Leader<'_>, app: &str, wakes: &mut Vec<Wake>) -> Result<O
             Ok(Some(now_ms()))
         }
     }
+}
+
+/// The rollout once wave `r.wave` is done (`why`: who decided and how): the next wave on its
+/// hosts (those of the waves before and its own, resolved against the live hosts now), or
+/// promoted when it is the last (`*`).
+async fn next_wave(leader: &Leader<'_>, app: &str, r: &Rollout, why: &str) -> Result<Rollout, zk::Error> {
+    let (k, n) = (r.wave + 1, r.waves.len());
+    let done = format!("wave {k} of {n} ({}) done: {why}", r.waves[r.wave]);
+    let next = r.wave + 1;
+    let wave = Wave::parse(&r.waves[next]).unwrap_or(Wave::All);
+    let live = if wave == Wave::All { Vec::new() } else { live_hosts(leader.client, &leader.layout, app).await? };
+    Ok(match wave_hosts(app, &wave, &live, &r.canaries) {
+        None => Rollout { state: State::Promoted, reason: Some(format!("{done}; wave {n} of {n} (*): every host")), advance: None, ..r.clone() },
+        Some(hosts) => Rollout {
+            state: State::Canary,
+            reason: Some(format!("{done}; wave {} of {n} ({wave}) started on {} hosts", next + 1, hosts.len())),
+            canaries: hosts,
+            wave: next,
+            soak_started_ms: None,
+            advance: None,
+            ..r.clone()
+        },
+    })
+}
+
+/// How each live host of the waves so far (`hosts`) stands with `version`, all read at once;
+/// hosts that are gone are left out.
+async fn wave_states(leader: &Leader<'_>, app: &str, version: &VersionId, hosts: &[String]) -> Result<Vec<(String, CanaryState)>, zk::Error> {
+    let dir = leader.layout.status(app);
+    let mut out = Vec::new();
+    for (host, read) in crate::zk::reports::read_all(leader.client, &dir, &leader.no_multi_read).await? {
+        let Some((bytes, stat)) = read.filter(|_| hosts.contains(&host)) else { continue };
+        let trusted = crate::zk::guard::status_trusted(leader.client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
+        let state = if trusted { canary_state(serde_json::from_slice::<StatusReport>(&bytes).ok().as_ref(), version) } else { CanaryState::Pending };
+        out.push((host, state));
+    }
+    Ok(out)
 }
 
 /// Each live host's answer to the precheck of `version`; a report some other identity wrote

@@ -46,6 +46,8 @@ pub struct Applier {
     pub layout: Layout,
     /// This host's node id, for the status report.
     pub node_id: String,
+    /// This host's labels, for the status report.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Where applied versions are remembered.
     pub state: StateStore,
     /// Publishers whose signatures this app requires (empty: none required).
@@ -230,6 +232,7 @@ impl Applier {
             versions: config.layout().versions(&app.name),
             layout: config.layout(),
             node_id: config.node_id.clone(),
+            labels: config.labels.clone(),
             state: StateStore::new(&config.state_dir),
             trusted: crate::model::signing::TrustedKeys::load_or_refuse(app.published().map_or(&[][..], |p| &p.trusted_keys)),
             metrics,
@@ -265,6 +268,7 @@ impl Applier {
             publish_id: None,
             frozen: None,
         precheck: None,
+        labels: self.labels.clone(),
         };
         Progress {
             applied,
@@ -1218,7 +1222,8 @@ mod tests {
                 drift: None,
                 publish_id: None,
                 frozen: None,
-            precheck: None,
+                precheck: None,
+                labels: Default::default(),
             }),
             looked: true,
             applying: false,

@@ -24,6 +24,7 @@ pub const README_END: &str = "<!-- /config-keys -->";
 pub const KEYS: &[Key] = &[
     Key { key: "`role`", default: "required", meaning: "`\"agent\"`, `\"app\"` or `\"both\"`" },
     Key { key: "`node_id`", default: "host name", meaning: "this host's name in registrations and status nodes" },
+    Key { key: "`labels`", default: "none", meaning: "this host's labels, e.g. `{ dc = \"fra\", rack = \"r12\" }`: shown in its status nodes, named by `publish --waves dc=fra,dc=ams,*`" },
     Key { key: "`state_dir`", default: "`/var/lib/zkcoord`", meaning: "where applied versions are remembered (`<app>.json`)" },
     Key { key: "`[http] listen`", default: "absent (off)", meaning: "address for `/healthz` and `/metrics`, e.g. `\"127.0.0.1:9877\"`" },
     Key { key: "`resync_interval`", default: "`\"5m\"`", meaning: "every app's periodic pass, ±20% jitter: sync, re-read the newest version, compare the destination's sha256 (see `on_drift`), re-check our ephemeral nodes, re-arm the watches; at least `\"1s\"`; `\"off\"` or `0` disables it" },

@@ -93,6 +93,10 @@ pub struct Config {
     /// This host's name in registrations and status reports; defaults to the host name.
     #[serde(default = "service::this_host")]
     pub node_id: String,
+    /// This host's labels (`labels = { dc = "fra", rack = "r12" }`), shown in its status
+    /// reports, so a rollout's waves can name hosts by them (`--waves dc=fra,dc=ams,*`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Where applied versions are remembered, so a restart with nothing new does nothing.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -351,6 +355,11 @@ impl Config {
         }
         if self.node_id.is_empty() || self.node_id.contains('/') || self.node_id.chars().any(char::is_control) {
             return Err(invalid("node_id", "expected a non-empty name without '/' or control characters"));
+        }
+        for (k, v) in &self.labels {
+            if !crate::model::rollout::is_label_word(k) || !crate::model::rollout::is_label_word(v) {
+                return Err(invalid(&format!("labels.{k}"), "expected a word (no spaces, '=', ',', '/' or '*'), like dc = \"fra\""));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid("log_level", "expected a level like \"info\" or a filter like \"zkcoord=debug,info\""));

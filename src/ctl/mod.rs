@@ -225,7 +225,8 @@ pub struct PublishOptions {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Then wait until every live host of the app reports the version (default 5m); with
-    /// --canary or --precheck, first until the rollout is promoted (exit 1 if it is aborted).
+    /// --canary, --waves or --precheck, first until the rollout is promoted (exit 1 if it is
+    /// aborted).
     #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m", require_equals = true, value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
     /// Sign the version with this ed25519 private key (PKCS#8 PEM, mode 0600); apps with
@@ -241,14 +242,20 @@ pub struct PublishOptions {
     /// stops it if a canary fails.
     #[arg(long, value_name = "HOSTS|N%")]
     pub canary: Option<String>,
-    /// With --canary: how long the canaries must run the version before promotion (default 5m).
-    #[arg(long, requires = "canary", value_parser = humantime::parse_duration)]
+    /// With --canary or --waves: how long the canaries (each wave) must run the version before
+    /// the next hosts take it (default 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub soak: Option<Duration>,
-    /// With --canary: after the soak, the leading agent runs this gate (a name in its
-    /// [agent] gates, e.g. a query of the canaries' 5xx ratio) and promotes only if it exits 0;
-    /// otherwise the rollout is aborted with the gate's output as the reason.
-    #[arg(long, value_name = "NAME", requires = "canary")]
+    /// With --canary or --waves: after each soak, the leading agent runs this gate (a name in
+    /// its [agent] gates, e.g. a query of the canaries' 5xx ratio) and goes on only if it exits
+    /// 0; otherwise the rollout is aborted with the gate's output as the reason.
+    #[arg(long, value_name = "NAME")]
     pub gate: Option<String>,
+    /// Roll out in waves, each soaked (--soak) and promoted when healthy, stopped when a host
+    /// fails: host counts and shares of the whole so far (1,10%,50%,100%) or host labels from
+    /// the hosts' configs (dc=fra,dc=ams,*). `promote` and `abort` act on the current wave.
+    #[arg(long, value_name = "WAVES", conflicts_with = "canary")]
+    pub waves: Option<String>,
     /// First every live host runs its check on the version, staged and never installed; only
     /// when all passed does any host take it (then --canary, if given). With --wait, a failure
     /// names each failing host and why (exit 1).

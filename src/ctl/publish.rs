@@ -70,7 +70,7 @@ pub async fn publish(
     opts: PublishOptions,
     carried: Option<signing::VersionSignature>,
 ) -> Result<(), CtlError> {
-    let PublishOptions { message, timeout, wait, sign_key, sign_valid, canary, soak, gate, precheck, json } = opts;
+    let PublishOptions { message, timeout, wait, sign_key, sign_valid, canary, waves, soak, gate, precheck, json } = opts;
     // Everything checkable is checked before anything reaches ZooKeeper.
     let (mut header, body) = crate::zk::blobs::prepare(app, &author(), message, &data, content, t.max_config_size())
         .map_err(|e| fail(exit::DATAERR, format!("not published: {e}")))?;
@@ -80,7 +80,7 @@ pub async fn publish(
     } else {
         header.signature = carried.filter(|s| signing::check(s, app, &header.sha256, header.size).is_ok());
     }
-    header.canary = crate::model::rollout::canary_spec(canary.as_deref(), soak, gate.as_deref(), precheck).map_err(|e| fail(exit::USAGE, e))?;
+    header.canary = crate::model::rollout::canary_spec(canary.as_deref(), waves.as_deref(), soak, gate.as_deref(), precheck).map_err(|e| fail(exit::USAGE, e))?;
     let staged = header.canary.is_some();
     let client = t.connect().await?;
     if header.content.is_chunked() {
@@ -523,6 +523,7 @@ mod tests {
             publish_id: None,
             frozen: None,
             precheck: None,
+            labels: Default::default(),
         }
     }
 

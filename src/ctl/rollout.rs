@@ -30,7 +30,11 @@ pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>
             "cannot abort: already promoted, every host takes it ({}); publish a rollback instead (zkcoordctl rollback APP --to -1)",
             r.describe()
         ))),
-        (Verdict::Promote, _) => Ok(Decided::Write(Rollout { state: State::Promoted, reason: Some(format!("promoted by {who}{why}")), ..r.clone() })),
+        // In waves, `promote` ends the current wave: the leader starts the next one.
+        (Verdict::Promote, State::Canary | State::Soaking) if r.has_next_wave() => {
+            Ok(Decided::Write(Rollout { advance: Some(format!("promoted by {who}{why}")), ..r.clone() }))
+        }
+        (Verdict::Promote, _) => Ok(Decided::Write(Rollout { state: State::Promoted, reason: Some(format!("promoted by {who}{why}")), advance: None, ..r.clone() })),
         (Verdict::Abort, _) => Ok(Decided::Write(r.aborted(format!("aborted by {who}{why}")))),
     }
 }
@@ -95,6 +99,10 @@ pub async fn show(t: &Target, app: &str, json: bool) -> Result<(), CtlError> {
         return Ok(());
     }
     println!("{app} {}", r.describe());
+    if !r.waves.is_empty() {
+        let shown: Vec<String> = r.waves.iter().enumerate().map(|(i, w)| if i == r.wave && r.state.is_open() { format!("[{w}]") } else { w.clone() }).collect();
+        println!("  waves: {}", shown.join(" → "));
+    }
     let version = r.version.as_deref().and_then(VersionId::parse);
     if let (Some(v), State::Precheck) = (&version, r.state) {
         let dir = t.layout.status(app);
@@ -203,7 +211,7 @@ mod tests {
             state,
             soak_started_ms: None,
             reason: None,
-            gate: None,
+            gate: None, waves: Vec::new(), wave: 0, advance: None,
         }
     }
 

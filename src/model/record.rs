@@ -296,6 +296,7 @@ mod tests {
                 publish_id: None,
                 frozen: None,
             precheck: None,
+            labels: Default::default(),
             }),
             mtime_ms,
         }
@@ -311,7 +312,7 @@ mod tests {
             state,
             soak_started_ms: None,
             reason: Some("aborted by alice: 5xx".into()),
-            gate: None,
+            gate: None, waves: Vec::new(), wave: 0, advance: None,
         }
     }
 

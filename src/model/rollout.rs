@@ -90,9 +90,29 @@ pub struct Rollout {
     /// the leader promotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<String>,
+    /// `--waves`: each wave as given (`1`, `10%`, `dc=fra`), the last always `*` (every
+    /// host); `canaries` then holds the hosts of every wave so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<String>,
+    /// The wave under way (0: the first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wave: usize,
+    /// An operator's `promote` of the current wave, for the leader to start the next one
+    /// (who and why; the leader resolves the wave's hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Rollout {
+    /// Whether waves remain after the current one (the last, `*`, is the promotion).
+    pub fn has_next_wave(&self) -> bool {
+        self.wave + 1 < self.waves.len()
+    }
+
     /// Whether host `node` is held at `previous` by this rollout (during a precheck, every
     /// host is: canaries take the version only once all passed).
     pub fn holds_back(&self, node: &str) -> bool {
@@ -131,10 +151,15 @@ impl Rollout {
                 self.previous.as_deref().unwrap_or("nothing")
             );
         }
-        let canaries = if self.canaries.is_empty() {
+        let soak = humantime::format_duration(Duration::from_millis(self.soak_ms));
+        let canaries = if !self.waves.is_empty() && self.state != State::Promoted {
+            let shown: Vec<&str> = self.canaries.iter().take(5).map(String::as_str).collect();
+            let more = if self.canaries.len() > 5 { format!(",… ({} hosts)", self.canaries.len()) } else { String::new() };
+            format!("wave {} of {} ({}): {}{more} (soak {soak})", self.wave + 1, self.waves.len(), self.waves[self.wave.min(self.waves.len() - 1)], shown.join(","))
+        } else if self.canaries.is_empty() {
             "no canaries".to_string()
         } else {
-            format!("canaries {} (soak {})", self.canaries.join(","), humantime::format_duration(Duration::from_millis(self.soak_ms)))
+            format!("canaries {} (soak {soak})", self.canaries.join(","))
         };
         let mut s = format!(
             "{} {}: {canaries}, others on {}",
@@ -147,6 +172,9 @@ impl Rollout {
         }
         if let Some(r) = &self.reason {
             s.push_str(&format!("; {r}"));
+        }
+        if let Some(a) = &self.advance {
+            s.push_str(&format!("; next wave asked: {a}"));
         }
         s
     }
@@ -170,6 +198,120 @@ pub struct CanarySpec {
     /// `--canary`: no canaries, and every host takes it once all passed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub precheck: bool,
+    /// `--waves`: the waves, as [`parse_waves`] wrote them (ending in `*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<String>,
+}
+
+/// One wave of `--waves`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wave {
+    /// This many hosts in all, the waves before included.
+    Count(usize),
+    /// This share of the live hosts in all, 1..=99.
+    Percent(u32),
+    /// Every live host with this label (`labels` in its config).
+    Label(String, String),
+    /// Every host: the promotion.
+    All,
+}
+
+impl Wave {
+    /// Parses one wave: `3`, `10%`, `dc=fra` or `*` (`100%` is `*`).
+    pub fn parse(w: &str) -> Result<Wave, RolloutError> {
+        let w = w.trim();
+        if w == "*" || w == "100%" {
+            return Ok(Wave::All);
+        }
+        if let Some(p) = w.strip_suffix('%') {
+            return match p.trim().parse::<u32>() {
+                Ok(p) if (1..100).contains(&p) => Ok(Wave::Percent(p)),
+                _ => Err(RolloutError(format!("--waves: {w:?} is not a share from 1% to 100%"))),
+            };
+        }
+        if let Some((k, v)) = w.split_once('=') {
+            return if is_label_word(k.trim()) && is_label_word(v.trim()) {
+                Ok(Wave::Label(k.trim().into(), v.trim().into()))
+            } else {
+                Err(RolloutError(format!("--waves: {w:?} is not a label like dc=fra")))
+            };
+        }
+        match w.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Wave::Count(n)),
+            _ => Err(RolloutError(format!("--waves: {w:?} is not a wave (a host count like 1, a share like 10%, a label like dc=fra, or *)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Wave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wave::Count(n) => write!(f, "{n}"),
+            Wave::Percent(p) => write!(f, "{p}%"),
+            Wave::Label(k, v) => write!(f, "{k}={v}"),
+            Wave::All => write!(f, "*"),
+        }
+    }
+}
+
+/// Parses `--waves 1,10%,50%,100%` or `--waves dc=fra,dc=ams,*`: the waves in order, always
+/// ending in `*` (a list that does not is promoted to every host after its last wave's soak).
+pub fn parse_waves(list: &str) -> Result<Vec<String>, RolloutError> {
+    let waves: Vec<Wave> = list.split(',').filter(|w| !w.trim().is_empty()).map(Wave::parse).collect::<Result<_, _>>()?;
+    if waves.is_empty() {
+        return Err(RolloutError("--waves: expected waves like 1,10%,50%,100% or dc=fra,dc=ams,*".into()));
+    }
+    if let Some(i) = waves.iter().position(|w| *w == Wave::All).filter(|i| i + 1 < waves.len()) {
+        return Err(RolloutError(format!("--waves: wave {} (*) takes every host; nothing can come after it", i + 1)));
+    }
+    let mut out: Vec<String> = waves.iter().map(Wave::to_string).collect();
+    if waves.last() != Some(&Wave::All) {
+        out.push("*".into());
+    }
+    if out.len() < 2 {
+        return Err(RolloutError("--waves: the first wave takes every host; publish without --waves".into()));
+    }
+    Ok(out)
+}
+
+/// The hosts that run the version once `wave` starts: those of the waves before (`taken`)
+/// and the wave's own, from the live hosts and their labels (`live`). A count or share is of
+/// the whole so far, picked as `N%` canaries are (by sha256 of `app/host`). None: the wave takes
+/// every host (the promotion).
+pub fn wave_hosts(app: &str, wave: &Wave, live: &[(String, std::collections::BTreeMap<String, String>)], taken: &[String]) -> Option<Vec<String>> {
+    let mut hosts: Vec<String> = taken.to_vec();
+    let fresh = |h: &String, hosts: &[String]| !hosts.contains(h);
+    match wave {
+        Wave::All => return None,
+        Wave::Label(k, v) => hosts.extend(live.iter().filter(|(h, l)| l.get(k) == Some(v) && fresh(h, taken)).map(|(h, _)| h.clone())),
+        Wave::Count(_) | Wave::Percent(_) => {
+            let target = match wave {
+                Wave::Count(n) => *n,
+                Wave::Percent(p) => (live.len() as u64 * *p as u64).div_ceil(100).max(1) as usize,
+                _ => unreachable!(),
+            };
+            let names: Vec<String> = live.iter().map(|(h, _)| h.clone()).collect();
+            for h in ranked(app, &names) {
+                if hosts.len() >= target {
+                    break;
+                }
+                if fresh(&h, &hosts) {
+                    hosts.push(h);
+                }
+            }
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    Some(hosts)
+}
+
+/// The live hosts in the order `N%` canaries and waves take them: by sha256(app/host), the
+/// same hosts for the same app and fleet, spread differently across apps.
+fn ranked(app: &str, live: &[String]) -> Vec<String> {
+    let mut ranked: Vec<(String, &String)> = live.iter().map(|h| (crate::digest::sha256_hex(format!("{app}/{h}").as_bytes()), h)).collect();
+    ranked.sort();
+    ranked.into_iter().map(|(_, h)| h.clone()).collect()
 }
 /// Why a rollout cannot be staged as asked: a `--canary`/`--soak` the operator mistyped, or
 /// canaries that cannot be picked from the live hosts.
@@ -184,29 +326,47 @@ impl From<RolloutError> for String {
 }
 
 
+/// Whether `w` can be a label's key or value: a word that a `--waves` list can carry.
+pub fn is_label_word(w: &str) -> bool {
+    !w.is_empty() && !w.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '=' | ',' | '/' | '*' | '%'))
+}
+
+/// `--gate`'s name, refused when it is empty or looks like a command.
+fn gate_name(gate: Option<&str>) -> Result<Option<String>, RolloutError> {
+    match gate.map(str::trim) {
+        Some("") => Err(RolloutError("--gate: expected the name of a gate in the agents' [agent] gates".into())),
+        Some(g) if !is_gate_name(g) => Err(RolloutError(format!("--gate {g:?}: a gate is named, not written out; the command is in the agents' [agent] gates"))),
+        g => Ok(g.map(String::from)),
+    }
+}
+
 /// Whether `name` can name a gate (`[agent] gates`, `--gate`): a word, so a command pasted
 /// where a name belongs is refused rather than looked up.
 pub fn is_gate_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('/') && !name.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
-/// Parses `--canary web-1,web-2` or `--canary 10%` with `--soak`, `--gate` and `--precheck`.
-pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&str>, precheck: bool) -> Result<Option<CanarySpec>, RolloutError> {
+/// Parses `--canary web-1,web-2`, `--canary 10%` or `--waves 1,10%,*` with `--soak`, `--gate`
+/// and `--precheck`.
+pub fn canary_spec(canary: Option<&str>, waves: Option<&str>, soak: Option<Duration>, gate: Option<&str>, precheck: bool) -> Result<Option<CanarySpec>, RolloutError> {
+    if let Some(w) = waves {
+        if canary.is_some() {
+            return Err(RolloutError("--canary and --waves: give one (the first wave is the canaries)".into()));
+        }
+        let waves = parse_waves(w)?;
+        let gate = gate_name(gate)?;
+        let soak_ms = soak.unwrap_or(DEFAULT_SOAK).as_millis() as u64;
+        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: None, soak_ms, gate, precheck, waves }));
+    }
     let Some(c) = canary else {
         return match (soak, gate) {
-            (Some(_), _) => Err(RolloutError("--soak needs --canary".into())),
-            (_, Some(_)) => Err(RolloutError("--gate needs --canary: a gate runs between a canary soak and the promotion".into())),
-            (None, None) if precheck => Ok(Some(CanarySpec { hosts: Vec::new(), percent: None, soak_ms: 0, gate: None, precheck })),
+            (Some(_), _) => Err(RolloutError("--soak needs --canary or --waves".into())),
+            (_, Some(_)) => Err(RolloutError("--gate needs --canary or --waves: a gate runs after a soak, before the next hosts take the version".into())),
+            (None, None) if precheck => Ok(Some(CanarySpec { hosts: Vec::new(), percent: None, soak_ms: 0, gate: None, precheck, waves: Vec::new() })),
             (None, None) => Ok(None),
         };
     };
-    let gate = match gate.map(str::trim) {
-        Some("") => return Err(RolloutError("--gate: expected the name of a gate in the agents' [agent] gates".into())),
-        Some(g) if !is_gate_name(g) => {
-            return Err(RolloutError(format!("--gate {g:?}: a gate is named, not written out; the command is in the agents' [agent] gates")))
-        }
-        g => g.map(String::from),
-    };
+    let gate = gate_name(gate)?;
     let soak_ms = soak.unwrap_or(DEFAULT_SOAK).as_millis() as u64;
     let c = c.trim();
     if let Some(p) = c.strip_suffix('%') {
@@ -214,7 +374,7 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&s
         if !(1..=100).contains(&percent) {
             return Err(RolloutError(format!("--canary {c:?}: expected a percentage from 1% to 100%")));
         }
-        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms, gate, precheck }));
+        return Ok(Some(CanarySpec { hosts: Vec::new(), percent: Some(percent), soak_ms, gate, precheck, waves: Vec::new() }));
     }
     let mut hosts: Vec<String> = c.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     hosts.dedup();
@@ -224,7 +384,7 @@ pub fn canary_spec(canary: Option<&str>, soak: Option<Duration>, gate: Option<&s
     if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.chars().any(char::is_control)) {
         return Err(RolloutError(format!("--canary: {bad:?} is not a node id")));
     }
-    Ok(Some(CanarySpec { hosts, percent: None, soak_ms, gate, precheck }))
+    Ok(Some(CanarySpec { hosts, percent: None, soak_ms, gate, precheck, waves: Vec::new() }))
 }
 
 /// The version children host `node` may apply: all of them, or, while `rollout` holds it back,
@@ -254,10 +414,7 @@ pub fn pick_canaries(app: &str, spec: &CanarySpec, live: &[String]) -> Result<Ve
             return Err(RolloutError(format!("no live host reports {app}: cannot pick {p}% of them as canaries")));
         }
         let k = ((live.len() as u64 * p as u64).div_ceil(100) as usize).clamp(1, live.len());
-        let mut ranked: Vec<(String, &String)> =
-            live.iter().map(|h| (crate::digest::sha256_hex(format!("{app}/{h}").as_bytes()), h)).collect();
-        ranked.sort();
-        let mut picked: Vec<String> = ranked.into_iter().take(k).map(|(_, h)| h.clone()).collect();
+        let mut picked: Vec<String> = ranked(app, live).into_iter().take(k).collect();
         picked.sort();
         return Ok(picked);
     }
@@ -359,7 +516,7 @@ pub fn decide_precheck(r: &Rollout, hosts: &[(String, CanaryState)], now: u64) -
         if now >= r.started_ms + PRECHECK_LIMIT.as_millis() as u64 {
             return Decision::Write(r.aborted(format!("aborted by the leader: precheck timed out after {}; no answer from {}", humantime::format_duration(PRECHECK_LIMIT), named(&pending))));
         }
-        return Decision::Wait(Some(now + PRECHECK_LOOK.as_millis() as u64));
+        return Decision::Wait(Some(now + FLEET_LOOK.as_millis() as u64));
     }
     let passed = format!("precheck passed on {} host{}", hosts.len(), if hosts.len() == 1 { "" } else { "s" });
     if r.canaries.is_empty() {
@@ -369,9 +526,10 @@ pub fn decide_precheck(r: &Rollout, hosts: &[(String, CanaryState)], now: u64) -
     }
 }
 
-/// How often the leader reads the hosts' reports during a precheck (two requests each time,
-/// whatever the fleet's size; hosts that join or leave are seen at the next look).
-pub const PRECHECK_LOOK: Duration = Duration::from_millis(500);
+/// How often the leader reads every host's report while a precheck or a wave is under way
+/// (two requests each time, whatever the fleet's size; hosts that join or leave are seen at
+/// the next look).
+pub const FLEET_LOOK: Duration = Duration::from_millis(500);
 
 /// What the leader does with an open rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -450,7 +608,7 @@ mod tests {
             state,
             soak_started_ms: None,
             reason: None,
-            gate: None,
+            gate: None, waves: Vec::new(), wave: 0, advance: None,
         }
     }
 
@@ -470,6 +628,7 @@ mod tests {
             publish_id: None,
             frozen: None,
         precheck: None,
+        labels: Default::default(),
         }
     }
 
@@ -490,23 +649,23 @@ mod tests {
 
     #[test]
     fn canary_specs_parse_names_and_percentages() {
-        let s = canary_spec(Some("web-1, web-2"), Some(Duration::from_secs(1)), None, false).unwrap().unwrap();
+        let s = canary_spec(Some("web-1, web-2"), None, Some(Duration::from_secs(1)), None, false).unwrap().unwrap();
         assert_eq!((s.hosts, s.percent, s.soak_ms), (names(&["web-1", "web-2"]), None, 1000));
-        let s = canary_spec(Some("10%"), None, None, false).unwrap().unwrap();
+        let s = canary_spec(Some("10%"), None, None, None, false).unwrap().unwrap();
         assert_eq!((s.percent, s.soak_ms), (Some(10), 300_000));
-        assert!(canary_spec(Some("0%"), None, None, false).is_err());
-        assert!(canary_spec(Some("x%"), None, None, false).is_err());
-        assert!(canary_spec(None, Some(Duration::from_secs(1)), None, false).is_err());
-        assert_eq!(canary_spec(None, None, None, false).unwrap(), None);
-        assert!(canary_spec(None, None, Some("errors"), false).is_err(), "a gate needs a canary");
-        assert!(canary_spec(Some("web-1"), None, Some("curl -f x"), false).is_err(), "a gate is a name, not a command");
-        assert_eq!(canary_spec(Some("web-1"), None, Some("errors"), false).unwrap().unwrap().gate.as_deref(), Some("errors"));
+        assert!(canary_spec(Some("0%"), None, None, None, false).is_err());
+        assert!(canary_spec(Some("x%"), None, None, None, false).is_err());
+        assert!(canary_spec(None, None, Some(Duration::from_secs(1)), None, false).is_err());
+        assert_eq!(canary_spec(None, None, None, None, false).unwrap(), None);
+        assert!(canary_spec(None, None, None, Some("errors"), false).is_err(), "a gate needs a canary");
+        assert!(canary_spec(Some("web-1"), None, None, Some("curl -f x"), false).is_err(), "a gate is a name, not a command");
+        assert_eq!(canary_spec(Some("web-1"), None, None, Some("errors"), false).unwrap().unwrap().gate.as_deref(), Some("errors"));
     }
 
     #[test]
     fn percent_picks_at_least_one_live_host_deterministically() {
         let live = names(&["web-1", "web-2", "web-3", "web-4"]);
-        let spec = CanarySpec { hosts: vec![], percent: Some(10), soak_ms: 0, gate: None, precheck: false };
+        let spec = CanarySpec { hosts: vec![], percent: Some(10), soak_ms: 0, gate: None, precheck: false, waves: Vec::new() };
         let a = pick_canaries("app", &spec, &live).unwrap();
         assert_eq!(a.len(), 1);
         let mut shuffled = live.clone();
@@ -515,7 +674,7 @@ mod tests {
         let half = CanarySpec { percent: Some(50), ..spec.clone() };
         assert_eq!(pick_canaries("app", &half, &live).unwrap().len(), 2);
         assert!(pick_canaries("app", &spec, &[]).unwrap_err().0.contains("no live host"));
-        let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0, gate: None, precheck: false };
+        let named = CanarySpec { hosts: names(&["web-9"]), percent: None, soak_ms: 0, gate: None, precheck: false, waves: Vec::new() };
         let e = pick_canaries("app", &named, &live).unwrap_err().0;
         assert!(e.contains("web-9") && e.contains("web-1, web-2"), "{e}");
     }
@@ -558,14 +717,14 @@ mod tests {
     #[test]
     fn a_precheck_holds_every_host_and_moves_on_only_when_all_passed() {
         let v = VersionId::parse("conf-0000000005").unwrap();
-        let mut r = Rollout { version: Some(v.name.clone()), previous: Some("conf-0000000004".into()), canaries: vec!["web-1".into()], soak_ms: 1000, started_ms: 0, state: State::Precheck, soak_started_ms: None, reason: None, gate: None };
+        let mut r = Rollout { version: Some(v.name.clone()), previous: Some("conf-0000000004".into()), canaries: vec!["web-1".into()], soak_ms: 1000, started_ms: 0, state: State::Precheck, soak_started_ms: None, reason: None, gate: None, waves: Vec::new(), wave: 0, advance: None };
         assert!(r.holds_back("web-1") && r.holds_back("web-2"), "nobody takes it during the precheck, canaries neither");
         assert_eq!(r.prechecking(), Some(v.clone()));
         let ok = precheck_state(Some(&prechecked(5, ApplyResult::Ok)), &v);
         let bad = precheck_state(Some(&prechecked(5, ApplyResult::CheckFailed)), &v);
         assert_eq!(precheck_state(Some(&prechecked(4, ApplyResult::Ok)), &v), CanaryState::Pending, "an answer about another version");
         let hosts = |states: &[&CanaryState]| states.iter().enumerate().map(|(i, s)| (format!("web-{}", i + 1), (*s).clone())).collect::<Vec<_>>();
-        assert_eq!(decide_precheck(&r, &hosts(&[&ok, &CanaryState::Pending]), 100), Decision::Wait(Some(100 + PRECHECK_LOOK.as_millis() as u64)));
+        assert_eq!(decide_precheck(&r, &hosts(&[&ok, &CanaryState::Pending]), 100), Decision::Wait(Some(100 + FLEET_LOOK.as_millis() as u64)));
         let Decision::Write(next) = decide_precheck(&r, &hosts(&[&ok, &ok]), 100) else { panic!() };
         assert_eq!((next.state, next.reason.as_deref(), next.canaries.clone()), (State::Canary, Some("precheck passed on 2 hosts"), vec!["web-1".to_string()]));
         assert!(matches!(decide_precheck(&r, &hosts(&[&ok, &bad, &CanaryState::Pending]), 100), Decision::Wait(_)), "every answer is waited for");
@@ -580,6 +739,33 @@ mod tests {
         r.canaries.clear();
         let Decision::Write(next) = decide_precheck(&r, &[], 100) else { panic!() };
         assert_eq!((next.state, next.reason.as_deref()), (State::Promoted, Some("promoted by the leader: precheck passed on 0 hosts")));
-        assert_eq!(canary_spec(None, None, None, true).unwrap().unwrap().hosts, Vec::<String>::new());
+        assert_eq!(canary_spec(None, None, None, None, true).unwrap().unwrap().hosts, Vec::<String>::new());
+    }
+
+    #[test]
+    fn waves_parse_resolve_cumulatively_and_end_in_every_host() {
+        assert_eq!(parse_waves("1, 10%,50%,100%").unwrap(), ["1", "10%", "50%", "*"]);
+        assert_eq!(parse_waves("dc=fra,dc=ams").unwrap(), ["dc=fra", "dc=ams", "*"], "the rest after the last wave");
+        for bad in ["", "0", "10%,*,dc=fra", "*", "dc=", "150%", "web-1"] {
+            assert!(parse_waves(bad).is_err(), "{bad:?}");
+        }
+        assert!(canary_spec(Some("web-1"), Some("1,*"), None, None, false).is_err(), "--canary or --waves");
+        let labels = |dc: &str| std::collections::BTreeMap::from([("dc".to_string(), dc.to_string())]);
+        let live: Vec<(String, std::collections::BTreeMap<String, String>)> =
+            (1..=10).map(|i| (format!("web-{i:02}"), labels(if i <= 3 { "fra" } else { "ams" }))).collect();
+        let first = wave_hosts("web", &Wave::Count(1), &live, &[]).unwrap();
+        assert_eq!(first.len(), 1);
+        let second = wave_hosts("web", &Wave::Percent(50), &live, &first).unwrap();
+        assert_eq!(second.len(), 5, "50% of 10 in all, the first wave's host among them");
+        assert!(second.contains(&first[0]));
+        assert_eq!(wave_hosts("web", &Wave::Percent(50), &live, &first), Some(second.clone()), "the same hosts every time");
+        let fra = wave_hosts("web", &Wave::Label("dc".into(), "fra".into()), &live, &[]).unwrap();
+        assert_eq!(fra, ["web-01", "web-02", "web-03"]);
+        assert_eq!(wave_hosts("web", &Wave::Label("dc".into(), "ber".into()), &live, &fra).unwrap(), fra, "no new host");
+        assert_eq!(wave_hosts("web", &Wave::All, &live, &fra), None);
+        let r = Rollout { version: Some("conf-0000000009".into()), previous: Some("conf-0000000008".into()), canaries: fra, soak_ms: 60_000, started_ms: 0, state: State::Soaking, soak_started_ms: None, reason: None, gate: None, waves: vec!["dc=fra".into(), "dc=ams".into(), "*".into()], wave: 0, advance: None };
+        assert!(r.has_next_wave());
+        assert_eq!(r.describe(), "conf-0000000009 soaking: wave 1 of 3 (dc=fra): web-01,web-02,web-03 (soak 1m), others on conf-0000000008");
+        assert!(!r.holds_back("web-02") && r.holds_back("web-04"));
     }
 }

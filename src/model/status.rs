@@ -85,6 +85,9 @@ pub struct StatusReport {
     /// [`crate::model::rollout::State::Precheck`]); the last one it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precheck: Option<Precheck>,
+    /// The host's `labels` from its config, for rollouts in waves by label.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A host's answer to a precheck.
