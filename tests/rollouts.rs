@@ -37,7 +37,7 @@ async fn publish_staged(zk: &str, bytes: &[u8], args: &[&str]) -> String {
     let out = publish_with(zk, bytes, args).await;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && text.starts_with("published conf-"), "canary publish failed:\n{}", output_text(&out));
-    assert!(text.contains("staged on canaries"), "publish says how the rollout starts:\n{text}");
+    assert!(text.contains("staged on canaries") || text.contains("staged in waves"), "publish says how the rollout starts:\n{text}");
     text.lines().next().unwrap().trim_start_matches("published ").to_string()
 }
 
@@ -734,4 +734,126 @@ async fn a_leader_killed_mid_precheck_leaves_it_to_the_next_and_hosts_that_join_
     }
     assert!(a2.log().contains(&format!("rollout {v2} promoted")), "the new leader finished it:\n{}", a2.log_tail(30));
     assert!(web3.log().contains("precheck passed; nothing installed"), "{}", web3.log_tail(20));
+}
+
+/// How many of `apps` hold `bytes`.
+fn holding(apps: &[Daemon], bytes: &[u8]) -> usize {
+    apps.iter().filter(|a| on_disk(a).as_deref() == Some(bytes)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_go_to_one_host_then_half_then_all_and_survive_a_leader_killed_mid_wave() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let mut a1 = Spec::agent("agent-1", &hosts).start();
+    wait_until("agent-1 leads", LONG, || async { leader_pid(&client).await == Some(a1.pid()) }).await;
+    let a2 = Spec::agent("agent-2", &hosts).start();
+    let apps = app_hosts(&hosts, 4, |s| s.toml()).await;
+    let v1 = publish_ok(&hosts, b"v1\n").await;
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
+    }
+    wait_until("two agents registered", LONG, || async { workers(&client).await.len() == 2 }).await;
+
+    let zk_hosts = hosts.clone();
+    let publish = tokio::spawn(async move { publish_with(&zk_hosts, b"v2\n", &["--waves", "1,50%,*", "--soak", "2s", "--wait=60s"]).await });
+    // Each wave's hosts at most (1, then 2 of 4), sampled: the files first, then the record
+    // (which can only have moved on meanwhile).
+    let allowed = [1, 2, 4];
+    let (mut seen, mut killed, mut samples) = (Vec::new(), false, 0);
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < LONG, "the waves never finished; seen {seen:?}");
+        let n = holding(&apps, b"v2\n");
+        let Some(r) = rollout(&client).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let wave = r["wave"].as_u64().unwrap_or(0) as usize;
+        let state = r["state"].as_str().unwrap().to_string();
+        if state == "promoted" {
+            break;
+        }
+        assert!(n <= allowed[wave], "{n} hosts hold v2 in wave {} ({r})", wave + 1);
+        samples += 1;
+        if seen.last() != Some(&(wave, state.clone())) {
+            seen.push((wave, state.clone()));
+        }
+        if wave == 1 && state == "soaking" && !killed {
+            a1.kill9();
+            killed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(killed, "the leader was killed in wave 2's soak: {seen:?}");
+    for a in &apps {
+        wait_on_disk(a, b"v2\n", LONG).await;
+    }
+    let out = publish.await.unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    for line in ["wave 1 of 3 (1): ", "wave 2 of 3 (50%): ", "wave 3 of 3 (*): every host"] {
+        assert!(text.contains(line), "--wait shows {line:?}:\n{text}");
+    }
+    assert!(a2.log().contains("rollout conf-") && a2.log().contains("wave 2 of 3 (50%) done"), "the new leader finished wave 2:\n{}", a2.log_tail(30));
+    eprintln!("figures: waves 1,50%,* with a 2s soak: states {seen:?} over {samples} samples");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_by_label_stop_at_a_failing_host_and_promote_ends_the_current_wave() {
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    // web-1 in fra, web-2 in ams (whose check refuses "bad"), web-3 in ber.
+    let apps = app_hosts(&hosts, 3, |s| {
+        let dc = match s.node.as_str() {
+            "web-1" => "fra",
+            "web-2" => "ams",
+            _ => "ber",
+        };
+        if dc == "ams" {
+            s.check = Some(r#"["sh", "-c", "! grep -q bad {src}"]"#.into());
+        }
+        format!("labels = {{ dc = \"{dc}\" }}\n{}", s.toml())
+    })
+    .await;
+    let v1 = publish_ok(&hosts, b"v1\n").await;
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
+    }
+    assert_eq!(status(&client, "web-2").await.unwrap()["labels"]["dc"], "ams", "the labels are in the status");
+
+    // An hour's soak: only promote moves it, one wave at a time.
+    let out = publish_with(&hosts, b"v2\n", &["--waves", "dc=fra,dc=ams,*", "--soak", "1h"]).await;
+    let text = ctl_ok(&out);
+    assert!(text.contains("staged in waves dc=fra,dc=ams,*: wave 1 on web-1 (soak 1h each)"), "{text}");
+    let v2 = text.lines().next().unwrap().trim_start_matches("published ").to_string();
+    wait_on_disk(&apps[0], b"v2\n", LONG).await;
+    let shown = ctl_ok(&ctl_async(&["--zk", &hosts, "rollout", APP]).await);
+    assert!(shown.contains("waves: [dc=fra] → dc=ams → *") && shown.contains("canary web-1: ok"), "{shown}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(holding(&apps, b"v2\n"), 1, "only fra");
+    ctl_ok(&ctl_async(&["--zk", &hosts, "promote", APP, "-m", "fra looks fine"]).await);
+    wait_on_disk(&apps[1], b"v2\n", LONG).await;
+    let r = wait_rollout_state(&client, "canary").await;
+    assert_eq!((r["wave"].as_u64(), r["canaries"].clone()), (Some(1), serde_json::json!(["web-1", "web-2"])), "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("promoted by") && r["reason"].as_str().unwrap().contains("fra looks fine"), "{r}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(on_disk(&apps[2]).as_deref(), Some(&b"v1\n"[..]), "ber waits for the last wave");
+    ctl_ok(&ctl_async(&["--zk", &hosts, "promote", APP]).await);
+    wait_on_disk(&apps[2], b"v2\n", LONG).await;
+    assert_eq!(wait_rollout_state(&client, "promoted").await["version"], v2.as_str());
+
+    // A host of the second wave refuses the version: the rollout stops there.
+    let out = publish_with(&hosts, b"v3 bad\n", &["--waves", "dc=fra,dc=ams,*", "--soak", "1s", "--wait=30s"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("check-failed on canary web-2"), "{text}");
+    let r = rollout(&client).await.unwrap();
+    assert_eq!((r["state"].as_str(), r["wave"].as_u64()), (Some("aborted"), Some(1)), "{r}");
+    assert_eq!(on_disk(&apps[0]).as_deref(), Some(&b"v3 bad\n"[..]), "fra keeps it");
+    assert_eq!(on_disk(&apps[1]).as_deref(), Some(&b"v2\n"[..]), "ams refused it");
+    assert_eq!(on_disk(&apps[2]).as_deref(), Some(&b"v2\n"[..]), "ber never got it");
 }

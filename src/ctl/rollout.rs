@@ -182,6 +182,16 @@ pub async fn announce(client: &zk::Client, t: &Target, app: &str, precheck: bool
             println!("prechecking on every live host, installed nowhere until all passed; {}", r.describe().split_once("; ").map_or("", |(_, rest)| rest));
             true
         }
+        Ok(Some((r, _))) if !r.waves.is_empty() => {
+            println!(
+                "staged in waves {}: wave 1 on {} (soak {} each); others stay on {} until their wave (zkcoordctl rollout|promote|abort {app})",
+                r.waves.join(","),
+                r.canaries.join(","),
+                humantime::format_duration(Duration::from_millis(r.soak_ms)),
+                r.previous.as_deref().unwrap_or("nothing")
+            );
+            true
+        }
         Ok(Some((r, _))) => {
             println!(
                 "staged on canaries {} (soak {}); others stay on {} until promoted (zkcoordctl rollout|promote|abort {app})",
