@@ -856,4 +856,8 @@ async fn waves_by_label_stop_at_a_failing_host_and_promote_ends_the_current_wave
     assert_eq!(on_disk(&apps[0]).as_deref(), Some(&b"v3 bad\n"[..]), "fra keeps it");
     assert_eq!(on_disk(&apps[1]).as_deref(), Some(&b"v2\n"[..]), "ams refused it");
     assert_eq!(on_disk(&apps[2]).as_deref(), Some(&b"v2\n"[..]), "ber never got it");
+    let v3 = versions(&client).await.pop().unwrap();
+    let rec = record_of(&client, &v3).await;
+    assert_eq!((rec["settled"].as_str(), rec["wave"].as_u64(), rec["failed"].as_u64(), rec["held"].as_u64()), (Some("aborted"), Some(2), Some(1), Some(1)), "{rec}");
+    assert_eq!(rec["waves"], serde_json::json!(["dc=fra", "dc=ams", "*"]), "{rec}");
 }

@@ -99,6 +99,12 @@ pub struct RolloutRecord {
     /// The canaries of its staged rollout, if it had one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<String>,
+    /// Its waves (`--waves`), and how far it got: the wave it ended in (1-based).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<String>,
+    /// The wave it ended in, 1-based (with [`RolloutRecord::waves`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<usize>,
     /// Who promoted or aborted its staged rollout, and why (the rollout record's reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided: Option<String>,
@@ -126,6 +132,8 @@ impl RolloutRecord {
             p50_ms: None,
             p99_ms: None,
             canaries: Vec::new(),
+            waves: Vec::new(),
+            wave: None,
             decided: None,
             superseded_by: Some(by.to_string()),
         }
@@ -254,7 +262,9 @@ pub fn tally(version: &VersionId, stream: i64, created_ms: i64, reports: &[HostR
         last_ms: times.last().copied(),
         p50_ms: percentile(&times, 50),
         p99_ms: percentile(&times, 99),
-        canaries: rollout.map(|r| r.canaries.clone()).unwrap_or_default(),
+        canaries: rollout.filter(|r| r.waves.is_empty()).map(|r| r.canaries.clone()).unwrap_or_default(),
+        waves: rollout.map(|r| r.waves.clone()).unwrap_or_default(),
+        wave: rollout.filter(|r| !r.waves.is_empty()).map(|r| if r.state.holds_back() { r.wave + 1 } else { r.waves.len() }),
         decided: rollout.and_then(|r| r.reason.clone()),
         superseded_by: None,
     })
