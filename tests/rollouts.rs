@@ -715,7 +715,9 @@ async fn a_leader_killed_mid_precheck_leaves_it_to_the_next_and_hosts_that_join_
     let out = publish_with(&hosts, b"v2 slow\n", &["--precheck"]).await;
     assert!(out.status.success(), "{}", output_text(&out));
     let v2 = versions(&client).await.pop().unwrap();
-    assert_eq!(rollout(&client).await.unwrap()["state"], "precheck");
+    // On the wire a canary rollout with no canaries, so that older hosts hold back too.
+    let r = rollout(&client).await.unwrap();
+    assert_eq!((r["state"].as_str(), r["precheck"].as_bool(), r["canaries"].clone()), (Some("canary"), Some(true), serde_json::json!([])), "{r}");
     // A host joins mid-precheck, one dies, and so does the leader.
     let mut s3 = Spec::app("web-3", &hosts);
     let toml = slow(&mut s3);

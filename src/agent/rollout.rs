@@ -309,8 +309,12 @@ async fn step(leader: &Leader<'_>, app: &str, wakes: &mut Vec<Wake>) -> Result<O
         decide_precheck(&r, &hosts, now_ms())
     } else if !r.waves.is_empty() {
         // A wave may be hundreds of hosts: read at once, looked at again shortly; a host of
-        // the waves so far that died is not waited for.
-        match decide(&r, &wave_states(leader, app, &version, &r.canaries).await?, now_ms()) {
+        // the waves so far that died is not waited for, but a wave with none alive waits
+        // (no host has shown the version is healthy).
+        let look_again = Decision::Wait(Some(now_ms() + FLEET_LOOK.as_millis() as u64));
+        let states = wave_states(leader, app, &version, &r.canaries).await?;
+        match decide(&r, &states, now_ms()) {
+            _ if states.is_empty() => look_again,
             Decision::Wait(due) => Decision::Wait(Some(due.unwrap_or(u64::MAX).min(now_ms() + FLEET_LOOK.as_millis() as u64))),
             d => d,
         }
@@ -327,7 +331,8 @@ async fn step(leader: &Leader<'_>, app: &str, wakes: &mut Vec<Wake>) -> Result<O
         }
         Decision::Write(next) => {
             let next = match (&next.state, &r.gate) {
-                (State::Promoted, Some(gate)) if !by_hand => pass_gate(config, app, &version, &r, next.clone(), gate).await,
+                // After a soak (not a precheck, which has no canaries to judge, nor an operator's say).
+                (State::Promoted, Some(gate)) if !by_hand && r.state != State::Precheck => pass_gate(config, app, &version, &r, next.clone(), gate).await,
                 _ => next,
             };
             // Healthy, soaked (and past its gate): the next wave, unless that is every host.
@@ -371,8 +376,13 @@ async fn wave_states(leader: &Leader<'_>, app: &str, version: &VersionId, hosts:
     let mut out = Vec::new();
     for (host, read) in crate::zk::reports::read_all(leader.client, &dir, &leader.no_multi_read).await? {
         let Some((bytes, stat)) = read.filter(|_| hosts.contains(&host)) else { continue };
+        let report = serde_json::from_slice::<StatusReport>(&bytes).ok();
+        // A host that stopped following the app (its node stays until its session ends).
+        if report.as_ref().is_some_and(|r| r.result == crate::model::status::ApplyResult::Removed) {
+            continue;
+        }
         let trusted = crate::zk::guard::status_trusted(leader.client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
-        let state = if trusted { canary_state(serde_json::from_slice::<StatusReport>(&bytes).ok().as_ref(), version) } else { CanaryState::Pending };
+        let state = if trusted { canary_state(report.as_ref(), version) } else { CanaryState::Pending };
         out.push((host, state));
     }
     Ok(out)

@@ -4,10 +4,12 @@
 //! metadata with a fenced, version-checked setData.
 //!
 //! Looks are few and cheap, so a fleet pays nothing per host for them: the version's metadata
-//! and the rollout record in one multi read, the status listing, and every status node in one
-//! more; first a second after the publish, then less and less often, up to
-//! [`crate::model::record::SETTLE_LIMIT`]. A burst of publishes is followed by its last
-//! version only; the ones it replaced are marked superseded in the same write.
+//! and the rollout record in one multi read, the status listing, and the status nodes in one
+//! more per [`crate::zk::reports::PER_MULTI`] hosts (under ACLs, one getACL per host not seen
+//! before); first a second after the publish (or after its staged rollout is decided), then
+//! less and less often, up to [`crate::model::record::SETTLE_LIMIT`]. A burst of publishes is
+//! followed by its last version only; the ones it replaced are marked superseded in the same
+//! write (one that every host had applied within the second before the next is marked so too).
 
 use super::leader::Leader;
 use crate::clock::now_ms;
@@ -54,6 +56,8 @@ struct Following {
     deadline: Instant,
     /// Older versions this one replaced before they settled.
     superseded: Vec<String>,
+    /// Its rollout was decided and [`Settler::poke`] asked for a look (once).
+    poked: bool,
 }
 
 impl Settler {
@@ -79,16 +83,21 @@ impl Settler {
             let excess = superseded.len().saturating_sub(MAX_SUPERSEDED);
             superseded.drain(..excess);
         }
-        following.insert(app.to_string(), Following { version: name.to_string(), stream, due, step: FIRST_LOOK, deadline, superseded });
+        following.insert(app.to_string(), Following { version: name.to_string(), stream, due, step: FIRST_LOOK, deadline, superseded, poked: false });
         drop(following);
         self.wake.notify_one();
     }
 
-    /// Says `app`'s rollout of `version` changed (promoted, aborted): look at it now.
+    /// Says `app`'s rollout of `version` was decided (promoted, aborted): look at it now, once
+    /// (the supervisor says so at each of its looks while the record stays), and give the
+    /// hosts [`SETTLE_LIMIT`] from now.
     pub(crate) fn poke(&self, app: &str, version: &str) {
         let now = Instant::now();
-        if let Some(f) = self.following().get_mut(app).filter(|f| f.version == version && f.due > now) {
+        if let Some(f) = self.following().get_mut(app).filter(|f| f.version == version && !f.poked) {
+            f.poked = true;
             f.due = now;
+            f.step = FIRST_LOOK;
+            f.deadline = now + SETTLE_LIMIT;
             self.wake.notify_one();
         }
     }
@@ -112,7 +121,7 @@ pub(crate) async fn run(leader: &Leader<'_>) -> Result<std::convert::Infallible,
                 Ok(next) => next,
                 Err(AgentError::Zk(e)) if crate::zk::session::classify(&e) == crate::zk::session::ErrorKind::Other => {
                     tracing::warn!(app, version = %f.version, "rollout record: {e}; looking again later");
-                    Look::Again
+                    Look::Again { done: Vec::new(), open: false }
                 }
                 Err(e) => return Err(e),
             };
@@ -125,10 +134,16 @@ pub(crate) async fn run(leader: &Leader<'_>) -> Result<std::convert::Infallible,
                 Look::Done => {
                     following.remove(&app);
                 }
-                Look::Again => {
+                Look::Again { done, open } => {
                     let g = following.get_mut(&app).expect("checked above");
-                    g.superseded.retain(|s| !f.superseded.contains(s));
-                    g.due = (Instant::now() + g.step).min(g.deadline);
+                    g.superseded.retain(|s| !done.contains(s));
+                    let now = Instant::now();
+                    if open {
+                        // Its rollout is still deciding: the hosts' time starts when it ends.
+                        g.deadline = g.deadline.max(now + SETTLE_LIMIT);
+                    }
+                    // Never sooner than a step from now: a deadline passed does not make it due again at once.
+                    g.due = if g.deadline > now { (now + g.step).min(g.deadline) } else { now + g.step };
                     g.step = (g.step * 2).min(MAX_STEP);
                 }
             }
@@ -151,8 +166,9 @@ pub(crate) async fn run(leader: &Leader<'_>) -> Result<std::convert::Infallible,
 enum Look {
     /// The version settled (or is gone): nothing more.
     Done,
-    /// Still on its way: look again later.
-    Again,
+    /// Still on its way: look again later. `done`: superseded versions now recorded (or gone);
+    /// `open`: its staged rollout is still deciding.
+    Again { done: Vec<String>, open: bool },
 }
 
 /// Looks at `app`'s version once; writes its record (and its superseded versions') when it
@@ -174,11 +190,15 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, Age
         Err(e) => return Err(e.into()),
     };
     let mut writes: Vec<(String, VersionMeta, i32)> = Vec::new();
+    // Superseded versions this look deals with: written now, or gone or recorded already.
+    let mut done = Vec::new();
     for (name, read) in f.superseded.iter().zip(reads) {
         if let Some((m, stat)) = unrecorded(read)? {
             writes.push((format!("{meta_parent}/{name}"), VersionMeta { record: Some(RolloutRecord::superseded(&f.version, now_ms())), ..m }, stat.version));
         }
+        done.push(name.clone());
     }
+    let open = rollout.as_ref().is_some_and(|r| r.state.is_open() && r.version.as_deref() == Some(f.version.as_str()));
     let version = VersionId::parse(&f.version).expect("a version name");
     let expired = Instant::now() >= f.deadline;
     let reports = host_reports(leader, app).await?;
@@ -190,7 +210,7 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, Age
         writes.push((paths[0].clone(), VersionMeta { record: Some(record.clone()), ..meta.clone() }, meta_stat.version));
     }
     if writes.is_empty() {
-        return Ok(Look::Again);
+        return Ok(Look::Again { done, open });
     }
     let mut w = fence.writer(client)?;
     for (path, m, v) in &writes {
@@ -199,10 +219,10 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, Age
     match fence.commit(w).await {
         Ok(_) => {}
         // Changed or pruned meanwhile: the next look reads again.
-        Err(AgentError::Zk(zk::Error::BadVersion | zk::Error::NoNode)) => return Ok(Look::Again),
+        Err(AgentError::Zk(zk::Error::BadVersion | zk::Error::NoNode)) => return Ok(Look::Again { done: Vec::new(), open }),
         Err(e) => return Err(e),
     }
-    let Some(record) = settled else { return Ok(Look::Again) };
+    let Some(record) = settled else { return Ok(Look::Again { done, open }) };
     let publish_id = meta.publish_id.as_deref().unwrap_or("-");
     if record.failed > 0 || !record.pending.is_empty() {
         tracing::warn!(app, version = %f.version, publish_id, "rollout settled: {}", record.summary());

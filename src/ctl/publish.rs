@@ -120,11 +120,11 @@ pub async fn publish(
     }
     // Content equal to the newest version stages nothing.
     let staged = staged && matches!(outcome, Outcome::Published { .. });
-    if staged && !super::rollout::announce(&client, t, app, precheck).await {
-        let asked = if precheck { "--precheck" } else { "--canary" };
+    if staged && !super::rollout::announce(&client, t, app, precheck, waves.is_some()).await {
+        let asked = if precheck { "--precheck" } else if waves.is_some() { "--waves" } else { "--canary" };
         return Err(fail(
             exit::SOFTWARE,
-            format!("{outcome} went to every host, not staged: the leading agent has no rollout record for it (an agent older than staged rollouts or prechecks ignores {asked}, or a newer publish superseded it)"),
+            format!("{outcome} went to every host, not staged: the leading agent has no rollout record for it as asked (an agent older than staged rollouts, waves or prechecks ignores {asked}, or a newer publish superseded it)"),
         ));
     }
     if let (Some(_), Outcome::Published { version }) = (&sign_key, &outcome) {

@@ -34,6 +34,10 @@ pub fn apply_verdict(r: &Rollout, verdict: Verdict, who: &str, why: Option<&str>
         (Verdict::Promote, State::Canary | State::Soaking) if r.has_next_wave() => {
             Ok(Decided::Write(Rollout { advance: Some(format!("promoted by {who}{why}")), ..r.clone() }))
         }
+        // A precheck ended by hand goes on to its canaries (or first wave), if it has any.
+        (Verdict::Promote, State::Precheck) if !r.canaries.is_empty() => {
+            Ok(Decided::Write(Rollout { state: State::Canary, reason: Some(format!("precheck skipped by {who}{why}")), ..r.clone() }))
+        }
         (Verdict::Promote, _) => Ok(Decided::Write(Rollout { state: State::Promoted, reason: Some(format!("promoted by {who}{why}")), advance: None, ..r.clone() })),
         (Verdict::Abort, _) => Ok(Decided::Write(r.aborted(format!("aborted by {who}{why}")))),
     }
@@ -173,11 +177,19 @@ pub async fn wait_decided(client: &zk::Client, t: &Target, app: &str, version: &
 /// Returns false when there is no record (or, for `precheck`, one not in its precheck): the
 /// leader did not stage the version (an agent from before staged rollouts drops `--canary`, one
 /// from before prechecks drops `--precheck`), or a newer publish already superseded it.
-pub async fn announce(client: &zk::Client, t: &Target, app: &str, precheck: bool) -> bool {
+pub async fn announce(client: &zk::Client, t: &Target, app: &str, precheck: bool, waves: bool) -> bool {
     match crate::zk::rollout::read(client, &t.layout, app).await {
+        // An agent from before waves drops them (and would promote after one soak).
+        Ok(Some((r, _))) if waves && r.waves.is_empty() => false,
         Ok(Some((r, _))) if precheck => {
-            if r.state != State::Precheck {
+            // Still in it, or already past it (every host answered, or none is alive).
+            let past = r.state != State::Precheck && r.reason.as_deref().is_some_and(|why| why.contains("precheck"));
+            if r.state != State::Precheck && !past {
                 return false;
+            }
+            if past {
+                println!("prechecked: {}", r.describe());
+                return true;
             }
             println!("prechecking on every live host, installed nowhere until all passed; {}", r.describe().split_once("; ").map_or("", |(_, rest)| rest));
             true

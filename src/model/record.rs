@@ -1,5 +1,6 @@
-//! The record of a rollout: once a version settles (every live host applied it or failed it,
-//! a newer version took its place, its canary rollout was aborted, or [`SETTLE_LIMIT`] passed),
+//! The record of a rollout: once a version settles (its staged rollout, if any, is decided,
+//! and every live host applied it or failed it; or a newer version took its place, its rollout
+//! was aborted, or [`SETTLE_LIMIT`] passed since then),
 //! the leader writes what happened into the version's metadata, so `zkcoordctl history` can say
 //! for every version who got it, who refused it and how long the fleet took, long after the
 //! hosts' status nodes have moved on.
@@ -15,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// How long the leader waits for a version to settle before it writes what it has, naming the
-/// hosts that never reported it (a host that is frozen, holding a hand edit, or wedged).
+/// hosts that never reported it (a host holding a hand edit, or wedged): counted from the
+/// publish, or from the end of its staged rollout (which may last as long as it takes).
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(600);
 
 /// How many hosts each list of a record names (counts are always complete): a metadata node
@@ -183,10 +185,11 @@ pub enum Tally {
 
 /// Tallies `version` (created at `created_ms` on the servers' clock, in stream `stream`) over
 /// the live hosts' `reports`, with the app's rollout record `rollout` (if it is this
-/// version's). `expired` settles it with whatever is still pending.
+/// version's). `expired` settles it with whatever is still pending, but never while its
+/// rollout is open: that is decided by its soak, gates and operators, not by a clock here.
 pub fn tally(version: &VersionId, stream: i64, created_ms: i64, reports: &[HostReport], rollout: Option<&Rollout>, expired: bool, now_ms: u64) -> Tally {
     let rollout = rollout.filter(|r| r.version.as_deref() == Some(version.name.as_str()));
-    if rollout.is_some_and(|r| r.state.is_open()) && !expired {
+    if rollout.is_some_and(|r| r.state.is_open()) {
         return Tally::Open;
     }
     let aborted = rollout.is_some_and(|r| !r.state.is_open() && r.state.holds_back());
@@ -353,6 +356,7 @@ mod tests {
     fn an_open_rollout_waits_and_an_aborted_one_settles_with_the_others_held() {
         let reports = vec![report("a", Some(4), ApplyResult::ReloadFailed, Some(5), 1_040), report("b", Some(4), ApplyResult::Ok, None, 900)];
         assert_eq!(tally(&v(5), 7, 1_000, &reports, Some(&rollout(State::Canary)), false, 9), Tally::Open);
+        assert_eq!(tally(&v(5), 7, 1_000, &reports, Some(&rollout(State::Soaking)), true, 9), Tally::Open, "an open rollout outlasts the limit");
         let Tally::Settled(r) = tally(&v(5), 7, 1_000, &reports, Some(&rollout(State::Aborted)), false, 9) else { panic!("settles") };
         assert_eq!((r.settled, r.failed, r.held, r.canaries.clone()), (Settled::Aborted, 1, 1, vec!["a".to_string()]));
         assert_eq!(r.decided.as_deref(), Some("aborted by alice: 5xx"));

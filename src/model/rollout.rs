@@ -9,8 +9,11 @@
 //!   and goes to every host.
 //! - App hosts read it (with a data watch) in the one place that decides their target:
 //!   [`visible`] hides versions newer than `previous` from a host that is not a canary while the
-//!   rollout is `canary`, `soaking` or `aborted`; [`crate::model::layout::newest_version`] then picks
-//!   the newest of what is left, as always.
+//!   rollout is `canary`, `soaking` or `aborted`, and from every host during a `precheck`;
+//!   [`crate::model::layout::newest_version`] then picks the newest of what is left, as always.
+//! - `--precheck` starts it in `precheck`: every live host checks the version without
+//!   installing it ([`decide_precheck`]); `--waves` keeps the waves and the hosts of every wave
+//!   so far as its canaries ([`wave_hosts`]), one soak per wave.
 //! - [`crate::agent::rollout::supervise`] runs on the leader only (it stops at step-down): all canaries report the
 //!   version applied ok → `soaking` (the soak start is written to the record); soak passed →
 //!   `promoted`; any canary reports check-failed or reload-failed for it → `aborted`. Every
@@ -132,9 +135,20 @@ impl Rollout {
         self.version.as_deref().filter(|_| self.state == State::Precheck).and_then(VersionId::parse)
     }
 
-    /// JSON bytes for the znode.
+    /// JSON bytes for the znode. A precheck is written as a `canary` rollout with no
+    /// canaries (those after it kept under `precheck_canaries`, with `precheck: true`), so an
+    /// app host older than prechecks reads a record that holds it back too, rather than one it
+    /// cannot read (which would hold nothing back). [`parse`] reads it back as [`State::Precheck`].
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("rollout serializes")
+        let mut v = serde_json::to_value(self).expect("rollout serializes");
+        if self.state == State::Precheck {
+            let o = v.as_object_mut().expect("an object");
+            o.insert("state".into(), "canary".into());
+            o.insert("precheck".into(), true.into());
+            o.insert("precheck_canaries".into(), self.canaries.clone().into());
+            o.insert("canaries".into(), serde_json::Value::Array(Vec::new()));
+        }
+        serde_json::to_vec(&v).expect("rollout serializes")
     }
 
     /// One line for logs and `zkcoordctl`.
@@ -540,8 +554,8 @@ pub enum Decision {
     Write(Rollout),
 }
 
-/// The rollout state machine, all transitions in one place: `canaries` holds each canary's
-/// state (in the record's order), `now` is ms since the epoch.
+/// The canary and wave state machine (a precheck has [`decide_precheck`]): `canaries` holds the
+/// state of each canary (of each live host of the waves so far), `now` is ms since the epoch.
 pub fn decide(r: &Rollout, canaries: &[(String, CanaryState)], now: u64) -> Decision {
     if !r.state.is_open() {
         return Decision::Wait(None);
@@ -580,7 +594,16 @@ pub fn decide(r: &Rollout, canaries: &[(String, CanaryState)], now: u64) -> Deci
 /// The record in `bytes`, or None (logged) when it cannot be read: an unreadable record
 /// holds nothing back.
 pub fn parse(app: &str, bytes: &[u8]) -> Option<Rollout> {
-    match serde_json::from_slice(bytes) {
+    let wire = serde_json::from_slice::<serde_json::Value>(bytes).map(|mut v| {
+        // A precheck as [`Rollout::to_bytes`] writes it.
+        if let Some(o) = v.as_object_mut().filter(|o| o.get("precheck") == Some(&true.into()) && o.get("state") == Some(&"canary".into())) {
+            let canaries = o.remove("precheck_canaries").unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
+            o.insert("canaries".into(), canaries);
+            o.insert("state".into(), "precheck".into());
+        }
+        v
+    });
+    match wire.and_then(serde_json::from_value::<Rollout>) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(app, "unreadable rollout record ({e}); ignoring it");
@@ -767,5 +790,20 @@ mod tests {
         assert!(r.has_next_wave());
         assert_eq!(r.describe(), "conf-0000000009 soaking: wave 1 of 3 (dc=fra): web-01,web-02,web-03 (soak 1m), others on conf-0000000008");
         assert!(!r.holds_back("web-02") && r.holds_back("web-04"));
+    }
+
+    #[test]
+    fn a_precheck_is_written_so_that_older_hosts_hold_back_too() {
+        let r = Rollout { version: Some("conf-0000000009".into()), previous: Some("conf-0000000008".into()), canaries: vec!["web-1".into()], soak_ms: 1, started_ms: 0, state: State::Precheck, soak_started_ms: None, reason: None, gate: None, waves: Vec::new(), wave: 0, advance: None };
+        let wire: serde_json::Value = serde_json::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!((wire["state"].as_str(), wire["canaries"].clone()), (Some("canary"), serde_json::json!([])), "{wire}");
+        assert_eq!(parse("web", &r.to_bytes()), Some(r.clone()));
+        // What a host from before prechecks makes of it: a canary rollout that names no host.
+        let mut old = wire.clone();
+        old.as_object_mut().unwrap().retain(|k, _| k != "precheck" && k != "precheck_canaries");
+        let old: Rollout = serde_json::from_value(old).unwrap();
+        assert!(old.holds_back("web-1") && old.holds_back("web-2"));
+        let done = Rollout { state: State::Canary, ..r };
+        assert_eq!(parse("web", &done.to_bytes()), Some(done));
     }
 }

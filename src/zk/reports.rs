@@ -1,13 +1,14 @@
 //! Every live host's status node of an app, read at once: the leader's record of a rollout
 //! needs them all, and reading them one by one would cost a request per host per publish. The
-//! listing and a multi read of the nodes are two requests for any fleet up to [`PER_MULTI`]
-//! hosts (older servers without multi reads get one read per host).
+//! listing and one multi read per [`PER_MULTI`] hosts (older servers without multi reads get
+//! one read per host).
 
 use zookeeper_client as zk;
 
-/// Status nodes read per multi read: a few hundred bytes each keeps an answer far below the
-/// servers' 1 MB packet limit.
-pub const PER_MULTI: usize = 500;
+/// Status nodes read per multi read: a report holds at most 8 KiB of error text (its `error`
+/// and its precheck's, see [`crate::model::status::ERROR_LIMIT`]), so even a fleet that all
+/// failed keeps an answer below the servers' 1 MB packet limit.
+pub const PER_MULTI: usize = 100;
 
 /// A status node as read: its host's node id and (when it still existed) its bytes and stat.
 pub type NodeRead = (String, Option<(Vec<u8>, zk::Stat)>);
