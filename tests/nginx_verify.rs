@@ -1,8 +1,9 @@
 //! Post-reload verification with a real nginx (Debian's nginx-light, run as a plain process in
 //! a temp prefix) behind a real daemon and a real ZooKeeper: a config nginx refuses only after
 //! `nginx -s reload` exited 0 (a `listen` on a busy port) is reported `reload-failed`, rolled
-//! back, and nginx keeps serving the old version; a good config passes verification; and the
-//! operator sees the `[emerg]` line, not `signal process started`.
+//! back, and nginx keeps serving the old version; a good config passes verification; the
+//! operator sees the `[emerg]` line, not `signal process started`; and `--precheck` runs the
+//! real `nginx -t` on every host, blocked by the one host that lacks an included file.
 
 mod common;
 mod fleet;
@@ -155,4 +156,74 @@ async fn the_line_that_says_why_reaches_publish_wait_and_status() {
     let error = s["error"].as_str().unwrap();
     assert!(error.contains("signal process started") && error.contains("[emerg]"), "{error}");
     assert!(d.log().contains("[emerg] bind()"), "the journal keeps the whole output");
+}
+
+/// One config for every host: paths relative to each host's prefix; with `upstream`, the
+/// upstream from a file each host keeps itself (as hosts keep their certificates).
+fn shared_conf(port: u16, upstream: bool) -> String {
+    let (include, location) = if upstream { ("include local/upstream.conf;", "proxy_pass http://api;") } else { ("", "return 200 \"v1\\n\";") };
+    format!(
+        "worker_processes 1;\npid nginx.pid;\nerror_log error.log notice;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path tmp_body;\n  proxy_temp_path tmp_proxy;\n  fastcgi_temp_path tmp_fastcgi;\n\
+           uwsgi_temp_path tmp_uwsgi;\n  scgi_temp_path tmp_scgi;\n  {include}\n\
+           server {{\n    listen 127.0.0.1:{port};\n    location / {{ {location} }}\n  }}\n}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_precheck_runs_the_real_nginx_t_everywhere_and_a_host_missing_a_file_blocks_it() {
+    let nginx = nginx_bin();
+    let zk = ZkEnsemble::single();
+    let hosts = zk.connect_string();
+    let client = zk_client(&hosts).await;
+    let _agent = Spec::agent("agent-1", &hosts).start();
+    let mut apps = Vec::new();
+    for node in ["web-1", "web-2"] {
+        let mut spec = Spec::app(node, &hosts);
+        let mut d = Daemon::prepare(node);
+        let www = d.dir().join("www");
+        std::fs::create_dir_all(www.join("local")).unwrap();
+        let w = www.display().to_string();
+        spec.check = Some(format!(r#"["{nginx}", "-t", "-q", "-c", "{{src}}", "-p", "{w}/"]"#));
+        d.set_config(&spec.toml());
+        d.spawn();
+        apps.push(d);
+    }
+    // Only web-1 has the upstream file the new config includes.
+    std::fs::write(apps[0].dir().join("www/local/upstream.conf"), "upstream api { server 127.0.0.1:1; }\n").unwrap();
+    let port = free_port();
+    let first = shared_conf(port, false);
+    let v1 = publish_ok(&hosts, first.as_bytes()).await;
+    for a in &apps {
+        wait_status(&client, a.name(), "ok", Some(&v1)).await;
+    }
+
+    let conf = shared_conf(port, true);
+    let out = tokio::task::spawn_blocking({
+        let (hosts, conf) = (hosts.clone(), conf.clone());
+        move || ctl_stdin(&["--zk", &hosts, "publish", APP, "-", "--precheck", "--wait=30s"], conf.as_bytes())
+    })
+    .await
+    .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("precheck failed on 1 of 2 hosts: web-2: check-failed: ") && text.contains("[emerg]") && text.contains("open()") && text.contains("local/upstream.conf"), "nginx's own line, naming the host:\n{text}");
+    for a in &apps {
+        assert_eq!(on_disk(a).as_deref(), Some(first.as_bytes()), "{} installed nothing", a.name());
+    }
+
+    // The operator puts the file in place on web-2 and publishes again: both check, both take it.
+    std::fs::write(apps[1].dir().join("www/local/upstream.conf"), "upstream api { server 127.0.0.1:1; }\n").unwrap();
+    let conf2 = format!("{conf}# the same, again\n");
+    let out = tokio::task::spawn_blocking({
+        let (hosts, conf2) = (hosts.clone(), conf2.clone());
+        move || ctl_stdin(&["--zk", &hosts, "publish", APP, "-", "--precheck", "--wait=30s"], conf2.as_bytes())
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    for a in &apps {
+        wait_on_disk(a, conf2.as_bytes(), Duration::from_secs(20)).await;
+        assert!(a.log().contains("precheck passed; nothing installed"), "{}", a.log_tail(20));
+    }
 }
