@@ -9,7 +9,8 @@
 //!   read), [`backoff`] (retry delays with jitter), [`exit`] (sysexits codes), [`ready`] (the
 //!   first-sync gate systemd's READY=1 waits on).
 //! - [`model`]: what lives in znodes, as data and rules: paths and the "newest version" rule,
-//!   requests, outcomes and metadata, content storage, rollout records, signatures, status.
+//!   requests, outcomes and metadata, content storage, rollout records (prechecks, waves, what
+//!   each settled version did), signatures, status.
 //! - [`config`]: the TOML file, environment overrides, and errors that name file and key.
 //! - [`metrics`]: counters, gauges and histograms for `/metrics`, recorded where events happen.
 //! - [`zk`]: everything that talks to ZooKeeper: session, identity and ACLs, registration,
@@ -17,7 +18,7 @@
 //! - [`host`]: this machine's files and processes: hooks, atomic install with check, reload and
 //!   rollback, bundles, the applied-state file.
 //! - Roles, which never use each other: [`agent`] (the leader's intake, fenced publish, prune,
-//!   rollout supervision, legacy trigger), [`app`] (follow, apply, pace, render, once/dry-run),
+//!   rollout supervision and records, legacy trigger), [`app`] (follow, apply, pace, render, once/dry-run),
 //!   [`service`] (register this host's services while healthy and not drained).
 //! - [`daemon`] (wires the roles into `zkcoordd`: signals, systemd, logging, HTTP), [`ctl`] (the
 //!   `zkcoordctl` commands) and [`cli`] (both binaries' command lines, also the man pages' source).

@@ -38,7 +38,7 @@ pub(crate) struct Leader<'a> {
     /// then read apart (see [`crate::zk::rollout::list_with_record`]).
     pub no_multi_read: std::sync::atomic::AtomicBool,
     /// The versions this leadership follows until they settle, for their records.
-    pub settle: crate::agent::settle::Settler,
+    pub unsettled: crate::agent::unsettled::Unsettled,
 }
 
 /// What a leader knows without reading it again, from its own writes.
@@ -142,7 +142,7 @@ impl Leader<'_> {
     /// Remembers that this leadership created `name` in `stream` as `app`'s newest version.
     pub(crate) fn created(&self, app: &str, stream: i64, name: &str, sha256: &str) {
         self.known().newest.insert(app.to_string(), (stream, name.to_string(), sha256.to_string()));
-        self.settle.track(app, stream, name);
+        self.unsettled.track(app, stream, name);
     }
 
     /// Turns one request into an outcome. Returns the app when a version was created.

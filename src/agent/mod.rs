@@ -4,8 +4,9 @@
 //!
 //! This file follows the election and serves requests while we lead. Its rooms: `leader`
 //! (one request, one step after another, and pruning), `intake` (requests that arrive together,
-//! handled together), `rollout` (the leader's part of staged rollouts), `settle` (the record of
-//! each version's rollout, written once it settles) and `trigger` (the legacy `add|<data>`
+//! handled together), `rollout` (a staged rollout's record at publish time), `supervisor` (open
+//! rollouts driven to their end), `settle` (the record of
+//! each version's rollout, written once it settles; `unsettled` keeps which versions it follows) and `trigger` (the legacy `add|<data>`
 //! listener).
 //!
 //! May use: everything below the roles (`zk`, `host`, `config`, `metrics`, `model`, leaves).
@@ -16,7 +17,9 @@ pub(crate) mod leader;
 pub(crate) mod outcomes;
 pub(crate) mod rollout;
 pub(crate) mod settle;
+pub(crate) mod supervisor;
 pub mod trigger;
+pub(crate) mod unsettled;
 
 use crate::zk::fence::{AgentError, Fence};
 use leader::Leader;
@@ -87,14 +90,14 @@ pub async fn run(
             }
         };
         let fence = Fence::new(node, node_version);
-        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone(), freeze_wait_spent: Default::default(), no_multi_read: Default::default(), settle: Default::default() };
+        let leader = Leader { config: &config, layout: layout.clone(), client: &client, fence: &fence, metrics: &metrics, known: Default::default(), freezes: freezes.clone(), freeze_wait_spent: Default::default(), no_multi_read: Default::default(), unsettled: Default::default() };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             // Disconnected or demoted: stop at once, mid-request if need be.
             _ = leadership.changed() => { local.set(None); continue }
             _ = session.changed() => { local.set(None); continue }
             r = serve(&leader, &local) => r,
-            r = crate::agent::rollout::supervise(&leader) => r,
+            r = supervisor::supervise(&leader) => r,
             r = settle::run(&leader) => r,
         };
         local.set(None);

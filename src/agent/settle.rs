@@ -18,90 +18,10 @@ use crate::model::record::{tally, HostReport, RolloutRecord, Tally, SETTLE_LIMIT
 use crate::model::request::VersionMeta;
 use crate::model::status::StatusReport;
 use crate::zk::fence::AgentError;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use super::unsettled::{Following, Outcome};
 use std::time::Duration;
 use tokio::time::Instant;
 use zookeeper_client as zk;
-
-/// The first look after a publish: most fleets have applied by then.
-const FIRST_LOOK: Duration = Duration::from_secs(1);
-
-/// The longest wait between two looks at an unsettled version.
-const MAX_STEP: Duration = Duration::from_secs(30);
-
-/// Versions replaced before they settled, kept per app to be marked superseded: a longer
-/// burst has pruned the older ones anyway.
-const MAX_SUPERSEDED: usize = 100;
-
-/// The versions a leadership follows until they settle, one per app.
-#[derive(Default)]
-pub(crate) struct Settler {
-    following: Mutex<BTreeMap<String, Following>>,
-    wake: tokio::sync::Notify,
-}
-
-/// One app's version on its way to the fleet.
-#[derive(Debug, Clone)]
-struct Following {
-    /// Its name.
-    version: String,
-    /// Its stream (the versions parent's czxid).
-    stream: i64,
-    /// When to look next.
-    due: Instant,
-    /// The wait after the next look, doubled each time up to [`MAX_STEP`].
-    step: Duration,
-    /// When it settles with whatever it has.
-    deadline: Instant,
-    /// Older versions this one replaced before they settled.
-    superseded: Vec<String>,
-    /// Its rollout was decided and [`Settler::poke`] asked for a look (once).
-    poked: bool,
-}
-
-impl Settler {
-    fn following(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Following>> {
-        self.following.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Follows `app`'s new version `name` (of `stream`); the one followed before is superseded.
-    pub(crate) fn track(&self, app: &str, stream: i64, name: &str) {
-        let now = Instant::now();
-        self.follow(app, stream, name, now + FIRST_LOOK, now + SETTLE_LIMIT);
-    }
-
-    /// Follows `name`, first looked at when `due`, settled with what it has at `deadline`.
-    fn follow(&self, app: &str, stream: i64, name: &str, due: Instant, deadline: Instant) {
-        let mut following = self.following();
-        let mut superseded = Vec::new();
-        if let Some(old) = following.remove(app) {
-            superseded = old.superseded;
-            if old.version != name {
-                superseded.push(old.version);
-            }
-            let excess = superseded.len().saturating_sub(MAX_SUPERSEDED);
-            superseded.drain(..excess);
-        }
-        following.insert(app.to_string(), Following { version: name.to_string(), stream, due, step: FIRST_LOOK, deadline, superseded, poked: false });
-        drop(following);
-        self.wake.notify_one();
-    }
-
-    /// Says `app`'s rollout of `version` was decided (promoted, aborted): look at it now, once
-    /// (the supervisor says so at each of its looks while the record stays), and give the
-    /// hosts [`SETTLE_LIMIT`] from now.
-    pub(crate) fn poke(&self, app: &str, version: &str) {
-        let now = Instant::now();
-        if let Some(f) = self.following().get_mut(app).filter(|f| f.version == version && !f.poked) {
-            f.poked = true;
-            f.due = now;
-            f.step = FIRST_LOOK;
-            f.deadline = now + SETTLE_LIMIT;
-            self.wake.notify_one();
-        }
-    }
-}
 
 /// Follows versions until they settle and writes their records, for as long as this
 /// leadership lasts. Errors that are not the session's are logged and looked at again later.
@@ -112,68 +32,26 @@ pub(crate) async fn run(leader: &Leader<'_>) -> Result<std::convert::Infallible,
         }
         tracing::warn!("rollout records: cannot look for versions the last leader left unsettled: {e}");
     }
-    let settler = &leader.settle;
+    let unsettled = &leader.unsettled;
     loop {
-        let now = Instant::now();
-        let due: Vec<(String, Following)> = settler.following().iter().filter(|(_, f)| f.due <= now).map(|(a, f)| (a.clone(), f.clone())).collect();
-        for (app, f) in due {
+        for (app, f) in unsettled.due() {
             let next = match look(leader, &app, &f).await {
                 Ok(next) => next,
                 Err(AgentError::Zk(e)) if crate::zk::session::classify(&e) == crate::zk::session::ErrorKind::Other => {
                     tracing::warn!(app, version = %f.version, "rollout record: {e}; looking again later");
-                    Look::Again { done: Vec::new(), open: false }
+                    Outcome::Again { done: Vec::new(), open: false }
                 }
                 Err(e) => return Err(e),
             };
-            let mut following = settler.following();
-            // A publish meanwhile replaced it: the new one is followed, and carries this one.
-            if following.get(&app).is_none_or(|g| g.version != f.version) {
-                continue;
-            }
-            match next {
-                Look::Done => {
-                    following.remove(&app);
-                }
-                Look::Again { done, open } => {
-                    let g = following.get_mut(&app).expect("checked above");
-                    g.superseded.retain(|s| !done.contains(s));
-                    let now = Instant::now();
-                    if open {
-                        // Its rollout is still deciding: the hosts' time starts when it ends.
-                        g.deadline = g.deadline.max(now + SETTLE_LIMIT);
-                    }
-                    // Never sooner than a step from now: a deadline passed does not make it due again at once.
-                    g.due = if g.deadline > now { (now + g.step).min(g.deadline) } else { now + g.step };
-                    g.step = (g.step * 2).min(MAX_STEP);
-                }
-            }
+            unsettled.looked(&app, &f, next);
         }
-        let next = settler.following().values().map(|f| f.due).min();
-        let notified = settler.wake.notified();
-        match next {
-            Some(due) => {
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep_until(due) => {}
-                }
-            }
-            None => notified.await,
-        }
+        unsettled.wait().await;
     }
-}
-
-/// What a look leaves to do.
-enum Look {
-    /// The version settled (or is gone): nothing more.
-    Done,
-    /// Still on its way: look again later. `done`: superseded versions now recorded (or gone);
-    /// `open`: its staged rollout is still deciding.
-    Again { done: Vec<String>, open: bool },
 }
 
 /// Looks at `app`'s version once; writes its record (and its superseded versions') when it
 /// settled.
-async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, AgentError> {
+async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Outcome, AgentError> {
     let Leader { layout, client, fence, .. } = leader;
     let meta_parent = layout.meta(app);
     let mut paths = vec![format!("{meta_parent}/{}", f.version), layout.rollout(app)];
@@ -182,7 +60,7 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, Age
     let (meta, rollout) = (reads.next().expect("asked"), reads.next().expect("asked"));
     let Some((meta, meta_stat)) = unrecorded(meta)? else {
         // Pruned, deleted by hand, or recorded already: nothing to say of it.
-        return Ok(Look::Done);
+        return Ok(Outcome::Done);
     };
     let rollout = match rollout {
         Ok((bytes, _)) => crate::model::rollout::parse(app, &bytes),
@@ -210,7 +88,7 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, Age
         writes.push((paths[0].clone(), VersionMeta { record: Some(record.clone()), ..meta.clone() }, meta_stat.version));
     }
     if writes.is_empty() {
-        return Ok(Look::Again { done, open });
+        return Ok(Outcome::Again { done, open });
     }
     let mut w = fence.writer(client)?;
     for (path, m, v) in &writes {
@@ -219,17 +97,17 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Look, Age
     match fence.commit(w).await {
         Ok(_) => {}
         // Changed or pruned meanwhile: the next look reads again.
-        Err(AgentError::Zk(zk::Error::BadVersion | zk::Error::NoNode)) => return Ok(Look::Again { done: Vec::new(), open }),
+        Err(AgentError::Zk(zk::Error::BadVersion | zk::Error::NoNode)) => return Ok(Outcome::Again { done: Vec::new(), open }),
         Err(e) => return Err(e),
     }
-    let Some(record) = settled else { return Ok(Look::Again { done, open }) };
+    let Some(record) = settled else { return Ok(Outcome::Again { done, open }) };
     let publish_id = meta.publish_id.as_deref().unwrap_or("-");
     if record.failed > 0 || !record.pending.is_empty() {
         tracing::warn!(app, version = %f.version, publish_id, "rollout settled: {}", record.summary());
     } else {
         tracing::info!(app, version = %f.version, publish_id, "rollout settled: {}", record.summary());
     }
-    Ok(Look::Done)
+    Ok(Outcome::Done)
 }
 
 /// A version's metadata and stat from a read, unless it is gone, unreadable or already holds
@@ -275,13 +153,13 @@ async fn recover(leader: &Leader<'_>) -> Result<(), zk::Error> {
         let Some(newest) = crate::model::layout::newest_version(&names) else { continue };
         let Some((meta, stat)) = unrecorded(client.get_data(&format!("{meta_parent}/{}", newest.name)).await)? else { continue };
         let age = Duration::from_millis(now_ms().saturating_sub(stat.ctime.max(0) as u64));
-        if age >= SETTLE_LIMIT || leader.settle.following().contains_key(&app) {
+        if age >= SETTLE_LIMIT || leader.unsettled.follows(&app) {
             continue;
         }
         let Some(stream) = meta.stream else { continue };
         tracing::info!(app, version = %newest.name, "following a version the last leader left unsettled");
         let now = Instant::now();
-        leader.settle.follow(&app, stream, &newest.name, now, now + (SETTLE_LIMIT - age));
+        leader.unsettled.follow(&app, stream, &newest.name, now, now + (SETTLE_LIMIT - age));
     }
     Ok(())
 }

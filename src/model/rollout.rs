@@ -14,7 +14,7 @@
 //! - `--precheck` starts it in `precheck`: every live host checks the version without
 //!   installing it ([`decide_precheck`]); `--waves` keeps the waves and the hosts of every wave
 //!   so far as its canaries ([`wave_hosts`]), one soak per wave.
-//! - [`crate::agent::rollout::supervise`] runs on the leader only (it stops at step-down): all canaries report the
+//! - [`crate::agent::supervisor::supervise`] runs on the leader only (it stops at step-down): all canaries report the
 //!   version applied ok → `soaking` (the soak start is written to the record); soak passed →
 //!   `promoted`; any canary reports check-failed or reload-failed for it → `aborted`. Every
 //!   state lives in ZooKeeper, so the next leader resumes where the last one stopped.
