@@ -82,7 +82,7 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Outcome, 
     let reports = host_reports(leader, app).await?;
     let settled = match tally(&version, f.stream, meta_stat.ctime, &reports, rollout.as_ref(), expired, now_ms()) {
         Tally::Open => None,
-        Tally::Settled(record) => Some(record),
+        Tally::Settled(record) => Some(*record),
     };
     if let Some(record) = &settled {
         writes.push((paths[0].clone(), VersionMeta { record: Some(record.clone()), ..meta.clone() }, meta_stat.version));

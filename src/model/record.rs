@@ -180,7 +180,7 @@ pub enum Tally {
     /// Hosts are still on their way (or its canary rollout is still open).
     Open,
     /// It settled.
-    Settled(RolloutRecord),
+    Settled(Box<RolloutRecord>),
 }
 
 /// Tallies `version` (created at `created_ms` on the servers' clock, in stream `stream`) over
@@ -251,7 +251,7 @@ pub fn tally(version: &VersionId, stream: i64, created_ms: i64, reports: &[HostR
     } else {
         Settled::TimedOut
     };
-    Tally::Settled(RolloutRecord {
+    Tally::Settled(Box::new(RolloutRecord {
         settled,
         settled_ms: now_ms,
         hosts,
@@ -270,7 +270,7 @@ pub fn tally(version: &VersionId, stream: i64, created_ms: i64, reports: &[HostR
         wave: rollout.filter(|r| !r.waves.is_empty()).map(|r| if r.state.holds_back() { r.wave + 1 } else { r.waves.len() }),
         decided: rollout.and_then(|r| r.reason.clone()),
         superseded_by: None,
-    })
+    }))
 }
 
 /// The nearest-rank `p`th percentile of sorted `times`.
