@@ -135,7 +135,8 @@ async fn host_reports(leader: &Leader<'_>, app: &str) -> Result<Vec<HostReport>,
 }
 
 /// At the start of a leadership: the newest version of each app with metadata but no record,
-/// made within [`SETTLE_LIMIT`], is followed again (the last leader died before it settled).
+/// made within [`SETTLE_LIMIT`] or with its staged rollout still open, is followed again (the
+/// last leader died before it settled).
 async fn recover(leader: &Leader<'_>) -> Result<(), zk::Error> {
     let Leader { layout, client, .. } = leader;
     let apps = match client.list_children(&layout.meta_root()).await {
@@ -153,13 +154,20 @@ async fn recover(leader: &Leader<'_>) -> Result<(), zk::Error> {
         let Some(newest) = crate::model::layout::newest_version(&names) else { continue };
         let Some((meta, stat)) = unrecorded(client.get_data(&format!("{meta_parent}/{}", newest.name)).await)? else { continue };
         let age = Duration::from_millis(now_ms().saturating_sub(stat.ctime.max(0) as u64));
-        if age >= SETTLE_LIMIT || leader.unsettled.follows(&app) {
+        if leader.unsettled.follows(&app) {
+            continue;
+        }
+        // Older than the limit, it is still followed while its staged rollout is open (a
+        // long soak, a wave waiting for `promote`): that is not decided by a clock.
+        let open = age >= SETTLE_LIMIT
+            && crate::zk::rollout::read(client, layout, &app).await?.is_some_and(|(r, _)| r.state.is_open() && r.version.as_deref() == Some(newest.name.as_str()));
+        if age >= SETTLE_LIMIT && !open {
             continue;
         }
         let Some(stream) = meta.stream else { continue };
         tracing::info!(app, version = %newest.name, "following a version the last leader left unsettled");
         let now = Instant::now();
-        leader.unsettled.follow(&app, stream, &newest.name, now, now + (SETTLE_LIMIT - age));
+        leader.unsettled.follow(&app, stream, &newest.name, now, now + SETTLE_LIMIT.saturating_sub(age).max(if open { SETTLE_LIMIT } else { Duration::ZERO }));
     }
     Ok(())
 }
