@@ -13,6 +13,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+/// How long a host waits after its report changed before it writes the status node (later
+/// changes in that window go in the same write). A publish reaches every host at once; written
+/// at once, each host's status write (a quorum write) would queue among the other hosts' reads
+/// of the new version on the same servers. Readers of status (`publish --wait`, canaries,
+/// records) see it this much later.
+pub const STATUS_WRITE_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How one application stands, as its follower last saw it. The daemon's STATUS line and
 /// `/healthz` both read it, so they never disagree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +171,7 @@ impl StatusNode {
             tombstone: Some(StatusReport::tombstone_bytes),
             conflict: Some(std::sync::Arc::new(conflict_tx)),
             resync,
+            write_delay: STATUS_WRITE_DELAY,
         };
         let keeper = tokio::spawn(registration::keep(spec, session.clone(), report_rx, reg_tx, shutdown.clone()));
         StatusNode { report, conflict, keeper }

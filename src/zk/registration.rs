@@ -31,6 +31,10 @@ pub struct NodeSpec {
     /// was missed, or data someone else overwrote (which a watch wakes for but nothing else
     /// corrects), is put right at the next pass. Each pass reads the node once.
     pub resync: Option<Duration>,
+    /// How long a change of the data waits before it is written (changes meanwhile go in the
+    /// same write): a fleet's status writes then come after its reads of a new version, not
+    /// among them (ZERO: at once).
+    pub write_delay: Duration,
 }
 
 /// Our node as it currently exists.
@@ -200,6 +204,9 @@ async fn keep_on_session(
                     if changed.is_err() {
                         data_open = false;
                         continue;
+                    }
+                    if !spec.write_delay.is_zero() {
+                        tokio::time::sleep(spec.write_delay).await;
                     }
                     let bytes = data.borrow_and_update().clone();
                     if !set_or_recreate(client, &path, &bytes).await? {
