@@ -6,7 +6,6 @@ use crate::clock::now_ms;
 use crate::config::HookCommand;
 use crate::model::layout::{self, Layout};
 use crate::model::rollout::{pick_canaries, wave_hosts, CanarySpec, Rollout, State, Wave};
-use crate::model::status::StatusReport;
 use crate::zk::identity::NodeKind;
 use std::collections::BTreeMap;
 use zookeeper_client as zk;
@@ -147,16 +146,10 @@ pub async fn plan_publish(
 }
 
 /// Every live host of `app` with its labels (from its status report; a host whose report is
-/// unreadable or says it left has none and is skipped).
+/// not to be believed has none and is skipped).
 pub(crate) async fn live_hosts(client: &zk::Client, layout: &Layout, app: &str) -> Result<Vec<(String, BTreeMap<String, String>)>, zk::Error> {
-    let reads = crate::zk::reports::read_all(client, &layout.status(app), &Default::default()).await?;
-    Ok(reads
-        .into_iter()
-        .filter_map(|(host, read)| {
-            let report = serde_json::from_slice::<StatusReport>(&read?.0).ok()?;
-            (report.result != crate::model::status::ApplyResult::Removed).then_some((host, report.labels))
-        })
-        .collect())
+    let reports = crate::zk::reports::live_reports(client, &layout.status(app), &Default::default()).await?;
+    Ok(reports.into_iter().filter_map(|h| Some((h.host, h.report?.labels))).collect())
 }
 
 /// What a publish without `--canary` needs to know of `app`'s rollout, read once for a whole

@@ -14,9 +14,8 @@
 use super::leader::Leader;
 use crate::clock::now_ms;
 use crate::model::layout::VersionId;
-use crate::model::record::{tally, HostReport, RolloutRecord, Tally, SETTLE_LIMIT};
+use crate::model::record::{tally, RolloutRecord, Tally, SETTLE_LIMIT};
 use crate::model::request::VersionMeta;
-use crate::model::status::StatusReport;
 use crate::zk::fence::AgentError;
 use super::unsettled::{Following, Outcome};
 use std::time::Duration;
@@ -79,7 +78,7 @@ async fn look(leader: &Leader<'_>, app: &str, f: &Following) -> Result<Outcome, 
     let open = rollout.as_ref().is_some_and(|r| r.state.is_open() && r.version.as_deref() == Some(f.version.as_str()));
     let version = VersionId::parse(&f.version).expect("a version name");
     let expired = Instant::now() >= f.deadline;
-    let reports = host_reports(leader, app).await?;
+    let reports = crate::zk::reports::live_reports(leader.client, &leader.layout.status(app), &leader.no_multi_read).await?;
     let settled = match tally(&version, f.stream, meta_stat.ctime, &reports, rollout.as_ref(), expired, now_ms()) {
         Tally::Open => None,
         Tally::Settled(record) => Some(*record),
@@ -118,20 +117,6 @@ fn unrecorded(read: Result<(Vec<u8>, zk::Stat), zk::Error>) -> Result<Option<(Ve
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Every live host's report of `app`; one some other identity wrote counts as none (under the
-/// ACL policy, as every reader of status nodes does).
-async fn host_reports(leader: &Leader<'_>, app: &str) -> Result<Vec<HostReport>, zk::Error> {
-    let dir = leader.layout.status(app);
-    let mut out = Vec::new();
-    for (host, read) in crate::zk::reports::read_all(leader.client, &dir, &leader.no_multi_read).await? {
-        let Some((bytes, stat)) = read else { continue };
-        let trusted = crate::zk::guard::status_trusted(leader.client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
-        let report = serde_json::from_slice::<StatusReport>(&bytes).ok().filter(|_| trusted);
-        out.push(HostReport { host, report, mtime_ms: stat.mtime });
-    }
-    Ok(out)
 }
 
 /// At the start of a leadership: the newest version of each app with metadata but no record,

@@ -187,40 +187,17 @@ async fn next_wave(leader: &Leader<'_>, app: &str, r: &Rollout, why: &str) -> Re
 }
 
 /// How each live host of the waves so far (`hosts`) stands with `version`, all read at once;
-/// hosts that are gone are left out.
+/// hosts that are gone are left out, a report not to be believed counts as none.
 async fn wave_states(leader: &Leader<'_>, app: &str, version: &VersionId, hosts: &[String]) -> Result<Vec<(String, CanaryState)>, zk::Error> {
-    let dir = leader.layout.status(app);
-    let mut out = Vec::new();
-    for (host, read) in crate::zk::reports::read_all(leader.client, &dir, &leader.no_multi_read).await? {
-        let Some((bytes, stat)) = read.filter(|_| hosts.contains(&host)) else { continue };
-        let report = serde_json::from_slice::<StatusReport>(&bytes).ok();
-        // A host that stopped following the app (its node stays until its session ends).
-        if report.as_ref().is_some_and(|r| r.result == crate::model::status::ApplyResult::Removed) {
-            continue;
-        }
-        let trusted = crate::zk::guard::status_trusted(leader.client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
-        let state = if trusted { canary_state(report.as_ref(), version) } else { CanaryState::Pending };
-        out.push((host, state));
-    }
-    Ok(out)
+    let reports = crate::zk::reports::live_reports(leader.client, &leader.layout.status(app), &leader.no_multi_read).await?;
+    Ok(reports.into_iter().filter(|h| hosts.contains(&h.host)).map(|h| (h.host, canary_state(h.report.as_ref(), version))).collect())
 }
 
-/// Each live host's answer to the precheck of `version`; a report some other identity wrote
-/// counts as no answer.
+/// Each live host's answer to the precheck of `version`; a report not to be believed counts
+/// as no answer.
 async fn precheck_states(leader: &Leader<'_>, app: &str, version: &VersionId) -> Result<Vec<(String, CanaryState)>, zk::Error> {
-    let dir = leader.layout.status(app);
-    let mut hosts = Vec::new();
-    for (host, read) in crate::zk::reports::read_all(leader.client, &dir, &leader.no_multi_read).await? {
-        let Some((bytes, stat)) = read else { continue };
-        let report = serde_json::from_slice::<StatusReport>(&bytes).ok();
-        if report.as_ref().is_some_and(|r| r.result == crate::model::status::ApplyResult::Removed) {
-            continue;
-        }
-        let trusted = crate::zk::guard::status_trusted(leader.client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
-        let state = if trusted { precheck_state(report.as_ref(), version) } else { CanaryState::Pending };
-        hosts.push((host, state));
-    }
-    Ok(hosts)
+    let reports = crate::zk::reports::live_reports(leader.client, &leader.layout.status(app), &leader.no_multi_read).await?;
+    Ok(reports.into_iter().map(|h| (h.host, precheck_state(h.report.as_ref(), version))).collect())
 }
 
 /// How each canary stands with `version`, with a watch on each one's status node in `wakes`.

@@ -109,11 +109,10 @@ pub async fn show(t: &Target, app: &str, json: bool) -> Result<(), CtlError> {
     }
     let version = r.version.as_deref().and_then(VersionId::parse);
     if let (Some(v), State::Precheck) = (&version, r.state) {
-        let dir = t.layout.status(app);
-        let reads = crate::zk::reports::read_all(&client, &dir, &Default::default()).await.map_err(zk_fail)?;
-        for (host, read) in reads {
-            let report = read.and_then(|(b, _)| serde_json::from_slice::<StatusReport>(&b).ok());
-            let state = match rollout::precheck_state(report.as_ref(), v) {
+        let reports = crate::zk::reports::live_reports(&client, &t.layout.status(app), &Default::default()).await.map_err(zk_fail)?;
+        for h in reports {
+            let host = h.host;
+            let state = match rollout::precheck_state(h.report.as_ref(), v) {
                 CanaryState::Ok => "passed".to_string(),
                 CanaryState::Pending => "checking".to_string(),
                 CanaryState::Failed(result, error) => format!("{result}: {error}"),

@@ -163,7 +163,8 @@ impl RolloutRecord {
     }
 }
 
-/// One live host's status node, as the leader read it.
+/// One live host's status node, as the leader read it ([`crate::zk::reports::live_reports`]:
+/// hosts that left are not among them).
 #[derive(Debug, Clone)]
 pub struct HostReport {
     /// Its node id.
@@ -205,9 +206,6 @@ pub fn tally(version: &VersionId, stream: i64, created_ms: i64, reports: &[HostR
             pending.push(h.host.clone());
             continue;
         };
-        if r.result == ApplyResult::Removed {
-            continue;
-        }
         hosts += 1;
         // A report of another stream (the app's node made again) says nothing of this version.
         let same_stream = r.stream.is_none_or(|s| s == stream);

@@ -3,6 +3,8 @@
 //! listing and one multi read per [`PER_MULTI`] hosts (older servers without multi reads get
 //! one read per host).
 
+use crate::model::record::HostReport;
+use crate::model::status::{ApplyResult, StatusReport};
 use zookeeper_client as zk;
 
 /// Status nodes read per multi read: a report holds at most 8 KiB of error text (its `error`
@@ -11,11 +13,29 @@ use zookeeper_client as zk;
 pub const PER_MULTI: usize = 100;
 
 /// A status node as read: its host's node id and (when it still existed) its bytes and stat.
-pub type NodeRead = (String, Option<(Vec<u8>, zk::Stat)>);
+type NodeRead = (String, Option<(Vec<u8>, zk::Stat)>);
+
+/// Every live host's report of the app whose status directory is `dir`, as every reader of
+/// status may believe it: one some other identity wrote (under the ACL policy, see
+/// [`crate::zk::guard::status_trusted`]) or that cannot be parsed is None; a host that stopped
+/// following the app (`removed`, its node kept until its session ends) is left out.
+/// `no_multi_read` is set once a server refuses multi reads.
+pub async fn live_reports(client: &zk::Client, dir: &str, no_multi_read: &std::sync::atomic::AtomicBool) -> Result<Vec<HostReport>, zk::Error> {
+    let mut out = Vec::new();
+    for (host, read) in read_all(client, dir, no_multi_read).await? {
+        let Some((bytes, stat)) = read else { continue };
+        let report = serde_json::from_slice::<StatusReport>(&bytes).ok();
+        if report.as_ref().is_some_and(|r| r.result == ApplyResult::Removed) {
+            continue;
+        }
+        let trusted = crate::zk::guard::status_trusted(client, &format!("{dir}/{host}"), &host, stat.czxid).await?.is_ok();
+        out.push(HostReport { host, report: report.filter(|_| trusted), mtime_ms: stat.mtime });
+    }
+    Ok(out)
+}
 
 /// Reads every child of `dir` (an app's status directory); empty when it does not exist.
-/// `no_multi_read` is set once a server refuses multi reads.
-pub async fn read_all(client: &zk::Client, dir: &str, no_multi_read: &std::sync::atomic::AtomicBool) -> Result<Vec<NodeRead>, zk::Error> {
+async fn read_all(client: &zk::Client, dir: &str, no_multi_read: &std::sync::atomic::AtomicBool) -> Result<Vec<NodeRead>, zk::Error> {
     let hosts = match client.list_children(dir).await {
         Ok(h) => h,
         Err(zk::Error::NoNode) => return Ok(Vec::new()),
