@@ -25,7 +25,8 @@
 //! `ZKCOORD_BENCH_PUBLISHES` sets the publishes per propagation row (default 200),
 //! `ZKCOORD_BENCH_IDLE_SECS` the idle window (default 60), and `ZKCOORD_BENCH_ONLY` a comma list
 //! of sections (burst, floor, recipe, propagation, fanout, throughput, failover, footprint; default all).
-//! `ZKCOORD_BENCH_RECIPE_PUBLISHES` sets the publishes per row of the recipe section (default 50).
+//! `ZKCOORD_BENCH_RECIPE_PUBLISHES` sets the publishes per row of the recipe section (default 50),
+//! `ZKCOORD_BENCH_FANOUT_WARMUP` the uncounted publishes before each fan-out row (default 30).
 //! The daemons log at `info`, as installed; `ZKCOORD_TEST_RUST_LOG` sets another filter.
 
 #[path = "../tests/common/mod.rs"]
@@ -286,7 +287,8 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
     // The first few publishes warm the servers' JIT and are not counted; between publishes the
     // fleet's status writes (one quorum write per follower) drain, as they would between real
     // publishes, which are rarely 50 ms apart.
-    for i in 0..publishes + FANOUT_WARMUP {
+    let warmup = fanout_warmup();
+    for i in 0..publishes + warmup {
         let bytes = format!("fanout {i}\n").into_bytes();
         let start = Instant::now();
         let version = publish_lib(&client, &bytes).await;
@@ -302,7 +304,7 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         let last = *times.iter().max().unwrap();
-        if i >= FANOUT_WARMUP {
+        if i >= warmup {
             // The version node's ctime (server clock, this machine, ms) against the last apply.
             let ctime = client.check_stat(&format!("/applications/{APP}/{version}")).await.unwrap().map(|st| st.ctime as f64).unwrap_or(returned_wall_ms);
             let last_wall_ms = returned_wall_ms + (last.saturating_duration_since(returned).as_secs_f64() - returned.saturating_duration_since(last).as_secs_f64()) * 1000.0;
@@ -318,10 +320,10 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
         "this process (1,000 followers, the publisher, the bench's own polling) used {:.1} s of CPU over {:.1} s: {:.2} ms per follower per publish",
         cpu_ms / 1000.0,
         wall0.elapsed().as_secs_f64(),
-        cpu_ms / ((publishes + FANOUT_WARMUP) * watchers) as f64
+        cpu_ms / ((publishes + warmup) * watchers) as f64
     );
     // Spot check: the files hold the last publish.
-    let last = format!("fanout {}\n", publishes + FANOUT_WARMUP - 1).into_bytes();
+    let last = format!("fanout {}\n", publishes + warmup - 1).into_bytes();
     let wrong = (0..watchers)
         .filter(|i| std::fs::read(scratch.path().join(format!("w{i:04}/www/nginx.conf"))).ok().as_deref() != Some(&last[..]))
         .count();
@@ -340,8 +342,13 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-/// Fan-out publishes not counted (they warm up the servers' JIT).
-const FANOUT_WARMUP: usize = 5;
+/// Fan-out publishes not counted, `ZKCOORD_BENCH_FANOUT_WARMUP` (default 30): they warm up the
+/// servers' JIT. With 5, the servers' C2 compiler threads took 24% of the machine's samples
+/// through the first 25 counted publishes (perf, session 10): the figures measured the JVM's
+/// warm-up, which a serving ensemble has long finished.
+fn fanout_warmup() -> usize {
+    std::env::var("ZKCOORD_BENCH_FANOUT_WARMUP").ok().and_then(|s| s.parse().ok()).unwrap_or(30)
+}
 /// Pause between fan-out publishes.
 const FANOUT_GAP: Duration = Duration::from_millis(500);
 
@@ -380,7 +387,8 @@ async fn section_fanout_floor(hosts: &str, watchers: usize, publishes: usize, re
     wait_until("plain watchers ready", Duration::from_secs(120), || async { ready.load(std::sync::atomic::Ordering::SeqCst) >= watchers }).await;
     let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
     let mut all = Vec::new();
-    for i in 0..publishes + FANOUT_WARMUP {
+    let warmup = fanout_warmup();
+    for i in 0..publishes + warmup {
         let data = format!("floor {i}");
         writer.create(&format!("{parent}/conf-"), data.as_bytes(), &opts).await.unwrap();
         let returned = Instant::now();
@@ -392,7 +400,7 @@ async fn section_fanout_floor(hosts: &str, watchers: usize, publishes: usize, re
             assert!(Instant::now() < deadline, "plain fan-out {i} incomplete");
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        if i >= FANOUT_WARMUP {
+        if i >= warmup {
             all.push(times.iter().max().unwrap().saturating_duration_since(returned));
         }
         tokio::time::sleep(FANOUT_GAP).await;
