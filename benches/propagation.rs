@@ -342,12 +342,18 @@ async fn section_fanout(hosts: &str, watchers: usize, publishes: usize, report: 
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// A number from the environment, or `default` when it is unset or not a number: the one
+/// reader of the benchmark's `ZKCOORD_BENCH_*` knobs.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 /// Fan-out publishes not counted, `ZKCOORD_BENCH_FANOUT_WARMUP` (default 30): they warm up the
 /// servers' JIT. With 5, the servers' C2 compiler threads took 24% of the machine's samples
 /// through the first 25 counted publishes (perf, session 10): the figures measured the JVM's
 /// warm-up, which a serving ensemble has long finished.
 fn fanout_warmup() -> usize {
-    std::env::var("ZKCOORD_BENCH_FANOUT_WARMUP").ok().and_then(|s| s.parse().ok()).unwrap_or(30)
+    env_or("ZKCOORD_BENCH_FANOUT_WARMUP", 30)
 }
 /// Pause between fan-out publishes.
 const FANOUT_GAP: Duration = Duration::from_millis(500);
@@ -413,7 +419,7 @@ async fn section_fanout_floor(hosts: &str, watchers: usize, publishes: usize, re
 
 /// Publishes per row of the recipe section (`ZKCOORD_BENCH_RECIPE_PUBLISHES`, default 50).
 fn recipe_publishes() -> usize {
-    std::env::var("ZKCOORD_BENCH_RECIPE_PUBLISHES").ok().and_then(|s| s.parse().ok()).unwrap_or(50)
+    env_or("ZKCOORD_BENCH_RECIPE_PUBLISHES", 50)
 }
 
 /// Pause between the recipe section's publishes, so each one's status writes drain.
@@ -797,8 +803,8 @@ async fn main() {
     if std::env::var_os("ZKCOORD_TEST_RUST_LOG").is_none() {
         std::env::set_var("ZKCOORD_TEST_RUST_LOG", "info");
     }
-    let n: usize = std::env::var("ZKCOORD_BENCH_PUBLISHES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let idle_secs: u64 = std::env::var("ZKCOORD_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let n: usize = env_or("ZKCOORD_BENCH_PUBLISHES", 200);
+    let idle_secs: u64 = env_or("ZKCOORD_BENCH_IDLE_SECS", 60);
     let mut report = vec![format!(
         "machine: {} cores, {}; ZooKeeper x3 on loopback (tickTime 200)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
