@@ -34,8 +34,14 @@ pub fn look(app: &AppConfig, applied_sha: Option<&str>) -> OnDisk {
     let Some(bytes) = bytes else {
         return OnDisk { disk: Disk::Missing, sha256: None, bytes: Vec::new() };
     };
-    let holds = crate::host::bundle::holds(app, applied);
-    OnDisk { disk: if holds { Disk::Holds } else { Disk::Differs }, sha256: Some(crate::digest::sha256_hex(&bytes)), bytes }
+    let sha256 = crate::digest::sha256_hex(&bytes);
+    // A file holds the applied version when the bytes just read hash to it (reading them again
+    // would be a second read and hash on every look); a bundle's marker says.
+    let holds = match app.kind() {
+        AppKind::File => sha256 == applied,
+        AppKind::Bundle => crate::host::bundle::holds(app, applied),
+    };
+    OnDisk { disk: if holds { Disk::Holds } else { Disk::Differs }, sha256: Some(sha256), bytes }
 }
 
 /// How many distinct edits are remembered as already logged; beyond it the memory starts over

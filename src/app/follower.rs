@@ -16,6 +16,7 @@ use crate::host::install::InstallResult;
 use crate::model::layout::{self, Layout, VersionId};
 use crate::metrics::Metrics;
 use crate::model::request::VersionMeta;
+use crate::model::rollout::Visible;
 use crate::zk::session::SessionHandle;
 use crate::zk::version_events::{Heard, Unwatched, VersionEvents};
 use crate::clock::now_secs;
@@ -179,9 +180,19 @@ pub struct Listing {
 }
 
 impl Listing {
-    fn new(children: &[String], parent: &zk::Stat) -> Listing {
-        let versions = layout::versions(children);
-        Listing { newest: versions.last().cloned(), stream: parent.czxid, seqs: versions.iter().map(|v| v.seq).collect() }
+    /// The versions among `versions` (oldest first) that `visible` shows, under a parent whose
+    /// stat is `parent`.
+    fn of<'a>(versions: impl IntoIterator<Item = &'a VersionId>, visible: Visible, parent: &zk::Stat) -> Listing {
+        let mut newest = None;
+        let seqs = versions
+            .into_iter()
+            .filter(|v| visible.shows(v.seq))
+            .map(|v| {
+                newest = Some(v);
+                v.seq
+            })
+            .collect();
+        Listing { newest: newest.cloned(), stream: parent.czxid, seqs }
     }
 
     /// How many listed versions are newer than what `p` says was applied (all of them when
@@ -300,8 +311,7 @@ impl Applier {
             Ok((children, parent)) => {
                 self.note_parent(&parent);
                 let rollout = crate::zk::rollout::read(client, &self.layout, &self.app.name).await?.map(|(r, _)| r);
-                let children = crate::model::rollout::visible(children, rollout.as_ref(), &self.node_id);
-                Ok(Some(Listing::new(&children, &parent)))
+                Ok(Some(Listing::of(&layout::versions(&children), Visible::to(rollout.as_ref(), &self.node_id), &parent)))
             }
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(e),
@@ -419,7 +429,7 @@ impl Applier {
         let meta_path = format!("{}/{}", self.layout.meta(&self.app.name), v.name);
         let (parent, rollout, version, meta) = self.read_version(client, &version_path, &meta_path).await?;
         if let Some(rollout) = rollout.filter(|_| !for_precheck) {
-            if crate::model::rollout::visible(vec![v.name.clone()], rollout.as_ref(), &self.node_id).is_empty() {
+            if !Visible::to(rollout.as_ref(), &self.node_id).shows(v.seq) {
                 return Ok(Fetched::Hidden(rollout));
             }
         }
@@ -916,7 +926,7 @@ impl AppFollower {
         } else if let Source::Events { events, .. } = source {
             events.refresh(client, &a.layout).await?;
         }
-        let (children, parent, wake, rollout): Listed = match source {
+        let (listing, wake, rollout): Listed = match source {
             Source::Events { events, .. } => {
                 let Some(parent) = events.parent().copied() else {
                     // Nothing published yet: the events say when the parent appears.
@@ -927,8 +937,8 @@ impl AppFollower {
                 };
                 a.note_parent(&parent);
                 // A staged rollout may hold this host at an older version.
-                let children = crate::model::rollout::visible(events.names(), events.rollout(), &a.node_id);
-                (children, parent, Box::pin(std::future::pending()), events.rollout().cloned())
+                let listing = Listing::of(events.versions(), Visible::to(events.rollout(), &a.node_id), &parent);
+                (listing, Box::pin(std::future::pending()), events.rollout().cloned())
             }
             Source::Children { .. } => match self.look_by_children(client, p, seen).await? {
                 Ok(listed) => listed,
@@ -936,7 +946,6 @@ impl AppFollower {
             },
             Source::None => unreachable!("a source was chosen above"),
         };
-        let listing = Listing::new(&children, &parent);
         *seen = Seen { looked: true, newest: listing.newest.as_ref().map(|n| n.name.clone()), behind: listing.behind(p) };
         // A precheck asks every host to check a version it may not take yet (a freeze does not
         // stop it: nothing is installed).
@@ -1034,14 +1043,14 @@ impl AppFollower {
         // A staged rollout may hold this host at an older version: the rollout record decides
         // which versions it sees, and its changes (promote, abort) wake it like new versions.
         let (rollout, rollout_changed) = rollout?;
-        let children = crate::model::rollout::visible(children, rollout.as_ref(), &a.node_id);
+        let listing = Listing::of(&layout::versions(&children), Visible::to(rollout.as_ref(), &a.node_id), &parent);
         let wake: Wake = Box::pin(async move {
             tokio::select! {
                 _ = watcher.changed() => {}
                 _ = rollout_changed => {}
             }
         });
-        Ok(Ok((children, parent, wake, rollout)))
+        Ok(Ok((listing, wake, rollout)))
     }
 
     /// Publishes this app's view (when it changed) and its versions-behind gauge.
@@ -1067,9 +1076,9 @@ impl AppFollower {
 /// A future that resolves when what a look waits on (beside its [`Source`]) happened.
 type Wake = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// What a listing look found: the versions this host may see, the parent's stat, and what wakes
-/// the next look.
-type Listed = (Vec<String>, zk::Stat, Wake, Option<crate::model::rollout::Rollout>);
+/// What a listing look found: the versions this host may see (with their stream), what wakes
+/// the next look, and the rollout record read with them.
+type Listed = (Listing, Wake, Option<crate::model::rollout::Rollout>);
 
 /// Where a follower learns of new versions on the current session, chosen at its first look.
 enum Source {

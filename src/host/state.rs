@@ -67,16 +67,22 @@ impl StateStore {
         }
     }
 
-    /// Remembers `applied` for `app`, atomically.
+    /// Remembers `applied` for `app`, atomically. The directory is created when the first write
+    /// finds it missing, not looked for before every write.
     pub fn store(&self, app: &str, applied: &Applied) -> Result<(), InstallError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| InstallError::Io {
-            step: "create state directory",
-            path: self.dir.clone(),
-            source,
-            hint: String::new(),
-        })?;
         let bytes = serde_json::to_vec_pretty(applied).expect("state serializes");
-        install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default())
+        match install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default()) {
+            Err(InstallError::MissingDir { .. }) => {
+                std::fs::create_dir_all(&self.dir).map_err(|source| InstallError::Io {
+                    step: "create state directory",
+                    path: self.dir.clone(),
+                    source,
+                    hint: String::new(),
+                })?;
+                install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default())
+            }
+            done => done,
+        }
     }
 }
 

@@ -401,20 +401,28 @@ pub fn canary_spec(canary: Option<&str>, waves: Option<&str>, soak: Option<Durat
     Ok(Some(CanarySpec { hosts, percent: None, soak_ms, gate, precheck, waves: Vec::new() }))
 }
 
-/// The version children host `node` may apply: all of them, or, while `rollout` holds it back,
-/// only those no newer than the rollout's `previous`. Names that are not versions pass through.
-pub fn visible(children: Vec<String>, rollout: Option<&Rollout>, node: &str) -> Vec<String> {
-    let Some(r) = rollout.filter(|r| r.holds_back(node)) else {
-        return children;
-    };
-    let limit = r.previous.as_deref().and_then(VersionId::parse).map(|v| v.seq);
-    children
-        .into_iter()
-        .filter(|c| match VersionId::parse(c) {
-            Some(v) => limit.is_some_and(|l| v.seq <= l),
-            None => true,
-        })
-        .collect()
+/// Which versions host `node` may apply: all of them, or, while `rollout` holds it back, only
+/// those no newer than the rollout's `previous` (none at all when it has no previous). Worked
+/// out once per look, so a follower filters the versions it knows by number, not by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visible {
+    /// The newest sequence number shown; None: none is.
+    up_to: Option<u64>,
+}
+
+impl Visible {
+    /// What `rollout` shows `node`.
+    pub fn to(rollout: Option<&Rollout>, node: &str) -> Visible {
+        match rollout.filter(|r| r.holds_back(node)) {
+            None => Visible { up_to: Some(u64::MAX) },
+            Some(r) => Visible { up_to: r.previous.as_deref().and_then(VersionId::parse).map(|v| v.seq) },
+        }
+    }
+
+    /// Whether the version numbered `seq` is shown.
+    pub fn shows(&self, seq: u64) -> bool {
+        self.up_to.is_some_and(|l| seq <= l)
+    }
 }
 
 /// Resolves a canary spec against the live hosts (`live`: node ids with a status node); a
@@ -658,16 +666,17 @@ mod tests {
     #[test]
     fn hosts_that_are_not_canaries_see_nothing_newer_than_previous_until_promotion() {
         let c = names(&["conf-0000000010", "conf-0000000011", "conf-0000000012", "lock"]);
+        let newest = |v: Visible| layout::versions(&c).into_iter().filter(|x| v.shows(x.seq)).last().map(|x| x.name);
         for state in [State::Canary, State::Soaking, State::Aborted] {
             let r = record(state);
-            let seen = visible(c.clone(), Some(&r), "web-2");
-            assert_eq!(layout::newest_version(&seen).unwrap().name, "conf-0000000011", "{state:?}");
-            assert_eq!(layout::newest_version(&visible(c.clone(), Some(&r), "web-1")).unwrap().name, "conf-0000000012");
+            assert_eq!(newest(Visible::to(Some(&r), "web-2")).as_deref(), Some("conf-0000000011"), "{state:?}");
+            assert_eq!(newest(Visible::to(Some(&r), "web-1")).as_deref(), Some("conf-0000000012"));
         }
-        assert_eq!(visible(c.clone(), Some(&record(State::Promoted)), "web-2"), c);
-        assert_eq!(visible(c.clone(), None, "web-2"), c);
+        assert_eq!(newest(Visible::to(Some(&record(State::Promoted)), "web-2")).as_deref(), Some("conf-0000000012"));
+        assert_eq!(newest(Visible::to(None, "web-2")).as_deref(), Some("conf-0000000012"));
         let first = Rollout { previous: None, ..record(State::Canary) };
-        assert_eq!(layout::newest_version(&visible(c, Some(&first), "web-2")), None, "no previous: nothing to apply yet");
+        assert_eq!(newest(Visible::to(Some(&first), "web-2")), None, "no previous: nothing to apply yet");
+        assert!(!Visible::to(Some(&first), "web-2").shows(0), "not even conf-0000000000");
     }
 
     #[test]

@@ -142,9 +142,10 @@ impl VersionEvents {
         self.parent.as_ref()
     }
 
-    /// The names of the known versions, oldest first.
-    pub fn names(&self) -> Vec<String> {
-        self.known.values().map(|v| v.name.clone()).collect()
+    /// The known versions, oldest first: borrowed, since a follower looks at them (a hundred,
+    /// with the default `keep_versions`) on every event of a thousand-host fan-out.
+    pub fn versions(&self) -> impl Iterator<Item = &VersionId> {
+        self.known.values()
     }
 
     /// Takes `rollout` as the record, read by someone else (with a version, in one multi read).
