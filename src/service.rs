@@ -72,7 +72,7 @@ impl ServiceRunner {
             tombstone: None,
             conflict: None,
             resync: self.resync,
-        write_delay: std::time::Duration::ZERO,
+            write_delay: crate::zk::registration::WriteDelay::NONE,
         };
         let (_data_tx, data_rx) = watch::channel(svc.member_data());
         let mut keeper: Option<(CancellationToken, JoinHandle<()>)> = None;

@@ -193,7 +193,7 @@ impl Components {
             tombstone: None,
             conflict: None,
             resync: config.resync_interval.0,
-        write_delay: Duration::ZERO,
+            write_delay: registration::WriteDelay::NONE,
         };
         let keeper = registration::keep(spec, self.session.clone(), data_rx, reg_tx, self.work_stop.clone());
         self.fixed.spawn(async move {

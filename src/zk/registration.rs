@@ -33,8 +33,49 @@ pub struct NodeSpec {
     pub resync: Option<Duration>,
     /// How long a change of the data waits before it is written (changes meanwhile go in the
     /// same write): a fleet's status writes then come after its reads of a new version, not
-    /// among them (ZERO: at once).
-    pub write_delay: Duration,
+    /// among them ([`WriteDelay::NONE`]: at once).
+    pub write_delay: WriteDelay,
+}
+
+/// How long a change of a node's data waits before it is written: `base`, plus this node's
+/// spot in a window of `per_sibling` for each node under the same parent (counted once per
+/// session). A thousand hosts told of a version at once would otherwise all write within the
+/// same few milliseconds, among each other's reads of it; spread out, a fleet's writes come at
+/// a pace that does not grow with the fleet. The spot is fixed by the node's name, so the same
+/// host writes at the same point of the window every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteDelay {
+    /// The wait every write has.
+    pub base: Duration,
+    /// The window's length per sibling (ZERO: no window, no count).
+    pub per_sibling: Duration,
+}
+
+impl WriteDelay {
+    /// Writes at once.
+    pub const NONE: WriteDelay = WriteDelay { base: Duration::ZERO, per_sibling: Duration::ZERO };
+
+    /// The wait of the node `name` among `siblings` nodes (itself included).
+    pub fn of(&self, name: &str, siblings: u32) -> Duration {
+        if self.per_sibling.is_zero() || siblings <= 1 {
+            return self.base;
+        }
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same spot for the same name, across restarts.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        self.base + self.per_sibling * (h.finish() % u64::from(siblings)) as u32
+    }
+
+    /// The wait of our node at `path` on this session: the parent is counted only when there
+    /// is a window (one read per session, not per write).
+    async fn on_session(&self, client: &zk::Client, parent: &str, path: &str) -> Result<Duration, zk::Error> {
+        if self.per_sibling.is_zero() {
+            return Ok(self.base);
+        }
+        let siblings = client.check_stat(parent).await?.map_or(1, |st| st.num_children.max(1) as u32);
+        Ok(self.of(path.rsplit('/').next().unwrap_or(path), siblings))
+    }
 }
 
 /// Our node as it currently exists.
@@ -121,7 +162,8 @@ async fn keep_on_session(
             }
         };
         let name = path.rsplit('/').next().unwrap_or_default().to_string();
-        tracing::info!(node = %path, "ephemeral node registered");
+        let write_delay = spec.write_delay.on_session(client, &spec.parent, &path).await?;
+        tracing::info!(node = %path, ?write_delay, "ephemeral node registered");
         out.send_replace(Some(Registered { generation, path: path.clone(), name }));
         // Bring the data up to date (it may have changed while we were creating).
         if data.has_changed().unwrap_or(false) {
@@ -205,8 +247,8 @@ async fn keep_on_session(
                         data_open = false;
                         continue;
                     }
-                    if !spec.write_delay.is_zero() {
-                        tokio::time::sleep(spec.write_delay).await;
+                    if !write_delay.is_zero() {
+                        tokio::time::sleep(write_delay).await;
                     }
                     let bytes = data.borrow_and_update().clone();
                     if !set_or_recreate(client, &path, &bytes).await? {
@@ -337,4 +379,27 @@ async fn find_ours(client: &zk::Client, spec: &NodeSpec) -> Result<Option<String
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fleets_writes_spread_over_a_window_that_grows_with_it_and_each_host_keeps_its_spot() {
+        let d = WriteDelay { base: Duration::from_millis(50), per_sibling: Duration::from_micros(500) };
+        assert_eq!(WriteDelay::NONE.of("web-1", 1000), Duration::ZERO);
+        assert_eq!(d.of("web-1", 1), Duration::from_millis(50), "alone: the base only");
+        assert_eq!(d.of("web-1", 1000), d.of("web-1", 1000), "the same spot every time");
+        let spots: Vec<Duration> = (0..1000).map(|i| d.of(&format!("sim-{i:04}"), 1000)).collect();
+        assert!(spots.iter().all(|s| *s >= Duration::from_millis(50) && *s < Duration::from_millis(550)), "inside base + 1,000 x 0.5 ms");
+        // Spread, not bunched: every tenth of the window gets some of the thousand.
+        let mut tenths = [0usize; 10];
+        for s in &spots {
+            tenths[((s.as_micros() - 50_000) / 50_000) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|n| *n >= 50), "{tenths:?}");
+        let small: Vec<Duration> = (0..10).map(|i| d.of(&format!("web-{i}"), 10)).collect();
+        assert!(small.iter().all(|s| *s < Duration::from_millis(55)), "10 hosts: within 5 ms of the base");
+    }
 }
