@@ -17,10 +17,14 @@ use zookeeper_client as zk;
 /// changes in that window go in the same write). A publish reaches every host at once; written
 /// at once, each host's status write (a quorum write) would queue among the other hosts' reads
 /// of the new version on the same servers. So each waits 50 ms, plus its spot in a window of
-/// 0.5 ms per host reporting the app: 10 hosts' writes spread over 5 ms, 1,000 hosts' over
-/// half a second. Readers of status (`publish --wait`, canaries, records) see it this much later.
-pub const STATUS_WRITE_DELAY: crate::zk::registration::WriteDelay =
-    crate::zk::registration::WriteDelay { base: std::time::Duration::from_millis(50), per_sibling: std::time::Duration::from_micros(500) };
+/// 0.5 ms per host reporting the app, at most 2 s: 10 hosts' writes spread over 5 ms, 1,000
+/// hosts' over half a second, 4,000 or more over 2 s. Readers of status (`publish --wait`,
+/// canaries, records) see it this much later.
+pub const STATUS_WRITE_DELAY: crate::zk::registration::WriteDelay = crate::zk::registration::WriteDelay {
+    base: std::time::Duration::from_millis(50),
+    per_sibling: std::time::Duration::from_micros(500),
+    max_window: std::time::Duration::from_secs(2),
+};
 
 /// How one application stands, as its follower last saw it. The daemon's STATUS line and
 /// `/healthz` both read it, so they never disagree.

@@ -39,7 +39,7 @@ pub struct NodeSpec {
 
 /// How long a change of a node's data waits before it is written: `base`, plus this node's
 /// spot in a window of `per_sibling` for each node under the same parent (counted once per
-/// session). A thousand hosts told of a version at once would otherwise all write within the
+/// session), the window at most `max_window`. A thousand hosts told of a version at once would otherwise all write within the
 /// same few milliseconds, among each other's reads of it; spread out, a fleet's writes come at
 /// a pace that does not grow with the fleet. The spot is fixed by the node's name, so the same
 /// host writes at the same point of the window every time.
@@ -49,11 +49,14 @@ pub struct WriteDelay {
     pub base: Duration,
     /// The window's length per sibling (ZERO: no window, no count).
     pub per_sibling: Duration,
+    /// The longest window, however many siblings: a report must not lag by minutes on a fleet
+    /// of tens of thousands.
+    pub max_window: Duration,
 }
 
 impl WriteDelay {
     /// Writes at once.
-    pub const NONE: WriteDelay = WriteDelay { base: Duration::ZERO, per_sibling: Duration::ZERO };
+    pub const NONE: WriteDelay = WriteDelay { base: Duration::ZERO, per_sibling: Duration::ZERO, max_window: Duration::ZERO };
 
     /// The wait of the node `name` among `siblings` nodes (itself included).
     pub fn of(&self, name: &str, siblings: u32) -> Duration {
@@ -64,7 +67,8 @@ impl WriteDelay {
         // SipHash with fixed keys: the same spot for the same name, across restarts.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         name.hash(&mut h);
-        self.base + self.per_sibling * (h.finish() % u64::from(siblings)) as u32
+        let window = (self.per_sibling * siblings).min(self.max_window);
+        self.base + window.mul_f64((h.finish() % u64::from(siblings)) as f64 / f64::from(siblings))
     }
 
     /// The wait of our node at `path` on this session: the parent is counted only when there
@@ -387,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_fleets_writes_spread_over_a_window_that_grows_with_it_and_each_host_keeps_its_spot() {
-        let d = WriteDelay { base: Duration::from_millis(50), per_sibling: Duration::from_micros(500) };
+        let d = WriteDelay { base: Duration::from_millis(50), per_sibling: Duration::from_micros(500), max_window: Duration::from_secs(2) };
         assert_eq!(WriteDelay::NONE.of("web-1", 1000), Duration::ZERO);
         assert_eq!(d.of("web-1", 1), Duration::from_millis(50), "alone: the base only");
         assert_eq!(d.of("web-1", 1000), d.of("web-1", 1000), "the same spot every time");
@@ -401,5 +405,8 @@ mod tests {
         assert!(tenths.iter().all(|n| *n >= 50), "{tenths:?}");
         let small: Vec<Duration> = (0..10).map(|i| d.of(&format!("web-{i}"), 10)).collect();
         assert!(small.iter().all(|s| *s < Duration::from_millis(55)), "10 hosts: within 5 ms of the base");
+        let huge: Vec<Duration> = (0..2000).map(|i| d.of(&format!("sim-{i:05}"), 50_000)).collect();
+        assert!(huge.iter().all(|s| *s < Duration::from_millis(2050)), "50,000 hosts: the window stops at 2 s");
+        assert!(huge.iter().any(|s| *s > Duration::from_millis(1800)), "and is used to its end");
     }
 }
