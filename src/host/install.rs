@@ -303,8 +303,9 @@ fn prepare(app: &AppConfig) -> Result<(AppConfig, Ownership, u32), InstallError>
     Ok((app, owner, mode))
 }
 
-/// Whether a failed reload or verification can put the previous file back: only then is it
-/// read before the rename.
+/// Whether a failed reload or verification can put the previous file back: only then does
+/// [`install`]'s one-trip path read it before the rename ([`Checked::commit`], for checks and
+/// reload groups, always does).
 fn may_roll_back(app: &AppConfig) -> bool {
     app.reload.is_some() || app.verify.is_some()
 }

@@ -38,11 +38,13 @@ pub struct NodeSpec {
 }
 
 /// How long a change of a node's data waits before it is written: `base`, plus this node's
-/// spot in a window of `per_sibling` for each node under the same parent (counted once per
-/// session), the window at most `max_window`. A thousand hosts told of a version at once would otherwise all write within the
-/// same few milliseconds, among each other's reads of it; spread out, a fleet's writes come at
-/// a pace that does not grow with the fleet. The spot is fixed by the node's name, so the same
-/// host writes at the same point of the window every time.
+/// spot in a window of `per_sibling` for each node under the same parent, the window at most
+/// `max_window`. The parent is counted when the node is registered and at each periodic pass,
+/// not per write. A thousand hosts told of a version at once would otherwise all write within
+/// the same few milliseconds, among each other's reads of it; spread out, a fleet's writes come
+/// at a pace that does not grow with the fleet until the window reaches its cap. The spot
+/// follows from the node's name and the count, so while the fleet stays the same size a host
+/// writes at the same point of the window every time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteDelay {
     /// The wait every write has.
@@ -64,21 +66,29 @@ impl WriteDelay {
             return self.base;
         }
         use std::hash::{Hash, Hasher};
-        // SipHash with fixed keys: the same spot for the same name, across restarts.
+        // SipHash with fixed keys: the same spot for the same name and count, across restarts
+        // of the same build.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         name.hash(&mut h);
         let window = (self.per_sibling * siblings).min(self.max_window);
         self.base + window.mul_f64((h.finish() % u64::from(siblings)) as f64 / f64::from(siblings))
     }
 
-    /// The wait of our node at `path` on this session: the parent is counted only when there
-    /// is a window (one read per session, not per write).
-    async fn on_session(&self, client: &zk::Client, parent: &str, path: &str) -> Result<Duration, zk::Error> {
+    /// The wait of our node at `path`: the parent is counted only when there is a window. A
+    /// count that cannot be had is no reason to stop keeping the node: the node then takes its
+    /// spot in the longest window.
+    async fn counted(&self, client: &zk::Client, parent: &str, path: &str) -> Duration {
         if self.per_sibling.is_zero() {
-            return Ok(self.base);
+            return self.base;
         }
-        let siblings = client.check_stat(parent).await?.map_or(1, |st| st.num_children.max(1) as u32);
-        Ok(self.of(path.rsplit('/').next().unwrap_or(path), siblings))
+        let siblings = match client.check_stat(parent).await {
+            Ok(stat) => stat.map_or(1, |st| st.num_children.max(1) as u32),
+            Err(e) => {
+                tracing::debug!(node = %path, "cannot count the nodes beside ours ({e}); spreading our writes over the longest window");
+                u32::MAX
+            }
+        };
+        self.of(path.rsplit('/').next().unwrap_or(path), siblings)
     }
 }
 
@@ -166,7 +176,8 @@ async fn keep_on_session(
             }
         };
         let name = path.rsplit('/').next().unwrap_or_default().to_string();
-        let write_delay = spec.write_delay.on_session(client, &spec.parent, &path).await?;
+        // Counted again at each periodic pass: a fleet registering at once counts low at first.
+        let mut write_delay = spec.write_delay.counted(client, &spec.parent, &path).await;
         tracing::info!(node = %path, ?write_delay, "ephemeral node registered");
         out.send_replace(Some(Registered { generation, path: path.clone(), name }));
         // Bring the data up to date (it may have changed while we were creating).
@@ -218,6 +229,7 @@ async fn keep_on_session(
             tokio::select! {
                 _ = pass => {
                     next_pass = spec.resync.map(|r| tokio::time::Instant::now() + crate::backoff::jittered(r));
+                    write_delay = spec.write_delay.counted(client, &spec.parent, &path).await;
                     let ours = data.borrow().clone();
                     match client.get_data(&path).await {
                         Err(zk::Error::NoNode) => break,
@@ -408,5 +420,6 @@ mod tests {
         let huge: Vec<Duration> = (0..2000).map(|i| d.of(&format!("sim-{i:05}"), 50_000)).collect();
         assert!(huge.iter().all(|s| *s < Duration::from_millis(2050)), "50,000 hosts: the window stops at 2 s");
         assert!(huge.iter().any(|s| *s > Duration::from_millis(1800)), "and is used to its end");
+        assert!(d.of("web-1", u32::MAX) < Duration::from_millis(2050), "no count: the longest window, no overflow");
     }
 }
