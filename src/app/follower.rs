@@ -183,15 +183,11 @@ impl Listing {
     /// The versions among `versions` (oldest first) that `visible` shows, under a parent whose
     /// stat is `parent`.
     fn of<'a>(versions: impl IntoIterator<Item = &'a VersionId>, visible: Visible, parent: &zk::Stat) -> Listing {
-        let mut newest = None;
-        let seqs = versions
-            .into_iter()
-            .filter(|v| visible.shows(v.seq))
-            .map(|v| {
-                newest = Some(v);
-                v.seq
-            })
-            .collect();
+        let (mut newest, mut seqs) = (None, Vec::new());
+        for v in versions.into_iter().filter(|v| visible.shows(v.seq)) {
+            seqs.push(v.seq);
+            newest = Some(v);
+        }
         Listing { newest: newest.cloned(), stream: parent.czxid, seqs }
     }
 

@@ -145,7 +145,7 @@ async fn run(group: &ReloadGroupConfig, batch: Vec<Waiting>, metrics: &Metrics) 
             continue;
         }
         kept.push(dest);
-        match w.checked.commit().await {
+        match w.checked.commit(true).await {
             Ok(r) => {
                 replaced.push(r);
                 replies.push(w.reply);

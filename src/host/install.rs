@@ -244,20 +244,22 @@ pub fn resolve_dest(app: &AppConfig) -> Result<PathBuf, InstallError> {
 /// [`crate::host::bundle::install_any`], which sends a reload group's member to
 /// [`crate::host::group`] instead.
 pub async fn install(app: &AppConfig, ctx: &HookContext, bytes: Vec<u8>, metrics: &Metrics) -> Result<InstallResult, InstallError> {
-    if app.check.is_none() {
+    let (app, replaced) = if app.check.is_none() {
         // Nothing runs between staging and the rename: both in one trip to the blocking pool
         // (a thousand-host fan-out in one process paid for two of them per host).
         let (app, owner, mode) = prepare(app)?;
         let (dest, keep_previous) = (app.dest.clone(), may_roll_back(&app));
         let replaced = blocking(move || stage(&dest, &bytes, mode, owner)?.replace(owner, keep_previous)).await?;
-        return Ok(reload_or_roll_back(&app, ctx, metrics, move || replaced.restore()).await);
-    }
-    let checked = match stage_checked(app, ctx, bytes, metrics).await? {
-        Ok(c) => c,
-        Err(refused) => return Ok(refused),
+        (app, replaced)
+    } else {
+        let checked = match stage_checked(app, ctx, bytes, metrics).await? {
+            Ok(c) => c,
+            Err(refused) => return Ok(refused),
+        };
+        let app = checked.app.clone();
+        let keep_previous = may_roll_back(&app);
+        (app, checked.commit(keep_previous).await?)
     };
-    let app = checked.app.clone();
-    let replaced = checked.commit().await?;
     Ok(reload_or_roll_back(&app, ctx, metrics, move || replaced.restore()).await)
 }
 
@@ -304,8 +306,7 @@ fn prepare(app: &AppConfig) -> Result<(AppConfig, Ownership, u32), InstallError>
 }
 
 /// Whether a failed reload or verification can put the previous file back: only then does
-/// [`install`]'s one-trip path read it before the rename ([`Checked::commit`], for checks and
-/// reload groups, always does).
+/// [`install`] read it before the rename (a reload group always does, see [`Checked::commit`]).
 fn may_roll_back(app: &AppConfig) -> bool {
     app.reload.is_some() || app.verify.is_some()
 }
@@ -316,11 +317,12 @@ impl Checked {
         self.staged.path()
     }
 
-    /// Renames the staged file over the destination, keeping what it held.
-    pub(crate) async fn commit(self) -> Result<Replaced, InstallError> {
+    /// Renames the staged file over the destination, keeping what it held when
+    /// `keep_previous` (a reload group always keeps it: it puts every member back when one of
+    /// them fails).
+    pub(crate) async fn commit(self, keep_previous: bool) -> Result<Replaced, InstallError> {
         let Checked { staged, owner, .. } = self;
-        // Always kept: a reload group puts every member back when one of them fails.
-        blocking(move || staged.replace(owner, true)).await
+        blocking(move || staged.replace(owner, keep_previous)).await
     }
 }
 

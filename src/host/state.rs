@@ -71,7 +71,8 @@ impl StateStore {
     /// finds it missing, not looked for before every write.
     pub fn store(&self, app: &str, applied: &Applied) -> Result<(), InstallError> {
         let bytes = serde_json::to_vec_pretty(applied).expect("state serializes");
-        match install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default()) {
+        let write = || install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default());
+        match write() {
             Err(InstallError::MissingDir { .. }) => {
                 std::fs::create_dir_all(&self.dir).map_err(|source| InstallError::Io {
                     step: "create state directory",
@@ -79,7 +80,7 @@ impl StateStore {
                     source,
                     hint: String::new(),
                 })?;
-                install::write_atomic(&self.file(app), &bytes, 0o644, Ownership::default())
+                write()
             }
             done => done,
         }

@@ -65,30 +65,29 @@ impl WriteDelay {
         if self.per_sibling.is_zero() || siblings <= 1 {
             return self.base;
         }
-        use std::hash::{Hash, Hasher};
-        // SipHash with fixed keys: the same spot for the same name and count, across restarts
-        // of the same build.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
+        // The name's sha256, as canaries are ranked (`model::rollout`): the same spot for the
+        // same name and count, across restarts and upgrades.
+        let hex = crate::digest::sha256_hex(name.as_bytes());
+        let h = u64::from_str_radix(&hex[..16], 16).expect("sha256 hex");
         let window = (self.per_sibling * siblings).min(self.max_window);
-        self.base + window.mul_f64((h.finish() % u64::from(siblings)) as f64 / f64::from(siblings))
+        self.base + window.mul_f64((h % u64::from(siblings)) as f64 / f64::from(siblings))
     }
 
-    /// The wait of our node at `path`: the parent is counted only when there is a window. A
-    /// count that cannot be had is no reason to stop keeping the node: the node then takes its
-    /// spot in the longest window.
-    async fn counted(&self, client: &zk::Client, parent: &str, path: &str) -> Duration {
+    /// The wait of our node `name` under `parent`: the parent is counted only when there is a
+    /// window. A count that cannot be had is no reason to stop keeping the node: the node then
+    /// takes its spot in the longest window.
+    async fn counted(&self, client: &zk::Client, parent: &str, name: &str) -> Duration {
         if self.per_sibling.is_zero() {
             return self.base;
         }
         let siblings = match client.check_stat(parent).await {
             Ok(stat) => stat.map_or(1, |st| st.num_children.max(1) as u32),
             Err(e) => {
-                tracing::debug!(node = %path, "cannot count the nodes beside ours ({e}); spreading our writes over the longest window");
+                tracing::debug!(parent, name, "cannot count the nodes beside ours ({e}); spreading our writes over the longest window");
                 u32::MAX
             }
         };
-        self.of(path.rsplit('/').next().unwrap_or(path), siblings)
+        self.of(name, siblings)
     }
 }
 
@@ -177,9 +176,9 @@ async fn keep_on_session(
         };
         let name = path.rsplit('/').next().unwrap_or_default().to_string();
         // Counted again at each periodic pass: a fleet registering at once counts low at first.
-        let mut write_delay = spec.write_delay.counted(client, &spec.parent, &path).await;
+        let mut write_delay = spec.write_delay.counted(client, &spec.parent, &name).await;
         tracing::info!(node = %path, ?write_delay, "ephemeral node registered");
-        out.send_replace(Some(Registered { generation, path: path.clone(), name }));
+        out.send_replace(Some(Registered { generation, path: path.clone(), name: name.clone() }));
         // Bring the data up to date (it may have changed while we were creating).
         if data.has_changed().unwrap_or(false) {
             let bytes = data.borrow_and_update().clone();
@@ -229,7 +228,7 @@ async fn keep_on_session(
             tokio::select! {
                 _ = pass => {
                     next_pass = spec.resync.map(|r| tokio::time::Instant::now() + crate::backoff::jittered(r));
-                    write_delay = spec.write_delay.counted(client, &spec.parent, &path).await;
+                    write_delay = spec.write_delay.counted(client, &spec.parent, &name).await;
                     let ours = data.borrow().clone();
                     match client.get_data(&path).await {
                         Err(zk::Error::NoNode) => break,
